@@ -1,0 +1,189 @@
+"""Content-addressed stage cache.
+
+A key is the SHA-256 of the stage's components: type, resolved parameters, its inputs' keys, the data fingerprint,
+the model and device settings it uses, its source code and the versions of the libraries it uses. So any upstream change
+invalidates everything below it, and a new library version never serves a stale result.
+
+Layout under <root>:
+  entries/<key>/entry.json   manifest (components, files with sizes and SHA-256, metrics, info); written last
+  entries/<key>/out/...      the stage's files
+  tmp/                       work directories of running stages; renamed into entries/ only on success
+  locks/<key>.lock           flock held while a key is computed, so concurrent runs compute it once
+  index/<recipe>/<stage>.json the components of the last run of that stage, to explain why it re-ran
+Entries are made visible by one atomic rename of a finished directory: a killed run leaves at most a stray tmp/ dir.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+SCHEMA = 1  # bump when the entry layout changes
+
+
+def digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over the target."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=str)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass
+class Entry:
+    key: str
+    dir: Path
+    manifest: dict
+
+    @property
+    def out(self) -> Path:
+        return self.dir / "out"
+
+
+class Cache:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def entry_dir(self, key: str) -> Path:
+        return self.root / "entries" / key
+
+    def lookup(self, key: str) -> Entry | None:
+        """The entry for `key` if it exists and every file still matches its recorded size and hash."""
+        d = self.entry_dir(key)
+        try:
+            manifest = json.loads((d / "entry.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if manifest.get("key") != key or manifest.get("schema") != SCHEMA:
+            return None
+        for rel, rec in manifest.get("files", {}).items():
+            p = d / "out" / rel
+            try:
+                if p.stat().st_size != rec["size"] or file_sha256(p) != rec["sha256"]:
+                    return None
+            except OSError:
+                return None
+        return Entry(key, d, manifest)
+
+    @contextlib.contextmanager
+    def lock(self, key: str) -> Iterator[None]:
+        """Hold an exclusive lock on `key`: a second process computing the same key waits, then finds the entry."""
+        (self.root / "locks").mkdir(parents=True, exist_ok=True)
+        with open(self.root / "locks" / f"{key}.lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def workdir(self, key: str) -> Path:
+        """A fresh private directory for a stage to write into."""
+        d = self.root / "tmp" / f"{key[:16]}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        (d / "out").mkdir(parents=True)
+        return d
+
+    def commit(self, key: str, work: Path, manifest: dict) -> Entry:
+        """Record sizes and hashes, fsync, and move the finished directory into place in one rename."""
+        files = {}
+        for p in sorted((work / "out").rglob("*")):
+            if p.is_file():
+                files[str(p.relative_to(work / "out"))] = {"size": p.stat().st_size, "sha256": file_sha256(p)}
+                with open(p, "rb") as f:
+                    os.fsync(f.fileno())
+        manifest = {**manifest, "key": key, "schema": SCHEMA, "files": files, "created": time.time()}
+        write_json_atomic(work / "entry.json", manifest)
+        final = self.entry_dir(key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.exists():  # a stale or corrupt entry (lookup refused it): replace it
+            trash = self.root / "tmp" / f"stale.{key[:16]}.{uuid.uuid4().hex[:8]}"
+            os.rename(final, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        os.rename(work, final)
+        dfd = os.open(final.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+        return Entry(key, final, manifest)
+
+    def discard(self, work: Path) -> None:
+        shutil.rmtree(work, ignore_errors=True)
+
+    def clean_tmp(self, older_than_s: float = 3600) -> None:
+        """Remove work directories left by killed runs (old enough that no live run can own them)."""
+        tmp = self.root / "tmp"
+        if not tmp.is_dir():
+            return
+        now = time.time()
+        for d in tmp.iterdir():
+            with contextlib.suppress(OSError):
+                if now - d.stat().st_mtime > older_than_s:
+                    shutil.rmtree(d, ignore_errors=True)
+
+    # --- why a stage ran -------------------------------------------------------------------------------------
+    def _index_path(self, recipe: str, stage: str) -> Path:
+        return self.root / "index" / recipe / f"{stage}.json"
+
+    def remember(self, recipe: str, stage: str, components: dict) -> None:
+        write_json_atomic(self._index_path(recipe, stage), components)
+
+    def explain_miss(self, recipe: str, stage: str, components: dict) -> str:
+        """Why `stage` has no usable entry, by comparing with the components of its last run in this recipe."""
+        try:
+            last = json.loads(self._index_path(recipe, stage).read_text())
+        except (OSError, ValueError):
+            return "no cached result for these settings (first run of this stage)"
+        changes = diff(last, components)
+        if not changes:
+            return "cache entry missing or failed its integrity check"
+        shown = "; ".join(changes[:4]) + (f"; and {len(changes) - 4} more" if len(changes) > 4 else "")
+        return f"changed since last run: {shown}"
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: obj}
+
+
+def diff(old: dict, new: dict) -> list[str]:
+    """Readable differences between two component records, e.g. 'params.calibration_samples 128 -> 64'."""
+    a, b = _flatten(old), _flatten(new)
+    out = []
+    for k in sorted(set(a) | set(b)):
+        if a.get(k) != b.get(k):
+            if k.startswith("inputs."):
+                out.append(f"input '{k[7:]}' changed")
+            elif k == "code":
+                out.append("stage code changed")
+            elif k == "data":
+                out.append("data changed")
+            else:
+                out.append(f"{k} {a.get(k, '(unset)')!r} -> {b.get(k, '(unset)')!r}")
+    return out

@@ -1,0 +1,91 @@
+"""Structured configs: the schema Hydra validates every composed config against.
+
+Registered in Hydra's ConfigStore as `pipeline_schema`; `conf/config.yaml` lists it first in its defaults, so an unknown
+top-level key or a wrong type is refused by Hydra with its full path. Stage parameters are validated by the planner
+against each stage type's own dataclass (see pipeline/stages/base.py), because `stages` maps names to different types.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING  # digits | imagefolder
+    path: Optional[str] = None  # imagefolder: a folder with one sub-folder of images per class
+    val_fraction: float = 0.2  # share of each class held out for validation (fixed, seeded split)
+    seed: int = 0  # split seed
+    mean: List[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])  # per-channel normalisation
+    std: List[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    max_per_class: Optional[int] = None  # cap images per class (quick experiments on big folders)
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING  # a model of the zoo (pipeline/models)
+    input_size: int = 224  # square input resolution
+    width_mult: float = 1.0  # channel width multiplier
+    dropout: float = 0.2  # dropout before the classifier
+
+
+@dataclass
+class DeviceConfig:
+    name: str = MISSING  # catalog id, e.g. pixel7
+    display_name: str = MISSING  # human name
+    runtime: str = MISSING  # deployment runtime: onnxruntime | litert | coreml
+    formats: List[str] = field(default_factory=list)  # artifact formats the device can deploy, preferred first
+    threads: int = 1  # CPU threads the deployed model runs with (benchmarks use this, capped to host cores)
+    profile: Dict[str, Any] = field(default_factory=dict)  # hardware figures (compute units, bandwidth, RAM) with sources
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = True  # false: log nothing to MLflow (summary.json is still written)
+    uri: Optional[str] = None  # MLflow tracking URI; null = embedded SQLite store under paths.outputs
+    experiment: Optional[str] = None  # experiment name; null = the recipe name
+    timeout_s: float = 10.0  # how long to wait for a tracking server before giving up
+    fallback_to_local: bool = False  # server unreachable: log to the embedded store instead of failing
+
+
+@dataclass
+class CacheConfig:
+    enabled: bool = True  # false: run every stage and store nothing
+    force: List[str] = field(default_factory=list)  # stage names to re-run (with their descendants) even if cached
+
+
+@dataclass
+class GateConfig:
+    max_accuracy_drop: float = 1.0  # top-1 points an optimized artifact may lose against its fp32 baseline
+
+
+@dataclass
+class PathsConfig:
+    outputs: str = "outputs"  # run directories, the embedded MLflow store and the stage cache
+
+
+@dataclass
+class PipelineConfig:
+    recipe: str = MISSING  # the recipe's name (set from the `recipe` group choice)
+    description: str = ""  # one line on what the recipe is for
+    seed: int = 0  # global seed for training and sampling
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    stages: Dict[str, Any] = field(default_factory=dict)  # stage name -> {type, inputs, parameters}
+
+
+def register() -> None:
+    """Store the schema. `stages` is left open (not struct) so that any stage parameter can be overridden from the
+    command line without Hydra's `+` prefix; the planner validates each stage against its own dataclass instead, and
+    refuses unknown keys there with the full path and a suggestion."""
+    node = OmegaConf.structured(PipelineConfig)
+    OmegaConf.set_struct(node.stages, False)
+    ConfigStore.instance().store(name="pipeline_schema", node=node)

@@ -1,0 +1,232 @@
+"""Recipe -> validated DAG. Checks the whole plan before anything runs; imports no ML framework.
+
+Edges are derived from each stage's declared `inputs`; the order is a topological sort; analysis stages
+(`per_input`) are expanded into one task per input so that each is cached on its own.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from pipeline import data as data_mod
+from pipeline import models
+from pipeline.artifacts import FORMATS
+from pipeline.errors import ConfigError
+from pipeline.stages import REGISTRY, Stage, load_all
+
+RESERVED = ("type", "inputs")
+
+
+@dataclass
+class Task:
+    """One unit of execution: a stage, or one input of a per-input analysis stage."""
+
+    name: str  # "quantize", or "evaluate[quantize]" for per-input stages
+    stage: str  # the recipe's stage name
+    cls: type[Stage]
+    params: Any  # validated Config dataclass instance
+    params_dict: dict  # the same, as plain data (for keys and logging)
+    inputs: list[str]  # upstream stage names whose artifacts it reads
+    output_format: str | None
+
+
+@dataclass
+class Plan:
+    recipe: str
+    tasks: list[Task]  # topological order
+    children: dict[str, set[str]] = field(default_factory=dict)  # stage -> stages reading it
+
+    def descendants(self, stages: set[str]) -> set[str]:
+        out, todo = set(), list(stages)
+        while todo:
+            s = todo.pop()
+            for c in self.children.get(s, ()):
+                if c not in out:
+                    out.add(c)
+                    todo.append(c)
+        return out
+
+    def producers(self) -> list[Task]:
+        return [t for t in self.tasks if t.output_format]
+
+
+def _suggest(word: str, choices) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def _validate_params(name: str, stage_type: str, cls: type[Stage], raw: dict) -> tuple[Any, list[str]]:
+    """Merge the recipe's parameters over the stage's dataclass; unknown keys and wrong types name the full path."""
+    schema = OmegaConf.structured(cls.Config)
+    fields = list(schema.keys())
+    problems = []
+    for key in raw:
+        if key not in fields:
+            problems.append(
+                f"stages.{name}.{key}: unknown parameter of stage type {stage_type!r}.{_suggest(key, fields)} "
+                f"Parameters of {stage_type!r}: {', '.join(fields) or '(none)'}."
+            )
+    if problems:
+        return None, problems
+    try:
+        merged = OmegaConf.merge(schema, raw)
+        missing = sorted(k for k in fields if OmegaConf.is_missing(merged, k))
+        if missing:
+            return None, [f"stages.{name}.{k}: required parameter of stage type {stage_type!r} is not set" for k in missing]
+        return OmegaConf.to_object(merged), []
+    except OmegaConfBaseException as e:
+        key = getattr(e, "key", None) or getattr(e, "full_key", "")
+        msg = str(e).splitlines()[0]
+        return None, [f"stages.{name}.{key}: {msg}"]
+
+
+def _find_cycle(deps: dict[str, list[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(n: str) -> list[str] | None:
+        state[n] = 1
+        stack.append(n)
+        for d in deps.get(n, []):
+            if state.get(d) == 1:
+                return stack[stack.index(d):] + [d]
+            if d in deps and state.get(d) is None:
+                found = visit(d)
+                if found:
+                    return found
+        stack.pop()
+        state[n] = 2
+        return None
+
+    for n in deps:
+        if state.get(n) is None:
+            found = visit(n)
+            if found:
+                return found
+    return None
+
+
+def _toposort(deps: dict[str, list[str]]) -> list[str]:
+    """Kahn's algorithm; ties keep the recipe's order so runs are predictable."""
+    order, done = [], set()
+    remaining = list(deps)
+    while remaining:
+        for n in remaining:
+            if all(d in done for d in deps[n]):
+                order.append(n)
+                done.add(n)
+                remaining.remove(n)
+                break
+    return order
+
+
+def build_plan(cfg: DictConfig) -> Plan:
+    """Validate the composed config and return the execution plan, or raise ConfigError listing every problem."""
+    registry = load_all()
+    problems: list[str] = []
+    recipe = str(cfg.get("recipe") or "?")
+    stages_cfg = cfg.get("stages")
+    if not stages_cfg:
+        raise ConfigError(f"recipe {recipe!r} declares no stages: add a `stages:` mapping (see recipes/mobilenet_int8.yaml)")
+
+    # Model and data exist before anything is planned on them.
+    if cfg.model.name not in models.ZOO:
+        problems.append(f"model.name: unknown model {cfg.model.name!r}.{_suggest(cfg.model.name, models.ZOO)} "
+                        f"Available: {', '.join(sorted(models.ZOO))}.")
+    problems += data_mod.check(cfg.data)
+
+    specs: dict[str, dict] = {}
+    deps: dict[str, list[str]] = {}
+    for name, raw in stages_cfg.items():
+        name = str(name)
+        if not isinstance(raw, DictConfig):
+            problems.append(f"stages.{name}: expected a mapping with `type`, `inputs` and parameters, got {raw!r}")
+            continue
+        if not name.replace("_", "").replace("-", "").isalnum():
+            problems.append(f"stages.{name}: stage names may hold letters, digits, '_' and '-' only")
+            continue
+        raw = OmegaConf.to_container(raw, resolve=True)
+        stage_type = raw.get("type")
+        if stage_type not in registry:
+            problems.append(
+                f"stages.{name}.type: unknown stage type {stage_type!r}.{_suggest(str(stage_type), registry)} "
+                f"Registered types: {', '.join(sorted(registry))}."
+            )
+            continue
+        inputs = raw.get("inputs")
+        if inputs is None:  # analysis stages default to every model of the recipe (filled in below)
+            inputs = None if registry[stage_type].produces is None else []
+        elif isinstance(inputs, str):
+            inputs = [inputs]
+        elif not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
+            problems.append(f"stages.{name}.inputs: expected a list of stage names, got {inputs!r}")
+            continue
+        params, errs = _validate_params(name, stage_type, registry[stage_type], {k: v for k, v in raw.items() if k not in RESERVED})
+        problems += errs
+        specs[name] = {"type": stage_type, "cls": registry[stage_type], "params": params, "inputs": inputs}
+
+    names = list(specs)
+    producers = [n for n, s in specs.items() if s["params"] is not None and s["cls"].output_format(s["params"], cfg.device)]
+    for name, spec in specs.items():
+        if spec["inputs"] is None:  # analysis stage without inputs: every model the recipe produces
+            spec["inputs"] = list(producers)
+        for inp in spec["inputs"]:
+            if inp not in stages_cfg:
+                problems.append(f"stages.{name}.inputs: {inp!r} is not a stage of this recipe.{_suggest(inp, names)} "
+                                f"Stages: {', '.join(names)}.")
+        deps[name] = [i for i in spec["inputs"] if i in specs]
+        cls = spec["cls"]
+        n_in = len(spec["inputs"])
+        if n_in < cls.min_inputs or (cls.max_inputs is not None and n_in > cls.max_inputs):
+            want = f"exactly {cls.min_inputs}" if cls.min_inputs == cls.max_inputs else f"at least {cls.min_inputs}"
+            problems.append(f"stages.{name}.inputs: stage type {spec['type']!r} takes {want} input(s), got {n_in}")
+    cycle = _find_cycle(deps)
+    if cycle:
+        problems.append(f"stages: the inputs form a cycle: {' -> '.join(cycle)}. Remove one of these inputs.")
+    if problems:
+        raise ConfigError(problems)
+
+    # Formats along every edge, and the stages' own cross-field rules.
+    out_fmt = {n: s["cls"].output_format(s["params"], cfg.device) for n, s in specs.items()}
+    for name, spec in specs.items():
+        accepts = spec["cls"].input_formats(spec["params"], cfg.device)
+        for inp in spec["inputs"]:
+            fmt = out_fmt[inp]
+            if fmt is None:
+                problems.append(f"stages.{name}.inputs: {inp!r} ({specs[inp]['type']}) produces no model to read; "
+                                f"take a stage that produces one of: {', '.join(accepts)}")
+            elif fmt not in accepts:
+                exporters = sorted(t for t, c in registry.items() if c.produces in accepts and fmt in c.accepts)
+                hint = (f" Add an export stage between them (type: {' or '.join(exporters)}, inputs: [{inp}])"
+                        if exporters else "")
+                problems.append(f"stages.{name}: stage type {spec['type']!r} takes {'/'.join(accepts)} models, but "
+                                f"input {inp!r} produces a {fmt} model.{hint}")
+        problems += [f"stages.{name}: {p}" for p in spec["cls"].check(spec["params"], cfg)]
+    for fmt in {f for f in out_fmt.values() if f}:
+        if fmt not in FORMATS:
+            problems.append(f"internal: format {fmt!r} is not one of {FORMATS}")
+    force = list(cfg.cache.force)
+    for f in force:
+        if f not in specs:
+            problems.append(f"cache.force: {f!r} is not a stage of this recipe. Stages: {', '.join(names)}.")
+    if problems:
+        raise ConfigError(problems)
+
+    children: dict[str, set[str]] = {n: set() for n in specs}
+    for n, ds in deps.items():
+        for d in ds:
+            children[d].add(n)
+    tasks = []
+    for name in _toposort(deps):
+        spec = specs[name]
+        pdict = OmegaConf.to_container(OmegaConf.structured(spec["params"]))
+        if spec["cls"].per_input:
+            for inp in spec["inputs"]:
+                tasks.append(Task(f"{name}[{inp}]", name, spec["cls"], spec["params"], pdict, [inp], None))
+        else:
+            tasks.append(Task(name, name, spec["cls"], spec["params"], pdict, list(spec["inputs"]), out_fmt[name]))
+    return Plan(recipe=recipe, tasks=tasks, children=children)

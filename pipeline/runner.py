@@ -1,0 +1,242 @@
+"""Executes a plan: derive each task's key -> reuse or run -> store atomically -> record. Knows no ML framework."""
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import shutil
+import time
+import traceback
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+import pipeline
+from pipeline import cache as cache_mod
+from pipeline import data as data_mod
+from pipeline.artifacts import Artifact
+from pipeline.errors import ConfigError, NotRunnableHere, StageError
+from pipeline.plan import Plan, Task
+from pipeline.stages import StageContext, StageResult
+
+log = logging.getLogger("pipeline")
+PKG_DIR = Path(pipeline.__file__).parent
+
+
+@dataclass
+class TaskRecord:
+    """What happened to one task; becomes a `stages` entry of summary.json and a nested MLflow run."""
+
+    name: str
+    stage: str
+    type: str
+    inputs: list[str]
+    status: str = "pending"  # ran | reused | failed
+    seconds: float = 0.0
+    cache_key: str = ""
+    reason: str = ""
+    artifact: Artifact | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+    about: dict[str, dict[str, Any]] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def code_hash(cls: type) -> str:
+    """Hash of the stage's module source plus the package-relative files or folders it declares in `code`."""
+    paths = [Path(inspect.getsourcefile(cls))]
+    for rel in cls.code:
+        p = PKG_DIR / rel
+        paths += sorted(p.rglob("*.py")) if p.is_dir() else [p]
+    # Stage classes may live outside the package (plugins, tests): name those by file name only, so that the key
+    # does not depend on where a checkout sits.
+    name = lambda p: str(p.relative_to(PKG_DIR)) if p.is_relative_to(PKG_DIR) else p.name
+    return cache_mod.digest({name(p): p.read_text() for p in paths})[:16]
+
+
+class Runner:
+    def __init__(self, plan: Plan, cfg: Any, cache: cache_mod.Cache, run_dir: Path, tracker, use_cache: bool = True):
+        self.plan, self.cfg, self.cache, self.run_dir, self.tracker = plan, cfg, cache, run_dir, tracker
+        self.use_cache = use_cache
+        forced = set(cfg.cache.force)
+        self.forced = forced | plan.descendants(forced)
+        self.records: dict[str, TaskRecord] = {}
+        self._data = None
+        self._data_fp: str | None = None
+
+    # --- inputs of a task -------------------------------------------------------------------------------------
+    def _load_data(self):
+        if self._data is None:
+            log.info("loading data: %s (input %dpx)", self.cfg.data.name, self.cfg.model.input_size)
+            self._data = data_mod.load(self.cfg.data, int(self.cfg.model.input_size))
+        return self._data
+
+    def data_fingerprint(self) -> str:
+        if self._data_fp is None:
+            self._data_fp = data_mod.fingerprint(self.cfg.data, int(self.cfg.model.input_size))
+        return self._data_fp
+
+    def components(self, task: Task) -> dict:
+        """Everything that decides a task's result; its digest is the cache key."""
+        cls = task.cls
+        comp: dict[str, Any] = {
+            "type": cls.type,
+            "params": task.params_dict,
+            "inputs": {i: self.records[i].cache_key for i in task.inputs},
+            "code": code_hash(cls),
+            "libraries": {d: _version(d) for d in sorted(cls.libraries)},
+        }
+        if "data" in cls.uses:
+            comp["data"] = self.data_fingerprint()
+        if "model" in cls.uses:
+            comp["model"] = OmegaConf.to_container(self.cfg.model, resolve=True)
+        if "device" in cls.uses:
+            comp["device"] = OmegaConf.to_container(self.cfg.device, resolve=True)
+        if "seed" in cls.uses:
+            comp["seed"] = int(self.cfg.seed)
+        return comp
+
+    def lineage(self, stage: str) -> list[Artifact]:
+        """Artifacts from `stage` up its first-input chain, nearest first (parity uses it to find the culprit)."""
+        out, cur = [], stage
+        while cur in self.records:
+            rec = self.records[cur]
+            if rec.artifact:
+                out.append(rec.artifact)
+            cur = rec.inputs[0] if rec.inputs else None
+        return out
+
+    # --- execution --------------------------------------------------------------------------------------------
+    def run(self) -> list[TaskRecord]:
+        for task in self.plan.tasks:
+            self._run_task(task)
+        return list(self.records.values())
+
+    def _artifact_from(self, entry: cache_mod.Entry, key: str) -> Artifact | None:
+        a = entry.manifest.get("artifact")
+        if not a:
+            return None
+        return Artifact(stage=a["stage"], format=a["format"], precision=a["precision"], path=entry.out / a["path"],
+                        meta=a.get("meta", {}), key=key)
+
+    def _run_task(self, task: Task) -> None:
+        rec = TaskRecord(task.name, task.stage, task.cls.type, list(task.inputs), params=task.params_dict)
+        self.records[task.name] = rec
+        comp = self.components(task)
+        rec.cache_key = key = cache_mod.digest(comp)
+        start = time.perf_counter()
+        with self.cache.lock(key):
+            entry = self.cache.lookup(key) if self.use_cache and task.stage not in self.forced else None
+            if entry is not None:
+                rec.status = "reused"
+                made = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.manifest["created"]))
+                rec.reason = f"same key {key[:12]} (inputs, parameters, data, code and library versions unchanged; made {made})"
+            else:
+                if not self.use_cache:
+                    rec.reason = "cache disabled (cache.enabled=false)"
+                elif task.stage in self.forced:
+                    rec.reason = ("forced (cache.force)" if task.stage in self.cfg.cache.force
+                                  else "forced: an upstream stage was forced (cache.force)")
+                else:
+                    rec.reason = self.cache.explain_miss(self.plan.recipe, task.name, comp)
+                log.info("▶ %s (%s): running — %s", task.name, task.cls.type, rec.reason)
+                entry = self._execute(task, rec, comp)
+        rec.seconds = time.perf_counter() - start
+        if rec.status == "reused":
+            log.info("✔ %s (%s): reused — %s", task.name, task.cls.type, rec.reason)
+        rec.artifact = self._artifact_from(entry, key)
+        rec.metrics = dict(entry.manifest.get("metrics", {}))
+        rec.info = dict(entry.manifest.get("info", {}))
+        rec.about = dict(entry.manifest.get("about", {}))
+        rec.files = [entry.out / f for f in entry.manifest.get("extra_files", [])]
+        if self.use_cache:
+            self.cache.remember(self.plan.recipe, task.name, comp)
+        self._publish(rec, entry)
+        if self.tracker:
+            self.tracker.log_stage(rec, entry.out)
+
+    def _execute(self, task: Task, rec: TaskRecord, comp: dict) -> cache_mod.Entry:
+        work = self.cache.workdir(rec.cache_key)
+        ctx = StageContext(
+            name=task.name, params=task.params, cfg=self.cfg,
+            inputs={i: self.records[i].artifact for i in task.inputs},
+            workdir=work / "out", lineage=self.lineage, log=logging.getLogger(f"pipeline.stage.{task.stage}"),
+            _data_loader=self._load_data,
+        )
+        t0 = time.perf_counter()
+        try:
+            result = task.cls().run(ctx)
+        except NotRunnableHere as e:  # e.g. Core ML on Linux: a reported fact, not a failure
+            result = StageResult(info={"not_runnable": str(e)},
+                                 about={a.stage: {"not_runnable": str(e)} for a in ctx.inputs.values()})
+        except (KeyboardInterrupt, SystemExit):
+            self.cache.discard(work)
+            raise
+        except Exception as e:
+            self.cache.discard(work)
+            rec.status, rec.seconds = "failed", time.perf_counter() - t0
+            rec.error = f"{type(e).__name__}: {e}"
+            rec.reason = rec.reason or "ran"
+            log.debug("stage %s failed:\n%s", task.name, traceback.format_exc())
+            (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "logs" / f"{task.name}.traceback.txt").write_text(traceback.format_exc())
+            if self.tracker:
+                self.tracker.log_stage(rec, None)
+            err = StageError(f"stage '{task.name}' ({task.cls.type}) failed: {rec.error}")
+            err.record = rec
+            raise err from e
+        manifest: dict[str, Any] = {
+            "components": comp,
+            "seconds": time.perf_counter() - t0,
+            "metrics": {k: float(v) for k, v in result.metrics.items()},
+            "info": result.info,
+            "about": result.about,
+            "extra_files": list(result.files),
+        }
+        if result.artifact is not None:
+            a = result.artifact
+            rel = Path(a.path).resolve().relative_to((work / "out").resolve())
+            manifest["artifact"] = {"stage": task.stage, "format": a.format, "precision": a.precision,
+                                    "path": str(rel), "meta": a.meta}
+        rec.status = "ran"
+        # With cache.enabled=false this cache is a private one under the run directory (see app.py).
+        return self.cache.commit(rec.cache_key, work, manifest)
+
+    def _publish(self, rec: TaskRecord, entry: cache_mod.Entry) -> None:
+        """Hard-link (or copy) a producer's files into <run_dir>/artifacts/<stage>/ so each run is self-contained."""
+        if rec.artifact is None:
+            return
+        dest_root = self.run_dir / "artifacts" / rec.stage
+        for src in entry.out.rglob("*"):
+            if src.is_file():
+                dest = dest_root / src.relative_to(entry.out)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(src, dest)
+                except OSError:
+                    shutil.copy2(src, dest)
+        rec.info.setdefault("run_path", str((dest_root / rec.artifact.path.relative_to(entry.out)).relative_to(self.run_dir)))
+
+
+def check_outputs_writable(root: Path) -> None:
+    """Fail before any work if the outputs folder cannot be written."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".write-probe.{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"paths.outputs: cannot write to {str(root)!r} ({e.strerror}); choose a writable folder "
+                          f"with paths.outputs=DIR") from e

@@ -1,0 +1,56 @@
+"""One way to run a model: `load(artifact, threads)` returns an object with `predict(x) -> logits`.
+
+Evaluation, benchmarking and parity all go through here; no stage re-implements "run an ONNX file".
+Each format's module imports its runtime only when loaded.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+# format -> module implementing `load(path, meta, threads) -> Model`
+RUNTIMES = {
+    "torch": "pipeline.runtimes.torch_rt",
+    "onnx": "pipeline.runtimes.onnx_rt",
+}
+
+
+class Model(Protocol):
+    runtime: str  # e.g. "onnxruntime 1.31.1 CPUExecutionProvider"
+
+    def predict(self, x: np.ndarray) -> np.ndarray:  # float32 NCHW batch -> float32 logits
+        ...
+
+
+def load(fmt: str, path: Path | str, meta: dict[str, Any] | None = None, threads: int = 0) -> Model:
+    """Load a model of format `fmt` from `path` with `threads` CPU threads (0 = all host cores)."""
+    if fmt not in RUNTIMES:
+        raise ValueError(f"no runtime for format {fmt!r} (known: {', '.join(RUNTIMES)})")
+    return importlib.import_module(RUNTIMES[fmt]).load(Path(path), meta or {}, host_threads(threads))
+
+
+def predict_all(model: Model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    return np.concatenate([model.predict(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+def host_threads(requested: int) -> int:
+    """Threads to use on this host: the request, capped to the cores there are (0 = all of them)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return cores if requested <= 0 else min(requested, cores)
+
+
+@lru_cache(maxsize=1)
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

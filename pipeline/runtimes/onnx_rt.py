@@ -1,0 +1,39 @@
+"""ONNX Runtime on the CPU."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class OnnxModel:
+    def __init__(self, path: Path, threads: int):
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types for corrupt files
+            raise ValueError(f"ONNX Runtime cannot load {path}: {str(e).splitlines()[0]}. The file is corrupt or not "
+                             f"an ONNX model; re-create it (re-run with cache.force=[STAGE]) or supply a valid one.") from e
+        inp = self.session.get_inputs()[0]
+        self.input_name, self.input_shape = inp.name, inp.shape
+        self.fixed_batch = isinstance(inp.shape[0], int)
+        self.runtime = f"onnxruntime {ort.__version__} CPUExecutionProvider"
+        self.threads = threads
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if self.fixed_batch and x.shape[0] != self.input_shape[0]:
+            return np.concatenate([self.predict(x[i : i + 1]) for i in range(len(x))])
+        return self.session.run(None, {self.input_name: x})[0]
+
+
+def load(path: Path, meta: dict[str, Any], threads: int) -> OnnxModel:
+    return OnnxModel(path, threads)

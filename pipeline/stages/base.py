@@ -1,0 +1,107 @@
+"""The stage contract: a dataclass config plus one class, registered by name when its module is imported.
+
+A stage never imports its ML framework at module level: the planner imports every stage module to know the registered
+types, and the core must stay free of torch, TensorFlow and ONNX Runtime (tests/test_core_imports.py proves it).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+from pipeline.artifacts import Artifact
+
+REGISTRY: dict[str, type["Stage"]] = {}
+
+
+@dataclass
+class StageResult:
+    """What a stage hands back to the runner."""
+
+    artifact: Artifact | None = None  # the model it produced (path inside the stage's work directory)
+    metrics: dict[str, float] = field(default_factory=dict)  # numbers for MLflow and the summary
+    info: dict[str, Any] = field(default_factory=dict)  # JSON-able details for the summary (runtime, measured_on ...)
+    files: list[str] = field(default_factory=list)  # extra files in the work directory to keep and log (plots ...)
+    about: dict[str, dict[str, Any]] = field(default_factory=dict)  # analysis stages: artifact name -> its numbers
+
+
+@dataclass
+class StageContext:
+    """Everything a stage may read. Built by the runner; stages never look at global state."""
+
+    name: str  # stage name in the recipe (for per-input stages: "evaluate[quantize]")
+    params: Any  # the validated parameters (an instance of the stage's Config dataclass)
+    cfg: Any  # the whole resolved pipeline config (model, data, device ...)
+    inputs: dict[str, Artifact]  # upstream artifacts by stage name
+    workdir: Path  # where the stage writes; moved into the cache atomically on success
+    lineage: Callable[[str], list[Artifact]]  # artifacts upstream of a stage, nearest first
+    log: logging.Logger
+    _data: Any = None
+    _data_loader: Callable[[], Any] | None = None
+
+    def data(self):
+        """The dataset, loaded once per process and shared by all stages of a run."""
+        if self._data is None:
+            assert self._data_loader is not None
+            self._data = self._data_loader()
+        return self._data
+
+    @property
+    def input(self) -> Artifact:
+        """The single input artifact of a stage that takes exactly one."""
+        if len(self.inputs) != 1:
+            raise ValueError(f"stage {self.name!r} expects one input, got {sorted(self.inputs)}")
+        return next(iter(self.inputs.values()))
+
+
+class Stage:
+    """Base class. Subclasses declare, as class attributes:
+
+    type:      registered name used in recipes (`type: quantize_onnx`)
+    Config:    dataclass of parameters (MISSING for required ones); validated with full key paths
+    accepts:   formats the input artifacts may have; () = takes no model input (e.g. train)
+    produces:  format of the produced artifact; None = an analysis stage (evaluate, benchmark) that only reports
+    per_input: analysis stages run once per input, each cached on its own, so a new int8 model re-evaluates only itself
+               (an analysis stage, produces=None, given no `inputs` reads every model the recipe produces)
+    uses:      config sections that change the result, hashed into the cache key: "data", "model", "device", "seed"
+    libraries: distributions whose versions are hashed into the key (read from metadata, nothing imported)
+    code:      package-relative source paths besides the stage's own module that change its result
+    """
+
+    type: ClassVar[str]
+    Config: ClassVar[type]
+    accepts: ClassVar[tuple[str, ...]] = ()
+    produces: ClassVar[str | None] = None
+    per_input: ClassVar[bool] = False
+    uses: ClassVar[tuple[str, ...]] = ()
+    libraries: ClassVar[tuple[str, ...]] = ()
+    code: ClassVar[tuple[str, ...]] = ()
+    min_inputs: ClassVar[int] = 0
+    max_inputs: ClassVar[int | None] = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        stage_type = cls.__dict__.get("type")
+        if stage_type:
+            if stage_type in REGISTRY and REGISTRY[stage_type] is not cls:
+                raise RuntimeError(f"stage type {stage_type!r} registered twice: {REGISTRY[stage_type]} and {cls}")
+            REGISTRY[stage_type] = cls
+
+    @classmethod
+    def output_format(cls, params: Any, device: Any) -> str | None:
+        """Format this stage will produce; override when it depends on parameters or the device."""
+        return cls.produces
+
+    @classmethod
+    def input_formats(cls, params: Any, device: Any) -> tuple[str, ...]:
+        """Formats this stage accepts; override when it depends on parameters or the device."""
+        return cls.accepts
+
+    @classmethod
+    def check(cls, params: Any, cfg: Any) -> list[str]:
+        """Rules spanning several fields or the environment; return one sentence per problem."""
+        return []
+
+    def run(self, ctx: StageContext) -> StageResult:  # pragma: no cover - abstract
+        raise NotImplementedError

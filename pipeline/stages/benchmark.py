@@ -1,0 +1,59 @@
+"""`benchmark`: latency p50/p90 after warm-up and load time of every input model, measured on this host in one fresh
+process with the device's thread count (capped to the host's cores), round-robin so that ratios are side by side."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+
+from pipeline.artifacts import FORMATS
+from pipeline.stages.base import Stage, StageContext, StageResult
+
+
+@dataclass
+class BenchmarkConfig:
+    warmup: int = 10  # untimed runs of each model first
+    iterations: int = 50  # timed runs of each model; p50 and p90 are taken over these
+    batch_size: int = 1  # images per call (1 = the latency a camera app sees)
+
+
+class Benchmark(Stage):
+    type = "benchmark"
+    Config = BenchmarkConfig
+    accepts = FORMATS
+    uses = ("device",)
+    libraries = ("onnxruntime", "torch", "ai-edge-litert", "tensorflow-cpu", "numpy")
+    code = ("runtimes",)
+    min_inputs = 1
+
+    @classmethod
+    def check(cls, p: BenchmarkConfig, cfg) -> list[str]:
+        if p.iterations < 1 or p.warmup < 0 or p.batch_size < 1:
+            return [f"iterations and batch_size must be >= 1 and warmup >= 0 (got {p.iterations}, {p.batch_size}, "
+                    f"{p.warmup})"]
+        return []
+
+    def run(self, ctx: StageContext) -> StageResult:
+        from pipeline.runtimes import host_threads
+
+        p: BenchmarkConfig = ctx.params
+        requested = int(ctx.cfg.device.threads)
+        threads = host_threads(requested)
+        models = [{"name": n, "fmt": a.format, "path": str(a.path), "meta": a.meta,
+                   "shape": [p.batch_size, *a.meta["input_shape"][1:]]} for n, a in ctx.inputs.items()]
+        args = {"models": models, "threads": threads, "warmup": p.warmup, "iterations": p.iterations}
+        proc = subprocess.run([sys.executable, "-m", "pipeline.runtimes.measure", json.dumps(args)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"the measuring process failed: {proc.stderr.strip()[-2000:]}")
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        capped = f" ({requested} requested by {ctx.cfg.device.name}, capped to host cores)" if requested > threads else ""
+        about, metrics = {}, {"peak_rss_mb": r["peak_rss_mb"], "threads": threads}
+        for name, m in r["models"].items():
+            measured_on = f"this host ({r['cpu']}), {m['runtime']}, {threads} thread(s){capped}, batch {p.batch_size}"
+            about[name] = {**m, "measured_on": measured_on}
+            metrics.update({f"{name}.{k}": v for k, v in m.items() if isinstance(v, float)})
+            ctx.log.info("%s: p50 %.3f ms  p90 %.3f ms — measured on %s", name, m["latency_p50_ms"],
+                         m["latency_p90_ms"], measured_on)
+        return StageResult(metrics=metrics, about=about, info={"threads": threads, "cpu": r["cpu"]})

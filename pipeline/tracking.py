@@ -1,0 +1,148 @@
+"""MLflow tracking: one parent run per pipeline run, one nested run per stage. mlflow is imported lazily.
+
+Uses MlflowClient with explicit run ids (no fluent global state), so several pipelines in one process or in parallel
+processes cannot log into each other's runs.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from pipeline.errors import ConfigError
+
+log = logging.getLogger("pipeline")
+PARENT_TAG = "mlflow.parentRunId"
+
+
+def local_uri(outputs: Path) -> str:
+    return f"sqlite:///{(outputs / 'mlflow.db').resolve()}"
+
+
+def check_server(uri: str, timeout_s: float) -> str | None:
+    """None if the tracking server answers its health check within the timeout, else the reason."""
+    if not uri.startswith(("http://", "https://")):
+        return None
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as r:
+            return None if r.status == 200 else f"HTTP {r.status}"
+    except (urllib.error.URLError, socket.timeout, ConnectionError, OSError) as e:
+        return str(getattr(e, "reason", e))
+
+
+def resolve_uri(tracking_cfg: Any, outputs: Path) -> str:
+    """The URI to log to; refuses (exit 2) an unreachable server unless tracking.fallback_to_local is set."""
+    uri = tracking_cfg.uri or local_uri(outputs)
+    problem = check_server(uri, float(tracking_cfg.timeout_s))
+    if problem is None:
+        return uri
+    if tracking_cfg.fallback_to_local:
+        log.warning("MLflow server %s did not answer (%s); logging to the local store %s (tracking.fallback_to_local)",
+                    uri, problem, local_uri(outputs))
+        return local_uri(outputs)
+    parsed = urlparse(uri)
+    raise ConfigError(
+        f"tracking.uri: the MLflow server at {uri} did not answer within {tracking_cfg.timeout_s:g} s ({problem}). "
+        f"Start it (mlflow server --host {parsed.hostname} --port {parsed.port or 80}), point tracking.uri elsewhere, "
+        f"or add tracking.fallback_to_local=true to log locally."
+    )
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if isinstance(d, dict):
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+    elif isinstance(d, list):
+        out[prefix[:-1]] = json.dumps(d)
+    else:
+        out[prefix[:-1]] = d
+    return out
+
+
+class Tracker:
+    """Parent run + nested stage runs in one experiment."""
+
+    def __init__(self, uri: str, experiment: str, artifact_root: Path | None):
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        self.mlflow = mlflow
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        exp = self.client.get_experiment_by_name(experiment)
+        if exp is None:
+            location = artifact_root.resolve().as_uri() if artifact_root else None
+            try:
+                self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+            except Exception:  # created concurrently by another run
+                exp = self.client.get_experiment_by_name(experiment)
+                if exp is None:
+                    raise
+                self.experiment_id = exp.experiment_id
+        else:
+            self.experiment_id = exp.experiment_id
+        self.experiment = experiment
+        self.run_id: str | None = None
+
+    def start(self, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
+        self.run_id = run.info.run_id
+        self.log_params(self.run_id, params)
+        return self.run_id
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        flat = [Param(k, str(v)[:6000]) for k, v in _flatten(params).items()]
+        for i in range(0, len(flat), 100):
+            self.client.log_batch(run_id, params=flat[i : i + 100])
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
+        from mlflow.entities import Metric
+        import time
+
+        now = int(time.time() * 1000)
+        ms = [Metric(k, float(v), now, 0) for k, v in metrics.items() if v is not None]
+        for i in range(0, len(ms), 500):
+            self.client.log_batch(run_id, metrics=ms[i : i + 500])
+
+    def log_stage(self, rec, out_dir: Path | None) -> None:
+        """A nested run for one task: parameters, metrics, wall time, cache hit/miss, produced files."""
+        tags = {PARENT_TAG: self.run_id, "stage.type": rec.type, "stage.status": rec.status,
+                "cache.hit": str(rec.status == "reused").lower(), "cache.key": rec.cache_key, "cache.reason": rec.reason[:5000]}
+        if rec.error:
+            tags["error"] = rec.error[:5000]
+        run = self.client.create_run(self.experiment_id, run_name=rec.name, tags=tags)
+        rid = run.info.run_id
+        self.log_params(rid, {"type": rec.type, "inputs": ",".join(rec.inputs), **rec.params})
+        self.log_metrics(rid, {**rec.metrics, "wall_seconds": rec.seconds, "cache_hit": float(rec.status == "reused")})
+        if out_dir is not None and rec.artifact is not None:
+            self.client.log_artifacts(rid, str(out_dir), artifact_path=rec.stage)
+        for f in rec.files:
+            self.client.log_artifact(rid, str(f))
+        if rec.info:
+            with tempfile.TemporaryDirectory() as d:
+                p = Path(d) / "info.json"
+                p.write_text(json.dumps(rec.info, indent=2, default=str))
+                self.client.log_artifact(rid, str(p))
+        self.client.set_terminated(rid, "FAILED" if rec.status == "failed" else "FINISHED")
+
+    def log_files(self, paths: list[Path]) -> None:
+        for p in paths:
+            self.client.log_artifact(self.run_id, str(p))
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(self.run_id, k, v)
+
+    def end(self, status: str) -> None:
+        """status: FINISHED | FAILED | KILLED."""
+        if self.run_id:
+            self.client.set_terminated(self.run_id, status)

@@ -1,0 +1,41 @@
+"""The core (plan, runner, cache, tracking, report) must not import an ML framework: start-up and --help stay fast."""
+import subprocess
+import sys
+
+from conftest import ROOT
+
+HEAVY = ("torch", "tensorflow", "onnxruntime", "coremltools", "litert_torch", "ai_edge_litert", "onnx", "mlflow")
+
+
+def test_planning_imports_no_ml_framework():
+    code = f"""
+import sys
+sys.path.insert(0, {str(ROOT / 'tests')!r})
+from conftest import compose_cfg
+from pipeline import runner, cache, report, app, tracking
+from pipeline.plan import build_plan
+for recipe in ("mobilenet_int8", "tiny_int8"):
+    build_plan(compose_cfg(["recipe=" + recipe, "device=pixel7"]))
+heavy = [m for m in {HEAVY!r} if m in sys.modules]
+print("HEAVY:", heavy)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert "HEAVY: []" in out.stdout, out.stdout
+
+
+def test_help_lists_choices_and_imports_no_ml_framework():
+    code = f"""
+import sys
+sys.argv = ["pipeline", "--help"]
+from pipeline.__main__ import main
+try:
+    main()
+except SystemExit:
+    pass
+print("HEAVY:", [m for m in {HEAVY!r} if m in sys.modules])
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert "recipe: " in out.stdout and "mobilenet_int8" in out.stdout and "pixel7" in out.stdout
+    assert "HEAVY: []" in out.stdout, out.stdout
