@@ -39,6 +39,7 @@ class DeviceConfig:
     runtime: str = MISSING  # deployment runtime: onnxruntime | litert | coreml
     formats: List[str] = field(default_factory=list)  # artifact formats the device can deploy, preferred first
     threads: int = 1  # CPU threads the deployed model runs with (benchmarks use this, capped to host cores)
+    deployment_target: Optional[str] = None  # Core ML minimum deployment target (e.g. iOS17); null elsewhere
     profile: Dict[str, Any] = field(default_factory=dict)  # hardware figures (compute units, bandwidth, RAM) with sources
 
 
