@@ -168,3 +168,46 @@ def test_a_missing_figure_is_refused_with_the_field_named():
     dev = catalog.load("rpi4")
     dev.ram_gb.source = None
     assert "device.ram_gb.source" in catalog.check(dev)[0]
+
+
+@pytest.fixture(scope="module")
+def tflite_models(tmp_path_factory):
+    """A float and a full-integer TFLite model of Conv(3x3, 2->4)+ReLU -> DepthwiseConv(3x3)+ReLU6 -> mean -> Dense."""
+    import numpy as np
+    import tensorflow as tf
+
+    d = tmp_path_factory.mktemp("tflite")
+
+    def make(int8: bool):
+        tf.keras.utils.set_random_seed(0)
+        inp = tf.keras.Input((8, 8, 2), batch_size=1)
+        x = tf.keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inp)
+        x = tf.keras.layers.DepthwiseConv2D(3, padding="same", activation="relu6")(x)
+        out = tf.keras.layers.Dense(3)(tf.keras.layers.GlobalAveragePooling2D()(x))
+        conv = tf.lite.TFLiteConverter.from_keras_model(tf.keras.Model(inp, out))
+        if int8:
+            rng = np.random.default_rng(0)
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+            conv.representative_dataset = lambda: ([rng.random((1, 8, 8, 2), np.float32)] for _ in range(8))
+            conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        path = d / f"{'int8' if int8 else 'fp32'}.tflite"
+        path.write_bytes(conv.convert())
+        return path
+
+    return make(False), make(True)
+
+
+def test_tflite_profile_and_coverage(tflite_models):
+    from pipeline.devices.profiler import profile_tflite
+
+    fp32, int8 = (profile_tflite(p) for p in tflite_models)
+    assert [l.op for l in fp32.layers] == ["CONV_2D", "DEPTHWISE_CONV_2D", "MEAN", "FULLY_CONNECTED"]
+    conv, dw, _, fc = fp32.layers
+    assert conv.macs == 8 * 8 * 4 * 3 * 3 * 2 and conv.params == 4 * 3 * 3 * 2 + 4 and conv.weight_bytes == 76 * 4
+    assert dw.macs == 8 * 8 * 4 * 3 * 3 and fc.macs == 4 * 3 and fp32.precision == "fp32"
+    assert [l.op for l in int8.layers] == ["QUANTIZE", "CONV_2D", "DEPTHWISE_CONV_2D", "MEAN", "FULLY_CONNECTED",
+                                           "DEQUANTIZE"]
+    assert int8.precision == "int8" and int8.layers[1].weight_bytes == 72 + 4 * 4  # int8 weights, int32 bias
+    assert coverage(int8.layers, "edgetpu")["summary"] == "Edge TPU: 5/6 ops, 1 on CPU: DEQUANTIZE"
+    assert coverage(fp32.layers, "edgetpu")["summary"].startswith("Edge TPU: 0/4 ops, 4 on CPU")
+    assert coverage(fp32.layers, "gpu")["summary"] == "TFLite GPU delegate: 3/4 ops, 1 on CPU: MEAN"

@@ -264,7 +264,8 @@ def profile_tflite(path: Path) -> Profile:
         out = op["outputs"][0]
         oshape = shape(out)
         name = f"{op['op_name'].lower()}_{op['index']}"
-        prec = dt(acts[0]) if acts else dt(out)
+        # QUANTIZE is the float->int8 boundary and runs as an int8 op (delegates that take int8 take it)
+        prec = dt(out) if op["op_name"] == "QUANTIZE" or not acts else dt(acts[0])
         if prec not in ("fp32", "fp16", "int8"):
             prec = "fp32"
         if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV"):
