@@ -58,6 +58,9 @@ class Profile(Stage):
             est, no_est = None, str(e)
         acc = device.get("accelerator") or {}
         cov = coverage(prof.layers, acc.get("delegate"))
+        if cov and prof.format != "tflite":  # the delegate tables speak TFLite; say how this graph was read
+            cov["note"] = (f"{prof.format} graph read as TFLite operators (Q/DQ pairs folded into the int8 ops they "
+                           f"wrap); profile the TFLite export for the exact list")
         facts = {"macs": totals["macs"], "params": totals["params"], "weight_bytes": totals["weight_bytes"],
                  "ram_estimate_mb": totals["ram_estimate_mb"], "profiled_precision": prof.precision,
                  "estimate": est.to_dict(per_kernel=False) if est else None,
