@@ -18,6 +18,9 @@ import numpy as np
 RUNTIMES = {
     "torch": "pipeline.runtimes.torch_rt",
     "onnx": "pipeline.runtimes.onnx_rt",
+    "tflite": "pipeline.runtimes.tflite_rt",
+    "keras": "pipeline.runtimes.keras_rt",
+    "coreml": "pipeline.runtimes.coreml_rt",
 }
 
 

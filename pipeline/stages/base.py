@@ -67,6 +67,8 @@ class Stage:
     uses:      config sections that change the result, hashed into the cache key: "data", "model", "device", "seed"
     libraries: distributions whose versions are hashed into the key (read from metadata, nothing imported)
     code:      package-relative source paths besides the stage's own module that change its result
+    implements: (generic type, format) this stage carries out, e.g. ("quantize", "tflite"): a recipe's `type: quantize`
+               resolves to it when the device deploys that format (see pipeline/plan.py)
     """
 
     type: ClassVar[str]
@@ -79,6 +81,7 @@ class Stage:
     code: ClassVar[tuple[str, ...]] = ()
     min_inputs: ClassVar[int] = 0
     max_inputs: ClassVar[int | None] = None
+    implements: ClassVar[tuple[str, str] | None] = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
