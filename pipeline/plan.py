@@ -20,6 +20,9 @@ from pipeline.errors import ConfigError
 from pipeline.stages import REGISTRY, Stage, load_all
 
 RESERVED = ("type", "inputs")
+# The deployment runtime a device profile names -> the artifact format it loads.
+RUNTIME_FORMAT = {"litert": "tflite", "coreml": "coreml", "onnxruntime": "onnx"}
+MEASURED = "measured"  # pseudo-format of a generic stage that builds several candidates and keeps the fastest here
 
 
 @dataclass
@@ -58,6 +61,62 @@ class Plan:
 def _suggest(word: str, choices) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def measures_here(device) -> bool:
+    """The device is this machine: its candidates can be timed where they will run, so a choice between formats can
+    be measured instead of assumed. Timing x86 candidates to choose for an ARM phone would be wrong."""
+    return str(device.name) == "host"
+
+
+def deploy_format(generic: str, impls: dict[str, type[Stage]], device) -> str | None:
+    """The format a generic stage (`type: export`, `type: quantize`) builds for `device`: the device's deployment
+    runtime decides (Pixel -> tflite, iPhone -> coreml, Jetson -> onnx); on this host, where it lists several formats
+    and a measuring implementation exists, the fastest passing candidate is measured instead."""
+    formats = [str(f) for f in device.formats]
+    if MEASURED in impls and measures_here(device) and len(formats) > 1:
+        return MEASURED
+    return RUNTIME_FORMAT.get(str(device.runtime), formats[0] if formats else None)
+
+
+def _resolve_generic(name: str, raw: dict, cfg, registry: dict[str, type[Stage]]) -> tuple[str | None, dict, list[str]]:
+    """`type: quantize` -> the stage type that quantizes for the device's format, with the recipe's parameters.
+
+    Parameters may belong to any implementation (`method` is ONNX Runtime's, `io` LiteRT's): each is type-checked
+    against every implementation that has it and passed only to the chosen one, so one recipe serves every device.
+    `format: tflite` pins the format instead of taking the device's."""
+    generic = raw["type"]
+    impls = {c.implements[1]: c for c in registry.values() if c.implements and c.implements[0] == generic}
+    pinned = raw.get("format") or "auto"
+    fmt = deploy_format(generic, impls, cfg.device) if pinned == "auto" else pinned
+    params = {k: v for k, v in raw.items() if k not in (*RESERVED, "format")}
+    if fmt not in impls:
+        why = (f"format: {pinned!r} was pinned" if pinned != "auto"
+               else f"device {cfg.device.name!r} deploys with {cfg.device.runtime!r}")
+        return None, params, [f"stages.{name}: no {generic!r} stage builds {fmt!r} models ({why}). Formats with one: "
+                              f"{', '.join(sorted(impls))}; pin one with stages.{name}.format=FORMAT"]
+    owned: dict[str, list[str]] = {}
+    for c in impls.values():
+        for k in OmegaConf.structured(c.Config).keys():
+            owned.setdefault(str(k), []).append(c.type)
+    problems = []
+    for key in params:
+        if key not in owned:
+            problems.append(f"stages.{name}.{key}: unknown parameter of stage type {generic!r} (any of "
+                            f"{', '.join(sorted(c.type for c in impls.values()))}).{_suggest(key, owned)} "
+                            f"Parameters: {', '.join(sorted(owned))}.")
+    chosen = impls[fmt]
+    for c in impls.values():  # wrong types are refused whichever device the recipe is run for
+        if c is not chosen:
+            own = {k: v for k, v in params.items() if k in owned and c.type in owned[k]}
+            problems += [p for p in _validate_params(name, c.type, c, own)[1] if "required parameter" not in p]
+    return chosen.type, {"type": chosen.type, **{k: v for k, v in params.items() if chosen.type in owned.get(k, ())},
+                         **({"inputs": raw["inputs"]} if "inputs" in raw else {})}, problems
+
+
+def _formats(fmt) -> tuple[str, ...]:
+    """A stage's planned output: one format, or several when it is decided at run time (measured choice)."""
+    return () if fmt is None else (fmt,) if isinstance(fmt, str) else tuple(fmt)
 
 
 def _validate_params(name: str, stage_type: str, cls: type[Stage], raw: dict) -> tuple[Any, list[str]]:
@@ -142,6 +201,8 @@ def build_plan(cfg: DictConfig) -> Plan:
 
     specs: dict[str, dict] = {}
     deps: dict[str, list[str]] = {}
+    generic_types = {c.implements[0] for c in registry.values() if c.implements}
+    resolved: dict[str, str] = {}  # stage name -> concrete type a generic type resolved to
     for name, raw in stages_cfg.items():
         name = str(name)
         if not isinstance(raw, DictConfig):
@@ -152,10 +213,18 @@ def build_plan(cfg: DictConfig) -> Plan:
             continue
         raw = OmegaConf.to_container(raw, resolve=True)
         stage_type = raw.get("type")
+        if stage_type in generic_types:
+            stage_type, raw, errs = _resolve_generic(name, raw, cfg, registry)
+            problems += errs
+            if stage_type is None:
+                continue
+            resolved[name] = stage_type
         if stage_type not in registry:
             problems.append(
-                f"stages.{name}.type: unknown stage type {stage_type!r}.{_suggest(str(stage_type), registry)} "
-                f"Registered types: {', '.join(sorted(registry))}."
+                f"stages.{name}.type: unknown stage type {stage_type!r}."
+                f"{_suggest(str(stage_type), [*registry, *generic_types])} "
+                f"Registered types: {', '.join(sorted(registry))}; generic types resolved from the device: "
+                f"{', '.join(sorted(generic_types))}."
             )
             continue
         inputs = raw.get("inputs")
@@ -171,7 +240,7 @@ def build_plan(cfg: DictConfig) -> Plan:
         specs[name] = {"type": stage_type, "cls": registry[stage_type], "params": params, "inputs": inputs}
 
     names = list(specs)
-    producers = [n for n, s in specs.items() if s["params"] is not None and s["cls"].output_format(s["params"], cfg.device)]
+    producers = [n for n, s in specs.items() if s["params"] is not None and s["cls"].planned_format(s["params"], cfg)]
     for name, spec in specs.items():
         if spec["inputs"] is None:  # analysis stage without inputs: every model the recipe produces
             spec["inputs"] = list(producers)
@@ -192,22 +261,25 @@ def build_plan(cfg: DictConfig) -> Plan:
         raise ConfigError(problems)
 
     # Formats along every edge, and the stages' own cross-field rules.
-    out_fmt = {n: s["cls"].output_format(s["params"], cfg.device) for n, s in specs.items()}
+    out_fmt = {n: s["cls"].planned_format(s["params"], cfg) for n, s in specs.items()}
     for name, spec in specs.items():
         accepts = spec["cls"].input_formats(spec["params"], cfg.device)
+        via = (f" (type {spec['type']!r} is what a generic stage resolved to for device {cfg.device.name!r}; pin "
+               f"another with stages.{name}.format=FORMAT)") if name in resolved else ""
         for inp in spec["inputs"]:
             fmt = out_fmt[inp]
             if fmt is None:
                 problems.append(f"stages.{name}.inputs: {inp!r} ({specs[inp]['type']}) produces no model to read; "
                                 f"take a stage that produces one of: {', '.join(accepts)}")
-            elif fmt not in accepts:
-                exporters = sorted(t for t, c in registry.items() if c.produces in accepts and fmt in c.accepts)
+            elif any(f not in accepts for f in _formats(fmt)):
+                shown = " or ".join(_formats(fmt))
+                exporters = sorted(t for t, c in registry.items() if c.produces in accepts and shown in c.accepts)
                 hint = (f" Add an export stage between them (type: {' or '.join(exporters)}, inputs: [{inp}])"
                         if exporters else "")
                 problems.append(f"stages.{name}: stage type {spec['type']!r} takes {'/'.join(accepts)} models, but "
-                                f"input {inp!r} produces a {fmt} model.{hint}")
+                                f"input {inp!r} produces a {shown} model.{hint}{via}")
         problems += [f"stages.{name}: {p}" for p in spec["cls"].check(spec["params"], cfg)]
-    for fmt in {f for f in out_fmt.values() if f}:
+    for fmt in {f for v in out_fmt.values() for f in _formats(v)}:
         if fmt not in FORMATS:
             problems.append(f"internal: format {fmt!r} is not one of {FORMATS}")
     problems += devices.catalog.plan_problems(cfg, producers)  # issue 5: device figures and gate budgets

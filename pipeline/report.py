@@ -31,6 +31,8 @@ def _artifact_rows(records: list, gate_cfg: Any) -> list[dict]:
             "runtime": m.get("runtime") or m.get("eval_runtime"),
             "measured_on": m.get("measured_on"),
             "not_runnable": m.get("not_runnable"),
+            "parity": m.get("parity"),
+            **({"selection": m["selection"]} if m.get("selection") else {}),
             "cache_key": r.cache_key,
             # issue 5: device estimate (never a measurement), accelerator coverage, inference-memory estimate
             "estimate": m.get("estimate"), "no_estimate": m.get("no_estimate"),
@@ -57,9 +59,14 @@ def _gate(rows: list[dict], device: Any, gate_cfg: Any) -> dict:
 def _compare(rows: list[dict], gate_cfg: Any) -> None:
     """Ratios against the fp32 baseline (same format if there is one) and a pass/fail verdict with reasons."""
     fp32 = [r for r in rows if r["precision"] == "fp32"]
+    timed = sorted((b for b in fp32 if b["latency_ms"]), key=lambda b: b["latency_ms"]["p50"])
     for r in rows:
         same = [b for b in fp32 if b["format"] == r["format"] and b is not r]
-        base = r if r["precision"] == "fp32" else (same[0] if same else (fp32[0] if fp32 else None))
+        # Core ML's float package is fp16: the same-format float model is the fairer baseline than a torch file
+        same_fp16 = [b for b in rows if b["format"] == r["format"] and b["precision"] == "fp16" and b is not r]
+        base = r if r["precision"] == "fp32" else (same[0] if same else same_fp16[0] if same_fp16 and
+                                                   r["precision"] != "fp16" else timed[0] if timed and r["latency_ms"]
+                                                   else fp32[0] if fp32 else None)
         r["baseline"] = base["name"] if base else None
         r["speedup"] = r["size_ratio"] = r["accuracy_delta"] = None
         problems = []
@@ -74,6 +81,10 @@ def _compare(rows: list[dict], gate_cfg: Any) -> None:
                 if -r["accuracy_delta"] > gate_cfg.max_accuracy_drop:
                     problems.append(f"loses {-r['accuracy_delta']:.2f} top-1 points (gate.max_accuracy_drop="
                                     f"{gate_cfg.max_accuracy_drop:g})")
+        sel = r.get("selection")
+        if sel and sel.get("slower_than_fp32"):
+            problems.append(f"slower than the fastest fp32 model {sel['fastest_fp32']!r} timed in the same run "
+                            f"({sel['speedup_vs_fastest_fp32']:.2f}x)")
         r["problems"] = problems
         r["ok"] = not problems
 
@@ -127,16 +138,17 @@ def _fmt(v, spec: str, none: str = "-") -> str:
 def table(summary: dict, color: bool | None = None) -> str:
     """One row per produced artifact; a regression (slower or less accurate than allowed) is shown in red."""
     color = sys.stdout.isatty() if color is None else color
-    head = ["stage", "format", "precision", "size MB", "top-1 %", "p50 ms", "speed-up", "size ratio", "est. ms*",
-            "gate", "status"]
+    head = ["stage", "format", "precision", "runtime", "size MB", "top-1 %", "p50 ms", "speed-up", "size ratio",
+            "est. ms*", "gate", "status"]
     rows = []
     for a in summary["artifacts"]:
         lat = a["latency_ms"]["p50"] if a["latency_ms"] else None
         acc = None if a["accuracy"] is None else 100 * a["accuracy"]
         status = "✅" if a["ok"] else "❌ " + "; ".join(a["problems"])
         if a.get("not_runnable"):
-            status += " (not run on this host)"
-        rows.append([a["name"], a["format"], a["precision"], f"{a['size_bytes'] / 1e6:.2f}", _fmt(acc, ".2f"),
+            status += f" ({a['not_runnable']})" if "not runnable" in a["not_runnable"] else " (not run on this host)"
+        runtime = " ".join((a.get("runtime") or "-").split()[:2])
+        rows.append([a["name"], a["format"], a["precision"], runtime, f"{a['size_bytes'] / 1e6:.2f}", _fmt(acc, ".2f"),
                      _fmt(lat, ".2f"), _fmt(a["speedup"], ".2f", "") + ("x" if a["speedup"] else ""),
                      _fmt(a["size_ratio"], ".2f", "") + ("x" if a["size_ratio"] else ""),
                      _fmt((a.get("estimate") or {}).get("latency_ms"), ".3g"),
@@ -149,6 +161,13 @@ def table(summary: dict, color: bool | None = None) -> str:
         if color:
             text = f"{GREEN if a['ok'] else RED}{text}{RESET}"
         out.append(text)
+    for a in summary["artifacts"]:
+        sel = a.get("selection")
+        if sel:
+            losers = [f"{c['name']} ({c['format']}, {c['latency_p50_ms']:.2f} ms, top-1 {100 * c['accuracy']:.2f}%: "
+                      f"{c['lost_because']})" for c in sel["candidates"] if c["kind"] == "int8" and not c["chosen"]]
+            out.append(f"{a['name']}: measured choice {sel['chosen']} ({sel['speedup_vs_fastest_fp32']:.2f}x the "
+                       f"fastest fp32, {sel['fastest_fp32']}); not chosen: {'; '.join(losers) or 'none'}")
     measured = {a["measured_on"] for a in summary["artifacts"] if a.get("measured_on")}
     out += [f"latency: measured on {m}" for m in sorted(measured)]
     # issue 5: the estimate's provenance, accelerator coverage and failed budgets, one line each

@@ -125,6 +125,7 @@ class Tracker:
         self.log_metrics(rid, {**rec.metrics, "wall_seconds": rec.seconds, "cache_hit": float(rec.status == "reused")})
         if out_dir is not None and rec.artifact is not None:
             self.client.log_artifacts(rid, str(out_dir), artifact_path=rec.stage)
+            self.log_model(rid, rec.artifact)
         for f in rec.files:
             self.client.log_artifact(rid, str(f))
         if rec.info:
@@ -133,6 +134,34 @@ class Tracker:
                 p.write_text(json.dumps(rec.info, indent=2, default=str))
                 self.client.log_artifact(rid, str(p))
         self.client.set_terminated(rid, "FAILED" if rec.status == "failed" else "FINISHED")
+
+    def log_model(self, run_id: str, artifact) -> None:
+        """ONNX: MLflow's onnx flavor with a signature (loadable with mlflow.onnx.load_model). TFLite and Core ML have no
+        flavor: their files are logged with the stage, plus model_meta.json (I/O names, shapes, dtypes, quantization)."""
+        if artifact.format not in ("onnx", "tflite", "coreml"):
+            return
+        from pipeline.runtimes import describe
+
+        try:
+            desc = describe(artifact.format, artifact.path, artifact.meta)
+            with tempfile.TemporaryDirectory() as d:
+                (Path(d) / "model_meta.json").write_text(json.dumps(desc, indent=2, default=str))
+                self.client.log_artifact(run_id, str(Path(d) / "model_meta.json"))
+                if artifact.format == "onnx":
+                    import mlflow.onnx
+                    import numpy as np
+                    import onnx
+                    from mlflow.models import ModelSignature
+                    from mlflow.types.schema import Schema, TensorSpec
+
+                    spec = lambda vs: Schema([TensorSpec(np.dtype(v["dtype"]), tuple(
+                        s if isinstance(s, int) and s > 0 else -1 for s in v["shape"]), v["name"]) for v in vs])
+                    sig = ModelSignature(inputs=spec(desc["inputs"]), outputs=spec(desc["outputs"]))
+                    mlflow.onnx.save_model(onnx.load(str(artifact.path)), str(Path(d) / "onnx_model"), signature=sig,
+                                           save_as_external_data=False)
+                    self.client.log_artifacts(run_id, str(Path(d) / "onnx_model"), artifact_path="onnx_model")
+        except Exception as e:  # the model files are logged already; a flavor problem must not fail the run
+            log.warning("MLflow: could not log %s model metadata for %s: %s", artifact.format, artifact.stage, e)
 
     def log_files(self, paths: list[Path]) -> None:
         for p in paths:

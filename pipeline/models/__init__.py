@@ -11,7 +11,15 @@ from typing import Any
 
 ZOO: dict[str, str] = {
     "mobilenet_v2": "pipeline.models.mobilenet_v2:MobileNetV2",
+    "keras_mobilenet_v2": "pipeline.models.keras_zoo:mobilenet_v2",
 }
+# Models not written in PyTorch; the train stage dispatches on this and produces their format.
+FRAMEWORKS: dict[str, str] = {"keras_mobilenet_v2": "keras"}
+
+
+def framework(name: str) -> str:
+    """'torch' or 'keras': how a zoo model is built, trained and stored."""
+    return FRAMEWORKS.get(name, "torch")
 
 
 def build(name: str, num_classes: int, **kwargs: Any):

@@ -97,6 +97,12 @@ class Stage:
         return cls.produces
 
     @classmethod
+    def planned_format(cls, params: Any, cfg: Any) -> str | tuple[str, ...] | None:
+        """What the planner checks edges with: `output_format` unless the whole config matters (train: the model's
+        framework). A tuple means one of these formats, decided at run time (a measured choice)."""
+        return cls.output_format(params, cfg.device)
+
+    @classmethod
     def input_formats(cls, params: Any, device: Any) -> tuple[str, ...]:
         """Formats this stage accepts; override when it depends on parameters or the device."""
         return cls.accepts

@@ -35,13 +35,18 @@ class Benchmark(Stage):
         return []
 
     def run(self, ctx: StageContext) -> StageResult:
-        from pipeline.runtimes import host_threads
+        from pipeline.errors import NotRunnableHere
+        from pipeline.runtimes import host_threads, not_runnable_reason
 
         p: BenchmarkConfig = ctx.params
         requested = int(ctx.cfg.device.threads)
         threads = host_threads(requested)
+        skipped = {n: not_runnable_reason(a.format) for n, a in ctx.inputs.items() if not_runnable_reason(a.format)}
+        if len(skipped) == len(ctx.inputs):  # nothing to time here: reported as such, never as a number
+            raise NotRunnableHere(next(iter(skipped.values())))
         models = [{"name": n, "fmt": a.format, "path": str(a.path), "meta": a.meta,
-                   "shape": [p.batch_size, *a.meta["input_shape"][1:]]} for n, a in ctx.inputs.items()]
+                   "shape": [p.batch_size, *a.meta["input_shape"][1:]]} for n, a in ctx.inputs.items()
+                  if n not in skipped]
         args = {"models": models, "threads": threads, "warmup": p.warmup, "iterations": p.iterations}
         proc = subprocess.run([sys.executable, "-m", "pipeline.runtimes.measure", json.dumps(args)],
                               capture_output=True, text=True)
@@ -49,7 +54,8 @@ class Benchmark(Stage):
             raise RuntimeError(f"the measuring process failed: {proc.stderr.strip()[-2000:]}")
         r = json.loads(proc.stdout.strip().splitlines()[-1])
         capped = f" ({requested} requested by {ctx.cfg.device.name}, capped to host cores)" if requested > threads else ""
-        about, metrics = {}, {"peak_rss_mb": r["peak_rss_mb"], "threads": threads}
+        about, metrics = {n: {"not_runnable": why} for n, why in skipped.items()}, {"peak_rss_mb": r["peak_rss_mb"],
+                                                                                      "threads": threads}
         for name, m in r["models"].items():
             measured_on = f"this host ({r['cpu']}), {m['runtime']}, {threads} thread(s){capped}, batch {p.batch_size}"
             about[name] = {**m, "measured_on": measured_on}

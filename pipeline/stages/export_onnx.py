@@ -18,6 +18,7 @@ class ExportOnnx(Stage):
     Config = ExportOnnxConfig
     accepts = ("torch",)
     produces = "onnx"
+    implements = ("export", "onnx")  # what `type: export` resolves to for ONNX Runtime devices
     min_inputs = max_inputs = 1
     libraries = ("torch", "onnx", "onnxscript")
 

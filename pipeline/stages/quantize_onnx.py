@@ -77,6 +77,7 @@ class QuantizeOnnx(Stage):
     Config = QuantizeOnnxConfig
     accepts = ("onnx",)
     produces = "onnx"
+    implements = ("quantize", "onnx")  # what `type: quantize` resolves to for ONNX Runtime devices
     min_inputs = max_inputs = 1
     uses = ("data", "seed")
     libraries = ("onnxruntime", "onnx", "numpy")

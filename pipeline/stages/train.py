@@ -1,4 +1,5 @@
-"""`train`: train a zoo model on the recipe's data (PyTorch, one-cycle AdamW/SGD, label smoothing)."""
+"""`train`: train a zoo model on the recipe's data (one-cycle AdamW/SGD, label smoothing). PyTorch models here; Keras
+models in pipeline/models/keras_zoo.py (the stage dispatches on the model's framework and produces its format)."""
 from __future__ import annotations
 
 import math
@@ -25,7 +26,7 @@ class Train(Stage):
     Config = TrainConfig
     produces = "torch"
     uses = ("data", "model", "seed")
-    libraries = ("torch", "numpy")
+    libraries = ("torch", "numpy", "tensorflow-cpu", "keras")  # Keras models train with TensorFlow
     code = ("models", "data")
 
     @classmethod
@@ -41,7 +42,17 @@ class Train(Stage):
             problems.append(f"optimizer must be 'adamw' or 'sgd', got {p.optimizer!r}")
         return problems
 
+    @classmethod
+    def planned_format(cls, params: TrainConfig, cfg) -> str:
+        from pipeline.models import framework
+
+        return framework(cfg.model.name)
+
     def run(self, ctx: StageContext) -> StageResult:
+        from pipeline.models import framework
+
+        if framework(ctx.cfg.model.name) == "keras":
+            return run_keras(ctx)
         import numpy as np
         import torch
         from tqdm.auto import tqdm
@@ -64,6 +75,27 @@ class Train(Stage):
                            metrics={"val_accuracy": result["val_accuracy"], "train_loss": result["train_loss"],
                                     "parameters": meta["parameters"]},
                            info={"history": result["history"]})
+
+
+def run_keras(ctx: StageContext) -> StageResult:
+    from pipeline import models
+    from pipeline.models import keras_zoo
+    from pipeline.runtimes import host_threads
+
+    p: TrainConfig = ctx.params
+    keras_zoo.set_threads(host_threads(p.threads))
+    data = ctx.data()
+    size = int(ctx.cfg.model.input_size)
+    model = keras_zoo.build(ctx.cfg.model.name, data.num_classes, size, **models.arch_kwargs(ctx.cfg.model))
+    result = keras_zoo.fit(model, data, p, ctx.cfg.seed, ctx.log)
+    path = keras_zoo.save(model, ctx.workdir)
+    spec = {"name": ctx.cfg.model.name, "num_classes": data.num_classes, "kwargs": models.arch_kwargs(ctx.cfg.model)}
+    meta = {"input_shape": [1, 3, size, size], "input_layout": "NHWC", "num_classes": data.num_classes,
+            "classes": data.classes, "arch": spec, "parameters": int(model.count_params())}
+    return StageResult(Artifact(ctx.name, "keras", "fp32", path, meta),
+                       metrics={"val_accuracy": result["val_accuracy"], "train_loss": result["train_loss"],
+                                "parameters": meta["parameters"]},
+                       info={"history": result["history"]})
 
 
 def fit(model, data, p: TrainConfig, seed: int, log, tqdm, loss_fn=None) -> dict:

@@ -1,0 +1,32 @@
+"""Keras (TensorFlow backend) on the CPU; models stored by pipeline.models.keras_zoo (NHWC input, transposed here)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class KerasModel:
+    def __init__(self, path: Path, threads: int):
+        import keras
+
+        from pipeline.models import keras_zoo
+
+        keras_zoo.set_threads(threads)
+        try:
+            self.model = keras_zoo.load(path)
+        except Exception as e:  # keras raises ValueError/OSError/zipfile errors for corrupt files
+            raise ValueError(f"Keras cannot load {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}. "
+                             f"Re-create it (re-run with cache.force=[STAGE]).") from e
+        self.runtime = f"keras {keras.__version__} (TensorFlow CPU)"
+        self.threads = threads
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        from pipeline.models import keras_zoo
+
+        return keras_zoo.predict(self.model, np.asarray(x, dtype=np.float32))
+
+
+def load(path: Path, meta: dict[str, Any], threads: int) -> KerasModel:
+    return KerasModel(path, threads)

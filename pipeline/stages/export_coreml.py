@@ -1,0 +1,175 @@
+"""`export_coreml` (PyTorch -> Core ML ML Program) and `quantize_coreml` (weight compression of a Core ML package).
+
+Conversion and compression run on Linux (coremltools 9 converts a traced torch model; it warns that torch 2.13 is
+untested); running the package needs macOS, so on other hosts evaluate/benchmark/parity report "not runnable on this
+host" and the package is inspected instead: operators, how its weights are stored (read back from the MIL program),
+size. The minimum deployment target comes from the device profile (iPhone 15: iOS17).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from pipeline.artifacts import Artifact, path_size
+from pipeline.stages.base import Stage, StageContext, StageResult
+
+PRECISIONS = ("fp16", "fp32")
+MODES = ("int8", "palettize")
+
+
+@dataclass
+class ExportCoremlConfig:
+    precision: str = "fp16"  # compute precision of the ML Program: fp16 (Core ML's default, ANE-friendly) | fp32
+    deployment_target: Optional[str] = None  # e.g. iOS17; null = the device's deployment_target
+
+
+@dataclass
+class QuantizeCoremlConfig:
+    mode: str = "int8"  # int8: linear (symmetric, per-channel) int8 weights | palettize: n-bit k-means look-up tables
+    nbits: int = 4  # palettize: bits per weight index (1, 2, 3, 4, 6 or 8)
+    per_channel: bool = True  # int8: one scale per output channel
+    calibration_samples: int = 128  # recipe-wide calibration size; Core ML weight compression is data-free (unused)
+
+
+def _target(name: str):
+    import coremltools as ct
+
+    if not hasattr(ct.target, name):
+        known = sorted(t for t in dir(ct.target) if not t.startswith("_"))
+        raise ValueError(f"unknown Core ML deployment target {name!r}; one of {', '.join(known)}")
+    return getattr(ct.target, name)
+
+
+def package_facts(path) -> dict:
+    from pipeline.runtimes import coreml_rt
+
+    info = coreml_rt.inspect(path)
+    return {**{k: info[k] for k in ("model_type", "specification_version", "inputs", "outputs") if k in info},
+            **{k: info.get(k) for k in ("opset", "operator_count", "operators", "weight_elements_by_dtype",
+                                        "weight_share_by_dtype", "compressed_weight_ops")}}
+
+
+def quiet_coremltools():
+    """coremltools logs every missing native proxy on Linux and prints conversion progress bars."""
+    import contextlib
+    import logging
+    import warnings
+
+    @contextlib.contextmanager
+    def ctx():
+        lg = logging.getLogger("coremltools")
+        old = lg.level
+        lg.setLevel(logging.ERROR)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                yield
+        finally:
+            lg.setLevel(old)
+
+    return ctx()
+
+
+class ExportCoreml(Stage):
+    type = "export_coreml"
+    Config = ExportCoremlConfig
+    accepts = ("torch",)
+    produces = "coreml"
+    implements = ("export", "coreml")
+    min_inputs = max_inputs = 1
+    uses = ("device",)
+    libraries = ("coremltools", "torch", "numpy")
+    code = ("runtimes/coreml_rt.py", "models")
+
+    @classmethod
+    def check(cls, p: ExportCoremlConfig, cfg) -> list[str]:
+        problems = []
+        if p.precision not in PRECISIONS:
+            problems.append(f"precision must be fp16 or fp32, got {p.precision!r}")
+        if not (p.deployment_target or cfg.device.get("deployment_target")):
+            problems.append(f"Core ML needs a minimum deployment target and device {cfg.device.name!r} names none: "
+                            f"set deployment_target (e.g. iOS17) on this stage")
+        return problems
+
+    def run(self, ctx: StageContext) -> StageResult:
+        import numpy as np
+        import torch
+
+        with quiet_coremltools():
+            import coremltools as ct
+
+            from pipeline.models import load_torch
+
+            p: ExportCoremlConfig = ctx.params
+            src = ctx.input
+            target_name = p.deployment_target or ctx.cfg.device.deployment_target
+            model, _ = load_torch(src.path)
+            x = torch.zeros(src.meta["input_shape"])
+            traced = torch.jit.trace(model, x)
+            ml = ct.convert(traced, inputs=[ct.TensorType(name="input", shape=tuple(x.shape), dtype=np.float32)],
+                            outputs=[ct.TensorType(name="logits")], convert_to="mlprogram",
+                            compute_precision=ct.precision.FLOAT16 if p.precision == "fp16" else ct.precision.FLOAT32,
+                            minimum_deployment_target=_target(target_name))
+            path = ctx.workdir / "model.mlpackage"
+            ml.save(str(path))
+        facts = package_facts(path)
+        ctx.log.info("exported %s (ML Program, %s compute, %s, %d operators, %.2f MB)", path.name, p.precision,
+                     target_name, facts["operator_count"] or 0, path_size(path) / 1e6)
+        meta = {**src.meta, "coreml": {**facts, "deployment_target": target_name, "compute_precision": p.precision,
+                                       "converter": f"coremltools {ct.__version__}"}}
+        return StageResult(Artifact(ctx.name, "coreml", p.precision, path, meta),
+                           metrics={"operators": facts["operator_count"] or 0})
+
+
+class QuantizeCoreml(Stage):
+    type = "quantize_coreml"
+    Config = QuantizeCoremlConfig
+    accepts = ("coreml",)
+    produces = "coreml"
+    implements = ("quantize", "coreml")
+    min_inputs = max_inputs = 1
+    libraries = ("coremltools",)
+    code = ("runtimes/coreml_rt.py",)
+
+    @classmethod
+    def check(cls, p: QuantizeCoremlConfig, cfg) -> list[str]:
+        problems = []
+        if p.mode not in MODES:
+            problems.append(f"mode must be int8 or palettize, got {p.mode!r}")
+        if p.mode == "palettize" and p.nbits not in (1, 2, 3, 4, 6, 8):
+            problems.append(f"nbits must be one of 1, 2, 3, 4, 6, 8 for palettization, got {p.nbits}")
+        if p.calibration_samples <= 0:
+            problems.append(f"calibration_samples must be > 0, got {p.calibration_samples}")
+        return problems
+
+    def run(self, ctx: StageContext) -> StageResult:
+        with quiet_coremltools():
+            import coremltools as ct
+            import coremltools.optimize.coreml as cto
+
+            p: QuantizeCoremlConfig = ctx.params
+            src = ctx.input
+            ml = ct.models.MLModel(str(src.path), skip_model_load=True)  # compression needs no Core ML runtime
+            if p.mode == "int8":
+                op = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8",
+                                                 granularity="per_channel" if p.per_channel else "per_tensor")
+                out = cto.linear_quantize_weights(ml, config=cto.OptimizationConfig(global_config=op))
+                precision = "int8-weights"
+            else:
+                op = cto.OpPalettizerConfig(mode="kmeans", nbits=p.nbits)
+                out = cto.palettize_weights(ml, config=cto.OptimizationConfig(global_config=op))
+                precision = f"palettized-{p.nbits}bit"
+            path = ctx.workdir / "model.mlpackage"
+            out.save(str(path))
+        facts = package_facts(path)
+        ratio = path_size(path) / max(1, path_size(src.path))
+        share = facts["weight_share_by_dtype"] or {}
+        ctx.log.info("compressed %s (%s): %.2fx the size of %s; weights stored as %s", path.name, p.mode, ratio,
+                     src.stage, ", ".join(f"{k} {v:.1%}" for k, v in sorted(share.items(), key=lambda kv: -kv[1])))
+        meta = {**src.meta, "coreml": {**src.meta.get("coreml", {}), **facts},
+                "quantization": {"tool": "coremltools.optimize.coreml", "mode": p.mode,
+                                 **({"nbits": p.nbits} if p.mode == "palettize" else {"per_channel": p.per_channel}),
+                                 "calibration_samples": None, "note": "weight-only compression is data-free"}}
+        return StageResult(Artifact(ctx.name, "coreml", precision, path, meta),
+                           metrics={"size_ratio_to_source": ratio, "int8_weight_share": share.get("int8", 0.0)},
+                           info={"calibration_samples": "not used: Core ML weight compression needs no data"})
