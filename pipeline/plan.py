@@ -107,9 +107,10 @@ def _resolve_generic(name: str, raw: dict, cfg, registry: dict[str, type[Stage]]
                             f"Parameters: {', '.join(sorted(owned))}.")
     chosen = impls[fmt]
     for c in impls.values():  # wrong types are refused whichever device the recipe is run for
-        if c is not chosen:
-            own = {k: v for k, v in params.items() if k in owned and c.type in owned[k]}
+        if c is not chosen:  # (the chosen type validates its own keys below)
+            own = {k: v for k, v in params.items() if c.type in owned.get(k, ()) and chosen.type not in owned[k]}
             problems += [p for p in _validate_params(name, c.type, c, own)[1] if "required parameter" not in p]
+    problems = list(dict.fromkeys(problems))
     return chosen.type, {"type": chosen.type, **{k: v for k, v in params.items() if chosen.type in owned.get(k, ())},
                          **({"inputs": raw["inputs"]} if "inputs" in raw else {})}, problems
 
