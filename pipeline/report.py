@@ -32,6 +32,11 @@ def _artifact_rows(records: list, gate_cfg: Any) -> list[dict]:
             "measured_on": m.get("measured_on"),
             "not_runnable": m.get("not_runnable"),
             "parity": m.get("parity"),
+            # read back from the file by the export stage: does every operator compute in integers, how are weights stored
+            **({"integer_only": a.meta["tflite"]["integer_only"], "float_operators": a.meta["tflite"]["float_operators"]}
+               if a.format == "tflite" and "tflite" in a.meta else {}),
+            **({"weight_share_by_dtype": a.meta["coreml"].get("weight_share_by_dtype")}
+               if a.format == "coreml" and "coreml" in a.meta else {}),
             **({"selection": m["selection"]} if m.get("selection") else {}),
             "cache_key": r.cache_key,
             # issue 5: device estimate (never a measurement), accelerator coverage, inference-memory estimate

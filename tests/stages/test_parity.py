@@ -1,0 +1,93 @@
+"""parity: each model against its source on the same images; a threshold fails the run naming the first stage along
+the lineage whose model diverged (here a stage that damages the weights, with a faithful export after it)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import compose_cfg
+from pipeline import app
+from pipeline.artifacts import Artifact
+from pipeline.errors import StageError
+from pipeline.stages.base import Stage, StageResult
+from pipeline.stages.parity import ParityConfig, compare, violations
+
+
+@dataclass
+class DamageConfig:
+    noise: float = 0.0  # gaussian noise added to every weight, in units of that tensor's standard deviation
+
+
+class Damage(Stage):
+    """A stand-in for a broken optimization stage: a real PyTorch model in, a damaged one out."""
+
+    type = "test_damage"
+    Config = DamageConfig
+    accepts = ("torch",)
+    produces = "torch"
+    min_inputs = max_inputs = 1
+
+    def run(self, ctx):
+        import torch
+
+        from pipeline.models import load_torch, save_torch
+
+        model, spec = load_torch(ctx.input.path)
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.dim() > 1:
+                    p.add_(torch.randn(p.shape, generator=g) * p.std() * ctx.params.noise)
+        path = save_torch(model, ctx.workdir, spec)
+        return StageResult(Artifact(ctx.name, "torch", "fp32", path, ctx.input.meta))
+
+
+def stages(noise: float) -> dict:
+    return {"train": {"type": "train", "epochs": 1, "batch_size": 64},
+            "damage": {"type": "test_damage", "inputs": ["train"], "noise": noise},
+            "export": {"type": "export_onnx", "inputs": ["damage"]},
+            "parity": {"type": "parity", "min_top1_agreement": 0.97, "samples": 128}}
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory):
+    return tmp_path_factory.mktemp("parity") / "outputs"
+
+
+def cfg_for(outputs, noise):
+    cfg = compose_cfg(["recipe=tiny_int8", "device=jetson_orin_nano", "tracking=none"], outputs)
+    cfg.stages = OmegaConf.create(stages(noise))
+    return cfg
+
+
+def test_faithful_chain_passes_and_reports_every_link(outputs):
+    s = app.run(cfg_for(outputs, 0.0))
+    rows = {a["name"]: a for a in s["artifacts"]}
+    assert rows["train"]["parity"] == {"source": None}
+    for name, source in (("damage", "train"), ("export", "damage")):
+        p = rows[name]["parity"]
+        assert p["source"] == source and p["ok"] and p["top1_agreement"] == 1.0 and p["cosine"] > 0.9999
+        assert p["samples"] == 128 and "onnxruntime" in rows["export"]["parity"]["runtime"]
+
+
+def test_divergence_names_the_stage_that_broke_the_model(outputs):
+    with pytest.raises(StageError) as e:
+        app.run(cfg_for(outputs, 3.0))
+    msg = str(e.value)
+    assert "stage 'parity' (parity) failed" in msg
+    assert "stage 'damage' (torch fp32) diverged from its source 'train'" in msg
+    assert "min_top1_agreement 0.97" in msg and "Look at stage 'damage' first" in msg
+    assert msg.index("'damage'") < msg.index("'export'") if "'export'" in msg else True  # blamed first: the cause
+
+
+def test_compare_and_thresholds():
+    ref = np.array([[1.0, 0.0], [0.0, 1.0], [2.0, 1.0]])
+    m = compare(ref, ref * 2)
+    assert m["top1_agreement"] == 1.0 and abs(m["cosine"] - 1) < 1e-12 and m["max_abs_error"] == 2.0
+    m = compare(ref, ref[:, ::-1])
+    assert m["top1_agreement"] == 0.0
+    bad = violations(m, ParityConfig(min_top1_agreement=0.97, min_cosine=0.99, max_abs_error=0.5))
+    assert len(bad) == 3 and bad[0].startswith("top-1 agreement 0.0000 < min_top1_agreement 0.97")
