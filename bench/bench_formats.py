@@ -27,6 +27,7 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=200)
     ap.add_argument("--outputs", default=str(ROOT / "outputs" / "bench"))
     ap.add_argument("--devices", nargs="+", default=["pixel7", "host"])
+    ap.add_argument("--max-accuracy-drop", type=float, default=1.0, help="host: top-1 points an int8 candidate may lose")
     args = ap.parse_args()
 
     from conftest import compose_cfg  # the same composition as the command line
@@ -39,7 +40,8 @@ def main() -> None:
               "stages.parity.min_top1_agreement=null", "tracking=none", f"paths.outputs={args.outputs}"]
     results = {}
     for device in args.devices:
-        extra = [] if device == "host" else ["~stages.quantize.iterations", "~stages.quantize.warmup"]
+        extra = ([f"stages.quantize.max_accuracy_drop={args.max_accuracy_drop}"] if device == "host"
+                 else ["~stages.quantize.iterations", "~stages.quantize.warmup"])
         cfg = compose_cfg([*common, f"device={device}", *extra])
         results[device] = app.run(cfg)
 
@@ -69,7 +71,7 @@ def main() -> None:
             sel = q["selection"]
             print(f"**device=host** (measured choice, {sel['threads']} thread(s), {sel['cpu']}): chosen "
                   f"**{sel['chosen']}** ({q['format']}), {sel['speedup_vs_fastest_fp32']:.2f}x the fastest fp32 "
-                  f"model ({sel['fastest_fp32']}).\n")
+                  f"model ({sel['fastest_fp32']}); accuracy budget {sel['budget_points']:g} top-1 points.\n")
             print("| candidate | kind | format | p50 ms | vs fastest fp32 | top-1 % | MB | result |")
             print("|---|---|---|---|---|---|---|---|")
             for c in sel["candidates"]:
