@@ -106,7 +106,12 @@ class SelectInt8(Stage):
                 calib = calibration_set(data, p.calibration_samples, ctx.cfg.seed, ctx.name)
                 path = d / "model.int8.tflite"
                 facts = convert_torch(model, np.zeros(src.meta["input_shape"], np.float32), path, "int8", calib)
+                from pipeline.runtimes import tflite_rt
+
+                info = tflite_rt.inspect(path)
                 meta = {**src.meta, "input_layout": "NCHW",
+                        "tflite": {**facts, **{k: info[k] for k in ("operators", "operator_count", "float_operators",
+                                                                   "integer_only", "inputs", "outputs")}},
                         "quantization": {"tool": facts["quantizer"], "precision": "int8",
                                          "calibration_samples": p.calibration_samples, "io": "int8"}}
                 built[name] = {"format": "tflite", "path": path, "meta": meta}
