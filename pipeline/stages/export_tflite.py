@@ -56,6 +56,7 @@ def quiet_converters():
     """litert-torch and TensorFlow print progress bars and C++ logs on every conversion; keep the run log readable."""
     old = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")  # its per-pass progress lines (set =y to see them)
     loggers = [logging.getLogger(n) for n in ("absl", "tensorflow", "litert_torch", "root")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
