@@ -5,6 +5,8 @@ processes cannot log into each other's runs.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import socket
@@ -26,14 +28,29 @@ def local_uri(outputs: Path) -> str:
 
 
 def check_server(uri: str, timeout_s: float) -> str | None:
-    """None if the tracking server answers its health check within the timeout, else the reason."""
+    """None if the tracking server answers its health check within the timeout, else the reason.
+
+    The whole check (connect + request + reading the answer) is bounded by `timeout_s`: a server that accepts the
+    connection but never answers, or answers byte by byte, is given up on in time (urlopen's timeout is per socket
+    operation, so it runs in a daemon thread that is abandoned at the deadline).
+    """
     if not uri.startswith(("http://", "https://")):
         return None
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as r:
-            return None if r.status == 200 else f"HTTP {r.status}"
-    except (urllib.error.URLError, socket.timeout, ConnectionError, OSError) as e:
-        return str(getattr(e, "reason", e))
+    import threading
+
+    result: list[str | None] = []
+
+    def probe() -> None:
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as r:
+                result.append(None if r.status == 200 else f"HTTP {r.status}")
+        except (urllib.error.URLError, socket.timeout, ConnectionError, OSError, ValueError) as e:
+            result.append(str(getattr(e, "reason", e)) or type(e).__name__)
+
+    t = threading.Thread(target=probe, daemon=True, name="mlflow-health-check")
+    t.start()
+    t.join(timeout_s)
+    return result[0] if result else f"no answer within {timeout_s:g} s"
 
 
 def resolve_uri(tracking_cfg: Any, outputs: Path) -> str:
@@ -66,6 +83,26 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+@contextlib.contextmanager
+def store_init_lock(uri: str):
+    """Serialise opening a SQLite store across processes.
+
+    MLflow creates and migrates the schema of a new SQLite store on first use; two processes doing that at once leave
+    the store broken for good ("table _alembic_tmp_tags already exists"). Other stores need no lock.
+    """
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(uri[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 class Tracker:
     """Parent run + nested stage runs in one experiment."""
 
@@ -75,7 +112,11 @@ class Tracker:
 
         self.mlflow = mlflow
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
+        with store_init_lock(uri):  # MlflowClient opens (and on first use creates) the store
+            self.client = MlflowClient(tracking_uri=uri)
+            self._open_experiment(experiment, artifact_root)
+
+    def _open_experiment(self, experiment: str, artifact_root: Path | None) -> None:
         exp = self.client.get_experiment_by_name(experiment)
         if exp is None:
             location = artifact_root.resolve().as_uri() if artifact_root else None
