@@ -113,8 +113,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     Raises ConfigError (exit 2) before anything is written, StageError (exit 1) after a stage failed; finished stages
     stay cached either way. Once the MLflow run is open it is always closed: FINISHED, FAILED, or KILLED on Ctrl-C.
     """
-    cfg = OmegaConf.create({k: v for k, v in cfg.items() if k != "hydra"}) if "hydra" in cfg else cfg
     try:
+        if "hydra" in cfg:  # (items_ex without resolving: a broken interpolation is reported just below)
+            cfg = OmegaConf.create({k: v for k, v in cfg.items_ex(resolve=False) if k != "hydra"})
         OmegaConf.resolve(cfg)
     except Exception as e:  # an interpolation that points nowhere
         raise ConfigError(f"the configuration does not resolve: {e}") from e

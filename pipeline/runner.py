@@ -275,11 +275,13 @@ def _inside_workdir(out: Path, path: Any, what: str) -> str:
 
 def check_outputs_writable(root: Path) -> None:
     """Fail before any work if the outputs folder cannot be written."""
+    probe = root / f".write-probe.{os.getpid()}"
     try:
         root.mkdir(parents=True, exist_ok=True)
-        probe = root / f".write-probe.{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
+        try:
+            probe.write_text("ok")
+        finally:  # (on a full disk the file is created, then the write fails)
+            probe.unlink(missing_ok=True)
     except OSError as e:
         raise ConfigError(f"paths.outputs: cannot write to {str(root)!r} ({e.strerror}); choose a writable folder "
                           f"with paths.outputs=DIR") from e
