@@ -107,12 +107,9 @@ def _save_traceback(run_dir: Path, name: str) -> str:
         return "pipeline.log"
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """Run a composed pipeline config. Returns summary.json's content.
-
-    Raises ConfigError (exit 2) before anything is written, StageError (exit 1) after a stage failed; finished stages
-    stay cached either way. Once the MLflow run is open it is always closed: FINISHED, FAILED, or KILLED on Ctrl-C.
-    """
+def prepare(cfg: DictConfig) -> tuple[DictConfig, Any]:
+    """Resolve and validate a composed config and plan it; writes nothing. Raises ConfigError (exit 2) naming every
+    problem, never anything else (tests/reliability/test_property_plan.py checks that with random configs)."""
     try:
         if "hydra" in cfg:  # (items_ex without resolving: a broken interpolation is reported just below)
             cfg = OmegaConf.create({k: v for k, v in cfg.items_ex(resolve=False) if k != "hydra"})
@@ -127,6 +124,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             safe_name(str(name), what)
         except ValueError as e:
             raise ConfigError(f"{e}") from None
+    return cfg, plan
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Run a composed pipeline config. Returns summary.json's content.
+
+    Raises ConfigError (exit 2) before anything is written, StageError (exit 1) after a stage failed; finished stages
+    stay cached either way. Once the MLflow run is open it is always closed: FINISHED, FAILED, or KILLED on Ctrl-C.
+    """
+    cfg, plan = prepare(cfg)
+    recipe, device = plan.recipe, cfg.device.name
     outputs = Path(os.path.expanduser(cfg.paths.outputs)).resolve()
     tracker = None
     mlflow_info: dict[str, Any] = {"tracking_uri": None, "experiment": None, "run_id": None}
@@ -155,6 +163,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             mlflow_info = {"tracking_uri": tracker.uri, "experiment": tracker.experiment, "run_id": run_id}
             log.info("MLflow: %s  experiment=%s  run=%s", tracker.uri, tracker.experiment, run_id)
             tracker.log_files([run_dir / "config.yaml"])
+            try:
+                tracker.close_orphans()
+            except Exception as e:  # housekeeping only
+                log.debug("could not close orphaned MLflow runs: %s", e)
         cache = Cache(outputs / "cache") if cfg.cache.enabled else Cache(nocache)
         if cfg.cache.enabled:
             cache.clean_tmp()

@@ -35,7 +35,7 @@ class TaskRecord:
     stage: str
     type: str
     inputs: list[str]
-    status: str = "pending"  # ran | reused | failed
+    status: str = "pending"  # ran | reused | failed | interrupted
     seconds: float = 0.0
     cache_key: str = ""
     reason: str = ""
@@ -184,6 +184,7 @@ class Runner:
                                  about={a.stage: {"not_runnable": str(e)} for a in ctx.inputs.values()})
         except (KeyboardInterrupt, SystemExit):
             self.cache.discard(work)
+            rec.status, rec.seconds = "interrupted", time.perf_counter() - t0
             raise
         except Exception as e:
             raise self._failed(task, rec, work, e, t0) from e
@@ -205,6 +206,7 @@ class Runner:
             entry = self.cache.commit(rec.cache_key, work, manifest)
         except (KeyboardInterrupt, SystemExit):
             self.cache.discard(work)
+            rec.status, rec.seconds = "interrupted", time.perf_counter() - t0
             raise
         except Exception as e:
             raise self._failed(task, rec, work, e, t0) from e

@@ -9,6 +9,7 @@ import contextlib
 import fcntl
 import json
 import logging
+import os
 import socket
 import tempfile
 import urllib.error
@@ -71,6 +72,16 @@ def resolve_uri(tracking_cfg: Any, outputs: Path) -> str:
     )
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     if isinstance(d, dict):
@@ -98,9 +109,29 @@ def store_init_lock(uri: str):
     with open(db.with_name(db.name + ".lock"), "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
+            _create_sqlite_store(db)
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _create_sqlite_store(db: Path) -> None:
+    """Create a new store under a temporary name and rename it into place once MLflow has built its schema: a run
+    killed during the (seconds long) first migration leaves no half-built mlflow.db that every later run would refuse.
+    Called with the store's lock held, so any temporary file found here is a leftover of a killed run."""
+    for stale in db.parent.glob(f".{db.name}.*.creating*"):
+        stale.unlink(missing_ok=True)
+    if db.exists():
+        return
+    from mlflow.tracking import MlflowClient
+
+    tmp = db.with_name(f".{db.name}.{os.getpid()}.creating")
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp}")  # creates and migrates the schema
+    with contextlib.suppress(Exception):  # close its connections before the file moves
+        client._tracking_client.store.engine.dispose()
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, db)
 
 
 class Tracker:
@@ -133,6 +164,8 @@ class Tracker:
         self.run_id: str | None = None
 
     def start(self, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
+        # host + pid let a later run recognise this one as orphaned if the process is killed (close_orphans)
+        tags = {**tags, "pipeline.host": socket.gethostname(), "pipeline.pid": str(os.getpid())}
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
         self.run_id = run.info.run_id
         self.log_params(self.run_id, params)
@@ -182,6 +215,24 @@ class Tracker:
     def set_tags(self, tags: dict[str, str]) -> None:
         for k, v in tags.items():
             self.client.set_tag(self.run_id, k, v)
+
+    def close_orphans(self) -> list[str]:
+        """Mark KILLED the runs of this experiment left RUNNING by a pipeline process of this host that no longer
+        exists (SIGKILL, power loss: nothing could close them). Returns their ids."""
+        host = socket.gethostname().replace("'", "")
+        runs = self.client.search_runs([self.experiment_id], max_results=1000,
+                                       filter_string=f"attributes.status = 'RUNNING' and tags.`pipeline.host` = '{host}'")
+        closed = []
+        for r in runs:
+            pid = r.data.tags.get("pipeline.pid", "")
+            if r.info.run_id == self.run_id or not pid.isdigit() or _alive(int(pid)):
+                continue
+            self.client.set_tag(r.info.run_id, "pipeline.closed_by", f"run {self.run_id}: process {pid} was gone")
+            self.client.set_terminated(r.info.run_id, "KILLED")
+            closed.append(r.info.run_id)
+        if closed:
+            log.info("MLflow: marked %d run(s) left RUNNING by killed processes as KILLED", len(closed))
+        return closed
 
     def end(self, status: str) -> None:
         """status: FINISHED | FAILED | KILLED."""
