@@ -7,12 +7,9 @@ line (Hydra); plan and run errors through `app.run` in-process, mapped to exit s
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import pickle
 import socket
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -22,7 +19,7 @@ from omegaconf import OmegaConf
 
 from conftest import run_cli
 from rel_helpers import (STUB_CONF, assert_nothing_partial, assert_nothing_written, compose_stub, mlflow_runs, outcome,
-                         run_stub_cli, write_images)
+                         write_images)
 
 pytestmark = pytest.mark.bad_input
 
@@ -349,8 +346,6 @@ def test_corrupt_onnx(tmp_path, photos, damage):
 
 
 def _state_dict_model(folder: Path) -> Path:
-    import torch
-
     from pipeline import models
 
     spec = {"name": "mobilenet_v2", "num_classes": 3, "kwargs": {"width_mult": 0.35, "dropout": 0.0}}
