@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline import report
 from pipeline.artifacts import safe_name
 from pipeline.cache import Cache
-from pipeline.errors import ConfigError, StageError
+from pipeline.errors import ConfigError, GateFailed, StageError
 from pipeline.plan import build_plan
 from pipeline.runner import Runner, check_outputs_writable
 
@@ -202,6 +202,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if tracker and tracker.run_id:
             try:
                 tracker.log_metrics(tracker.run_id, report.headline_metrics(summary))
+                # issue 5: each artifact's gate verdict as a tag (the metric <artifact>.gate_pass is 1/0)
+                tracker.set_tags({f"gate.{a['name']}": ("pass" if a["gate"]["pass"] else "fail: " + "; ".join(a["gate"]["failed"]))[:5000]
+                                  for a in summary["artifacts"] if a.get("gate")})
                 tracker.log_files([p for p in (path, run_dir / "pipeline.log") if p is not None])
             except Exception as e:  # keep going: closing the run with its status matters more than these files
                 log.warning("could not log the summary to MLflow: %s", e)
@@ -216,5 +219,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         log.error("%s\n%d finished stage(s) are cached. Fix the problem and run the same command again to resume:\n"
                   "  %s\nsummary: %s", error, done, command_line(), path or "(not written)")
         raise exc
+    gate = summary.get("gate") or {}
+    if cfg.gate.enforce and gate.get("pass") is False:  # issue 5: an enforced budget was missed
+        msg = (f"gate: artifact {gate['artifact']!r} misses its budget(s) on {cfg.device.name}: "
+               + "; ".join(gate["failed"]) + f"\nsummary: {path}")
+        log.error(msg)
+        raise GateFailed(msg)
     log.info("summary: %s", path)
     return summary
