@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import hydra
@@ -21,6 +24,8 @@ def _task(cfg: DictConfig):
     from pipeline.app import run
     from pipeline.errors import PipelineError
 
+    if threading.current_thread() is threading.main_thread():  # (launchers may call us from a worker thread)
+        signal.signal(signal.SIGTERM, _terminate)  # a scheduler's SIGTERM closes the run as KILLED, like Ctrl-C
     try:
         summary = run(cfg)
     except PipelineError as e:
@@ -28,12 +33,74 @@ def _task(cfg: DictConfig):
             logging.getLogger("pipeline").error("error: %s", e)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(128 + _signal_received[0])
     return summary.get("objective")
+
+
+_signal_received = [signal.SIGINT]
+
+
+def _terminate(signum, frame):
+    _signal_received[0] = signum
+    raise KeyboardInterrupt
+
+
+def _unknown_key_hint(message: str) -> str:
+    """For "Could not override 'a.b'": name the closest keys of the schema instead of Hydra's advice to append with
+    `+` (which would only hide a typo)."""
+    import difflib
+    import re
+
+    from omegaconf import DictConfig, OmegaConf
+
+    m = re.search(r"Could not override '([^']+)'", message)
+    if not m:
+        return ""
+    node, path = OmegaConf.structured(config.PipelineConfig), []
+    for part in m.group(1).split("."):
+        if not isinstance(node, DictConfig) or part not in node:
+            keys = list(node.keys()) if isinstance(node, DictConfig) else []
+            close = difflib.get_close_matches(part, keys, n=1)
+            where = ".".join(path) or "the top level"
+            return (f"{m.group(1)}: unknown key {part!r} under {where}." + (f" Did you mean {'.'.join([*path, close[0]])!r}?" if close else "")
+                    + (f" Keys there: {', '.join(keys)}." if keys else "") + " Fix the override or the config file.")
+        node, path = node[part], [*path, part]
+    return ""
+
+
+def _describe_invalid(e: BaseException) -> str:
+    """One clear message for a configuration Hydra could not compose (exit 2), without a traceback."""
+    import re
+
+    import yaml
+    from hydra.errors import CompactHydraException
+
+    if isinstance(e, yaml.YAMLError) or isinstance(e.__cause__, yaml.YAMLError):
+        err = e if isinstance(e, yaml.YAMLError) else e.__cause__
+        return (f"error: a config file is not valid YAML: {err}\nFix that file at the line shown (indentation, a "
+                f"missing ':' or an unclosed bracket or quote), then re-run.")
+    text = str(e).strip()
+    if isinstance(e.__cause__, Exception) and str(e.__cause__) not in text:
+        text += "\n" + str(e.__cause__).strip()
+    hint = _unknown_key_hint(text)
+    if hint:
+        text = "\n".join(line for line in text.splitlines() if not line.startswith("To append to your config"))
+        return f"error: {hint}\n{text}"
+    m = re.search(r"Value '(.*)' of type '\w+' could not be converted to (\w+)\s+full_key: (\S+)", text)
+    if m:
+        return (f"error: {m.group(3)}: expects {m.group(2).lower()}, got {m.group(1)!r}. Fix the override or the "
+                f"config file.\n{text}")
+    fix = ("" if isinstance(e, CompactHydraException) and ("Available options" in text or "override_grammar" in text)
+           else "\nFix the override or the config file named above; `python -m pipeline --help` lists the choices.")
+    return f"error: the configuration could not be composed: {text}{fix}"
 
 
 def main() -> None:
     config.register()
+    # Composition errors (a YAML syntax error, an unknown key) reach us as exceptions instead of Hydra printing a
+    # stack trace for some of them; we print one clear message and exit 2. Errors inside a run keep their traceback.
+    user_full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         _task()
     except SystemExit as e:
@@ -41,6 +108,11 @@ def main() -> None:
         if e.code == 1 and not _entered:
             sys.exit(2)
         raise
+    except Exception as e:
+        if _entered or user_full_error:
+            raise
+        print(_describe_invalid(e), file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

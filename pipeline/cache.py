@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import time
 import uuid
 from dataclasses import dataclass
@@ -71,21 +72,27 @@ class Cache:
         return self.root / "entries" / key
 
     def lookup(self, key: str) -> Entry | None:
-        """The entry for `key` if it exists and every file still matches its recorded size and hash."""
+        """The entry for `key` if it exists, every file still matches its recorded size and hash, no file was added,
+        and every path it names stays inside the entry (a tampered manifest cannot point elsewhere)."""
         d = self.entry_dir(key)
         try:
             manifest = json.loads((d / "entry.json").read_text())
-        except (OSError, ValueError):
-            return None
-        if manifest.get("key") != key or manifest.get("schema") != SCHEMA:
-            return None
-        for rel, rec in manifest.get("files", {}).items():
-            p = d / "out" / rel
-            try:
+            if manifest.get("key") != key or manifest.get("schema") != SCHEMA:
+                return None
+            files = manifest.get("files", {})
+            named = [*files, *manifest.get("extra_files", [])]
+            if manifest.get("artifact"):
+                named.append(manifest["artifact"]["path"])
+            if not all(isinstance(rel, str) and _contained(d / "out", rel) for rel in named):
+                return None
+            if set(files) != set(_files_under(d / "out")):
+                return None
+            for rel, rec in files.items():
+                p = d / "out" / rel
                 if p.stat().st_size != rec["size"] or file_sha256(p) != rec["sha256"]:
                     return None
-            except OSError:
-                return None
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            return None  # unreadable or malformed: treated as missing, recomputed and replaced
         return Entry(key, d, manifest)
 
     @contextlib.contextmanager
@@ -100,19 +107,23 @@ class Cache:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
     def workdir(self, key: str) -> Path:
-        """A fresh private directory for a stage to write into."""
-        d = self.root / "tmp" / f"{key[:16]}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        """A fresh private directory for a stage to write into (named after this host and process, so that the
+        leftovers of a killed run can be recognised and removed at once)."""
+        d = self.root / "tmp" / f"{key[:16]}.{_HOST}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         (d / "out").mkdir(parents=True)
         return d
 
     def commit(self, key: str, work: Path, manifest: dict) -> Entry:
         """Record sizes and hashes, fsync, and move the finished directory into place in one rename."""
         files = {}
-        for p in sorted((work / "out").rglob("*")):
-            if p.is_file():
-                files[str(p.relative_to(work / "out"))] = {"size": p.stat().st_size, "sha256": file_sha256(p)}
-                with open(p, "rb") as f:
-                    os.fsync(f.fileno())
+        for rel in _files_under(work / "out"):
+            p = work / "out" / rel
+            if p.is_symlink():  # could point anywhere, and the run folder and MLflow would copy what it points to
+                raise ValueError(f"the stage wrote a symbolic link {rel!r} (to {os.readlink(p)}); stages must write "
+                                 f"regular files inside ctx.workdir")
+            files[rel] = {"size": p.stat().st_size, "sha256": file_sha256(p)}
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
         manifest = {**manifest, "key": key, "schema": SCHEMA, "files": files, "created": time.time()}
         write_json_atomic(work / "entry.json", manifest)
         final = self.entry_dir(key)
@@ -133,14 +144,15 @@ class Cache:
         shutil.rmtree(work, ignore_errors=True)
 
     def clean_tmp(self, older_than_s: float = 3600) -> None:
-        """Remove work directories left by killed runs (old enough that no live run can own them)."""
+        """Remove work directories left by killed runs: at once when they name a process of this host that is gone,
+        otherwise once they are old enough that no live run can own them (e.g. a cache shared by several hosts)."""
         tmp = self.root / "tmp"
         if not tmp.is_dir():
             return
         now = time.time()
         for d in tmp.iterdir():
             with contextlib.suppress(OSError):
-                if now - d.stat().st_mtime > older_than_s:
+                if _owner_gone(d.name) or now - d.stat().st_mtime > older_than_s:
                     shutil.rmtree(d, ignore_errors=True)
 
     # --- why a stage ran -------------------------------------------------------------------------------------
@@ -161,6 +173,47 @@ class Cache:
             return "cache entry missing or failed its integrity check"
         shown = "; ".join(changes[:4]) + (f"; and {len(changes) - 4} more" if len(changes) > 4 else "")
         return f"changed since last run: {shown}"
+
+
+_HOST = "".join(c if c.isalnum() or c == "-" else "-" for c in socket.gethostname())[:40] or "host"
+
+
+def _owner_gone(name: str) -> bool:
+    """True if a tmp/ entry named <key>.<host>.<pid>.<rand> belongs to a process of this host that no longer exists."""
+    parts = name.split(".")
+    if len(parts) != 4 or parts[1] != _HOST or not parts[2].isdigit():
+        return False
+    pid = int(parts[2])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, owned by someone else
+        return False
+    return False
+
+
+def _contained(base: Path, rel: str) -> bool:
+    """`rel` is a relative path that stays inside `base` (no absolute path, no '..' escaping it)."""
+    if not rel or os.path.isabs(rel) or "\x00" in rel:
+        return False
+    base_n = os.path.normpath(str(base))
+    full = os.path.normpath(os.path.join(base_n, rel))
+    return full == base_n or full.startswith(base_n + os.sep)
+
+
+def _files_under(root: Path) -> list[str]:
+    """Relative paths of the files (and symbolic links) under `root`, sorted."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        for n in dirnames:  # a symlinked folder is listed, never followed
+            if os.path.islink(os.path.join(dirpath, n)):
+                filenames.append(n)
+        for n in filenames:
+            out.append(os.path.relpath(os.path.join(dirpath, n), root))
+    return sorted(out)
 
 
 def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:

@@ -145,6 +145,33 @@ def _validate_params(name: str, stage_type: str, cls: type[Stage], raw: dict) ->
         return None, [f"stages.{name}.{key}: {msg}"]
 
 
+def _check_model(model_cfg: Any) -> list[str]:
+    """Architecture knobs every zoo model shares (issue 7: caught at plan time, not as a shape error in a stage)."""
+    problems = []
+    if model_cfg.input_size < 1:
+        problems.append(f"model.input_size: must be a positive number of pixels, got {model_cfg.input_size}")
+    if not model_cfg.width_mult > 0:
+        problems.append(f"model.width_mult: must be > 0, got {model_cfg.width_mult}")
+    if not 0 <= model_cfg.dropout < 1:
+        problems.append(f"model.dropout: must be in [0, 1), got {model_cfg.dropout}")
+    return problems
+
+
+def _check_calibration(name: str, params: Any, cfg: DictConfig, found: list[str]) -> list[str]:
+    """Any stage with a `calibration_samples` parameter draws that many images from the training split, whose size is
+    known cheaply (pipeline.data.split_sizes): a count that cannot be met is a plan error, not a failure minutes in."""
+    n = getattr(params, "calibration_samples", None)
+    if not isinstance(n, int) or any(f"stages.{name}" in p and "calibration_samples" in p for p in found):
+        return []
+    if n < 1:
+        return [f"stages.{name}.calibration_samples: must be >= 1, got {n}"]
+    sizes = data_mod.split_sizes(cfg.data)
+    if sizes is not None and n > sizes[0]:
+        return [f"stages.{name}.calibration_samples: {n} is more than the {sizes[0]} images of the training split of "
+                f"data {cfg.data.name!r}; set stages.{name}.calibration_samples={sizes[0]} or less"]
+    return []
+
+
 def _find_cycle(deps: dict[str, list[str]]) -> list[str] | None:
     state: dict[str, int] = {}
     stack: list[str] = []
@@ -199,6 +226,7 @@ def build_plan(cfg: DictConfig) -> Plan:
         problems.append(f"model.name: unknown model {cfg.model.name!r}.{_suggest(cfg.model.name, models.ZOO)} "
                         f"Available: {', '.join(sorted(models.ZOO))}.")
     problems += data_mod.check(cfg.data)
+    problems += _check_model(cfg.model)
 
     specs: dict[str, dict] = {}
     deps: dict[str, list[str]] = {}
@@ -214,13 +242,13 @@ def build_plan(cfg: DictConfig) -> Plan:
             continue
         raw = OmegaConf.to_container(raw, resolve=True)
         stage_type = raw.get("type")
-        if stage_type in generic_types:
+        if isinstance(stage_type, str) and stage_type in generic_types:
             stage_type, raw, errs = _resolve_generic(name, raw, cfg, registry)
             problems += errs
             if stage_type is None:
                 continue
             resolved[name] = stage_type
-        if stage_type not in registry:
+        if not isinstance(stage_type, str) or stage_type not in registry:  # (a list or mapping is not hashable)
             problems.append(
                 f"stages.{name}.type: unknown stage type {stage_type!r}."
                 f"{_suggest(str(stage_type), [*registry, *generic_types])} "
@@ -280,6 +308,7 @@ def build_plan(cfg: DictConfig) -> Plan:
                 problems.append(f"stages.{name}: stage type {spec['type']!r} takes {'/'.join(accepts)} models, but "
                                 f"input {inp!r} produces a {shown} model.{hint}{via}")
         problems += [f"stages.{name}: {p}" for p in spec["cls"].check(spec["params"], cfg)]
+        problems += _check_calibration(name, spec["params"], cfg, problems)
     for fmt in {f for v in out_fmt.values() for f in _formats(v)}:
         if fmt not in FORMATS:
             problems.append(f"internal: format {fmt!r} is not one of {FORMATS}")

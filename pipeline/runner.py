@@ -1,6 +1,7 @@
 """Executes a plan: derive each task's key -> reuse or run -> store atomically -> record. Knows no ML framework."""
 from __future__ import annotations
 
+import errno
 import inspect
 import logging
 import os
@@ -34,7 +35,7 @@ class TaskRecord:
     stage: str
     type: str
     inputs: list[str]
-    status: str = "pending"  # ran | reused | failed
+    status: str = "pending"  # ran | reused | failed | interrupted
     seconds: float = 0.0
     cache_key: str = ""
     reason: str = ""
@@ -183,36 +184,58 @@ class Runner:
                                  about={a.stage: {"not_runnable": str(e)} for a in ctx.inputs.values()})
         except (KeyboardInterrupt, SystemExit):
             self.cache.discard(work)
+            rec.status, rec.seconds = "interrupted", time.perf_counter() - t0
             raise
         except Exception as e:
+            raise self._failed(task, rec, work, e, t0) from e
+        try:  # storing the result can fail too (a full disk, a stage naming a file outside its folder): same path
+            manifest: dict[str, Any] = {
+                "components": comp,
+                "seconds": time.perf_counter() - t0,
+                "metrics": {k: float(v) for k, v in result.metrics.items()},
+                "info": result.info,
+                "about": result.about,
+                "extra_files": [_inside_workdir(work / "out", f, "an extra file") for f in result.files],
+            }
+            if result.artifact is not None:
+                a = result.artifact
+                rel = _inside_workdir(work / "out", a.path, "its artifact")
+                manifest["artifact"] = {"stage": task.stage, "format": a.format, "precision": a.precision,
+                                        "path": rel, "meta": a.meta}
+            # With cache.enabled=false this cache is a private one under the run directory (see app.py).
+            entry = self.cache.commit(rec.cache_key, work, manifest)
+        except (KeyboardInterrupt, SystemExit):
             self.cache.discard(work)
-            rec.status, rec.seconds = "failed", time.perf_counter() - t0
-            rec.error = f"{type(e).__name__}: {e}"
-            rec.reason = rec.reason or "ran"
-            log.debug("stage %s failed:\n%s", task.name, traceback.format_exc())
+            rec.status, rec.seconds = "interrupted", time.perf_counter() - t0
+            raise
+        except Exception as e:
+            raise self._failed(task, rec, work, e, t0) from e
+        rec.status = "ran"
+        return entry
+
+    def _failed(self, task: Task, rec: TaskRecord, work: Path, e: Exception, t0: float) -> StageError:
+        """Discard the stage's partial output, record the failure (traceback kept in the run folder) and say why."""
+        self.cache.discard(work)
+        rec.status, rec.seconds = "failed", time.perf_counter() - t0
+        rec.error = f"{type(e).__name__}: {e}"
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            rec.error += (f" -- the disk holding {self.cache.root} is full: free space there or move paths.outputs "
+                          f"to a bigger disk (paths.outputs=DIR), then re-run")
+        rec.reason = rec.reason or "ran"
+        log.debug("stage %s failed:\n%s", task.name, traceback.format_exc())
+        try:
             (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
             (self.run_dir / "logs" / f"{task.name}.traceback.txt").write_text(traceback.format_exc())
-            if self.tracker:
+        except OSError:  # a full disk must not hide the stage's own error
+            pass
+        if self.tracker:
+            try:
                 self.tracker.log_stage(rec, None)
-            err = StageError(f"stage '{task.name}' ({task.cls.type}) failed: {rec.error}")
-            err.record = rec
-            raise err from e
-        manifest: dict[str, Any] = {
-            "components": comp,
-            "seconds": time.perf_counter() - t0,
-            "metrics": {k: float(v) for k, v in result.metrics.items()},
-            "info": result.info,
-            "about": result.about,
-            "extra_files": list(result.files),
-        }
-        if result.artifact is not None:
-            a = result.artifact
-            rel = Path(a.path).resolve().relative_to((work / "out").resolve())
-            manifest["artifact"] = {"stage": task.stage, "format": a.format, "precision": a.precision,
-                                    "path": str(rel), "meta": a.meta}
-        rec.status = "ran"
-        # With cache.enabled=false this cache is a private one under the run directory (see app.py).
-        return self.cache.commit(rec.cache_key, work, manifest)
+            except Exception as te:  # the stage's own error is the one to report
+                log.warning("could not log the failed stage %s to MLflow: %s", task.name, te)
+        err = StageError(f"stage '{task.name}' ({task.cls.type}) failed: {rec.error}")
+        err.record = rec
+        return err
 
     def _publish(self, rec: TaskRecord, entry: cache_mod.Entry) -> None:
         """Hard-link (or copy) a producer's files into <run_dir>/artifacts/<stage>/ so each run is self-contained."""
@@ -230,21 +253,45 @@ class Runner:
         for src in entry.out.rglob("*"):
             if src.is_file():
                 dest = dest_root / src.relative_to(entry.out)
-                dest.parent.mkdir(parents=True, exist_ok=True)
                 try:
-                    os.link(src, dest)
-                except OSError:
-                    shutil.copy2(src, dest)
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    try:
+                        os.link(src, dest)
+                    except OSError:
+                        shutil.copy2(src, dest)
+                except OSError as e:  # no half-copied model in the run folder; the cache entry itself is complete
+                    shutil.rmtree(dest_root, ignore_errors=True)
+                    err = StageError(f"stage '{rec.name}': could not copy its result into {dest_root} ({e.strerror}); "
+                                     f"free space under {self.run_dir.parent} or choose paths.outputs=DIR, then re-run "
+                                     f"(the stage is cached and will be reused)")
+                    err.record = rec
+                    raise err from e
         rec.info.setdefault("run_path", str((dest_root / rec.artifact.path.relative_to(entry.out)).relative_to(self.run_dir)))
+
+
+def _inside_workdir(out: Path, path: Any, what: str) -> str:
+    """`path` relative to the stage's work folder; a stage may not hand back a file outside it (path traversal)."""
+    p = Path(path)
+    p = p if p.is_absolute() else out / p
+    try:
+        rel = p.resolve().relative_to(out.resolve())
+    except ValueError:
+        raise ValueError(f"the stage returned {what} {str(path)!r} outside its work folder {out}; stages must write "
+                         f"only inside ctx.workdir") from None
+    if not p.exists():
+        raise ValueError(f"the stage returned {what} {str(path)!r} that it did not write")
+    return str(rel)
 
 
 def check_outputs_writable(root: Path) -> None:
     """Fail before any work if the outputs folder cannot be written."""
+    probe = root / f".write-probe.{os.getpid()}"
     try:
         root.mkdir(parents=True, exist_ok=True)
-        probe = root / f".write-probe.{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
+        try:
+            probe.write_text("ok")
+        finally:  # (on a full disk the file is created, then the write fails)
+            probe.unlink(missing_ok=True)
     except OSError as e:
         raise ConfigError(f"paths.outputs: cannot write to {str(root)!r} ({e.strerror}); choose a writable folder "
                           f"with paths.outputs=DIR") from e

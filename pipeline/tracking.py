@@ -5,8 +5,11 @@ processes cannot log into each other's runs.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
+import os
 import socket
 import tempfile
 import urllib.error
@@ -26,14 +29,29 @@ def local_uri(outputs: Path) -> str:
 
 
 def check_server(uri: str, timeout_s: float) -> str | None:
-    """None if the tracking server answers its health check within the timeout, else the reason."""
+    """None if the tracking server answers its health check within the timeout, else the reason.
+
+    The whole check (connect + request + reading the answer) is bounded by `timeout_s`: a server that accepts the
+    connection but never answers, or answers byte by byte, is given up on in time (urlopen's timeout is per socket
+    operation, so it runs in a daemon thread that is abandoned at the deadline).
+    """
     if not uri.startswith(("http://", "https://")):
         return None
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as r:
-            return None if r.status == 200 else f"HTTP {r.status}"
-    except (urllib.error.URLError, socket.timeout, ConnectionError, OSError) as e:
-        return str(getattr(e, "reason", e))
+    import threading
+
+    result: list[str | None] = []
+
+    def probe() -> None:
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as r:
+                result.append(None if r.status == 200 else f"HTTP {r.status}")
+        except (urllib.error.URLError, socket.timeout, ConnectionError, OSError, ValueError) as e:
+            result.append(str(getattr(e, "reason", e)) or type(e).__name__)
+
+    t = threading.Thread(target=probe, daemon=True, name="mlflow-health-check")
+    t.start()
+    t.join(timeout_s)
+    return result[0] if result else f"no answer within {timeout_s:g} s"
 
 
 def resolve_uri(tracking_cfg: Any, outputs: Path) -> str:
@@ -54,6 +72,16 @@ def resolve_uri(tracking_cfg: Any, outputs: Path) -> str:
     )
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     if isinstance(d, dict):
@@ -66,6 +94,46 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+@contextlib.contextmanager
+def store_init_lock(uri: str):
+    """Serialise opening a SQLite store across processes.
+
+    MLflow creates and migrates the schema of a new SQLite store on first use; two processes doing that at once leave
+    the store broken for good ("table _alembic_tmp_tags already exists"). Other stores need no lock.
+    """
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(uri[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            _create_sqlite_store(db)
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _create_sqlite_store(db: Path) -> None:
+    """Create a new store under a temporary name and rename it into place once MLflow has built its schema: a run
+    killed during the (seconds long) first migration leaves no half-built mlflow.db that every later run would refuse.
+    Called with the store's lock held, so any temporary file found here is a leftover of a killed run."""
+    for stale in db.parent.glob(f".{db.name}.*.creating*"):
+        stale.unlink(missing_ok=True)
+    if db.exists():
+        return
+    from mlflow.tracking import MlflowClient
+
+    tmp = db.with_name(f".{db.name}.{os.getpid()}.creating")
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp}")  # creates and migrates the schema
+    with contextlib.suppress(Exception):  # close its connections before the file moves
+        client._tracking_client.store.engine.dispose()
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, db)
+
+
 class Tracker:
     """Parent run + nested stage runs in one experiment."""
 
@@ -75,7 +143,11 @@ class Tracker:
 
         self.mlflow = mlflow
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
+        with store_init_lock(uri):  # MlflowClient opens (and on first use creates) the store
+            self.client = MlflowClient(tracking_uri=uri)
+            self._open_experiment(experiment, artifact_root)
+
+    def _open_experiment(self, experiment: str, artifact_root: Path | None) -> None:
         exp = self.client.get_experiment_by_name(experiment)
         if exp is None:
             location = artifact_root.resolve().as_uri() if artifact_root else None
@@ -92,6 +164,8 @@ class Tracker:
         self.run_id: str | None = None
 
     def start(self, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
+        # host + pid let a later run recognise this one as orphaned if the process is killed (close_orphans)
+        tags = {**tags, "pipeline.host": socket.gethostname(), "pipeline.pid": str(os.getpid())}
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
         self.run_id = run.info.run_id
         self.log_params(self.run_id, params)
@@ -170,6 +244,24 @@ class Tracker:
     def set_tags(self, tags: dict[str, str]) -> None:
         for k, v in tags.items():
             self.client.set_tag(self.run_id, k, v)
+
+    def close_orphans(self) -> list[str]:
+        """Mark KILLED the runs of this experiment left RUNNING by a pipeline process of this host that no longer
+        exists (SIGKILL, power loss: nothing could close them). Returns their ids."""
+        host = socket.gethostname().replace("'", "")
+        runs = self.client.search_runs([self.experiment_id], max_results=1000,
+                                       filter_string=f"attributes.status = 'RUNNING' and tags.`pipeline.host` = '{host}'")
+        closed = []
+        for r in runs:
+            pid = r.data.tags.get("pipeline.pid", "")
+            if r.info.run_id == self.run_id or not pid.isdigit() or _alive(int(pid)):
+                continue
+            self.client.set_tag(r.info.run_id, "pipeline.closed_by", f"run {self.run_id}: process {pid} was gone")
+            self.client.set_terminated(r.info.run_id, "KILLED")
+            closed.append(r.info.run_id)
+        if closed:
+            log.info("MLflow: marked %d run(s) left RUNNING by killed processes as KILLED", len(closed))
+        return closed
 
     def end(self, status: str) -> None:
         """status: FINISHED | FAILED | KILLED."""

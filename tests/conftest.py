@@ -87,3 +87,46 @@ def mlflow_server(tmp_path_factory):
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, 9)
+
+
+# --- reliability report (issue 7) -------------------------------------------------------------------------------
+# tests/reliability/ records what it proved in config.stash; these lines end every test run's output.
+RELIABILITY = pytest.StashKey[dict]()
+
+
+@pytest.fixture
+def reliability_results(request) -> dict:
+    """A dict shared by the reliability tests and the terminal summary below."""
+    stash = request.config.stash
+    if RELIABILITY not in stash:
+        stash[RELIABILITY] = {}
+    return stash[RELIABILITY]
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    counts = {"passed": 0, "failed": 0, "skipped": 0}
+    for outcome in counts:
+        for rep in terminalreporter.stats.get(outcome, []):
+            if "bad_input" in getattr(rep, "keywords", {}) and (rep.when == "call" or outcome == "skipped"):
+                counts[outcome] += 1
+    res = config.stash.get(RELIABILITY, {})
+    tr = terminalreporter
+    tr.section("reliability (issue 7)")
+    total = sum(counts.values())
+    tr.write_line(f"bad-input catalogue: {total} entries, {counts['passed']} passed, {counts['failed']} failed, "
+                  f"{counts['skipped']} skipped")
+    kill = res.get("kill")
+    if kill:
+        tr.write_line(f"kill points survived: {kill['survived']} of {kill['points']} SIGKILLs "
+                      f"({kill['stub']} stub, {kill['real']} real), {kill['corrupt']} corrupt cache entries, "
+                      f"{kill['resumed']} resumed runs completed reusing finished stages")
+    else:
+        tr.write_line("kill points survived: not run")
+    conc = res.get("concurrency")
+    if conc:
+        tr.write_line(f"concurrency: {conc['processes']} processes on one cache + one SQLite store: "
+                      f"{conc['finished']}/{conc['processes']} runs FINISHED, {conc['lost_runs']} lost runs, "
+                      f"{conc['corrupt']} corrupt entries, {conc['keys']} stage keys, each computed once: "
+                      f"{conc['each_once']}")
+    else:
+        tr.write_line("concurrency: not run")

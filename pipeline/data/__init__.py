@@ -15,6 +15,9 @@ import numpy as np
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 DATASETS = ("digits", "imagefolder")
+# Images per class of scikit-learn's bundled digits (unchanged since it shipped): planning knows the split sizes from
+# these without importing scikit-learn. tests/reliability/test_bad_inputs.py checks them against load_digits().
+DIGITS_PER_CLASS = (178, 182, 177, 183, 181, 182, 181, 179, 174, 180)
 
 
 @dataclass
@@ -48,8 +51,18 @@ def check(data_cfg: Any) -> list[str]:
                 f"(choose with data=digits or data=imagefolder data.path=DIR)."]
     if not 0.0 < data_cfg.val_fraction < 1.0:
         return [f"data.val_fraction: must be between 0 and 1 (exclusive), got {data_cfg.val_fraction}"]
-    if data_cfg.name != "imagefolder":
-        return []
+    problems = []
+    for key in ("mean", "std"):  # the images are RGB: one value per channel
+        vals = list(data_cfg[key])
+        if len(vals) != 3 or not all(isinstance(v, (int, float)) and np.isfinite(v) for v in vals):
+            problems.append(f"data.{key}: needs 3 finite numbers (one per RGB channel), got {vals}")
+    if not problems and not all(v > 0 for v in data_cfg.std):
+        problems.append(f"data.std: every value must be > 0 (the images are divided by it), got {list(data_cfg.std)}")
+    if data_cfg.max_per_class is not None and data_cfg.max_per_class < 2:
+        problems.append(f"data.max_per_class: must be at least 2 (one image to train on, one to validate) or null "
+                        f"for no cap, got {data_cfg.max_per_class}")
+    if problems or data_cfg.name != "imagefolder":
+        return problems
     if not data_cfg.path:
         return ["data.path: data=imagefolder needs a folder: add data.path=DIR (one sub-folder of images per class)"]
     root = Path(os.path.expanduser(str(data_cfg.path)))
@@ -64,7 +77,34 @@ def check(data_cfg: Any) -> list[str]:
     if empty:
         return [f"data.path: class folder(s) {', '.join(empty)} in {str(root)!r} hold no images "
                 f"({', '.join(sorted(IMAGE_SUFFIXES))}); add images or remove the folder"]
+    single = [c.name for c in classes if len(_images(c)) < 2]
+    if single:
+        return [f"data.path: class folder(s) {', '.join(single)} in {str(root)!r} hold only one image; each class "
+                f"needs at least 2 (one to train on, one to validate): add images or remove the folder"]
     return []
+
+
+def class_counts(data_cfg: Any) -> list[int]:
+    """Images per class as `load` will see them (after max_per_class). Cheap: lists folders, decodes nothing."""
+    if data_cfg.name == "digits":
+        return list(DIGITS_PER_CLASS)
+    root = Path(os.path.expanduser(str(data_cfg.path)))
+    cap = data_cfg.max_per_class
+    return [min(len(_images(c)), cap) if cap else len(_images(c)) for c in _class_dirs(root)]
+
+
+def split_sizes(data_cfg: Any) -> tuple[int, int] | None:
+    """(training, validation) image counts of the seeded split, known before loading; None if `check` finds problems.
+
+    Mirrors `_split`: every class gives max(1, round(n * val_fraction)) images to validation.
+    """
+    if check(data_cfg):
+        return None
+    train = val = 0
+    for n in class_counts(data_cfg):
+        n_val = max(1, int(round(n * data_cfg.val_fraction)))
+        train, val = train + n - n_val, val + n_val
+    return train, val
 
 
 def fingerprint(data_cfg: Any, input_size: int) -> str:

@@ -51,10 +51,30 @@ def save_torch(model, directory: Path, spec: dict[str, Any]) -> Path:
 
 
 def load_torch(path: Path):
-    """Rebuild a model stored by `save_torch`."""
+    """Rebuild a model stored by `save_torch`. Never unpickles: weights_only=True refuses anything but tensors, so a
+    checkpoint from elsewhere cannot run code; a truncated or foreign file is named with the fix."""
     import torch
 
-    spec = json.loads((Path(path).parent / "model.json").read_text())
-    model = build(spec["name"], spec["num_classes"], **spec["kwargs"])
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    path = Path(path)
+    fix = ("re-create it (re-run with cache.force=[STAGE]) or supply a state_dict saved with "
+           "torch.save(model.state_dict(), PATH) next to its model.json")
+    try:
+        spec = json.loads((path.parent / "model.json").read_text())
+        model = build(spec["name"], spec["num_classes"], **spec["kwargs"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"cannot rebuild the architecture of {path} from {path.parent / 'model.json'} ({e}); {fix}") from e
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises RuntimeError/UnpicklingError/EOFError... for damaged or unsafe files
+        reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        kind = ("it holds more than tensors (a pickled object), which is refused because unpickling can run code"
+                if "weights_only" in str(e).lower() or "Unsupported global" in str(e) else "it is truncated or corrupt")
+        raise ValueError(f"cannot load PyTorch checkpoint {path}: {kind} ({reason}); {fix}") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"cannot load PyTorch checkpoint {path}: it holds a {type(state).__name__}, not a state_dict; {fix}")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ValueError(f"PyTorch checkpoint {path} does not fit the architecture in model.json "
+                         f"({str(e).splitlines()[0][:300]}); {fix}") from None
     return model.eval(), spec

@@ -30,6 +30,11 @@ class OnnxModel:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)
+        fixed = [(i, d) for i, d in enumerate(self.input_shape[1:], 1) if isinstance(d, int)]
+        if x.ndim != len(self.input_shape) or any(x.shape[i] != d for i, d in fixed):
+            want = "x".join(str(d) if isinstance(d, int) else "N" for d in self.input_shape)
+            raise ValueError(f"the model takes input {want} but the data is {'x'.join(map(str, x.shape))}: set "
+                             f"model.input_size to the model's resolution, or export the model for this input size")
         if self.fixed_batch and x.shape[0] != self.input_shape[0]:
             return np.concatenate([self.predict(x[i : i + 1]) for i in range(len(x))])
         return self.session.run(None, {self.input_name: x})[0]
