@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import report
+from pipeline import objective, report
 from pipeline.cache import Cache
 from pipeline.errors import ConfigError, StageError
 from pipeline.plan import build_plan
@@ -44,9 +44,13 @@ def git_commit() -> str:
         return "unknown"
 
 
-def command_line() -> str:
+def command_line(sweep: dict | bool | None = None) -> str:
+    """The command that (re)runs this run. In a sweep job: that job's own overrides (issue 6); sweep=True: the
+    sweep's command itself."""
+    if isinstance(sweep, dict):
+        return "python -m pipeline " + " ".join(sweep["overrides"])
     args = [a for a in sys.argv[1:] if a not in ("-m", "--multirun")]
-    return "python -m pipeline " + " ".join(args)
+    return "python -m pipeline " + ("-m " if sweep else "") + " ".join(args)
 
 
 def _make_run_dir(outputs: Path, recipe: str, device: str) -> Path:
@@ -64,8 +68,10 @@ def _file_logging(run_dir: Path) -> logging.Handler:
     return h
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
+def run(cfg: DictConfig, sweep: dict | None = None) -> dict[str, Any]:
     """Run a composed pipeline config. Returns summary.json's content.
+
+    `sweep` (issue 6): the job's sweep context from pipeline.sweep.job_context() in a multirun, else None.
 
     Raises ConfigError (exit 2) before anything is written, StageError (exit 1) after a stage failed; finished stages
     stay cached either way.
@@ -76,6 +82,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     except Exception as e:  # an interpolation that points nowhere
         raise ConfigError(f"the configuration does not resolve: {e}") from e
     plan = build_plan(cfg)
+    objective.check(cfg, [t.stage for t in plan.producers()])  # issue 6: objective named in the recipe
     recipe, device = plan.recipe, cfg.device.name
     outputs = Path(os.path.expanduser(cfg.paths.outputs)).resolve()
     tracker = None
@@ -97,9 +104,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if tracker:
         versions = library_versions()
         tags = {"recipe": recipe, "device": device, "device.runtime": cfg.device.runtime, "git.commit": git_commit(),
-                "run_dir": str(run_dir), "command": command_line(), **{f"lib.{k}": v for k, v in versions.items()}}
-        if os.environ.get("PIPELINE_SWEEP_ID"):
-            tags["sweep.id"] = os.environ["PIPELINE_SWEEP_ID"]
+                "run_dir": str(run_dir), "command": command_line(sweep), **{f"lib.{k}": v for k, v in versions.items()}}
+        if sweep:  # issue 6: a sweep job is tagged with its sweep and nested under the sweep's parent run
+            from pipeline import sweep as sweep_mod
+
+            tags.update(sweep_mod.job_tags(sweep, tracker.uri))
         run_id = tracker.start(f"{recipe}@{device}", OmegaConf.to_container(cfg), tags)
         tracker.log_files([run_dir / "config.yaml"])
         mlflow_info = {"tracking_uri": tracker.uri, "experiment": tracker.experiment, "run_id": run_id}
@@ -124,10 +133,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     summary = report.build_summary(recipe=recipe, device=cfg.device, status=status, mlflow=mlflow_info,
                                    records=list(runner.records.values()), gate_cfg=cfg.gate, run_dir=run_dir,
                                    error=error)
+    summary["objective"] = objective.summarize(summary, cfg)  # issue 6: what sweepers, registry and compare rank by
+    if tracker and status == "success" and cfg.registry.enabled:
+        from pipeline import registry
+
+        summary["registry"] = registry.register(tracker, summary, cfg, outputs)
     path = report.write_summary(run_dir, summary)
     print(report.table(summary), flush=True)
     if tracker:
-        tracker.log_metrics(tracker.run_id, report.headline_metrics(summary))
+        tracker.log_metrics(tracker.run_id, {**report.headline_metrics(summary),  # + issue 6: objective.<metric>
+                                             **{f"objective.{k}": v for k, v in summary["objective"]["values"].items()}})
         tracker.log_files([path, run_dir / "pipeline.log"])
         tracker.end({"success": "FINISHED", "failed": "FAILED", "killed": "KILLED"}[status])
     logging.getLogger().removeHandler(handler)
@@ -135,7 +150,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if exc is not None:
         done = sum(1 for r in runner.records.values() if r.status in ("ran", "reused"))
         log.error("%s\n%d finished stage(s) are cached. Fix the problem and run the same command again to resume:\n"
-                  "  %s\nsummary: %s", error, done, command_line(), path)
+                  "  %s\nsummary: %s", error, done, command_line(sweep), path)
         raise exc
     log.info("summary: %s", path)
     return summary
