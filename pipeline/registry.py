@@ -96,10 +96,16 @@ def _register(tracker: Any, summary: dict, cfg: Any, outputs: Path) -> dict:
                                      description=f"{row['name']} ({row['format']} {row['precision']}) from run "
                                                  f"{tracker.run_id}")
     version = str(mv.version)
-    client.set_registered_model_alias(name, CANDIDATE, version)
     primary = metrics[0]
     lock_key = "registry-" + re.sub(r"[^A-Za-z0-9_.-]", "_", name)
-    with Cache(outputs / "cache").lock(lock_key):
+    with Cache(outputs / "cache").lock(lock_key):  # jobs of one sweep may register at once: move aliases in turn
+        # `candidate` only moves forward: a slower job registering an older version must not pull it back.
+        try:
+            cand = int(client.get_model_version_by_alias(name, CANDIDATE).version)
+        except MlflowException:
+            cand = 0
+        if int(version) > cand:
+            client.set_registered_model_alias(name, CANDIDATE, version)
         try:
             champ = client.get_model_version_by_alias(name, CHAMPION)
         except MlflowException:
