@@ -7,7 +7,8 @@ Target (issue 6): sweep wall time <= 1.2 x (full run + 4 x the per-job stages), 
 cache key differs between jobs (quantize, evaluate[quantize], benchmark), timed inside the full run.
 
     python bench/bench_sweep.py [--recipe mobilenet_int8] [--devices host,pixel7] [--calibration 64,256]
-                                [--launcher basic|joblib] [--record]   (--record appends the result to bench/RESULTS.md)
+                                [--launcher basic|joblib] [--set KEY=VALUE ...] [--record]
+    --set adds an override to both runs (e.g. stages.train.epochs=3); --record appends the result to bench/RESULTS.md
 """
 from __future__ import annotations
 
@@ -61,6 +62,7 @@ def main() -> None:
     ap.add_argument("--devices", default="host,pixel7")
     ap.add_argument("--calibration", default="64,256")
     ap.add_argument("--launcher", default="basic", choices=("basic", "joblib"))
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for both runs")
     ap.add_argument("--record", action="store_true", help="append the result to bench/RESULTS.md")
     a = ap.parse_args()
     devices, calib = a.devices.split(","), a.calibration.split(",")
@@ -69,7 +71,7 @@ def main() -> None:
     load_before = load_avg()
     try:
         full_out, sweep_out = work / "full", work / "sweep"
-        common = [f"recipe={a.recipe}"]
+        common = [f"recipe={a.recipe}", *a.set]
         t_full = run([*common, f"device={devices[0]}", f"stages.quantize.calibration_samples={calib[0]}",
                       f"paths.outputs={full_out}"], work / "full.log")
         (s_full,) = summaries(full_out)
@@ -83,7 +85,8 @@ def main() -> None:
         bound = 1.2 * (t_full + 4 * t_per_job)
         ok = len(jobs) == 4 and train_ran == 1 and t_sweep <= bound
         lines = [
-            f"recipe={a.recipe}, devices {a.devices}, calibration_samples {a.calibration}, launcher {a.launcher}",
+            f"recipe={a.recipe} {' '.join(a.set)}, devices {a.devices}, calibration_samples {a.calibration}, "
+            f"launcher {a.launcher}",
             f"one full run:          {t_full:7.1f} s  (train {stage_s.get('train', 0):.1f} s; "
             f"per-job stages {' + '.join(PER_JOB)} = {t_per_job:.1f} s)",
             f"4-job sweep:           {t_sweep:7.1f} s  ({len(jobs)} jobs, train ran {train_ran}x, "

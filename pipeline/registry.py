@@ -2,8 +2,9 @@
 
 One registered model per recipe and device (`<recipe>-<device>`, or `registry.name`). After a successful run whose
 final artifact passes its gates:
-  - the artifact becomes a new model version (source: the artifact logged by its stage's nested run; the version
-    links to the pipeline run, whose metrics it was judged on), tagged with the objective values;
+  - the artifact becomes a new model version whose source is the artifact logged by its stage's nested run (an MLflow
+    server requires the version's run to hold its source), tagged with the objective values and the pipeline run id
+    (`pipeline_run_id`: the run whose metrics it was judged on);
   - alias `candidate` moves to it (the newest version that may be rolled out);
   - alias `champion` moves to it only if it strictly beats the current champion on the recipe's first objective
     metric (`objective.metrics[0]`); the first passing version becomes champion.
@@ -92,7 +93,7 @@ def _register(tracker: Any, summary: dict, cfg: Any, outputs: Path) -> dict:
             "objective.metrics": ",".join(metrics), **{f"objective.{m}": str(values.get(m)) for m in metrics}}
     if summary.get("mlflow", {}).get("run_id"):
         tags["pipeline_run_id"] = summary["mlflow"]["run_id"]
-    mv = client.create_model_version(name, source, run_id=tracker.run_id, tags=tags,
+    mv = client.create_model_version(name, source, run_id=stage_run, tags=tags,
                                      description=f"{row['name']} ({row['format']} {row['precision']}) from run "
                                                  f"{tracker.run_id}")
     version = str(mv.version)

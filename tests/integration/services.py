@@ -39,7 +39,7 @@ def wait_port(port: int, timeout: float, what: str, proc: subprocess.Popen | Non
     raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port} within {timeout:.0f} s\n{tail}")
 
 
-def stop_group(proc: subprocess.Popen, timeout: float = 30) -> None:
+def stop_group(proc: subprocess.Popen, timeout: float = 15) -> None:
     """SIGTERM the process group we started, then SIGKILL what is left of it."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGTERM)
@@ -133,14 +133,15 @@ def ray_head(pythonpath: Path) -> Iterator[str]:
              "--ray-client-server-port": free_port(), "--dashboard-agent-grpc-port": free_port(),
              "--dashboard-agent-listen-port": free_port(), "--metrics-export-port": free_port(),
              "--runtime-env-agent-port": free_port()}
-    worker_lo = 20000 + (gcs % 20000)
+    # Workers get a block below Linux's ephemeral range (32768+), where free_port()'s choices never fall.
+    worker_lo = 20000 + (gcs % 100) * 120
     log = tmp / "head.log"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(pythonpath), os.environ.get("PYTHONPATH")])),
            "RAY_USAGE_STATS_ENABLED": "0"}
     proc = subprocess.Popen(
         [str(VENV_BIN / "ray"), "start", "--head", "--block", f"--port={gcs}", "--node-ip-address=127.0.0.1",
          "--num-cpus=2", "--include-dashboard=false", f"--temp-dir={tmp}", "--disable-usage-stats",
-         f"--min-worker-port={worker_lo}", f"--max-worker-port={worker_lo + 200}",
+         f"--min-worker-port={worker_lo}", f"--max-worker-port={worker_lo + 100}",
          *[f"{k}={v}" for k, v in ports.items()]],
         stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True, env=env, cwd=tmp)
     try:

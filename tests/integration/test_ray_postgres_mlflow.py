@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sys
 import urllib.parse
 import urllib.request
@@ -20,8 +21,10 @@ from conftest import ROOT, run_cli  # noqa: E402
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 # Ray replaces 127.0.0.1 by the machine's interface address unless it runs in single-machine mode; this keeps every
-# socket of the test on loopback.
-LOOPBACK_ONLY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+# socket of the test on loopback. Ray >= 2.59 authenticates with a token (by default for local clusters): the head, its
+# workers and the submitting process share a fresh one explicitly, so no token file in ~/.ray is read or written.
+LOOPBACK_ONLY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
+                 "RAY_AUTH_TOKEN": secrets.token_hex(32)}
 
 
 def _needs_postgres():
@@ -31,13 +34,13 @@ def _needs_postgres():
         pytest.skip("PostgreSQL is not installed (apt-get install postgresql, or make system-deps)")
 
 
-def get(uri: str, path: str, **params) -> dict:
-    with urllib.request.urlopen(f"{uri}{path}?{urllib.parse.urlencode(params)}", timeout=30) as r:
+def get(uri: str, endpoint: str, **params) -> dict:
+    with urllib.request.urlopen(f"{uri}{endpoint}?{urllib.parse.urlencode(params)}", timeout=30) as r:
         return json.loads(r.read())
 
 
-def post(uri: str, path: str, body: dict) -> dict:
-    req = urllib.request.Request(f"{uri}{path}", data=json.dumps(body).encode(),
+def post(uri: str, endpoint: str, body: dict) -> dict:
+    req = urllib.request.Request(f"{uri}{endpoint}", data=json.dumps(body).encode(),
                                  headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=30) as r:
         return json.loads(r.read())
@@ -121,7 +124,7 @@ def test_four_job_sweep_on_ray_logs_to_mlflow_server_on_postgres(stack):
     # registry in the PostgreSQL store: one model per recipe and device, two versions each
     for device in ("host", "pixel7"):
         name = f"tiny_int8-{device}"
-        versions = post(uri, "/api/2.0/mlflow/model-versions/search", {"filter": f"name='{name}'"})["model_versions"]
+        versions = get(uri, "/api/2.0/mlflow/model-versions/search", filter=f"name='{name}'")["model_versions"]
         assert sorted(v["version"] for v in versions) == ["1", "2"]
         cand = get(uri, "/api/2.0/mlflow/registered-models/alias", name=name, alias="candidate")["model_version"]
         champ = get(uri, "/api/2.0/mlflow/registered-models/alias", name=name, alias="champion")["model_version"]
