@@ -18,12 +18,8 @@ def _latency(row: dict) -> float | None:
 
 
 def _device_latency(row: dict) -> float | None:
-    """A device latency *estimate* (issue 5's estimator), never a measurement; None when there is none."""
-    for key in ("device_latency_ms", "estimated_latency_ms"):
-        v = row.get(key)
-        if isinstance(v, (int, float)):
-            return float(v)
-    est = row.get("estimate") or row.get("device_estimate")
+    """A device latency *estimate* (issue 5's estimator: row["estimate"]["latency_ms"]), never a measurement."""
+    est = row.get("estimate")
     if isinstance(est, dict):
         v = est.get("latency_ms")
         return float(v) if isinstance(v, (int, float)) else None

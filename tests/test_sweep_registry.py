@@ -21,7 +21,7 @@ def _cfg(device="pixel7", metrics=("accuracy",), artifact=None, name=None):
     })
 
 
-def _run(tmp_path: Path, outputs: Path, cfg, accuracy, latency=1.0, ok=True, recipe="demo"):
+def _run(tmp_path: Path, outputs: Path, cfg, accuracy, latency=1.0, ok=True, recipe="demo", gate=None):
     """One pipeline-shaped run in the store: a parent run, a nested `quantize` run holding the model file, and the
     summary the registry reads."""
     tracker = tracking.Tracker(tracking.local_uri(outputs), recipe, outputs / "mlartifacts")
@@ -35,6 +35,8 @@ def _run(tmp_path: Path, outputs: Path, cfg, accuracy, latency=1.0, ok=True, rec
     row = {"name": "quantize", "stage": "quantize", "format": "onnx", "precision": "int8", "size_bytes": 1000,
            "accuracy": accuracy, "latency_ms": {"p50": latency, "p90": latency}, "ok": ok,
            "problems": [] if ok else ["loses 5.00 top-1 points (gate.max_accuracy_drop=1)"], "cache_key": "k"}
+    if gate is not None:  # issue 5's device budget verdict
+        row["gate"] = gate
     summary = {"recipe": recipe, "artifacts": [row], "mlflow": {"run_id": tracker.run_id}}
     summary["objective"] = objective.summarize(summary, cfg)
     result = registry.register(tracker, summary, cfg, outputs)
@@ -68,6 +70,9 @@ def test_candidate_follows_passing_runs_champion_only_improvements(tmp_path):
     r5 = _run(tmp_path, outputs, cfg, accuracy=0.99, ok=False)  # gates fail: not registered at all
     assert not r5["registered"] and "top-1" in r5["reason"]
     assert _alias(client, "demo-pixel7", "candidate") == "4" and _alias(client, "demo-pixel7", "champion") == "4"
+    missed = {"pass": False, "failed": ["latency_ms 80 ms vs limit 50: over by 30 ms (60%)"]}
+    r6 = _run(tmp_path, outputs, cfg, accuracy=0.99, gate=missed)  # misses a device budget: not registered either
+    assert not r6["registered"] and "device budget: latency_ms 80 ms vs limit 50" in r6["reason"]
     assert len(client.search_model_versions("name='demo-pixel7'")) == 4
 
     mv = client.get_model_version("demo-pixel7", "4")
