@@ -94,8 +94,11 @@ def load_rows(client, experiment_ids: list[str], sweep: str | None = None, artif
                 "registry": (s.get("registry") or {}).get("model"), "aliases": [],
             })
     # Show only the overrides that differ between the compared jobs (device=..., calibration_samples=...).
-    tokens = {r["run_id"]: r["overrides"].split() for r in rows}
-    common = set.intersection(*(set(t) for t in tokens.values())) if tokens else set()
+    # Where outputs and logs went (paths.*, hydra.*) says nothing about the model.
+    tokens = {r["run_id"]: [t for t in r["overrides"].split() if not t.lstrip("+~").startswith(("paths.", "hydra."))]
+              for r in rows}
+    swept = [set(t) for t in tokens.values() if t]
+    common = set.intersection(*swept) if len(swept) > 1 else set()
     for r in rows:
         r["overrides"] = " ".join(t for t in tokens[r["run_id"]] if t not in common)
     champs = _champions(client, {r["registry"] for r in rows if r["registry"]})
