@@ -114,6 +114,10 @@ class SweepCallback(Callback):
         self.tracking_uri = _tracking_uri(config)
         recipe = config.hydra.runtime.choices.get("recipe") or "sweep"
         experiment = config.tracking.experiment or recipe
+        if not config.tracking.experiment and any(o.split("=")[0].lstrip("+~") == "recipe" and "," in o
+                                                  for o in OmegaConf.to_container(config.hydra.overrides.task)):
+            log.warning("this sweep spans several recipes, each logging to its own experiment; the sweep run is in "
+                        "%r. Add tracking.experiment=NAME to keep every job nested under it.", experiment)
         outputs = Path(os.path.expanduser(str(config.paths.outputs))).resolve()
         local = not self.tracking_uri.startswith(("http://", "https://"))
         tracker = tracking.Tracker(self.tracking_uri, experiment, outputs / "mlartifacts" if local else None)
