@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline import objective, report
 from pipeline.cache import Cache
-from pipeline.errors import ConfigError, StageError
+from pipeline.errors import ConfigError, GateFailed, StageError
 from pipeline.plan import build_plan
 from pipeline.runner import Runner, check_outputs_writable
 
@@ -143,6 +143,9 @@ def run(cfg: DictConfig, sweep: dict | None = None) -> dict[str, Any]:
     if tracker:
         tracker.log_metrics(tracker.run_id, {**report.headline_metrics(summary),  # + issue 6: objective.<metric>
                                              **{f"objective.{k}": v for k, v in summary["objective"]["values"].items()}})
+        # issue 5: each artifact's gate verdict as a tag (the metric <artifact>.gate_pass is 1/0)
+        tracker.set_tags({f"gate.{a['name']}": ("pass" if a["gate"]["pass"] else "fail: " + "; ".join(a["gate"]["failed"]))[:5000]
+                          for a in summary["artifacts"] if a.get("gate")})
         tracker.log_files([path, run_dir / "pipeline.log"])
         tracker.end({"success": "FINISHED", "failed": "FAILED", "killed": "KILLED"}[status])
     logging.getLogger().removeHandler(handler)
@@ -152,5 +155,11 @@ def run(cfg: DictConfig, sweep: dict | None = None) -> dict[str, Any]:
         log.error("%s\n%d finished stage(s) are cached. Fix the problem and run the same command again to resume:\n"
                   "  %s\nsummary: %s", error, done, command_line(sweep), path)
         raise exc
+    gate = summary.get("gate") or {}
+    if cfg.gate.enforce and gate.get("pass") is False:  # issue 5: an enforced budget was missed
+        msg = (f"gate: artifact {gate['artifact']!r} misses its budget(s) on {cfg.device.name}: "
+               + "; ".join(gate["failed"]) + f"\nsummary: {path}")
+        log.error(msg)
+        raise GateFailed(msg)
     log.info("summary: %s", path)
     return summary

@@ -32,6 +32,36 @@ class ModelConfig:
     dropout: float = 0.2  # dropout before the classifier
 
 
+# --- device catalog (issue 5). A figure carries its source; an unpublished one says so instead of a value. ----------
+@dataclass
+class FigureConfig:
+    value: Optional[float] = None  # the figure; null only together with unpublished: true
+    source: Optional[str] = None  # [P] vendor/official, [S] third-party, [E] derived (say how); required
+    unpublished: bool = False  # true: no published figure exists (source says where one was looked for)
+
+
+@dataclass
+class ComputeUnitConfig:
+    kind: str = MISSING  # cpu | gpu | npu | edgetpu
+    description: str = ""  # e.g. "2x Cortex-X1 2.85 GHz + 2x A78 2.35 GHz"
+    cores: int = 1  # CPU: cores the peak figures count; threads beyond this add nothing
+    peak_gops: Dict[str, FigureConfig] = field(default_factory=dict)  # precision (fp32|fp16|int8) -> peak G ops/s
+
+
+@dataclass
+class AcceleratorConfig:
+    delegate: str = "none"  # none | gpu (TFLite GPU delegate) | nnapi | edgetpu | coreml_ane | tensorrt
+    unit: Optional[str] = None  # the compute unit (key of compute_units) the delegate runs on
+
+
+@dataclass
+class BudgetConfig:
+    latency_ms: Optional[float] = 50.0  # per-inference latency on the device (estimate; measured on `host`)
+    fps: Optional[float] = 30.0  # sustained frames per second (1000 / latency)
+    model_mb: Optional[float] = 20.0  # artifact size on disk
+    ram_mb: Optional[float] = None  # inference memory (weights + largest activations); null = the device's RAM
+
+
 @dataclass
 class DeviceConfig:
     name: str = MISSING  # catalog id, e.g. pixel7
@@ -40,7 +70,14 @@ class DeviceConfig:
     formats: List[str] = field(default_factory=list)  # artifact formats the device can deploy, preferred first
     threads: int = 1  # CPU threads the deployed model runs with (benchmarks use this, capped to host cores)
     deployment_target: Optional[str] = None  # Core ML minimum deployment target (e.g. iOS17); null elsewhere
-    profile: Dict[str, Any] = field(default_factory=dict)  # hardware figures (compute units, bandwidth, RAM) with sources
+    # Hardware model (pipeline/devices): validated at plan time, every figure with its source.
+    soc: str = ""  # system on chip
+    ram_gb: FigureConfig = field(default_factory=FigureConfig)  # device RAM
+    memory_bandwidth_gbps: FigureConfig = field(default_factory=FigureConfig)  # DRAM bandwidth, GB/s
+    compute_units: Dict[str, ComputeUnitConfig] = field(default_factory=dict)  # cpu / gpu / npu ... with peak figures
+    estimate_unit: Optional[str] = None  # compute unit the deployed model runs on (latency estimate); null = measured
+    accelerator: AcceleratorConfig = field(default_factory=AcceleratorConfig)  # delegate whose op coverage is reported
+    budgets: BudgetConfig = field(default_factory=BudgetConfig)  # default budgets; gate.* overrides them
 
 
 @dataclass
@@ -61,6 +98,13 @@ class CacheConfig:
 @dataclass
 class GateConfig:
     max_accuracy_drop: float = 1.0  # top-1 points an optimized artifact may lose against its fp32 baseline
+    # Budgets (issue 5): null = the device's default (device.budgets); set to override per recipe or command line.
+    enforce: bool = False  # true: exit 1 when the final artifact misses a budget
+    artifact: Optional[str] = None  # the artifact the enforced gate judges; null = the recipe's last model
+    latency_ms: Optional[float] = None  # max latency on the device (estimate for the device; measured on `host`)
+    fps: Optional[float] = None  # min frames per second
+    model_mb: Optional[float] = None  # max artifact size
+    ram_mb: Optional[float] = None  # max inference memory
 
 
 # issue 6 (sweeps, registry): what a run is judged on, and where its final artifact is registered.

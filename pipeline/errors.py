@@ -31,3 +31,9 @@ class StageError(PipelineError):
 
 class NotRunnableHere(PipelineError):
     """The artifact's runtime does not exist on this host (e.g. Core ML on Linux). Not a failure: reported as such."""
+
+
+class GateFailed(PipelineError):
+    """gate.enforce=true and the final artifact misses a budget (issue 5). The run finished; its summary is written."""
+
+    exit_code = 1

@@ -59,13 +59,17 @@ def directions(metrics: list[str]) -> list[str]:
 
 
 def final_artifact(summary: dict, artifact: str | None = None) -> dict | None:
-    """The artifact row a run is judged on: `artifact` if named, else one a stage flagged `final`, else the last model
-    the plan produced (artifact rows are in plan order, so that is the end of the chain: the deployment artifact)."""
+    """The artifact row a run is judged on: `artifact` if named, else one a stage flagged `final`, else the one the
+    device gate judged (issue 5, `gate.artifact`), else the last model the plan produced (artifact rows are in plan
+    order, so that is the end of the chain: the deployment artifact)."""
     rows = summary.get("artifacts") or []
     if artifact:
         return next((r for r in rows if r.get("name") == artifact), None)
     flagged = [r for r in rows if r.get("final")]
-    return flagged[-1] if flagged else (rows[-1] if rows else None)
+    if flagged:
+        return flagged[-1]
+    judged = (summary.get("gate") or {}).get("artifact")  # issue 5's gate judges the same artifact (gate.artifact)
+    return next((r for r in rows if r.get("name") == judged), None) if judged else (rows[-1] if rows else None)
 
 
 def values(summary: dict, metrics: list[str], artifact: str | None = None) -> dict[str, float | None]:

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline import data as data_mod
+from pipeline import devices
 from pipeline import models
 from pipeline.artifacts import FORMATS
 from pipeline.errors import ConfigError
@@ -209,6 +210,7 @@ def build_plan(cfg: DictConfig) -> Plan:
     for fmt in {f for f in out_fmt.values() if f}:
         if fmt not in FORMATS:
             problems.append(f"internal: format {fmt!r} is not one of {FORMATS}")
+    problems += devices.catalog.plan_problems(cfg, producers)  # issue 5: device figures and gate budgets
     force = list(cfg.cache.force)
     for f in force:
         if f not in specs:

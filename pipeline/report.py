@@ -32,9 +32,26 @@ def _artifact_rows(records: list, gate_cfg: Any) -> list[dict]:
             "measured_on": m.get("measured_on"),
             "not_runnable": m.get("not_runnable"),
             "cache_key": r.cache_key,
+            # issue 5: device estimate (never a measurement), accelerator coverage, inference-memory estimate
+            "estimate": m.get("estimate"), "no_estimate": m.get("no_estimate"),
+            "coverage": m.get("coverage_summary"), "ram_estimate_mb": m.get("ram_estimate_mb"),
         })
     _compare(rows, gate_cfg)
     return rows
+
+
+def _gate(rows: list[dict], device: Any, gate_cfg: Any) -> dict:
+    """issue 5: a budget verdict per artifact (row["gate"]) and the verdict of the judged (final) artifact."""
+    from pipeline.devices import budgets
+
+    limits = budgets.effective(device, gate_cfg)
+    for r in rows:
+        r["gate"] = budgets.verdict(r, limits, device.name)
+    name = gate_cfg.get("artifact") if hasattr(gate_cfg, "get") else None
+    judged = next((r for r in rows if r["name"] == name), None) if name else (rows[-1] if rows else None)
+    return {"enforce": bool(gate_cfg.get("enforce", False)) if hasattr(gate_cfg, "get") else False,
+            "budgets": limits, "artifact": judged["name"] if judged else None,
+            "pass": judged["gate"]["pass"] if judged else None, "failed": judged["gate"]["failed"] if judged else []}
 
 
 def _compare(rows: list[dict], gate_cfg: Any) -> None:
@@ -66,6 +83,7 @@ def build_summary(*, recipe: str, device: Any, status: str, mlflow: dict, record
     stages = [{"name": r.name, "type": r.type, "status": r.status, "seconds": round(r.seconds, 3),
                "cache_key": r.cache_key, "reason": r.reason, "inputs": r.inputs, "metrics": r.metrics,
                **({"error": r.error} if r.error else {})} for r in records]
+    rows = _artifact_rows(records, gate_cfg) if status != "invalid" else []
     return {
         "recipe": recipe,
         "device": {"name": device.name, "display_name": device.display_name, "runtime": device.runtime},
@@ -74,7 +92,8 @@ def build_summary(*, recipe: str, device: Any, status: str, mlflow: dict, record
         "run_dir": str(run_dir),
         "mlflow": mlflow,
         "stages": stages,
-        "artifacts": _artifact_rows(records, gate_cfg) if status != "invalid" else [],
+        "artifacts": rows,
+        "gate": _gate(rows, device, gate_cfg),  # issue 5
     }
 
 
@@ -93,6 +112,10 @@ def headline_metrics(summary: dict) -> dict[str, float]:
                 "size_ratio": a["size_ratio"], "accuracy_delta": a["accuracy_delta"]}
         if a["latency_ms"]:
             vals.update(latency_p50_ms=a["latency_ms"]["p50"], latency_p90_ms=a["latency_ms"]["p90"])
+        if a.get("estimate"):  # issue 5: named "estimate" so it is never read as a measurement
+            vals["estimate_latency_ms"] = a["estimate"]["latency_ms"]
+        if a.get("gate"):
+            vals["gate_pass"] = float(a["gate"]["pass"])
         out.update({f"{n}.{k}": v for k, v in vals.items() if v is not None})
     return out
 
@@ -104,7 +127,8 @@ def _fmt(v, spec: str, none: str = "-") -> str:
 def table(summary: dict, color: bool | None = None) -> str:
     """One row per produced artifact; a regression (slower or less accurate than allowed) is shown in red."""
     color = sys.stdout.isatty() if color is None else color
-    head = ["stage", "format", "precision", "size MB", "top-1 %", "p50 ms", "speed-up", "size ratio", "status"]
+    head = ["stage", "format", "precision", "size MB", "top-1 %", "p50 ms", "speed-up", "size ratio", "est. ms*",
+            "gate", "status"]
     rows = []
     for a in summary["artifacts"]:
         lat = a["latency_ms"]["p50"] if a["latency_ms"] else None
@@ -114,7 +138,9 @@ def table(summary: dict, color: bool | None = None) -> str:
             status += " (not run on this host)"
         rows.append([a["name"], a["format"], a["precision"], f"{a['size_bytes'] / 1e6:.2f}", _fmt(acc, ".2f"),
                      _fmt(lat, ".2f"), _fmt(a["speedup"], ".2f", "") + ("x" if a["speedup"] else ""),
-                     _fmt(a["size_ratio"], ".2f", "") + ("x" if a["size_ratio"] else ""), status])
+                     _fmt(a["size_ratio"], ".2f", "") + ("x" if a["size_ratio"] else ""),
+                     _fmt((a.get("estimate") or {}).get("latency_ms"), ".3g"),
+                     "-" if not a.get("gate") else ("pass" if a["gate"]["pass"] else "FAIL"), status])
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)] if rows else [len(h) for h in head]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
     out = [line(head), line(["-" * w for w in widths])]
@@ -125,4 +151,12 @@ def table(summary: dict, color: bool | None = None) -> str:
         out.append(text)
     measured = {a["measured_on"] for a in summary["artifacts"] if a.get("measured_on")}
     out += [f"latency: measured on {m}" for m in sorted(measured)]
+    # issue 5: the estimate's provenance, accelerator coverage and failed budgets, one line each
+    labels = {a["estimate"]["label"] for a in summary["artifacts"] if a.get("estimate")}
+    out += [f"* est. ms: {l}" for l in sorted(labels)]
+    out += [f"* est. ms: none for {a['name']}: {a['no_estimate']}" for a in summary["artifacts"] if a.get("no_estimate")]
+    out += [f"coverage {a['name']}: {a['coverage']}" for a in summary["artifacts"] if a.get("coverage")]
+    for a in summary["artifacts"]:
+        if a.get("gate") and a["gate"]["failed"]:
+            out.append(f"gate {a['name']}: misses " + "; ".join(a["gate"]["failed"]))
     return "\n".join(out)

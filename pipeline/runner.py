@@ -217,6 +217,14 @@ class Runner:
     def _publish(self, rec: TaskRecord, entry: cache_mod.Entry) -> None:
         """Hard-link (or copy) a producer's files into <run_dir>/artifacts/<stage>/ so each run is self-contained."""
         if rec.artifact is None:
+            # issue 5: an analysis stage's extra files (device profile JSON/PNG) go to <run_dir>/reports/<task>/
+            for f in rec.files:
+                dest = self.run_dir / "reports" / rec.name / f.name
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(f, dest)
+                except OSError:
+                    shutil.copy2(f, dest)
             return
         dest_root = self.run_dir / "artifacts" / rec.stage
         for src in entry.out.rglob("*"):

@@ -45,8 +45,10 @@ def make_cfg(outputs):
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict | None = None):
     """Run `python -m pipeline ARGS` as a user would; returns the CompletedProcess."""
+    # PYTHONPATH: run this checkout's code even from another cwd (an editable install may point at another checkout)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd or ROOT, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+                          timeout=timeout, env=env)
 
 
 def free_port() -> int:

@@ -1,0 +1,71 @@
+"""Budgets and gate verdicts. Pure functions over summary rows: no ML framework, unit-testable by hand.
+
+A device carries default budgets (conf/device/*.yaml `budgets`, from the seeds' target table); `gate.*` overrides any
+of them per recipe or on the command line. The accuracy drop comes from `gate.max_accuracy_drop`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.devices.catalog import figure_value
+
+KEYS = ("latency_ms", "fps", "model_mb", "ram_mb")
+
+
+def _get(obj: Any, key: str, default=None):
+    if obj is None:
+        return default
+    return obj.get(key, default) if hasattr(obj, "get") else getattr(obj, key, default)
+
+
+def effective(device: Any, gate: Any) -> dict[str, float | None]:
+    """The budgets in force: gate.* if set, else the device's default; RAM defaults to the device's RAM."""
+    out: dict[str, float | None] = {}
+    dev_b = _get(device, "budgets") or {}
+    for k in KEYS:
+        v = _get(gate, k)
+        out[k] = float(v) if v is not None else (None if _get(dev_b, k) is None else float(_get(dev_b, k)))
+    if out["ram_mb"] is None:
+        ram = figure_value(_get(device, "ram_gb"))
+        out["ram_mb"] = ram * 1024 if ram is not None else None
+    out["max_accuracy_drop"] = float(_get(gate, "max_accuracy_drop", 1.0))
+    return out
+
+
+def verdict(row: dict[str, Any], budgets: dict[str, float | None], device_name: str) -> dict[str, Any]:
+    """Check one artifact row of the summary against the budgets. Latency: the device estimate when there is one,
+    else (device `host`) the host measurement; a budget with no number to check is listed as not checked."""
+    checks, unchecked = [], []
+    est = row.get("estimate") or {}
+    if est.get("latency_ms") is not None:
+        lat, where = est["latency_ms"], est.get("label", f"estimate for {device_name}")
+    elif device_name == "host" and row.get("latency_ms"):
+        lat, where = row["latency_ms"]["p50"], f"measured on {row.get('measured_on') or 'this host'}"
+    else:
+        lat, where = None, None
+
+    def add(budget: str, limit: float | None, value: float | None, unit: str, higher_is_better: bool, src: str):
+        if limit is None:
+            return
+        if value is None:
+            unchecked.append(f"{budget} (no {src})")
+            return
+        ok = value >= limit if higher_is_better else value <= limit
+        miss = (limit - value) if higher_is_better else (value - limit)
+        c = {"budget": budget, "limit": limit, "value": round(value, 4), "unit": unit, "ok": ok, "source": src}
+        if not ok:
+            c["by"] = f"{'short' if higher_is_better else 'over'} by {miss:.3g} {unit} ({100 * miss / limit:.0f}%)"
+        checks.append(c)
+
+    add("latency_ms", budgets.get("latency_ms"), lat, "ms", False, where or "latency estimate or measurement")
+    add("fps", budgets.get("fps"), (1000.0 / lat) if lat else None, "FPS", True, where or "latency")
+    add("model_mb", budgets.get("model_mb"), row.get("size_bytes", 0) / 1e6, "MB", False, "artifact size on disk")
+    ram = row.get("ram_estimate_mb")
+    add("ram_mb", budgets.get("ram_mb"), ram, "MB", False, "estimate: weights + largest layer activations")
+    drop = None if row.get("accuracy_delta") is None else -row["accuracy_delta"]
+    if row.get("baseline") and row.get("baseline") != row.get("name"):
+        add("max_accuracy_drop", budgets.get("max_accuracy_drop"), drop, "top-1 points", False,
+            f"accuracy against {row['baseline']}")
+    failed = [c for c in checks if not c["ok"]]
+    return {"pass": not failed, "checks": checks, "not_checked": unchecked,
+            "failed": [f"{c['budget']} {c['value']:g} {c['unit']} vs limit {c['limit']:g}: {c['by']}" for c in failed]}

@@ -1,0 +1,220 @@
+"""Latency estimate of a profiled model on a device's compute unit. An estimate, never a measurement.
+
+Method (in the spirit of nn-Meter, MobiSys 2021): operators are grouped into the kernels the runtime fuses
+(Conv/FC/pool + BatchNorm + activation; reshapes cost nothing); each kernel takes
+    max(compute time, memory time) + a per-kernel overhead
+where compute time = ops / (peak ops/s x efficiency) and memory time = bytes / (bandwidth x efficiency). The
+efficiencies and overheads are fitted per compute-unit kind to the published measurements of
+../shared/reference/devices.md (`fit.py`, `bench/bench_estimator.py --fit` rewrites calibration.json); the fit's
+leave-one-out error is reported with every estimate as its expected error.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pipeline.devices.catalog import figure_value
+from pipeline.devices.profiler import NO_COST, Layer, Profile
+
+CALIBRATION = Path(__file__).resolve().parent / "calibration.json"
+ANCHORS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV",
+           "AVERAGE_POOL_2D", "MAX_POOL_2D", "MEAN"}
+# Folded into the preceding kernel by TFLite (fused activation, BN folding) and ONNX Runtime (Conv+activation).
+FUSIBLE = {"BATCH_NORM", "RELU", "RELU6", "RELU_N1_TO_1", "CLIP", "TANH", "LEAKY_RELU"}
+COMPUTE_CLASS = {"CONV_2D": "conv", "TRANSPOSE_CONV": "conv", "FULLY_CONNECTED": "conv", "BATCH_MATMUL": "conv",
+                 "DEPTHWISE_CONV_2D": "depthwise"}
+# Default (prior) parameters, used before fitting and as the regularisation target of the fit.
+PRIOR = {"e_fp32": 0.3, "e_fp16": 0.3, "e_int8": 0.3, "f_dw": 0.3, "e_mem": 0.5, "overhead_us": 5.0}
+
+
+@dataclass
+class Kernel:
+    name: str  # first operator's name
+    ops: list[str]  # operator names fused into it
+    op_types: list[str]
+    klass: str  # conv | depthwise | memory (elementwise, pooling, softmax ...)
+    macs: int
+    elements: int  # output elements (work of memory-bound kernels)
+    weight_bytes: int
+    activation_bytes: int
+    precision: str
+
+
+def kernels(layers: list[Layer]) -> list[Kernel]:
+    """Group operators into fused kernels: an anchor absorbs following fusible ops that read only its output and whose
+    input no other operator reads; no-cost ops (reshape) are folded into the kernel that produced their input."""
+    consumers: dict[str, int] = {}
+    for l in layers:
+        for i in l.inputs:
+            consumers[i] = consumers.get(i, 0) + 1
+    out: list[Kernel] = []
+    owner: dict[str, Kernel] = {}  # layer name -> kernel holding it
+    for l in layers:
+        prev = owner.get(l.inputs[0]) if len(l.inputs) == 1 else None
+        tail_ok = prev is not None and prev.ops[-1] == l.inputs[0] and consumers.get(l.inputs[0], 0) == 1
+        if l.op in NO_COST and prev is not None:
+            prev.ops.append(l.name)
+            prev.op_types.append(l.op)
+            owner[l.name] = prev
+            continue
+        if l.op in FUSIBLE and tail_ok and (prev.op_types[0] in ANCHORS):
+            prev.ops.append(l.name)
+            prev.op_types.append(l.op)
+            # the fused kernel writes the activation's output instead of the anchor's (same size): bytes unchanged
+            owner[l.name] = prev
+            continue
+        k = Kernel(name=l.name, ops=[l.name], op_types=[l.op], klass=COMPUTE_CLASS.get(l.op, "memory"),
+                   macs=l.macs, elements=l.output_elements, weight_bytes=l.weight_bytes,
+                   activation_bytes=l.input_bytes + l.output_bytes, precision=l.precision)
+        if l.op in NO_COST:
+            k.activation_bytes = 0
+        out.append(k)
+        owner[l.name] = k
+    return out
+
+
+@lru_cache(maxsize=1)
+def _calibration_file() -> str:
+    return CALIBRATION.read_text() if CALIBRATION.exists() else "{}"
+
+
+def calibration() -> dict[str, Any]:
+    """Fitted parameters per unit kind plus their expected errors (calibration.json)."""
+    return json.loads(_calibration_file())
+
+
+def unit_precision(unit: Any, precision: str) -> tuple[str | None, str]:
+    """Which of the unit's precisions an artifact of `precision` runs in, and why (documented runtime behaviour)."""
+    peaks = dict(unit.get("peak_gops") or {})
+    want = {"int8-weights": "fp32", "fp16": "fp16"}.get(precision, precision)
+    if want in peaks:
+        return want, ""
+    kind = unit.get("kind")
+    if want == "fp16" and "fp32" in peaks and kind == "cpu":
+        return "fp32", "fp16 weights are computed in fp32 on the CPU"
+    if want in ("fp32", "int8") and "fp16" in peaks and kind in ("gpu", "npu"):
+        return "fp16", f"the {kind.upper()} runs {want} models in fp16"
+    if want == "fp32" and "fp16" not in peaks and "fp32" not in peaks:
+        return None, f"runs {'/'.join(peaks)} only; a {precision} model cannot run there (convert it first)"
+    return None, f"the unit has no {want} figure (it lists {', '.join(peaks) or 'none'})"
+
+
+def params_for(kind: str, calib: dict | None = None) -> tuple[dict[str, float], dict[str, Any]]:
+    """Fitted parameters for a unit kind (falling back as calibration.json says) and the provenance/error info."""
+    calib = calibration() if calib is None else calib
+    kinds = calib.get("kinds", {})
+    entry = kinds.get(kind)
+    info: dict[str, Any] = {"kind": kind}
+    if entry is None or entry.get("borrow"):
+        src = (entry or {}).get("borrow") or "cpu"
+        base = kinds.get(src, {})
+        info.update(calibrated=False, borrowed_from=src,
+                    note=f"no published measurement for a {kind} in the calibration set: parameters borrowed from "
+                         f"the {src} fit, error unknown")
+        return {**PRIOR, **base.get("params", {})}, info
+    info.update(calibrated=True, expected_error_pct=entry.get("expected_error_pct"), points=entry.get("points"))
+    return {**PRIOR, **entry.get("params", {})}, info
+
+
+@dataclass
+class Estimate:
+    device: str
+    unit: str
+    unit_kind: str
+    precision: str  # the precision the unit computes in
+    threads: int | None
+    latency_ms: float
+    compute_ms: float
+    memory_ms: float
+    overhead_ms: float
+    bound: str  # compute | memory | mixed
+    expected_error_pct: float | None  # leave-one-out median error of the fit for this unit kind; None = unknown
+    calibrated: bool
+    notes: list[str] = field(default_factory=list)
+    per_kernel: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        err = f"±{self.expected_error_pct:.0f}%" if self.expected_error_pct is not None else "unknown"
+        return f"estimate for {self.device} ({self.unit}, {self.precision}), expected error {err}; not a measurement"
+
+    def to_dict(self, per_kernel: bool = True) -> dict[str, Any]:
+        d = asdict(self)
+        d["label"] = self.label
+        d["fps"] = 1000.0 / self.latency_ms if self.latency_ms > 0 else None
+        if not per_kernel:
+            d.pop("per_kernel")
+        return d
+
+
+class NoEstimate(Exception):
+    """The device model cannot estimate this case (unpublished figures, unsupported precision, `host`)."""
+
+
+def estimate(profile: Profile, device: Any, unit: str | None = None, threads: int | None = None,
+             params: dict[str, float] | None = None, calib: dict | None = None) -> Estimate:
+    """Estimate latency of `profile` on `device` (a DeviceConfig-like mapping). Raises NoEstimate with the reason."""
+    dev = device
+    unit = unit or dev.get("estimate_unit")
+    name = dev.get("display_name") or dev.get("name")
+    if not unit:
+        raise NoEstimate(f"{name}: no device model (latency is measured by the benchmark stage)")
+    u = dev["compute_units"][unit]
+    kind = u.get("kind")
+    prec, why = unit_precision(u, profile.precision)
+    if prec is None:
+        raise NoEstimate(f"{name}, {unit} ({kind}): {why}")
+    notes = [why] if why else []
+    peak_g = figure_value(u["peak_gops"].get(prec))
+    bw_g = figure_value(dev.get("memory_bandwidth_gbps"))
+    if peak_g is None and bw_g is None:
+        raise NoEstimate(f"{name} {unit}: neither the {prec} peak nor the memory bandwidth is published")
+    if threads is None:
+        threads = int(dev.get("threads") or 1) if kind == "cpu" else None
+    cores = int(u.get("cores") or 1)
+    if peak_g is not None and kind == "cpu" and threads:
+        peak_g *= min(threads, cores) / cores
+    if peak_g is None:
+        notes.append(f"{prec} peak unpublished: estimated from memory traffic only (fitted)")
+    if bw_g is None:
+        notes.append("memory bandwidth unpublished: estimated from compute only (fitted)")
+    p, info = params_for(kind, calib) if params is None else (params, {"calibrated": True})
+    if params is None and not info.get("calibrated"):
+        notes.append(info["note"])
+    if params is None and kind == "npu" and peak_g is not None:
+        # the calibration NPU (Hexagon) has no published peak, so only its memory term was fitted; the compute term
+        # here uses efficiencies borrowed from the Edge TPU fit (fit.py): honest answer is "error unknown"
+        info = {**info, "calibrated": False, "expected_error_pct": None}
+        notes.append("NPU compute efficiency borrowed from the Edge TPU fit (the calibration NPU's peak is "
+                     "unpublished): error unknown")
+    prof = profile if profile.precision == prec or prec not in ("fp32", "fp16", "int8") else profile.with_precision(prec)
+    eff = p.get(f"e_{prec}", p["e_fp32"])
+    per, tc_sum, tm_sum = [], 0.0, 0.0
+    n_k = 0
+    for k in kernels(prof.layers):
+        if k.activation_bytes == 0 and k.macs == 0 and k.weight_bytes == 0:
+            continue
+        n_k += 1
+        if k.klass == "memory" or peak_g is None:
+            tc = 0.0 if peak_g is None else k.elements / (peak_g * 1e9 * eff)
+        else:
+            f = p["f_dw"] if k.klass == "depthwise" else 1.0
+            tc = 2 * k.macs / (peak_g * 1e9 * eff * f)
+        tm = 0.0 if bw_g is None else (k.weight_bytes + k.activation_bytes) / (bw_g * 1e9 * p["e_mem"])
+        t = max(tc, tm) + p["overhead_us"] * 1e-6
+        tc_sum += tc
+        tm_sum += tm
+        per.append({"kernel": k.name, "ops": k.op_types, "class": k.klass, "macs": k.macs,
+                    "bytes": k.weight_bytes + k.activation_bytes, "compute_ms": tc * 1e3, "memory_ms": tm * 1e3,
+                    "latency_ms": t * 1e3, "bound": "compute" if tc >= tm else "memory"})
+    total = sum(r["latency_ms"] for r in per)
+    overhead = n_k * p["overhead_us"] * 1e-3
+    nc = sum(1 for r in per if r["bound"] == "compute")
+    bound = "compute" if nc > 0.7 * len(per) else "memory" if nc < 0.3 * len(per) else "mixed"
+    return Estimate(device=name, unit=unit, unit_kind=kind, precision=prec, threads=threads, latency_ms=total,
+                    compute_ms=tc_sum * 1e3, memory_ms=tm_sum * 1e3, overhead_ms=overhead, bound=bound,
+                    expected_error_pct=info.get("expected_error_pct"), calibrated=bool(info.get("calibrated")),
+                    notes=notes, per_kernel=per)

@@ -1,0 +1,110 @@
+"""The `profile` stage end to end (issue 5): accelerator coverage in the summary, profile JSON + PNG in the run
+directory and in MLflow, an enforced gate exiting 1 naming the missed budget, a device file with a missing figure
+refused at plan time (exit 2, nothing written)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import ROOT, run_cli
+
+PROFILE = "stages.profile.type=profile"
+HERE = {"PYTHONPATH": str(ROOT)}  # run this checkout's pipeline even from another working directory
+
+
+@pytest.fixture(scope="module")
+def shared_outputs(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("profile") / "outputs"
+
+
+def latest_summary(outputs: Path) -> dict:
+    runs = sorted((outputs / "runs" / "tiny_int8").iterdir())
+    return json.loads((runs[-1] / "summary.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def coral_run(shared_outputs):
+    out = run_cli("recipe=tiny_int8", "device=coral_edgetpu", PROFILE, f"paths.outputs={shared_outputs}")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return latest_summary(shared_outputs), out
+
+
+@pytest.mark.slow
+def test_coral_reports_accelerator_coverage_and_estimates(coral_run):
+    summary, out = coral_run
+    arts = {a["name"]: a for a in summary["artifacts"]}
+    q, e = arts["quantize"], arts["export"]
+    assert q["coverage"].startswith("Edge TPU: ") and "/" in q["coverage"]
+    cov = q["coverage"].split(":")[1].split("ops")[0].strip()
+    assert cov.split("/")[0] == cov.split("/")[1]  # full-integer MobileNetV2: every op maps (as coral.ai lists it)
+    assert "on CPU" in e["coverage"] and e["coverage"].startswith("Edge TPU: 0/")  # fp32: the Edge TPU runs none
+    assert q["estimate"]["latency_ms"] > 0 and "not a measurement" in q["estimate"]["label"]
+    assert q["estimate"]["expected_error_pct"] is not None
+    assert e["estimate"] is None and "int8 only" in e["no_estimate"]
+    assert q["measured_on"].startswith("this host")  # the host measurement stays separate from the estimate
+    assert q["gate"]["pass"] is True and summary["gate"]["artifact"] == "quantize"
+    assert "coverage quantize: Edge TPU" in out.stdout and "est. ms" in out.stdout
+
+
+@pytest.mark.slow
+def test_profile_json_and_png_in_run_dir_and_mlflow(coral_run):
+    summary, _ = coral_run
+    run_dir = Path(summary["run_dir"])
+    for art in ("train", "export", "quantize"):
+        d = run_dir / "reports" / f"profile[{art}]"
+        doc = json.loads((d / "profile.json").read_text())
+        assert doc["layers"] and {"op", "output_shape", "macs", "params", "weight_bytes", "input_bytes",
+                                  "output_bytes", "precision"} <= set(doc["layers"][0])
+        assert doc["summary"]["macs"] > 0 and (d / "profile.png").read_bytes()[:4] == b"\x89PNG"
+    client = MlflowClient(summary["mlflow"]["tracking_uri"])
+    parent = client.get_run(summary["mlflow"]["run_id"])
+    child = client.search_runs([parent.info.experiment_id],
+                               filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}' "
+                                             f"and attributes.run_name = 'profile[quantize]'")[0]
+    assert {"profile.json", "profile.png"} <= {f.path for f in client.list_artifacts(child.info.run_id)}
+    assert "estimate_latency_ms" in child.data.metrics and child.data.metrics["coverage_total"] > 0
+    assert parent.data.metrics["quantize.gate_pass"] == 1.0 and "quantize.estimate_latency_ms" in parent.data.metrics
+    assert parent.data.tags["gate.quantize"] == "pass"
+
+
+@pytest.mark.slow
+def test_enforced_gate_exits_1_naming_the_budget(coral_run, shared_outputs):
+    out = run_cli("recipe=tiny_int8", "device=rpi4", PROFILE, "gate.enforce=true", "gate.latency_ms=0.001",
+                  f"paths.outputs={shared_outputs}")
+    assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
+    text = out.stdout + out.stderr
+    assert "gate: artifact 'quantize' misses its budget(s) on rpi4: latency_ms" in text and "over by" in text
+    summary = latest_summary(shared_outputs)
+    assert summary["status"] == "success" and summary["gate"]["pass"] is False and summary["gate"]["enforce"]
+    assert summary["gate"]["failed"][0].startswith("latency_ms ")
+    assert {s["name"]: s["status"] for s in summary["stages"]}["train"] == "reused"  # the device changes no model
+
+
+@pytest.mark.bad_input
+def test_device_file_with_a_missing_figure_is_refused(tmp_path):
+    conf = tmp_path / "extra_conf" / "device"
+    conf.mkdir(parents=True)
+    rpi4 = (Path(__file__).resolve().parent.parent / "conf" / "device" / "rpi4.yaml").read_text()
+    broken = "\n".join(l for l in rpi4.splitlines() if not l.startswith("memory_bandwidth_gbps")).replace(
+        "name: rpi4", "name: broken_board")
+    (conf / "broken_board.yaml").write_text(broken)
+    work = tmp_path / "work"
+    work.mkdir()
+    out = run_cli("recipe=tiny_int8", "device=broken_board", f"hydra.searchpath=[file://{tmp_path / 'extra_conf'}]",
+                  f"paths.outputs={work / 'outputs'}", cwd=work, env=HERE)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "device.memory_bandwidth_gbps.value: required figure is missing in conf/device/broken_board.yaml" in out.stdout + out.stderr
+    assert list(work.iterdir()) == []
+
+
+@pytest.mark.bad_input
+def test_bad_gate_override_is_refused(tmp_path):
+    out = run_cli("recipe=tiny_int8", "gate.latency_ms=-5", "gate.artifact=nope", f"paths.outputs={tmp_path / 'o'}",
+                  cwd=tmp_path, env=HERE)
+    assert out.returncode == 2
+    text = out.stdout + out.stderr
+    assert "gate.latency_ms: a budget must be > 0" in text and "gate.artifact: 'nope'" in text
+    assert list(tmp_path.iterdir()) == []
