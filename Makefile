@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 RUN_ARGS ?= recipe=mobilenet_int8 device=pixel7
 PYTEST_ARGS ?=
 
-.PHONY: run test install bench ui clean
+.PHONY: run test install system-deps bench bench-sweep ui clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or: make PYTHON=/path/to/python3.11 ...)"; exit 2; }
@@ -25,11 +25,23 @@ install: $(VENV)/.installed
 run: install
 	$(BIN)/python -m pipeline $(RUN_ARGS)
 
-test: install
+# System packages the integration tests need (issue 6: PostgreSQL behind an MLflow server). Installed with apt-get
+# when missing and we are root (CI runs on a fresh machine as root); otherwise says how, and those tests skip.
+system-deps:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing postgresql (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
+	else echo "note: PostgreSQL not found; the integration tests will skip (sudo apt-get install postgresql)"; fi
+
+test: install system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python bench/bench_int8.py
+
+bench-sweep: install
+	$(BIN)/python bench/bench_sweep.py
 
 ui: install
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db --host 127.0.0.1 --port 5000

@@ -21,20 +21,32 @@ _entered = False
 def _task(cfg: DictConfig):
     global _entered
     _entered = True
+    from pipeline import sweep
     from pipeline.app import run
     from pipeline.errors import PipelineError
 
     if threading.current_thread() is threading.main_thread():  # (launchers may call us from a worker thread)
         signal.signal(signal.SIGTERM, _terminate)  # a scheduler's SIGTERM closes the run as KILLED, like Ctrl-C
+    job = sweep.job_context()  # None unless this is one job of a multirun (issue 6)
     try:
-        summary = run(cfg)
+        summary = run(cfg, sweep=job)
     except PipelineError as e:
         if e.exit_code == 2:  # a stage failure was already reported with its resume command
             logging.getLogger("pipeline").error("error: %s", e)
+        if job is not None:
+            # In a sweep, raise instead of exiting: the launcher records a failed job, the other jobs go on, and the
+            # sweeper decides the sweep's fate (basic: exit 1 at the end; Optuna: a FAIL trial).
+            kind = "invalid configuration" if e.exit_code == 2 else "failed"
+            raise sweep.JobFailed(f"job #{job['job']} {kind}: {e}", e.exit_code) from None
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         sys.exit(128 + _signal_received[0])
-    return summary.get("objective")
+    if job is not None:  # goes into the job's job.json (pipeline.sweep.SweepCallback.on_job_end)
+        job["result"] = {"run_dir": summary["run_dir"], "mlflow_run_id": summary["mlflow"]["run_id"],
+                         "run_status": summary["status"]}
+    # For sweepers: one float per objective metric (a single metric: a float); None where the number does not exist.
+    values = list(summary["objective"]["values"].values())
+    return values[0] if len(values) == 1 else values
 
 
 _signal_received = [signal.SIGINT]
@@ -97,6 +109,8 @@ def _describe_invalid(e: BaseException) -> str:
 
 def main() -> None:
     config.register()
+    from pipeline import sweep
+
     # Composition errors (a YAML syntax error, an unknown key) reach us as exceptions instead of Hydra printing a
     # stack trace for some of them; we print one clear message and exit 2. Errors inside a run keep their traceback.
     user_full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
@@ -104,15 +118,25 @@ def main() -> None:
     try:
         _task()
     except SystemExit as e:
+        # A sweeper that raised on a failed job skips Hydra's on_multirun_end: close the sweep here.
+        sweep.finish_active(failed=e.code not in (0, None))
         # Hydra exits 1 on composition errors (unknown recipe/device, bad override); those are invalid config: 2.
-        if e.code == 1 and not _entered:
+        # (In a sweep, jobs may run in other processes: a started sweep means composition succeeded.)
+        if e.code == 1 and not _entered and not sweep.started():
             sys.exit(2)
         raise
     except Exception as e:
+        if sweep.started():
+            # A job failed and the sweeper re-raised it (HYDRA_FULL_ERROR above lets it reach us instead of Hydra's
+            # exit 1): close the sweep parent run as FAILED and say which job, without a traceback.
+            sweep.finish_active(failed=True)
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(1)
         if _entered or user_full_error:
             raise
         print(_describe_invalid(e), file=sys.stderr)
         sys.exit(2)
+    sweep.finish_active(failed=False)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import report
+from pipeline import objective, report
 from pipeline.artifacts import safe_name
 from pipeline.cache import Cache
 from pipeline.errors import ConfigError, GateFailed, StageError
@@ -46,9 +46,13 @@ def git_commit() -> str:
         return "unknown"
 
 
-def command_line() -> str:
+def command_line(sweep: dict | bool | None = None) -> str:
+    """The command that (re)runs this run. In a sweep job: that job's own overrides (issue 6); sweep=True: the
+    sweep's command itself."""
+    if isinstance(sweep, dict):
+        return "python -m pipeline " + " ".join(sweep["overrides"])
     args = [a for a in sys.argv[1:] if a not in ("-m", "--multirun")]
-    return "python -m pipeline " + " ".join(args)
+    return "python -m pipeline " + ("-m " if sweep else "") + " ".join(args)
 
 
 def _make_run_dir(outputs: Path, recipe: str, device: str) -> Path:
@@ -117,6 +121,7 @@ def prepare(cfg: DictConfig) -> tuple[DictConfig, Any]:
     except Exception as e:  # an interpolation that points nowhere
         raise ConfigError(f"the configuration does not resolve: {e}") from e
     plan = build_plan(cfg)
+    objective.check(cfg, [t.stage for t in plan.producers()])  # issue 6: objective named in the recipe
     recipe, device = plan.recipe, cfg.device.name
     # Both become folder names (outputs/runs/<recipe>/<stamp>-<device>-...): nothing may point outside the run folder.
     for what, name in (("recipe", recipe), ("device.name", device)):
@@ -127,8 +132,10 @@ def prepare(cfg: DictConfig) -> tuple[DictConfig, Any]:
     return cfg, plan
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
+def run(cfg: DictConfig, sweep: dict | None = None) -> dict[str, Any]:
     """Run a composed pipeline config. Returns summary.json's content.
+
+    `sweep` (issue 6): the job's sweep context from pipeline.sweep.job_context() in a multirun, else None.
 
     Raises ConfigError (exit 2) before anything is written, StageError (exit 1) after a stage failed; finished stages
     stay cached either way. Once the MLflow run is open it is always closed: FINISHED, FAILED, or KILLED on Ctrl-C.
@@ -155,10 +162,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if tracker:
             versions = library_versions()
             tags = {"recipe": recipe, "device": device, "device.runtime": cfg.device.runtime,
-                    "git.commit": git_commit(), "run_dir": str(run_dir), "command": command_line(),
+                    "git.commit": git_commit(), "run_dir": str(run_dir), "command": command_line(sweep),
                     **{f"lib.{k}": v for k, v in versions.items()}}
-            if os.environ.get("PIPELINE_SWEEP_ID"):
-                tags["sweep.id"] = os.environ["PIPELINE_SWEEP_ID"]
+            if sweep:  # issue 6: a sweep job is tagged with its sweep and nested under the sweep's parent run
+                from pipeline import sweep as sweep_mod
+
+                tags.update(sweep_mod.job_tags(sweep, tracker.uri))
             run_id = tracker.start(f"{recipe}@{device}", OmegaConf.to_container(cfg), tags)
             mlflow_info = {"tracking_uri": tracker.uri, "experiment": tracker.experiment, "run_id": run_id}
             log.info("MLflow: %s  experiment=%s  run=%s", tracker.uri, tracker.experiment, run_id)
@@ -189,6 +198,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     records = list(runner.records.values()) if runner else []
     summary = report.build_summary(recipe=recipe, device=cfg.device, status=status, mlflow=mlflow_info,
                                    records=records, gate_cfg=cfg.gate, run_dir=run_dir, error=error)
+    summary["objective"] = objective.summarize(summary, cfg)  # issue 6: what sweepers, registry and compare rank by
+    if tracker and tracker.run_id and status == "success" and cfg.registry.enabled:
+        from pipeline import registry
+
+        summary["registry"] = registry.register(tracker, summary, cfg, outputs)
     path = None
     try:
         try:
@@ -201,7 +215,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 exc = StageError(f"{error}; free space under {outputs} or choose paths.outputs=DIR, then re-run")
         if tracker and tracker.run_id:
             try:
-                tracker.log_metrics(tracker.run_id, report.headline_metrics(summary))
+                tracker.log_metrics(tracker.run_id, {**report.headline_metrics(summary),  # + issue 6: objective.<metric>
+                                                     **{f"objective.{k}": v for k, v in summary["objective"]["values"].items()}})
                 # issue 5: each artifact's gate verdict as a tag (the metric <artifact>.gate_pass is 1/0)
                 tracker.set_tags({f"gate.{a['name']}": ("pass" if a["gate"]["pass"] else "fail: " + "; ".join(a["gate"]["failed"]))[:5000]
                                   for a in summary["artifacts"] if a.get("gate")})
@@ -217,7 +232,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if exc is not None:
         done = sum(1 for r in records if r.status in ("ran", "reused"))
         log.error("%s\n%d finished stage(s) are cached. Fix the problem and run the same command again to resume:\n"
-                  "  %s\nsummary: %s", error, done, command_line(), path or "(not written)")
+                  "  %s\nsummary: %s", error, done, command_line(sweep), path or "(not written)")
         raise exc
     gate = summary.get("gate") or {}
     if cfg.gate.enforce and gate.get("pass") is False:  # issue 5: an enforced budget was missed

@@ -107,6 +107,21 @@ class GateConfig:
     ram_mb: Optional[float] = None  # max inference memory
 
 
+# issue 6 (sweeps, registry): what a run is judged on, and where its final artifact is registered.
+@dataclass
+class ObjectiveConfig:
+    # returned to sweepers in this order (accuracy | latency_ms | size_mb | device_latency_ms); the first one also
+    # decides whether a new registry version beats the champion
+    metrics: List[str] = field(default_factory=lambda: ["accuracy"])
+    artifact: Optional[str] = None  # the stage whose artifact is judged; null = the run's final artifact
+
+
+@dataclass
+class RegistryConfig:
+    enabled: bool = True  # register the final artifact of a run whose gates pass in the MLflow Model Registry
+    name: Optional[str] = None  # registered model name; null = "<recipe>-<device>" (one model per recipe and device)
+
+
 @dataclass
 class PathsConfig:
     outputs: str = "outputs"  # run directories, the embedded MLflow store and the stage cache
@@ -123,6 +138,8 @@ class PipelineConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     gate: GateConfig = field(default_factory=GateConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)  # issue 6
+    registry: RegistryConfig = field(default_factory=RegistryConfig)  # issue 6
     paths: PathsConfig = field(default_factory=PathsConfig)
     stages: Dict[str, Any] = field(default_factory=dict)  # stage name -> {type, inputs, parameters}
 

@@ -1,0 +1,99 @@
+"""What a run is judged on: the recipe's `objective` read from summary.json. Imports no ML framework.
+
+Used three ways, so the three agree: the entry point returns these values to a sweeper (Optuna), the registry moves
+alias `champion` only when the first metric improves, and `python -m pipeline.compare` ranks runs by it.
+"""
+from __future__ import annotations
+
+import difflib
+import math
+from typing import Any
+
+from pipeline.errors import ConfigError
+
+
+def _latency(row: dict) -> float | None:
+    lat = row.get("latency_ms")
+    return lat.get("p50") if isinstance(lat, dict) else None
+
+
+def _device_latency(row: dict) -> float | None:
+    """A device latency *estimate* (issue 5's estimator: row["estimate"]["latency_ms"]), never a measurement."""
+    est = row.get("estimate")
+    if isinstance(est, dict):
+        v = est.get("latency_ms")
+        return float(v) if isinstance(v, (int, float)) else None
+    return None
+
+
+# name -> (direction, how to read it from a summary artifact row, what it is)
+METRICS: dict[str, tuple[str, Any, str]] = {
+    "accuracy": ("maximize", lambda r: r.get("accuracy"), "top-1 on the validation split (0-1)"),
+    "latency_ms": ("minimize", _latency, "p50 latency measured on this host"),
+    "size_mb": ("minimize", lambda r: None if r.get("size_bytes") is None else r["size_bytes"] / 1e6, "file size, MB"),
+    "device_latency_ms": ("minimize", _device_latency, "latency estimated for the device (not measured)"),
+}
+
+
+def check(cfg: Any, producers: list[str]) -> None:
+    """Refuse an unknown objective metric or artifact before anything runs."""
+    problems = []
+    metrics = list(cfg.objective.metrics)
+    if not metrics:
+        problems.append("objective.metrics: empty; name at least one of " + ", ".join(METRICS))
+    for i, m in enumerate(metrics):
+        if m not in METRICS:
+            close = difflib.get_close_matches(str(m), list(METRICS), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            problems.append(f"objective.metrics[{i}]: unknown metric {m!r}.{hint} Choices: {', '.join(METRICS)}.")
+    art = cfg.objective.artifact
+    if art is not None and art not in producers:
+        problems.append(f"objective.artifact: {art!r} is not a stage that produces a model in this recipe "
+                        f"(models: {', '.join(producers)}); use one of them or null for the final artifact")
+    if problems:
+        raise ConfigError(problems)
+
+
+def directions(metrics: list[str]) -> list[str]:
+    return [METRICS[m][0] for m in metrics]
+
+
+def final_artifact(summary: dict, artifact: str | None = None) -> dict | None:
+    """The artifact row a run is judged on: `artifact` if named, else one a stage flagged `final`, else the one the
+    device gate judged (issue 5, `gate.artifact`), else the last model the plan produced (artifact rows are in plan
+    order, so that is the end of the chain: the deployment artifact)."""
+    rows = summary.get("artifacts") or []
+    if artifact:
+        return next((r for r in rows if r.get("name") == artifact), None)
+    flagged = [r for r in rows if r.get("final")]
+    if flagged:
+        return flagged[-1]
+    judged = (summary.get("gate") or {}).get("artifact")  # issue 5's gate judges the same artifact (gate.artifact)
+    return next((r for r in rows if r.get("name") == judged), None) if judged else (rows[-1] if rows else None)
+
+
+def values(summary: dict, metrics: list[str], artifact: str | None = None) -> dict[str, float | None]:
+    """{metric: value or None} for the judged artifact; None where the number does not exist (e.g. Core ML on Linux)."""
+    row = final_artifact(summary, artifact)
+    out: dict[str, float | None] = {}
+    for m in metrics:
+        v = METRICS[m][1](row) if row else None
+        out[m] = None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+    return out
+
+
+def better(metric: str, new: float | None, old: float | None) -> bool:
+    """True when `new` strictly beats `old` on `metric` (a tie keeps the incumbent)."""
+    if new is None:
+        return False
+    if old is None:
+        return True
+    return new > old if METRICS[metric][0] == "maximize" else new < old
+
+
+def summarize(summary: dict, cfg: Any) -> dict:
+    """The `objective` entry of summary.json."""
+    metrics = list(cfg.objective.metrics)
+    row = final_artifact(summary, cfg.objective.artifact)
+    return {"metrics": metrics, "directions": directions(metrics), "artifact": row["name"] if row else None,
+            "values": values(summary, metrics, cfg.objective.artifact)}
