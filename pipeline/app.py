@@ -217,6 +217,9 @@ def run(cfg: DictConfig, sweep: dict | None = None) -> dict[str, Any]:
             try:
                 tracker.log_metrics(tracker.run_id, {**report.headline_metrics(summary),  # + issue 6: objective.<metric>
                                                      **{f"objective.{k}": v for k, v in summary["objective"]["values"].items()}})
+                # each format with the runtime that ran it (or why nothing ran it here), searchable as tags.artifact.<name>
+                tracker.set_tags({f"artifact.{a['name']}": f"{a['format']} {a['precision']}: "
+                                  f"{a.get('runtime') or a.get('not_runnable') or 'not run'}" for a in summary["artifacts"]})
                 # issue 5: each artifact's gate verdict as a tag (the metric <artifact>.gate_pass is 1/0)
                 tracker.set_tags({f"gate.{a['name']}": ("pass" if a["gate"]["pass"] else "fail: " + "; ".join(a["gate"]["failed"]))[:5000]
                                   for a in summary["artifacts"] if a.get("gate")})

@@ -66,6 +66,7 @@ def test_mlflow_layout_in_embedded_store(first_run, shared_outputs):
     assert client.get_experiment(parent.info.experiment_id).name == "tiny_int8"
     tags = parent.data.tags
     assert tags["device"] == "pixel7" and tags["recipe"] == "tiny_int8"
+    assert tags["artifact.quantize"].startswith("onnx int8: onnxruntime")  # each format with the runtime that ran it
     assert tags["lib.torch"].startswith("2.13") and "lib.onnxruntime" in tags and "git.commit" in tags
     assert parent.data.params["stages.quantize.calibration_samples"] == "32"
     metrics = parent.data.metrics

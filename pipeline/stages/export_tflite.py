@@ -219,7 +219,8 @@ def float_io(path: Path) -> None:
 
 
 # --- Keras -> TFLite --------------------------------------------------------------------------------------------
-def convert_keras(model, path: Path, precision: str = "fp32", calibration=None, io: str = "int8") -> dict[str, Any]:
+def convert_keras(model, path: Path, precision: str = "fp32", calibration=None, io: str = "int8",
+                  per_channel: bool = True) -> dict[str, Any]:
     """TensorFlow's TFLiteConverter on a Keras model (NHWC input). calibration: float32 NHWC images (int8 only)."""
     import tensorflow as tf
 
@@ -243,14 +244,20 @@ def convert_keras(model, path: Path, precision: str = "fp32", calibration=None, 
 
             conv.representative_dataset = representative
             conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            if io == "int8":
-                conv.inference_input_type = tf.int8
-                conv.inference_output_type = tf.int8
+            conv._experimental_disable_per_channel = not per_channel
             facts.update(calibration_samples=int(len(calibration)),
-                         quantizer="TFLiteConverter full integer (representative dataset, TFLITE_BUILTINS_INT8)")
+                         quantizer="TFLiteConverter full integer (representative dataset, TFLITE_BUILTINS_INT8, "
+                                   f"{'per-channel' if per_channel else 'per-tensor'} weights)")
         elif precision == "dynamic":
             facts["quantizer"] = "TFLiteConverter dynamic range (int8 weights)"
-        Path(path).write_bytes(conv.convert())
+        flat = conv.convert()
+        if precision == "int8" and io == "int8":
+            # TF 2.21 with Keras 3 ignores inference_input_type/inference_output_type (its log says FLOAT32): take the
+            # QUANTIZE/DEQUANTIZE off the edges the way the converter itself would
+            from tensorflow.lite.python import util
+
+            flat = util.modify_model_io_type(flat, tf.int8, tf.int8)
+        Path(path).write_bytes(flat)
     return facts
 
 
@@ -295,7 +302,7 @@ class ExportTflite(Stage):
 
             model = keras_zoo.load(src.path)
             facts = convert_keras(model, path, p.precision,
-                                  None if calib is None else calib.transpose(0, 2, 3, 1), p.io)
+                                  None if calib is None else calib.transpose(0, 2, 3, 1), p.io, p.per_channel)
             layout = "NHWC"
         info = tflite_rt.inspect(path)
         if p.precision == "int8" and p.require_integer_only and not info["integer_only"]:
