@@ -32,9 +32,42 @@ def _artifact_rows(records: list, gate_cfg: Any) -> list[dict]:
             "measured_on": m.get("measured_on"),
             "not_runnable": m.get("not_runnable"),
             "cache_key": r.cache_key,
+            "pruning": a.meta.get("pruning"),  # issue 4: set by the prune stage, inherited by exports of its model
         })
     _compare(rows, gate_cfg)
     return rows
+
+
+def _payoff(rows: list[dict], device: Any) -> None:
+    """Pay-off check of pruning (issue 4): say in words when sparsity buys no size or latency in the runtime.
+
+    Compares a pruned artifact with the unpruned one of the same format and precision when the recipe has it
+    (measured size and latency); unstructured zeros are dense-kernel zeros in every runtime we deploy to.
+    """
+    for r in rows:
+        r["notes"] = []
+        pr = r.get("pruning")
+        if not pr:
+            continue
+        base = next((b for b in rows if not b.get("pruning") and b["format"] == r["format"]
+                     and b["precision"] == r["precision"]), None)
+        smaller = base["size_bytes"] / r["size_bytes"] if base and r["size_bytes"] else None
+        faster = (base["latency_ms"]["p50"] / r["latency_ms"]["p50"]
+                  if base and base["latency_ms"] and r["latency_ms"] else None)
+        vs = f" than the unpruned {base['name']!r}" if base else ""
+        measured = (f"{smaller:.2f}x smaller" if smaller else "") + (f", {faster:.2f}x faster" if faster else "")
+        no_gain = (smaller is not None and smaller < 1.05 and (faster is None or faster < 1.05))
+        if pr["method"] == "unstructured" or no_gain:
+            gz = (f"; only a compressed download shrinks (gzip {pr['gzip_bytes_before'] / 1e6:.2f} -> "
+                  f"{pr['gzip_bytes_after'] / 1e6:.2f} MB)" if pr.get("gzip_bytes_after") else "")
+            r["notes"].append(
+                f"pay-off check: {r['name']!r} has {100 * pr['sparsity']:.0f}% zero weights ({pr['method']} pruning), "
+                f"but a {r['format']} model keeps every zero in dense kernels, and {device.runtime} on "
+                f"{device.display_name} runs them as dense: no size or latency gain"
+                + (f" ({measured}{vs})" if measured else "") + gz)
+        elif measured:
+            r["notes"].append(f"pay-off check: {r['name']!r} ({pr['method']} pruning, {100 * pr['amount']:.0f}%): "
+                              f"{measured}{vs}")
 
 
 def _compare(rows: list[dict], gate_cfg: Any) -> None:
@@ -74,8 +107,13 @@ def build_summary(*, recipe: str, device: Any, status: str, mlflow: dict, record
         "run_dir": str(run_dir),
         "mlflow": mlflow,
         "stages": stages,
-        "artifacts": _artifact_rows(records, gate_cfg) if status != "invalid" else [],
+        "artifacts": _with_payoff(_artifact_rows(records, gate_cfg), device) if status != "invalid" else [],
     }
+
+
+def _with_payoff(rows: list[dict], device: Any) -> list[dict]:
+    _payoff(rows, device)
+    return rows
 
 
 def write_summary(run_dir: Path, summary: dict) -> Path:
@@ -123,6 +161,7 @@ def table(summary: dict, color: bool | None = None) -> str:
         if color:
             text = f"{GREEN if a['ok'] else RED}{text}{RESET}"
         out.append(text)
+    out += [n for a in summary["artifacts"] for n in a.get("notes", [])]  # issue 4: pruning pay-off in words
     measured = {a["measured_on"] for a in summary["artifacts"] if a.get("measured_on")}
     out += [f"latency: measured on {m}" for m in sorted(measured)]
     return "\n".join(out)

@@ -106,6 +106,9 @@ class Runner:
             comp["device"] = OmegaConf.to_container(self.cfg.device, resolve=True)
         if "seed" in cls.uses:
             comp["seed"] = int(self.cfg.seed)
+        extra = cls.key_extra(task.params, self.cfg)  # issue 4: e.g. an imported file's content hash
+        if extra:
+            comp["extra"] = extra
         return comp
 
     def lineage(self, stage: str) -> list[Artifact]:
