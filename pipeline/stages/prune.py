@@ -31,7 +31,8 @@ class PruneConfig(FinetuneConfig):
     importance: str = "l1"  # structured channel ranking: l1 | l2 (weight norms) | bn_scale (|gamma| of the BN)
     skip_layers: List[str] = field(default_factory=list)  # module paths (or prefixes) never pruned; the classifier
     #                                                       output layer is always kept
-    schedule: str = "oneshot"  # oneshot: prune, then fine-tune | gradual: prune a step before each fine-tune epoch
+    schedule: str = "oneshot"  # oneshot: prune, then fine-tune | gradual: over the first half of the fine-tune
+    #                            epochs, a pruning step before each epoch; the second half only fine-tunes
     round_to: Optional[int] = None  # structured: keep channel counts multiples of N (runtimes like 4 or 8)
 
 
@@ -47,7 +48,7 @@ class Prune(Stage):
 
     @classmethod
     def check(cls, p: PruneConfig, cfg) -> list[str]:
-        problems = check_finetune(p, min_epochs=1 if p.schedule == "gradual" else 0)
+        problems = check_finetune(p, min_epochs=2 if p.schedule == "gradual" else 0)
         if p.method not in METHODS:
             problems.append(f"method must be one of {', '.join(METHODS)}, got {p.method!r}")
         if not 0.0 < p.amount < 1.0:
@@ -81,8 +82,9 @@ class Prune(Stage):
         ctx.log.info("%s pruning of %s (%s, %s): %.0f%% %s; layers kept whole: %s", p.method, src.stage, p.schedule,
                      p.importance if p.method == "structured" else "global magnitude", 100 * p.amount,
                      "of channels" if p.method == "structured" else "of weights", ", ".join(sorted(skip)) or "-")
-        steps = p.epochs if p.schedule == "gradual" else 1
-        step_cfg = C.train_config(p, epochs=1) if p.schedule == "gradual" else C.train_config(p)
+        steps = max(1, p.epochs // 2) if p.schedule == "gradual" else 1
+        # gradual: one epoch after each pruning step, the remaining epochs after the last one; oneshot: all after it
+        step_epochs = [1] * (steps - 1) + [p.epochs - (steps - 1)] if p.schedule == "gradual" else [p.epochs]
         history, acc_pruned = [], None
         if p.method == "structured":
             pruner = structured_pruner(model, p, shape, skip, steps)
@@ -90,8 +92,9 @@ class Prune(Stage):
                 pruner.step()
                 if step == 0 or step == steps - 1:
                     acc_pruned = C.accuracy(model, data)
-                if step_cfg.epochs:
-                    history += fit(model, data, step_cfg, ctx.cfg.seed + step, ctx.log, tqdm)["history"]
+                if step_epochs[step]:
+                    history += fit(model, data, C.train_config(p, epochs=step_epochs[step]), ctx.cfg.seed + step,
+                                   ctx.log, tqdm)["history"]
         else:
             targets = [(m, "weight") for n, m in model.named_modules()
                        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) and n not in skip]
@@ -103,8 +106,9 @@ class Prune(Stage):
                 done = goal
                 if step == 0 or step == steps - 1:
                     acc_pruned = C.accuracy(model, data)
-                if step_cfg.epochs:
-                    history += fit(model, data, step_cfg, ctx.cfg.seed + step, ctx.log, tqdm)["history"]
+                if step_epochs[step]:
+                    history += fit(model, data, C.train_config(p, epochs=step_epochs[step]), ctx.cfg.seed + step,
+                                   ctx.log, tqdm)["history"]
             for m, name in targets:
                 torch_prune.remove(m, name)  # permanent: weight = weight_orig * mask
         model.eval()
