@@ -58,11 +58,12 @@ def _payoff(rows: list[dict], device: Any) -> None:
         measured = (f"{smaller:.2f}x smaller" if smaller else "") + (f", {faster:.2f}x faster" if faster else "")
         no_gain = (smaller is not None and smaller < 1.05 and (faster is None or faster < 1.05))
         if pr["method"] == "unstructured" or no_gain:
-            gz = (f"; only a compressed download shrinks (gzip {pr['gzip_bytes_before'] / 1e6:.2f} -> "
-                  f"{pr['gzip_bytes_after'] / 1e6:.2f} MB)" if pr.get("gzip_bytes_after") else "")
+            gz = (f"; only a compressed download shrinks (gzip of the PyTorch weights "
+                  f"{pr['gzip_bytes_before'] / 1e6:.2f} -> {pr['gzip_bytes_after'] / 1e6:.2f} MB)"
+                  if pr.get("gzip_bytes_after") else "")
             r["notes"].append(
                 f"pay-off check: {r['name']!r} has {100 * pr['sparsity']:.0f}% zero weights ({pr['method']} pruning), "
-                f"but a {r['format']} model keeps every zero in dense kernels, and {device.runtime} on "
+                f"but the {r['format']} file stores every zero in dense tensors, and {device.runtime} on "
                 f"{device.display_name} runs them as dense: no size or latency gain"
                 + (f" ({measured}{vs})" if measured else "") + gz)
         elif measured:
