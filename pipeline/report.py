@@ -42,6 +42,7 @@ def _artifact_rows(records: list, gate_cfg: Any) -> list[dict]:
             # issue 5: device estimate (never a measurement), accelerator coverage, inference-memory estimate
             "estimate": m.get("estimate"), "no_estimate": m.get("no_estimate"),
             "coverage": m.get("coverage_summary"), "ram_estimate_mb": m.get("ram_estimate_mb"),
+            "pruning": a.meta.get("pruning"),  # issue 4: set by the prune stage, inherited by exports of its model
         })
     _compare(rows, gate_cfg)
     return rows
@@ -59,6 +60,39 @@ def _gate(rows: list[dict], device: Any, gate_cfg: Any) -> dict:
     return {"enforce": bool(gate_cfg.get("enforce", False)) if hasattr(gate_cfg, "get") else False,
             "budgets": limits, "artifact": judged["name"] if judged else None,
             "pass": judged["gate"]["pass"] if judged else None, "failed": judged["gate"]["failed"] if judged else []}
+
+
+def _payoff(rows: list[dict], device: Any) -> None:
+    """Pay-off check of pruning (issue 4): say in words when sparsity buys no size or latency in the runtime.
+
+    Compares a pruned artifact with the unpruned one of the same format and precision when the recipe has it
+    (measured size and latency); unstructured zeros are dense-kernel zeros in every runtime we deploy to.
+    """
+    for r in rows:
+        r["notes"] = []
+        pr = r.get("pruning")
+        if not pr:
+            continue
+        base = next((b for b in rows if not b.get("pruning") and b["format"] == r["format"]
+                     and b["precision"] == r["precision"]), None)
+        smaller = base["size_bytes"] / r["size_bytes"] if base and r["size_bytes"] else None
+        faster = (base["latency_ms"]["p50"] / r["latency_ms"]["p50"]
+                  if base and base["latency_ms"] and r["latency_ms"] else None)
+        vs = f" than the unpruned {base['name']!r}" if base else ""
+        measured = (f"{smaller:.2f}x smaller" if smaller else "") + (f", {faster:.2f}x faster" if faster else "")
+        no_gain = (smaller is not None and smaller < 1.05 and (faster is None or faster < 1.05))
+        if pr["method"] == "unstructured" or no_gain:
+            gz = (f"; only a compressed download shrinks (gzip of the PyTorch weights "
+                  f"{pr['gzip_bytes_before'] / 1e6:.2f} -> {pr['gzip_bytes_after'] / 1e6:.2f} MB)"
+                  if pr.get("gzip_bytes_after") else "")
+            r["notes"].append(
+                f"pay-off check: {r['name']!r} has {100 * pr['sparsity']:.0f}% zero weights ({pr['method']} pruning), "
+                f"but the {r['format']} file stores every zero in dense tensors, and {device.runtime} on "
+                f"{device.display_name} runs them as dense: no size or latency gain"
+                + (f" ({measured}{vs})" if measured else "") + gz)
+        elif measured:
+            r["notes"].append(f"pay-off check: {r['name']!r} ({pr['method']} pruning, {100 * pr['amount']:.0f}%): "
+                              f"{measured}{vs}")
 
 
 def _compare(rows: list[dict], gate_cfg: Any) -> None:
@@ -100,6 +134,7 @@ def build_summary(*, recipe: str, device: Any, status: str, mlflow: dict, record
                "cache_key": r.cache_key, "reason": r.reason, "inputs": r.inputs, "metrics": r.metrics,
                **({"error": r.error} if r.error else {})} for r in records]
     rows = _artifact_rows(records, gate_cfg) if status != "invalid" else []
+    _payoff(rows, device)  # issue 4: pruning pay-off in words
     return {
         "recipe": recipe,
         "device": {"name": device.name, "display_name": device.display_name, "runtime": device.runtime},
@@ -173,6 +208,7 @@ def table(summary: dict, color: bool | None = None) -> str:
                       f"{c['lost_because']})" for c in sel["candidates"] if c["kind"] == "int8" and not c["chosen"]]
             out.append(f"{a['name']}: measured choice {sel['chosen']} ({sel['speedup_vs_fastest_fp32']:.2f}x the "
                        f"fastest fp32, {sel['fastest_fp32']}); not chosen: {'; '.join(losers) or 'none'}")
+    out += [n for a in summary["artifacts"] for n in a.get("notes", [])]  # issue 4: pruning pay-off in words
     measured = {a["measured_on"] for a in summary["artifacts"] if a.get("measured_on")}
     out += [f"latency: measured on {m}" for m in sorted(measured)]
     # issue 5: the estimate's provenance, accelerator coverage and failed budgets, one line each

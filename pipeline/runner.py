@@ -107,6 +107,9 @@ class Runner:
             comp["device"] = OmegaConf.to_container(self.cfg.device, resolve=True)
         if "seed" in cls.uses:
             comp["seed"] = int(self.cfg.seed)
+        extra = cls.key_extra(task.params, self.cfg)  # issue 4: e.g. an imported file's content hash
+        if extra:
+            comp["extra"] = extra
         return comp
 
     def lineage(self, stage: str) -> list[Artifact]:
@@ -125,11 +128,13 @@ class Runner:
             self._run_task(task)
         return list(self.records.values())
 
-    def _artifact_from(self, entry: cache_mod.Entry, key: str) -> Artifact | None:
+    def _artifact_from(self, entry: cache_mod.Entry, key: str, stage: str) -> Artifact | None:
         a = entry.manifest.get("artifact")
         if not a:
             return None
-        return Artifact(stage=a["stage"], format=a["format"], precision=a["precision"], path=entry.out / a["path"],
+        # The stage name is this recipe's, not the manifest's: another recipe may have made the same entry under
+        # another name (issue 4: export_base reused the `export` of mobilenet_qat_int8 and took its name).
+        return Artifact(stage=stage, format=a["format"], precision=a["precision"], path=entry.out / a["path"],
                         meta=a.get("meta", {}), key=key)
 
     def _run_task(self, task: Task) -> None:
@@ -157,7 +162,7 @@ class Runner:
         rec.seconds = time.perf_counter() - start
         if rec.status == "reused":
             log.info("✔ %s (%s): reused — %s", task.name, task.cls.type, rec.reason)
-        rec.artifact = self._artifact_from(entry, key)
+        rec.artifact = self._artifact_from(entry, key, task.stage)
         rec.metrics = dict(entry.manifest.get("metrics", {}))
         rec.info = dict(entry.manifest.get("info", {}))
         rec.about = dict(entry.manifest.get("about", {}))

@@ -19,7 +19,7 @@ CASES = {
     "cycle": (["stages.export.inputs=[quantize]"], ["cycle", "export -> quantize -> export"]),
     "format mismatch": (["stages.quantize.inputs=[train]"],
                         ["'quantize_onnx' takes onnx models", "'train' produces a torch model",
-                         "Add an export stage between them (type: export_onnx, inputs: [train])"]),
+                         "Add an export stage between them (type: export_onnx"]),
     "unknown parameter": (["stages.quantize.calibraton_samples=64"],
                           ["stages.quantize.calibraton_samples", "unknown parameter", "Did you mean 'calibration_samples'"]),
     "wrong type": (["stages.quantize.calibration_samples=many"], ["stages.quantize.calibration_samples", "many"]),
@@ -28,7 +28,7 @@ CASES = {
     "imagefolder without path": (["data=imagefolder"], ["data.path", "data.path=DIR"]),
     "missing data path": (["data=imagefolder", "data.path=/nonexistent/photos"],
                           ["data.path", "/nonexistent/photos", "does not exist"]),
-    "unknown model": (["model.name=mobilenet_v9"], ["model.name", "mobilenet_v9", "Available:", "mobilenet_v2"]),
+    "unknown model": (["model.name=mobilenet_v9"], ["model.name", "mobilenet_v9", "Available: efficientnet_lite0, mobilenet_v2, mobilenet_v3_large"]),
     "force unknown stage": (["cache.force=[quantise]"], ["cache.force", "'quantise' is not a stage"]),
 }
 

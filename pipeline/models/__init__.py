@@ -1,10 +1,20 @@
 """The model zoo, defined in this package (torchvision cannot load with a CPU-only torch).
 
 `ZOO` maps a name to "module:Class" so that planning can list and check names without importing torch.
+
+A PyTorch artifact is stored without pickled code: `model.pt` (a state_dict, read with weights_only=True) next to
+`model.json`, the architecture spec that rebuilds the module. The spec names a zoo model (`name`) or the user's own
+class (`target`, imported, never unpickled), plus the structural edits later stages made:
+  `resized`: {module path: new sizes} of Conv2d/BatchNorm2d/Linear layers a structured pruning shrank;
+  `bn_folded`: true once batch norms were folded into their convolutions (the fuse stage).
+A spec with `kind: export` or `kind: torchscript` points at a torch.export (.pt2) or TorchScript file instead; those
+load with torch.export.load / torch.jit.load (no pickle either) and are graphs that later stages can run and export,
+not rebuild.
 """
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -12,6 +22,11 @@ from typing import Any
 ZOO: dict[str, str] = {
     "mobilenet_v2": "pipeline.models.mobilenet_v2:MobileNetV2",
     "keras_mobilenet_v2": "pipeline.models.keras_zoo:mobilenet_v2",
+    "mobilenet_v3_small": "pipeline.models.mobilenet_v3:MobileNetV3Small",
+    "mobilenet_v3_large": "pipeline.models.mobilenet_v3:MobileNetV3Large",
+    "efficientnet_lite0": "pipeline.models.efficientnet_lite:EfficientNetLite0",
+    "squeezenet1_1": "pipeline.models.squeezenet:SqueezeNet11",
+    "resnet18": "pipeline.models.resnet:ResNet18",
 }
 # Models not written in PyTorch; the train stage dispatches on this and produces their format.
 FRAMEWORKS: dict[str, str] = {"keras_mobilenet_v2": "keras"}
@@ -22,12 +37,18 @@ def framework(name: str) -> str:
     return FRAMEWORKS.get(name, "torch")
 
 
+def import_target(target: str):
+    """The class named by a dotted path ("pkg.module.Class" or "pkg.module:Class")."""
+    module, _, attr = target.replace(":", ".").rpartition(".")
+    if not module:
+        raise ValueError(f"_target_ {target!r} must be a dotted path such as mypkg.models.MyNet")
+    return getattr(importlib.import_module(module), attr)
+
+
 def build(name: str, num_classes: int, **kwargs: Any):
     """Instantiate a zoo model; kwargs the architecture does not take are refused with the accepted ones listed."""
     module, cls_name = ZOO[name].split(":")
     cls = getattr(importlib.import_module(module), cls_name)
-    import inspect
-
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
     unknown = set(kwargs) - accepted
     if unknown:
@@ -50,9 +71,107 @@ def save_torch(model, directory: Path, spec: dict[str, Any]) -> Path:
     return directory / "model.pt"
 
 
+def module_sizes(model) -> dict[str, dict[str, int]]:
+    """Sizes of every Conv2d, BatchNorm2d and Linear layer by module path (what structured pruning changes)."""
+    from torch import nn
+
+    out = {}
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            out[name] = {"in_channels": m.in_channels, "out_channels": m.out_channels, "groups": m.groups}
+        elif isinstance(m, nn.BatchNorm2d):
+            out[name] = {"num_features": m.num_features}
+        elif isinstance(m, nn.Linear):
+            out[name] = {"in_features": m.in_features, "out_features": m.out_features}
+    return out
+
+
+def resized_layers(model, reference) -> dict[str, dict[str, int]]:
+    """Layers of `model` whose sizes differ from the freshly built `reference` (the `resized` entry of a spec)."""
+    ref = module_sizes(reference)
+    return {n: s for n, s in module_sizes(model).items() if ref.get(n) != s}
+
+
+def apply_resized(model, resized: dict[str, dict[str, int]]):
+    """Replace the named layers by empty ones of the recorded sizes (their weights come from the state_dict)."""
+    from torch import nn
+
+    for name, sizes in resized.items():
+        parent_name, _, attr = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        old = getattr(parent, attr)
+        if isinstance(old, nn.Identity):  # a batch norm folded into its convolution (bn_folded)
+            continue
+        if isinstance(old, nn.Conv2d):
+            new = nn.Conv2d(sizes["in_channels"], sizes["out_channels"], old.kernel_size, old.stride, old.padding,
+                            old.dilation, sizes["groups"], old.bias is not None, old.padding_mode)
+        elif isinstance(old, nn.BatchNorm2d):
+            new = nn.BatchNorm2d(sizes["num_features"], old.eps, old.momentum, old.affine, old.track_running_stats)
+        elif isinstance(old, nn.Linear):
+            new = nn.Linear(sizes["in_features"], sizes["out_features"], old.bias is not None)
+        else:
+            raise ValueError(f"model.json: layer {name!r} is a {type(old).__name__}; only Conv2d, BatchNorm2d and "
+                             f"Linear layers can be resized")
+        setattr(parent, attr, new)
+    return model
+
+
+def conv_bn_pairs(model) -> list[tuple[str, str]]:
+    """(conv, batch norm) module paths where the batch norm reads only that convolution's output (found by tracing)."""
+    import torch.fx as fx
+    from torch import nn
+
+    gm = fx.symbolic_trace(model)
+    mods = dict(model.named_modules())
+    pairs = []
+    for node in gm.graph.nodes:
+        if node.op != "call_module" or not isinstance(mods.get(node.target), nn.BatchNorm2d):
+            continue
+        src = node.args[0]
+        if (isinstance(src, fx.Node) and src.op == "call_module" and isinstance(mods.get(src.target), nn.Conv2d)
+                and len(src.users) == 1):
+            pairs.append((src.target, node.target))
+    return pairs
+
+
+def fold_batchnorm(model) -> int:
+    """Fold every batch norm that follows a convolution into it, in place (the BN becomes an Identity).
+
+    Keeps the model's class and module paths, so the result still saves as state_dict + spec (`bn_folded: true`).
+    Returns the number of folded pairs. The model must be in eval mode (running statistics are used).
+    """
+    from torch import nn
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    pairs = conv_bn_pairs(model)
+    for conv_name, bn_name in pairs:
+        conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
+        for name, new in ((conv_name, fuse_conv_bn_eval(conv.eval(), bn.eval())), (bn_name, nn.Identity())):
+            parent_name, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(parent_name) if parent_name else model, attr, new)
+    return len(pairs)
+
+
+def build_from_spec(spec: dict[str, Any]):
+    """An untrained module of the spec's architecture, with its structural edits applied (weights not loaded)."""
+    if spec.get("target"):
+        cls = import_target(spec["target"])
+        model = cls(**spec.get("init", {}))
+    else:
+        model = build(spec["name"], spec["num_classes"], **spec.get("kwargs", {}))
+    # Fold first, then resize: a folded batch norm is an Identity that keeps no size, whichever edit came first.
+    if spec.get("bn_folded"):
+        fold_batchnorm(model.eval())
+    if spec.get("resized"):
+        apply_resized(model, spec["resized"])
+    return model
+
+
 def load_torch(path: Path):
-    """Rebuild a model stored by `save_torch`. Never unpickles: weights_only=True refuses anything but tensors, so a
-    checkpoint from elsewhere cannot run code; a truncated or foreign file is named with the fix."""
+    """Rebuild a model stored by `save_torch` (or imported as a torch.export / TorchScript file). Returns (model, spec).
+
+    Never unpickles: weights_only=True refuses anything but tensors, so a checkpoint from elsewhere cannot run code;
+    a truncated or foreign file is named with the fix."""
     import torch
 
     path = Path(path)
@@ -60,8 +179,20 @@ def load_torch(path: Path):
            "torch.save(model.state_dict(), PATH) next to its model.json")
     try:
         spec = json.loads((path.parent / "model.json").read_text())
-        model = build(spec["name"], spec["num_classes"], **spec["kwargs"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read the architecture of {path} from {path.parent / 'model.json'} ({e}); {fix}") from e
+    kind = spec.get("kind", "state_dict")
+    try:
+        if kind == "export":
+            return torch.export.load(str(path)).module(), spec
+        if kind == "torchscript":
+            return torch.jit.load(str(path), map_location="cpu").eval(), spec
+    except Exception as e:  # torch raises many types for damaged archives
+        reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise ValueError(f"cannot load {kind} file {path}: it is truncated or corrupt ({reason}); re-export it") from None
+    try:
+        model = build_from_spec(spec)
+    except (ValueError, KeyError, TypeError, ImportError, AttributeError) as e:
         raise ValueError(f"cannot rebuild the architecture of {path} from {path.parent / 'model.json'} ({e}); {fix}") from e
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)

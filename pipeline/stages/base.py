@@ -108,6 +108,11 @@ class Stage:
         return cls.accepts
 
     @classmethod
+    def key_extra(cls, params: Any, cfg: Any) -> dict:
+        """More components of the cache key, e.g. the hash of a file a parameter names (import_model, issue 4)."""
+        return {}
+
+    @classmethod
     def check(cls, params: Any, cfg: Any) -> list[str]:
         """Rules spanning several fields or the environment; return one sentence per problem."""
         return []

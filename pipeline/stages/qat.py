@@ -1,0 +1,188 @@
+"""`qat`: quantization-aware fine-tuning of a PyTorch model, then int8 export to ONNX (QDQ) or to TFLite.
+
+Flow (PT2E, torchao): fold batch norms into their convolutions -> torch.export with a dynamic batch -> insert fake
+quantizers (litert-torch's PT2E quantizer: symmetric int8 weights per channel, int8 activations) -> fine-tune with the
+same fit() as the train stage -> convert to int8 -> export. Activation ranges are learned during the fine-tuning, not
+calibrated afterwards, which is what separates QAT from the post-training int8 of quantize_onnx (put side by side in
+the recipe mobilenet_qat_int8).
+
+Batch norms are folded before the fake quantizers go in (no BN statistics are updated during QAT): litert-torch
+0.10's conv+bn QAT annotator does not run with torchao 0.18 (it hands torch.export a function), and a short fine-tune
+from a trained model does not need moving BN statistics.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline.artifacts import Artifact
+from pipeline.stages._compress import FinetuneConfig, check_finetune
+from pipeline.stages.base import Stage, StageContext, StageResult
+
+FORMATS = ("onnx", "tflite")
+
+
+@dataclass
+class QatConfig(FinetuneConfig):
+    format: str = "onnx"  # int8 artifact to export: onnx (QDQ, ONNX Runtime) | tflite (LiteRT)
+    per_channel: bool = True  # one weight scale per output channel
+    opset: int = 18  # ONNX opset (format=onnx)
+    epochs: int = 3  # quantization-aware fine-tuning epochs
+    lr: float = 0.0005  # peak learning rate: small, the model is already trained
+    label_smoothing: float = 0.0
+
+
+class Qat(Stage):
+    type = "qat"
+    Config = QatConfig
+    accepts = ("torch",)
+    produces = "onnx"
+    min_inputs = max_inputs = 1
+    uses = ("data", "seed")
+    libraries = ("torch", "torchao", "litert-torch", "onnx", "onnxscript", "onnxruntime", "numpy")
+    code = ("models", "stages/_compress.py", "stages/train.py")
+
+    @classmethod
+    def output_format(cls, params, device) -> str | None:
+        return params.format if params is not None and params.format in FORMATS else "onnx"
+
+    @classmethod
+    def check(cls, p: QatConfig, cfg) -> list[str]:
+        problems = check_finetune(p, min_epochs=1)
+        if p.format not in FORMATS:
+            problems.append(f"format must be one of {', '.join(FORMATS)}, got {p.format!r}")
+        return problems
+
+    def run(self, ctx: StageContext) -> StageResult:
+        import copy
+        import warnings
+
+        import numpy as np
+        import torch
+        from tqdm.auto import tqdm
+
+        from pipeline import models
+        from pipeline.stages import _compress as C
+        from pipeline.stages.train import fit
+
+        p: QatConfig = ctx.params
+        src = ctx.input
+        torch.manual_seed(ctx.cfg.seed)
+        C.set_threads(p)
+        data = ctx.data()
+        model, spec = C.load_rebuildable(src, ctx.name)
+        acc_fp32 = C.accuracy(model, data)
+        folded = copy.deepcopy(model).eval()
+        models.fold_batchnorm(folded)
+        shape = src.meta["input_shape"]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            prepared, quantizer = prepare_qat(folded, shape, p.per_channel)
+            ctx.log.info("fake quantizers inserted; quantization-aware fine-tuning for %d epoch(s)", p.epochs)
+            r = fit(prepared, data, C.train_config(p), ctx.cfg.seed, ctx.log, tqdm)
+            acc_fake = C.accuracy(prepared, data)
+            from torchao.quantization.pt2e import allow_exported_model_train_eval
+            from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+            # ONNX wants int8 weight constants (folded); the LiteRT converter wants float weights with their q/dq pair.
+            converted = convert_pt2e(prepared, fold_quantize=(p.format == "onnx"))
+            allow_exported_model_train_eval(converted)
+            acc_int8_torch = C.accuracy(converted, data)
+            x = torch.from_numpy(data.val_x[:1])
+            if p.format == "onnx":
+                path = ctx.workdir / "model.int8.onnx"
+                export_onnx(converted, x, path, p.opset)
+            else:
+                path = ctx.workdir / "model.int8.tflite"
+                export_tflite(converted, x, path, quantizer)
+        check = check_int8_artifact(p.format, path, converted, data.val_x[:8])
+        metrics = {"accuracy_fp32_input": acc_fp32, "accuracy_fake_quant": acc_fake,
+                   "accuracy_int8_torch": acc_int8_torch, **check}
+        ctx.log.info("QAT int8 (%s): top-1 %.4f in PyTorch (fp32 input model %.4f); max |%s - torch int8| = %.3g",
+                     p.format, acc_int8_torch, acc_fp32, p.format, check["export_max_abs_error"])
+        meta = {**src.meta, "quantization": {"tool": "qat: torchao PT2E + litert-torch PT2EQuantizer",
+                                             "format": "QDQ" if p.format == "onnx" else "TFLite int8",
+                                             "per_channel": p.per_channel, "weights": "int8", "activations": "int8",
+                                             "epochs": p.epochs}}
+        if p.format == "tflite":
+            meta["io_dtype"] = "int8"  # input and output tensors are int8 with their scale/zero point in the model
+        return StageResult(Artifact(ctx.name, p.format, "int8", path, meta), metrics=metrics,
+                           info={"history": r["history"]})
+
+
+def prepare_qat(model, input_shape, per_channel: bool):
+    """Export with a dynamic batch and insert fake quantizers; returns (prepared GraphModule, quantizer)."""
+    import torch
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from torchao.quantization.pt2e import allow_exported_model_train_eval
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
+
+    class FoldedQatQuantizer(PT2EQuantizer):
+        STATIC_QAT_ONLY_OPS = []  # conv+bn patterns: none left after folding (see the module docstring)
+
+    x = torch.zeros(2, *input_shape[1:])
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    graph = torch.export.export(model, (x,), dynamic_shapes=({0: batch},)).module()
+    quantizer = FoldedQatQuantizer().set_global(
+        get_symmetric_quantization_config(is_per_channel=per_channel, is_qat=True))
+    prepared = prepare_qat_pt2e(graph, quantizer)
+    allow_exported_model_train_eval(prepared)  # lets fit() call .train() / .eval() on the exported graph
+    return prepared, quantizer
+
+
+def export_onnx(converted, x, path, opset: int) -> None:
+    import onnx
+    import torch
+
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    prog = torch.onnx.export(converted, (x,), input_names=["input"], output_names=["logits"], opset_version=opset,
+                             dynamic_shapes=({0: batch},), dynamo=True, verbose=False)
+    prog.save(str(path))
+    onnx.checker.check_model(str(path), full_check=True)
+
+
+def export_tflite(converted, x, path, quantizer) -> None:
+    import litert_torch
+    from litert_torch.quantize.quant_config import QuantConfig
+
+    edge = litert_torch.convert(converted, (x,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
+    edge.export(str(path))
+
+
+def check_int8_artifact(fmt: str, path, converted, x) -> dict[str, float]:
+    """Run the exported file in its runtime and compare with the int8 PyTorch graph it came from."""
+    import numpy as np
+    import torch
+
+    with torch.inference_mode():
+        ref = converted(torch.from_numpy(x)).numpy()
+    if fmt == "onnx":
+        from pipeline.runtimes import load
+
+        got = load("onnx", path, threads=1).predict(x)
+    else:
+        got = run_tflite_int8(path, x)
+    return {"export_max_abs_error": float(np.abs(ref - got).max()),
+            "export_top1_agreement": float((ref.argmax(1) == got.argmax(1)).mean())}
+
+
+def run_tflite_int8(path, x):
+    """Run a TFLite model image by image, quantizing int8 inputs and dequantizing int8 outputs with their parameters."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path), num_threads=1)
+    it.allocate_tensors()
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    rows = []
+    for i in range(len(x)):
+        xi = x[i : i + 1].astype(np.float32)
+        scale, zero = inp["quantization"]
+        if inp["dtype"] != np.float32 and scale:
+            info = np.iinfo(inp["dtype"])
+            xi = np.clip(np.round(xi / scale) + zero, info.min, info.max).astype(inp["dtype"])
+        it.set_tensor(inp["index"], xi)
+        it.invoke()
+        y = it.get_tensor(out["index"])
+        scale, zero = out["quantization"]
+        rows.append((y.astype(np.float32) - zero) * scale if out["dtype"] != np.float32 and scale else y)
+    return np.concatenate(rows).astype(np.float32)
