@@ -85,7 +85,7 @@ PLAN_CASES = {
                                 ["stages.quantize.calibraton_samples", "Did you mean 'calibration_samples'"]),
     "stage parameter of the wrong type": (["stages.train.epochs=many"], ["stages.train.epochs", "many"]),
     "stage that is not a mapping": (["stages.export=5"], ["stages.export", "expected a mapping"]),
-    "unknown model": (["model.name=mobilenet_v9"], ["model.name", "unknown model", "Available: mobilenet_v2"]),
+    "unknown model": (["model.name=mobilenet_v9"], ["model.name", "unknown model", "Available:", "mobilenet_v2"]),
     "cycle": (["stages.export.inputs=[quantize]"], ["cycle", "export -> quantize -> export", "Remove one"]),
     "stage reading itself": (["stages.export.inputs=[export]"], ["cycle", "export -> export"]),
     "format mismatch": (["stages.quantize.inputs=[train]"],
