@@ -224,10 +224,10 @@ def convert_keras(model, path: Path, precision: str = "fp32", calibration=None, 
     """TensorFlow's TFLiteConverter on a Keras model (NHWC input). calibration: float32 NHWC images (int8 only)."""
     import tensorflow as tf
 
-    import io
+    from io import StringIO
 
     # Keras 3 prints every captured tensor of the SavedModel it writes on the way: keep that out of the run's console
-    with quiet_converters(), contextlib.redirect_stdout(io.StringIO()):
+    with quiet_converters(), contextlib.redirect_stdout(StringIO()):
         conv = tf.lite.TFLiteConverter.from_keras_model(model)
         facts: dict[str, Any] = {"converter": f"tensorflow {tf.__version__} TFLiteConverter"}
         if precision != "fp32":
