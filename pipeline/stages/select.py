@@ -11,6 +11,7 @@ shipped silently.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -82,7 +83,7 @@ class SelectInt8(Stage):
         from pipeline.runtimes import host_threads
         from pipeline.stages.base import StageContext as Ctx
         from pipeline.stages.export_tflite import calibration_set, convert_torch
-        from pipeline.stages.quantize_onnx import QuantizeOnnx, QuantizeOnnxConfig
+        from pipeline.stages.quantize_onnx import QuantizeOnnx, QuantizeOnnxConfig, quiet_root_logger
 
         p: SelectInt8Config = ctx.params
         src = ctx.input
@@ -119,7 +120,8 @@ class SelectInt8(Stage):
                 sub = Ctx(name=ctx.name, params=QuantizeOnnxConfig(calibration_samples=p.calibration_samples,
                                                                    method=p.method, **spec),
                           cfg=ctx.cfg, inputs=ctx.inputs, workdir=d, lineage=ctx.lineage, log=ctx.log, _data=data)
-                a = QuantizeOnnx().run(sub).artifact
+                with quiet_root_logger(logging.ERROR):  # the defaults candidate skips pre-processing on purpose
+                    a = QuantizeOnnx().run(sub).artifact
                 built[name] = {"format": "onnx", "path": a.path, "meta": a.meta}
         baselines = {f"{src.stage} (fp32 onnx)": {"format": src.format, "path": src.path, "meta": src.meta}}
         if p.fp32_tflite_baseline and torch_src is not None:
