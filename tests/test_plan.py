@@ -28,7 +28,8 @@ CASES = {
     "imagefolder without path": (["data=imagefolder"], ["data.path", "data.path=DIR"]),
     "missing data path": (["data=imagefolder", "data.path=/nonexistent/photos"],
                           ["data.path", "/nonexistent/photos", "does not exist"]),
-    "unknown model": (["model.name=mobilenet_v9"], ["model.name", "mobilenet_v9", "Available: efficientnet_lite0, mobilenet_v2, mobilenet_v3_large"]),
+    "unknown model": (["model.name=mobilenet_v9"], ["model.name", "mobilenet_v9", "Available: ", "efficientnet_lite0",
+                                                         "mobilenet_v2", "mobilenet_v3_large", "keras_mobilenet_v2"]),
     "force unknown stage": (["cache.force=[quantise]"], ["cache.force", "'quantise' is not a stage"]),
 }
 
