@@ -133,7 +133,10 @@ def _interrupt(tmp_path: Path, sig: int) -> tuple[int, Path, list]:
     proc = subprocess.Popen(stub_cmd("recipe=stub_chain", f"paths.outputs={outputs}", "stages.b.seconds=60",
                                      "stages.a.seconds=0"),
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "RELIABILITY_MARKERS": str(markers)})
+                            env={**os.environ, "RELIABILITY_MARKERS": str(markers)},
+                            # a shell's background job inherits SIGINT ignored, and Python then keeps ignoring it:
+                            # give the child the default disposition a user's terminal gives it
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while not (markers / "b.started").exists():
         assert proc.poll() is None and time.time() < deadline, proc.stdout.read()[-3000:] if proc.stdout else ""
