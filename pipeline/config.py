@@ -69,6 +69,7 @@ class DeviceConfig:
     runtime: str = MISSING  # deployment runtime: onnxruntime | litert | coreml
     formats: List[str] = field(default_factory=list)  # artifact formats the device can deploy, preferred first
     threads: int = 1  # CPU threads the deployed model runs with (benchmarks use this, capped to host cores)
+    measured_here: bool = False  # this machine is the device: latency is measured here, never estimated
     deployment_target: Optional[str] = None  # Core ML minimum deployment target (e.g. iOS17); null elsewhere
     # Hardware model (pipeline/devices): validated at plan time, every figure with its source.
     soc: str = ""  # system on chip

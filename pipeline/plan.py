@@ -65,8 +65,10 @@ def _suggest(word: str, choices) -> str:
 
 def measures_here(device) -> bool:
     """The device is this machine: its candidates can be timed where they will run, so a choice between formats can
-    be measured instead of assumed. Timing x86 candidates to choose for an ARM phone would be wrong."""
-    return str(device.name) == "host"
+    be measured instead of assumed. Timing x86 candidates to choose for an ARM phone would be wrong. A device says so
+    with `measured_here: true` (conf/device/host.yaml); a device profile copied from it for another board keeps it
+    only when the pipeline runs on that board."""
+    return bool(device.get("measured_here", False))
 
 
 def deploy_format(generic: str, impls: dict[str, type[Stage]], device) -> str | None:

@@ -54,7 +54,7 @@ def _gate(rows: list[dict], device: Any, gate_cfg: Any) -> dict:
 
     limits = budgets.effective(device, gate_cfg)
     for r in rows:
-        r["gate"] = budgets.verdict(r, limits, device.name)
+        r["gate"] = budgets.verdict(r, limits, device.name, bool(device.get("measured_here", False)))
     name = gate_cfg.get("artifact") if hasattr(gate_cfg, "get") else None
     judged = next((r for r in rows if r["name"] == name), None) if name else (rows[-1] if rows else None)
     return {"enforce": bool(gate_cfg.get("enforce", False)) if hasattr(gate_cfg, "get") else False,

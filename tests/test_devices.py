@@ -132,7 +132,7 @@ def test_gate_overrides_and_sources_of_latency():
     assert budgets.verdict(ROW, limits, "rpi4")["failed"] == ["fps 16.6667 FPS vs limit 30: short by 13.3 FPS (44%)"]
     # host: the measured latency is what is judged, and it says so
     host_row = {**ROW, "estimate": None, "latency_ms": {"p50": 2.0, "p90": 3.0}, "measured_on": "this host (X), 2 threads"}
-    v = budgets.verdict(host_row, budgets.effective(catalog.load("host"), gate), "host")
+    v = budgets.verdict(host_row, budgets.effective(catalog.load("host"), gate), "host", measured_here=True)
     assert v["pass"] and v["checks"][0]["source"].startswith("measured on this host")
     # no estimate and not the host: not checked rather than guessed
     v = budgets.verdict({**ROW, "estimate": None}, limits, "iphone15")

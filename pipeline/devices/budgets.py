@@ -32,14 +32,15 @@ def effective(device: Any, gate: Any) -> dict[str, float | None]:
     return out
 
 
-def verdict(row: dict[str, Any], budgets: dict[str, float | None], device_name: str) -> dict[str, Any]:
+def verdict(row: dict[str, Any], budgets: dict[str, float | None], device_name: str,
+            measured_here: bool = False) -> dict[str, Any]:
     """Check one artifact row of the summary against the budgets. Latency: the device estimate when there is one,
-    else (device `host`) the host measurement; a budget with no number to check is listed as not checked."""
+    else (a device measured here, like `host`) the host measurement; a budget with no number to check is listed as not checked."""
     checks, unchecked = [], []
     est = row.get("estimate") or {}
     if est.get("latency_ms") is not None:
         lat, where = est["latency_ms"], est.get("label", f"estimate for {device_name}")
-    elif device_name == "host" and row.get("latency_ms"):
+    elif measured_here and row.get("latency_ms"):
         lat, where = row["latency_ms"]["p50"], f"measured on {row.get('measured_on') or 'this host'}"
     else:
         lat, where = None, None
