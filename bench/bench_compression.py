@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 RECIPES = {
     "mobilenet_pruned_int8": (["train", "prune"], "export_base"),
     "mobilenet_distilled": (["train", "distill"], "export_teacher"),
-    "mobilenet_qat_int8": (["train", "qat"], "export"),
+    "mobilenet_qat_int8": (["train", "qat", "qat_tflite"], "export"),
 }
 
 
@@ -43,19 +43,23 @@ def section(results: dict) -> str:
     load = os.getloadavg()
     lines = [f"\n### Compression recipes (issue 4), {time.strftime('%Y-%m-%d %H:%M')}\n",
              f"Machine: {cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}; load average "
-             f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} at the end (the machine was shared with other jobs).",
-             "Data: scikit-learn digits (1437 train / 360 validation images). Latency: ONNX Runtime "
-             "CPUExecutionProvider on this host, 1 thread, batch 1, p50; within a recipe all models are timed "
-             "round-robin in one process.\n",
+             f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} at the end"
+             f"{' (the machine was shared with other jobs)' if load[0] > 2.5 else ''}.",
+             "Data: scikit-learn digits (1437 train / 360 validation images). Latency on this host, 1 thread, "
+             "batch 1, p50: ONNX Runtime (CPUExecutionProvider) for .onnx, LiteRT (XNNPACK) for .tflite; within a "
+             "recipe all models are timed round-robin in one process. Each row is compared with the fp32 baseline of "
+             "its own format.\n",
              "| recipe | model | format | precision | size MB | size vs base | p50 ms | speed-up vs base | top-1 % | "
              "delta top-1 (points) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for recipe, s in results.items():
-        base_name = RECIPES[recipe][1]
         arts = {a["name"]: a for a in s["artifacts"]}
-        base = arts[base_name]
+        bases = {"onnx": arts[RECIPES[recipe][1]]}
+        bases.update({a["format"]: a for a in s["artifacts"]
+                      if a["format"] != "onnx" and a["precision"] == "fp32" and a["name"].startswith("export")})
         for a in s["artifacts"]:
-            if a["format"] != "onnx":
+            if a["format"] not in bases:
                 continue
+            base = bases[a["format"]]
             lat, blat = (a["latency_ms"] or {}).get("p50"), (base["latency_ms"] or {}).get("p50")
             lines.append(
                 f"| {recipe} | {a['name']} | {a['format']} | {a['precision']} | {_mb(a['size_bytes'])} | "
@@ -90,11 +94,13 @@ def section(results: dict) -> str:
                          f"student distilled {100 * m['distilled_accuracy']:.2f} "
                          f"({m['distillation_gain_points']:+.2f} points); parameters "
                          f"{m['teacher_parameters'] / 1e6:.2f} M -> {m['student_parameters'] / 1e6:.2f} M.")
-        if "qat" in st:
-            arts = {a["name"]: a for a in s["artifacts"]}
-            lines.append(f"- {recipe}: post-training int8 (ptq) top-1 {100 * arts['ptq']['accuracy']:.2f} vs "
-                         f"quantization-aware int8 (qat) {100 * arts['qat']['accuracy']:.2f}, fp32 "
-                         f"{100 * arts['export']['accuracy']:.2f}.")
+        arts = {a["name"]: a for a in s["artifacts"]}
+        for suffix, fmt in (("", "ONNX"), ("_tflite", "TFLite")):
+            if f"qat{suffix}" in st:
+                lines.append(f"- {recipe}, {fmt}: post-training int8 (ptq{suffix}) top-1 "
+                             f"{100 * arts[f'ptq{suffix}']['accuracy']:.2f} vs quantization-aware int8 (qat{suffix}) "
+                             f"{100 * arts[f'qat{suffix}']['accuracy']:.2f}, fp32 "
+                             f"{100 * arts[f'export{suffix}']['accuracy']:.2f}.")
         for a in s["artifacts"]:
             lines += [f"- {n}" for n in a.get("notes", [])]
     return "\n".join(lines) + "\n"

@@ -46,7 +46,7 @@ def main() -> None:
     print(f"\n### mobilenet_int8, MobileNetV2 1.0 at 224x224, digits ({args.epochs} training epochs at 224 px)\n")
     print(f"Machine: {cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}; "
           f"load average {load[0]:.2f} / {load[1]:.2f} at the end; date {time.strftime('%Y-%m-%d')}.")
-    print("Latency: ONNX Runtime CPUExecutionProvider, batch 1, p50 over "
+    print("Latency: ONNX Runtime CPUExecutionProvider (intra-op thread spinning off), batch 1, p50 over "
           f"{args.iterations} runs after 20 warm-up runs, fp32 and int8 timed round-robin in one process.\n")
     print("| threads | fp32 p50 ms | int8 p50 ms | speed-up | fp32 MB | int8 MB | size ratio | fp32 top-1 | int8 top-1 | delta (points) |")
     print("|---|---|---|---|---|---|---|---|---|---|")

@@ -1,7 +1,8 @@
 """Latency measurement in a fresh process: `python -m pipeline.runtimes.measure '<json>'` prints one JSON line.
 
 All models of one benchmark are loaded into the same process and timed round-robin (model A, B, C, A, B, C ...), so
-a ratio between them is measured side by side: a noisy neighbour slows them all alike.
+a ratio between them is measured side by side: a noisy neighbour slows them all alike. ONNX Runtime's threads do not
+spin-wait here, so that no model's idle threads take the cores of the next one.
 """
 from __future__ import annotations
 
@@ -23,7 +24,9 @@ def _rss_kb(field: str = "VmRSS:") -> int:
 def measure(models: list[dict], threads: int, warmup: int, iterations: int) -> dict:
     """models: [{name, fmt, path, meta, shape}]; returns {name: {latency_p50_ms, ...}} plus the host's CPU."""
     from pipeline import runtimes
+    from pipeline.runtimes import onnx_rt
 
+    onnx_rt.SPINNING = False  # spinning threads of one model would steal the cores of the next (see onnx_rt)
     loaded, out = {}, {}
     for m in models:
         rss0, t0 = _rss_kb(), time.perf_counter()
