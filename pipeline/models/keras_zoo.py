@@ -44,9 +44,13 @@ def build(name: str, num_classes: int, input_size: int, **kwargs: Any):
 
 
 def save(model, directory: Path) -> Path:
+    """The architecture and weights only: Keras 3 writes a compiled model's optimizer state into the .keras file
+    (Adam's two moments: 3x the model's size) and ignores include_optimizer=False, so an uncompiled copy is saved."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "model.keras"
-    model.save(path)
+    bare = model.__class__.from_config(model.get_config())
+    bare.set_weights(model.get_weights())
+    bare.save(path)
     return path
 
 
