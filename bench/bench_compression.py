@@ -61,13 +61,10 @@ def section(results: dict) -> str:
                 continue
             base = bases[a["format"]]
             lat, blat = (a["latency_ms"] or {}).get("p50"), (base["latency_ms"] or {}).get("p50")
+            timing = f"{lat:.2f} | {blat / lat:.2f}x" if lat and blat else "- | -"
             lines.append(
                 f"| {recipe} | {a['name']} | {a['format']} | {a['precision']} | {_mb(a['size_bytes'])} | "
-                f"{a['size_bytes'] / base['size_bytes']:.2f}x | {lat:.2f} | {blat / lat:.2f}x | "
-                f"{100 * a['accuracy']:.2f} | {100 * (a['accuracy'] - base['accuracy']):+.2f} |"
-                if lat and blat else
-                f"| {recipe} | {a['name']} | {a['format']} | {a['precision']} | {_mb(a['size_bytes'])} | "
-                f"{a['size_bytes'] / base['size_bytes']:.2f}x | - | - | {100 * a['accuracy']:.2f} | "
+                f"{a['size_bytes'] / base['size_bytes']:.2f}x | {timing} | {100 * a['accuracy']:.2f} | "
                 f"{100 * (a['accuracy'] - base['accuracy']):+.2f} |")
     lines.append("")
     for recipe, s in results.items():

@@ -63,20 +63,12 @@ def _suggest(word: str, choices) -> str:
     return f" Did you mean {close[0]!r}?" if close else ""
 
 
-def measures_here(device) -> bool:
-    """The device is this machine: its candidates can be timed where they will run, so a choice between formats can
-    be measured instead of assumed. Timing x86 candidates to choose for an ARM phone would be wrong. A device says so
-    with `measured_here: true` (conf/device/host.yaml); a device profile copied from it for another board keeps it
-    only when the pipeline runs on that board."""
-    return bool(device.get("measured_here", False))
-
-
 def deploy_format(generic: str, impls: dict[str, type[Stage]], device) -> str | None:
     """The format a generic stage (`type: export`, `type: quantize`) builds for `device`: the device's deployment
     runtime decides (Pixel -> tflite, iPhone -> coreml, Jetson -> onnx); on this host, where it lists several formats
     and a measuring implementation exists, the fastest passing candidate is measured instead."""
     formats = [str(f) for f in device.formats]
-    if MEASURED in impls and measures_here(device) and len(formats) > 1:
+    if MEASURED in impls and devices.catalog.measured_here(device) and len(formats) > 1:
         return MEASURED
     return RUNTIME_FORMAT.get(str(device.runtime), formats[0] if formats else None)
 

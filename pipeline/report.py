@@ -50,11 +50,11 @@ def _artifact_rows(records: list, gate_cfg: Any) -> list[dict]:
 
 def _gate(rows: list[dict], device: Any, gate_cfg: Any) -> dict:
     """issue 5: a budget verdict per artifact (row["gate"]) and the verdict of the judged (final) artifact."""
-    from pipeline.devices import budgets
+    from pipeline.devices import budgets, catalog
 
     limits = budgets.effective(device, gate_cfg)
     for r in rows:
-        r["gate"] = budgets.verdict(r, limits, device.name, bool(device.get("measured_here", False)))
+        r["gate"] = budgets.verdict(r, limits, device.name, catalog.measured_here(device))
     name = gate_cfg.get("artifact") if hasattr(gate_cfg, "get") else None
     judged = next((r for r in rows if r["name"] == name), None) if name else (rows[-1] if rows else None)
     return {"enforce": bool(gate_cfg.get("enforce", False)) if hasattr(gate_cfg, "get") else False,

@@ -96,6 +96,14 @@ def load(name: str) -> Any:
     return OmegaConf.merge(OmegaConf.structured(DeviceConfig), OmegaConf.load(path))
 
 
+def measured_here(device: Any) -> bool:
+    """The device is this machine: its candidates can be timed where they will run, so a choice between formats can
+    be measured instead of assumed, and its latency budget is checked against the measurement. Timing x86 candidates
+    to choose for an ARM phone would be wrong. A device says so with `measured_here: true` (conf/device/host.yaml); a
+    profile copied from it for another board keeps it only when the pipeline runs on that board."""
+    return bool(device.get("measured_here", False))
+
+
 def names() -> list[str]:
     return sorted(p.stem for p in CATALOG_DIR.glob("*.yaml"))
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from pipeline.stages.train import TrainConfig
+from pipeline.stages.train import TrainConfig, check_training
 
 
 @dataclass
@@ -31,16 +31,7 @@ def train_config(p: Any, **override: Any) -> TrainConfig:
 
 
 def check_finetune(p: Any, min_epochs: int = 0) -> list[str]:
-    problems = []
-    if p.epochs < min_epochs:
-        problems.append(f"epochs must be >= {min_epochs}, got {p.epochs}")
-    if p.batch_size < 2:
-        problems.append(f"batch_size must be >= 2 (batch norm trains on batches), got {p.batch_size}")
-    if not p.lr > 0:
-        problems.append(f"lr must be > 0, got {p.lr}")
-    if p.optimizer not in ("adamw", "sgd"):
-        problems.append(f"optimizer must be 'adamw' or 'sgd', got {p.optimizer!r}")
-    return problems
+    return check_training(p, min_epochs=min_epochs, min_batch=2)
 
 
 def load_rebuildable(artifact, stage_name: str):

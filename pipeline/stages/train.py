@@ -21,6 +21,21 @@ class TrainConfig:
     threads: int = 0  # CPU threads for training; 0 = all host cores
 
 
+def check_training(p: Any, min_epochs: int = 1, min_batch: int = 1) -> list[str]:
+    """The training knobs' checks, shared with the fine-tuning stages (pipeline.stages._compress)."""
+    problems = []
+    if p.epochs < min_epochs:
+        problems.append(f"epochs must be >= {min_epochs}, got {p.epochs}")
+    if p.batch_size < min_batch:
+        why = " (batch norm trains on batches)" if min_batch > 1 else ""
+        problems.append(f"batch_size must be >= {min_batch}{why}, got {p.batch_size}")
+    if not p.lr > 0:
+        problems.append(f"lr must be > 0, got {p.lr}")
+    if p.optimizer not in ("adamw", "sgd"):
+        problems.append(f"optimizer must be 'adamw' or 'sgd', got {p.optimizer!r}")
+    return problems
+
+
 class Train(Stage):
     type = "train"
     Config = TrainConfig
@@ -31,16 +46,7 @@ class Train(Stage):
 
     @classmethod
     def check(cls, p: TrainConfig, cfg) -> list[str]:
-        problems = []
-        if p.epochs < 1:
-            problems.append(f"epochs must be >= 1, got {p.epochs}")
-        if p.batch_size < 1:
-            problems.append(f"batch_size must be >= 1, got {p.batch_size}")
-        if not p.lr > 0:
-            problems.append(f"lr must be > 0, got {p.lr}")
-        if p.optimizer not in ("adamw", "sgd"):
-            problems.append(f"optimizer must be 'adamw' or 'sgd', got {p.optimizer!r}")
-        return problems
+        return check_training(p)
 
     @classmethod
     def planned_format(cls, params: TrainConfig, cfg) -> str:
