@@ -51,6 +51,29 @@ def is_verbose() -> bool:
     return _state["verbose"]
 
 
+class _LineLogger(io.TextIOBase):
+    """A text stream that logs each complete line (for libraries that print() their progress to stdout)."""
+
+    def __init__(self, logger: logging.Logger):
+        self.logger, self.buf = logger, ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        self.buf += s
+        *lines, self.buf = self.buf.split("\n")
+        for line in lines:
+            if line.strip():
+                self.logger.info("%s", line.rstrip("\r"))
+        return len(s)
+
+    def flush(self) -> None:
+        if self.buf.strip():
+            self.logger.info("%s", self.buf)
+        self.buf = ""
+
+
 class ConsoleFilter(logging.Filter):
     """For the console handler: the pipeline's own records; others only at ERROR and above (unless verbose)."""
 
@@ -113,8 +136,8 @@ def terminal() -> io.TextIOBase:
 
 @contextlib.contextmanager
 def quiet(verbose: bool | None = None) -> Iterator[None]:
-    """Route library chatter of the block to pipeline.log: Python warnings, third-party loggers, and C/C++ output on
-    descriptor 2. Python's sys.stderr keeps pointing at the terminal (progress bars stay visible).
+    """Route library chatter of the block to pipeline.log: Python warnings, third-party loggers, print() to
+    sys.stdout, and C/C++ output on descriptor 2. Python's sys.stderr keeps pointing at the terminal (progress bars stay visible).
 
     One function for what the converters need: litert-torch's and TensorFlow's C++ logs and progress lines,
     coremltools' missing-proxy messages and warnings, onnxruntime.quantization's root-logger rewrites. Nested use is
@@ -153,9 +176,12 @@ def quiet(verbose: bool | None = None) -> Iterator[None]:
     capture = logging.captureWarnings
     capture(True)  # warnings.warn(...) -> logger py.warnings -> pipeline.log (the console filter drops it)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), contextlib.redirect_stdout(_LineLogger(logging.getLogger(NATIVE))) as out:
             warnings.simplefilter("default")
-            yield
+            try:
+                yield
+            finally:
+                out.flush()
     finally:
         capture(False)
         route_library_loggers()  # handlers attached by imports inside the block

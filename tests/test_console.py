@@ -27,6 +27,7 @@ SCRIPT = textwrap.dedent("""
         os.write(2, b"oneDNN custom operations are on (C++ banner)\\n")
         warnings.warn("a library warning")
         print("progress-bar line", file=sys.stderr, flush=True)
+        print("litert-torch pass 3/12")
         logging.getLogger("pipeline").info("export: exported model.onnx")
     logging.getLogger("pipeline").info("after the block")
 """)
@@ -44,7 +45,7 @@ def _run(tmp_path, verbose):
 def test_chatter_goes_to_the_log_not_the_console(tmp_path):
     shown, logged = _run(tmp_path, False)
     for chatter in ("Replaced initializer", "root-logger chatter", "torchvision is not installed", "oneDNN",
-                    "a library warning"):
+                    "a library warning", "litert-torch pass"):
         assert chatter not in shown, chatter
         assert chatter in logged, chatter
     assert "export: exported model.onnx" in shown and "after the block" in shown
