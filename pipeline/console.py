@@ -9,7 +9,7 @@ Three kinds of chatter reach a terminal, and each needs its own route:
   takes those handlers off and lets the records propagate to the two handlers above.
 - C/C++ code writing to file descriptor 2 (TensorFlow's and XLA's C++ logs, oneDNN's banner, absl before
   InitializeLog, triton): only a descriptor-level redirect catches it; `quiet()` points descriptor 2 at pipeline.log for
-  the duration of a block, while Python's sys.stderr (progress bars) keeps writing to the terminal.
+  the duration of a block; progress bars write to a copy of the terminal (`progress()`, `terminal()`).
 
 `verbose=true` (set_verbose(True)) turns all of it off: everything is shown as the libraries print it.
 Imports no ML framework.
@@ -156,13 +156,12 @@ def quiet(verbose: bool | None = None) -> Iterator[None]:
     target = _log_file()
     tmp = None
     saved_fd = None
-    saved_stderr = sys.stderr
     try:
         fd2 = sys.__stderr__.fileno() if sys.__stderr__ is not None else None
     except (AttributeError, OSError, ValueError):
         fd2 = None
     if fd2 is not None:
-        term = terminal()  # before the redirect: a copy of the real descriptor 2
+        terminal()  # before the redirect: a copy of the real descriptor 2, for progress()
         if target:
             out_fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         else:
@@ -171,8 +170,8 @@ def quiet(verbose: bool | None = None) -> Iterator[None]:
         saved_fd = os.dup(fd2)
         os.dup2(out_fd, fd2)
         os.close(out_fd)
-        if sys.stderr is sys.__stderr__:  # Python-level writes to stderr (tqdm) go on to the terminal
-            sys.stderr = term
+        # sys.stderr stays on descriptor 2 (the log): a library handler created by an import inside the block binds
+        # it (torch's does). Progress bars write to terminal() instead: use progress().
     capture = logging.captureWarnings
     capture(True)  # warnings.warn(...) -> logger py.warnings -> pipeline.log (the console filter drops it)
     try:
@@ -187,7 +186,6 @@ def quiet(verbose: bool | None = None) -> Iterator[None]:
         route_library_loggers()  # handlers attached by imports inside the block
         with contextlib.suppress(Exception):
             sys.stderr.flush()
-        sys.stderr = saved_stderr
         if saved_fd is not None:
             os.dup2(saved_fd, fd2)
             os.close(saved_fd)
