@@ -112,3 +112,32 @@ def profile(db: str | Path, fp: str):
     fields = set(Layer.__dataclass_fields__)
     return Profile(d["format"], d["precision"], [Layer(**{k: v for k, v in l.items() if k in fields})
                                                  for l in d["layers"]], d.get("source", ""))
+
+
+def record_measurement(db: str | Path, device: Any, result: dict[str, Any], models: list[dict[str, Any]],
+                       run: str = "") -> int:
+    """Store what pipeline.remote.measure returned for `models` ([{name, fmt, path, precision}]): one row per model
+    with its file's fingerprint and per-layer profile (profiled here; a format the profiler cannot read is stored
+    without a profile and is left out of refits). One transaction."""
+    from pipeline.devices.profiler import profile_artifact
+
+    get = (lambda k: device.get(k)) if hasattr(device, "get") else (lambda k: getattr(device, k, None))
+    rows, profiles = [], {}
+    for m in models:
+        r = result["models"].get(m["name"])
+        if r is None:
+            continue
+        fp = fingerprint(m["path"])
+        try:
+            profiles[fp] = profile_artifact(m["fmt"], m["path"], m.get("meta"))
+        except Exception:  # noqa: BLE001 - an unreadable profile must not lose the measurement
+            pass
+        on = r.get("measured_on") or {}
+        rows.append({"device": get("name"), "unit": "cpu", "connection": on.get("connection"),
+                     "runtime": r.get("runtime"), "runtime_version": r.get("version"), "model": m["name"],
+                     "format": m["fmt"], "fingerprint": fp, "precision": m.get("precision"),
+                     "threads": on.get("threads", result.get("threads")), "latency_p50_ms": r.get("latency_p50_ms"),
+                     "latency_p90_ms": r.get("latency_p90_ms"), "latency_mean_ms": r.get("latency_mean_ms"),
+                     "load_ms": r.get("load_ms"), "peak_rss_mb": result.get("peak_rss_mb"),
+                     "samples": r.get("samples"), "cpu": result.get("cpu"), "run": run})
+    return record(db, rows, profiles)

@@ -210,3 +210,42 @@ def test_connection_strings():
                      ("ssh://rpi", "needs a user"), ("ftp://pi@x", "not supported"), ("ssh://pi@x:99999", "port")]:
         with pytest.raises(remote.ConnectionError_, match=msg):
             remote.parse(bad)
+
+
+@pytest.mark.slow
+def test_pipeline_benchmarks_on_the_board_next_to_the_estimate(agent, tmp_path):
+    """`python -m pipeline recipe=tiny_int8 device=rpi4 device.connection=ssh://... device.known_hosts=...
+    device.remote_python=...`: fp32 and int8 are timed on the board; summary, console and MLflow show them as
+    measured on that device, next to the estimate; the store holds them with their profiles."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    from conftest import run_cli
+    from pipeline.devices import store
+
+    out = tmp_path / "outputs"
+    env = {"SSH_AUTH_SOCK": agent.agent_sock, "OMP_NUM_THREADS": "1"}
+    p = run_cli("recipe=tiny_int8", "device=rpi4", f"device.connection={agent.connection}",
+                f"device.known_hosts={agent.known_hosts}", f"device.remote_python={sys.executable}",
+                "+stages.profile={type: profile}", f"paths.outputs={out}", env=env, timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    summary = json.loads(next((out / "runs").rglob("summary.json")).read_text())
+    arts = {a["name"]: a for a in summary["artifacts"]}
+    for name, prec in (("export", "fp32"), ("quantize", "int8")):
+        a = arts[name]
+        assert a["device_latency_ms"]["p50"] > 0 and a["latency_ms"] is None  # never mixed with host numbers
+        on = a["measured_on_device"]
+        assert on["device"] == "Raspberry Pi 4" and on["connection"] == agent.connection
+        assert on["runtime"].startswith("onnxruntime") and on["threads"] == 4
+        assert a["estimate"]["latency_ms"] > 0 and "80% interval" in a["estimate"]["label"]
+        assert a["gate"]["checks"][0]["source"].startswith("measured on Raspberry Pi 4")
+    assert f"device ms: measured on Raspberry Pi 4 ({agent.connection}), onnxruntime" in p.stdout
+    client = MlflowClient(summary["mlflow"]["tracking_uri"])
+    metrics = client.get_run(summary["mlflow"]["run_id"]).data.metrics
+    assert metrics["export.device_latency_p50_ms"] > 0 and metrics["quantize.device_latency_p50_ms"] > 0
+    assert metrics["export.estimate_latency_ms"] > 0
+    rows = store.rows(store.path_in(out))
+    assert {(r["model"], r["precision"]) for r in rows} == {("export", "fp32"), ("quantize", "int8")}
+    assert all(r["device"] == "rpi4" and r["runtime_version"] and store.profile(store.path_in(out), r["fingerprint"])
+               for r in rows)
