@@ -63,6 +63,7 @@ class Kernel:
     activation_bytes: int
     precision: str
     dw_kernel: int = 0  # depthwise: kernel size (3, 5 ...)
+    anchor: str = ""  # the operator the kernel is built around (after any absorbed PAD/TRANSPOSE)
 
 
 def kernels(layers: list[Layer]) -> list[Kernel]:
@@ -91,7 +92,7 @@ def kernels(layers: list[Layer]) -> list[Kernel]:
             prev.op_types.append(l.op)
             owner[l.name] = prev
             continue
-        if l.op in FUSIBLE and tail_ok and (prev.op_types[0] in ANCHORS) and not prefix:
+        if l.op in FUSIBLE and tail_ok and (prev.anchor in ANCHORS) and not prefix:
             prev.ops.append(l.name)
             prev.op_types.append(l.op)
             # the fused kernel writes the activation's output instead of the anchor's (same size): bytes unchanged
@@ -99,7 +100,8 @@ def kernels(layers: list[Layer]) -> list[Kernel]:
             continue
         k = Kernel(name=l.name, ops=[*(p.name for p in prefix), l.name], op_types=[*(p.op for p in prefix), l.op],
                    klass=COMPUTE_CLASS.get(l.op, "memory"), macs=l.macs, elements=l.output_elements,
-                   weight_bytes=l.weight_bytes, activation_bytes=l.input_bytes + l.output_bytes, precision=l.precision)
+                   weight_bytes=l.weight_bytes, activation_bytes=l.input_bytes + l.output_bytes, precision=l.precision,
+                   anchor=l.op)
         if l.op in NO_COST:
             k.activation_bytes = 0
         if k.klass == "depthwise" and l.output_elements:
