@@ -101,7 +101,7 @@ class GateConfig:
     max_accuracy_drop: float = 1.0  # top-1 points an optimized artifact may lose against its fp32 baseline
     # Budgets (issue 5): null = the device's default (device.budgets); set to override per recipe or command line.
     enforce: bool = False  # true: exit 1 when the final artifact misses a budget
-    artifact: Optional[str] = None  # the artifact the enforced gate judges; null = the recipe's last model
+    artifact: Optional[str] = None  # the artifact a run is judged on (gate, objective, registry); null = the last model
     latency_ms: Optional[float] = None  # max latency on the device (estimate for the device; measured on `host`)
     fps: Optional[float] = None  # min frames per second
     model_mb: Optional[float] = None  # max artifact size
@@ -113,8 +113,7 @@ class GateConfig:
 class ObjectiveConfig:
     # returned to sweepers in this order (accuracy | latency_ms | size_mb | device_latency_ms); the first one also
     # decides whether a new registry version beats the champion
-    metrics: List[str] = field(default_factory=lambda: ["accuracy"])
-    artifact: Optional[str] = None  # the stage whose artifact is judged; null = the run's final artifact
+    metrics: List[str] = field(default_factory=lambda: ["accuracy"])  # judged on the artifact gate.artifact names
 
 
 @dataclass

@@ -69,7 +69,7 @@ def _register(tracker: Any, summary: dict, cfg: Any, outputs: Path) -> dict:
 
     client = tracker.client
     name = model_name(cfg, summary["recipe"])
-    row = objective.final_artifact(summary, cfg.objective.artifact)
+    row = objective.final_artifact(summary, cfg.gate.artifact)
     if row is None:
         return {"registered": False, "model": name, "reason": "the run produced no model"}
     problems = gate_problems(row)

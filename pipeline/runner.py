@@ -13,10 +13,12 @@ from typing import Any
 
 from pipeline import cache as cache_mod
 from pipeline import data as data_mod
+from pipeline import results
 from pipeline import settings as settings_mod
 from pipeline.artifacts import Artifact
 from pipeline.errors import ConfigError, NotRunnableHere, StageError
 from pipeline.plan import Plan, Task
+from pipeline.results import Findings
 from pipeline.stages import StageContext, StageResult
 
 log = logging.getLogger("pipeline")
@@ -38,7 +40,7 @@ class TaskRecord:
     metrics: dict[str, float] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
-    about: dict[str, dict[str, Any]] = field(default_factory=dict)
+    about: dict[str, Findings] = field(default_factory=dict)  # artifact name -> what this task found about it
     params: dict[str, Any] = field(default_factory=dict)
     error: str = ""
 
@@ -64,8 +66,9 @@ def components(task: Task, input_keys: dict[str, str], data_fingerprint) -> dict
 
 
 class Runner:
-    def __init__(self, plan: Plan, cfg: Any, cache: cache_mod.Cache, run_dir: Path, tracker, use_cache: bool = True):
-        self.plan, self.cfg, self.cache, self.run_dir, self.tracker = plan, cfg, cache, run_dir, tracker
+    def __init__(self, plan: Plan, cfg: Any, cache: cache_mod.Cache, run_dir: Path, events=None, use_cache: bool = True):
+        """`events`: a pipeline.events.Events that hears of every finished task (None: nobody listens)."""
+        self.plan, self.cfg, self.cache, self.run_dir, self.events = plan, cfg, cache, run_dir, events
         self.use_cache = use_cache
         forced = set(cfg.cache.force)
         self.forced = forced | plan.descendants(forced)
@@ -141,13 +144,13 @@ class Runner:
         rec.artifact = self._artifact_from(entry, key, task.stage)
         rec.metrics = dict(entry.manifest.get("metrics", {}))
         rec.info = dict(entry.manifest.get("info", {}))
-        rec.about = dict(entry.manifest.get("about", {}))
+        rec.about = results.load(entry.manifest.get("about", {}))
         rec.files = [entry.out / f for f in entry.manifest.get("extra_files", [])]
         if self.use_cache:
             self.cache.remember(self.plan.recipe, task.name, comp)
         self._publish(rec, entry)
-        if self.tracker:
-            self.tracker.log_stage(rec, entry.out)
+        if self.events:
+            self.events.task_finished(rec, entry.out)
 
     def _execute(self, task: Task, rec: TaskRecord, comp: dict) -> cache_mod.Entry:
         work = self.cache.workdir(rec.cache_key)
@@ -162,7 +165,7 @@ class Runner:
             result = task.cls().run(ctx)
         except NotRunnableHere as e:  # e.g. Core ML on Linux: a reported fact, not a failure
             result = StageResult(info={"not_runnable": str(e)},
-                                 about={a.stage: {"not_runnable": str(e)} for a in ctx.inputs.values()})
+                                 about={a.stage: Findings(not_runnable=str(e)) for a in ctx.inputs.values()})
         except (KeyboardInterrupt, SystemExit):
             self.cache.discard(work)
             rec.status, rec.seconds = "interrupted", time.perf_counter() - t0
@@ -175,7 +178,7 @@ class Runner:
                 "seconds": time.perf_counter() - t0,
                 "metrics": {k: float(v) for k, v in result.metrics.items()},
                 "info": result.info,
-                "about": result.about,
+                "about": results.dump(result.about),
                 "extra_files": [_inside_workdir(work / "out", f, "an extra file") for f in result.files],
             }
             if result.artifact is not None:
@@ -209,11 +212,8 @@ class Runner:
             (self.run_dir / "logs" / f"{task.name}.traceback.txt").write_text(traceback.format_exc())
         except OSError:  # a full disk must not hide the stage's own error
             pass
-        if self.tracker:
-            try:
-                self.tracker.log_stage(rec, None)
-            except Exception as te:  # the stage's own error is the one to report
-                log.warning("could not log the failed stage %s to MLflow: %s", task.name, te)
+        if self.events:
+            self.events.task_finished(rec, None)
         err = StageError(f"stage '{task.name}' ({task.cls.type}) failed: {rec.error}")
         err.record = rec
         return err

@@ -42,7 +42,7 @@ def train_zoo_model(spec: dict, data, p: TrainConfig, seed: int, log) -> tuple[A
     from tqdm.auto import tqdm
 
     from pipeline import models
-    from pipeline.runtimes import host_threads
+    from pipeline.runtimes.host import host_threads
 
     torch.manual_seed(seed)
     torch.set_num_threads(host_threads(p.threads))
@@ -193,6 +193,6 @@ def val_accuracy(model, data) -> float:
 def set_threads(p: Any) -> None:
     import torch
 
-    from pipeline.runtimes import host_threads
+    from pipeline.runtimes.host import host_threads
 
     torch.set_num_threads(host_threads(p.threads))

@@ -16,7 +16,7 @@ from pipeline.runner import TaskRecord
 def _cfg(device="pixel7", metrics=("accuracy",), artifact=None, name=None):
     return OmegaConf.create({
         "device": {"name": device, "display_name": device},
-        "objective": {"metrics": list(metrics), "artifact": artifact},
+        "objective": {"metrics": list(metrics)}, "gate": {"artifact": artifact},
         "registry": {"enabled": True, "name": name},
     })
 
@@ -116,6 +116,6 @@ def test_unknown_objective_metric_is_a_config_error(make_cfg):
     plan = build_plan(cfg)
     with pytest.raises(ConfigError, match=r"objective.metrics\[0\]: unknown metric 'acuracy'. Did you mean 'accuracy'"):
         objective.check(cfg, [t.stage for t in plan.producers()])
-    cfg = make_cfg("recipe=tiny_int8", "objective.artifact=evaluate")
-    with pytest.raises(ConfigError, match="objective.artifact: 'evaluate' is not a stage that produces a model"):
-        objective.check(cfg, [t.stage for t in build_plan(cfg).producers()])
+    cfg = make_cfg("recipe=tiny_int8", "gate.artifact=evaluate")  # one key names the judged artifact for all
+    with pytest.raises(ConfigError, match="gate.artifact: 'evaluate' is not a model of this recipe"):
+        build_plan(cfg)

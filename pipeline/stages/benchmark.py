@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.artifacts import FORMATS
+from pipeline.results import Findings, Latency
 from pipeline.stages.base import Stage, StageContext, StageResult
 
 
@@ -44,11 +45,12 @@ class Benchmark(Stage):
                   if n not in skipped]
         r = isolated.measure(models, threads, p.warmup, p.iterations)
         capped = f" ({requested} requested by {ctx.settings.device.name}, capped to host cores)" if requested > threads else ""
-        about, metrics = {n: {"not_runnable": why} for n, why in skipped.items()}, {"peak_rss_mb": r["peak_rss_mb"],
-                                                                                      "threads": threads}
+        about = {n: Findings(not_runnable=why) for n, why in skipped.items()}
+        metrics = {"peak_rss_mb": r["peak_rss_mb"], "threads": threads}
         for name, m in r["models"].items():
             measured_on = f"this host ({r['cpu']}), {m['runtime']}, {threads} thread(s){capped}, batch {p.batch_size}"
-            about[name] = {**m, "measured_on": measured_on}
+            about[name] = Findings(latency=Latency.from_measurement(m, threads=threads, source="host",
+                                                                    measured_on=measured_on))
             metrics.update({f"{name}.{k}": v for k, v in m.items() if isinstance(v, float)})
             ctx.log.info("%s: p50 %.3f ms  p90 %.3f ms — measured on %s", name, m["latency_p50_ms"],
                          m["latency_p90_ms"], measured_on)

@@ -77,7 +77,7 @@ class ImportModel(Stage):
         return (source_format(params) or "torch") if params is not None else "torch"
 
     @classmethod
-    def key_extra(cls, params: ImportModelConfig, cfg) -> dict:
+    def key_extra(cls, params: ImportModelConfig, settings) -> dict:
         """The file's content, so that replacing it invalidates this stage and everything below."""
         p = _resolve(params.path)
         return {"file_sha256": sha256(p) if p.is_file() else None}

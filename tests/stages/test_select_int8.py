@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from conftest import compose_cfg
-from pipeline import app, report
+from pipeline import app, judge, report
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +47,6 @@ def test_slower_choice_is_flagged_red(host_run):
     s = host_run
     q = {a["name"]: a for a in s["artifacts"]}["quantize"]
     q["selection"] = {**q["selection"], "slower_than_fp32": True, "speedup_vs_fastest_fp32": 0.8}
-    report._compare(s["artifacts"], type("G", (), {"max_accuracy_drop": 100.0})())
+    judge.compare(s["artifacts"], type("G", (), {"max_accuracy_drop": 100.0})())
     assert not q["ok"] and any("slower than the fastest fp32 model" in p for p in q["problems"])
     assert "\033[31m" in report.table(s, color=True)
