@@ -162,32 +162,13 @@ class Runner:
         )
         t0 = time.perf_counter()
         try:
-            result = task.cls().run(ctx)
-        except NotRunnableHere as e:  # e.g. Core ML on Linux: a reported fact, not a failure
-            result = StageResult(info={"not_runnable": str(e)},
-                                 about={a.stage: Findings(not_runnable=str(e)) for a in ctx.inputs.values()})
-        except (KeyboardInterrupt, SystemExit):
-            self.cache.discard(work)
-            rec.status, rec.seconds = "interrupted", time.perf_counter() - t0
-            raise
-        except Exception as e:
-            raise self._failed(task, rec, work, e, t0) from e
-        try:  # storing the result can fail too (a full disk, a stage naming a file outside its folder): same path
-            manifest: dict[str, Any] = {
-                "components": comp,
-                "seconds": time.perf_counter() - t0,
-                "metrics": {k: float(v) for k, v in result.metrics.items()},
-                "info": result.info,
-                "about": results.dump(result.about),
-                "extra_files": [_inside_workdir(work / "out", f, "an extra file") for f in result.files],
-            }
-            if result.artifact is not None:
-                a = result.artifact
-                rel = _inside_workdir(work / "out", a.path, "its artifact")
-                manifest["artifact"] = {"stage": task.stage, "format": a.format, "precision": a.precision,
-                                        "path": rel, "meta": a.meta}
-            # With cache.enabled=false this cache is a private one under the run directory (see app.py).
-            entry = self.cache.commit(rec.cache_key, work, manifest)
+            try:
+                result = task.cls().run(ctx)
+            except NotRunnableHere as e:  # e.g. Core ML on Linux: a reported fact, not a failure
+                result = StageResult(info={"not_runnable": str(e)},
+                                     about={a.stage: Findings(not_runnable=str(e)) for a in ctx.inputs.values()})
+            # storing the result can fail too (a full disk, a stage naming a file outside its folder): same path
+            entry = self.cache.commit(rec.cache_key, work, self._manifest(task, work, comp, result, t0))
         except (KeyboardInterrupt, SystemExit):
             self.cache.discard(work)
             rec.status, rec.seconds = "interrupted", time.perf_counter() - t0
@@ -196,6 +177,23 @@ class Runner:
             raise self._failed(task, rec, work, e, t0) from e
         rec.status = "ran"
         return entry
+
+    @staticmethod
+    def _manifest(task: Task, work: Path, comp: dict, result: StageResult, t0: float) -> dict[str, Any]:
+        manifest: dict[str, Any] = {
+            "components": comp,
+            "seconds": time.perf_counter() - t0,
+            "metrics": {k: float(v) for k, v in result.metrics.items()},
+            "info": result.info,
+            "about": results.dump(result.about),
+            "extra_files": [_inside_workdir(work / "out", f, "an extra file") for f in result.files],
+        }
+        if result.artifact is not None:
+            a = result.artifact
+            rel = _inside_workdir(work / "out", a.path, "its artifact")
+            manifest["artifact"] = {"stage": task.stage, "format": a.format, "precision": a.precision,
+                                    "path": rel, "meta": a.meta}
+        return manifest
 
     def _failed(self, task: Task, rec: TaskRecord, work: Path, e: Exception, t0: float) -> StageError:
         """Discard the stage's partial output, record the failure (traceback kept in the run folder) and say why."""

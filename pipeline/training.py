@@ -52,7 +52,6 @@ def train_zoo_model(spec: dict, data, p: TrainConfig, seed: int, log) -> tuple[A
 
 def fit(model, data, p: TrainConfig, seed: int, log, tqdm, loss_fn=None) -> dict:
     """Train `model` in place; `loss_fn(logits, xb, yb)` replaces cross-entropy (distillation uses it)."""
-    import numpy as np
     import torch
     import torch.nn.functional as F
 

@@ -13,7 +13,6 @@ The file's SHA-256 is part of the cache key: replacing it re-runs everything bel
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any, Dict, Optional
 from omegaconf import MISSING
 
 from pipeline.artifacts import Artifact
+from pipeline.cache import file_sha256
 from pipeline.stages.base import Stage, StageContext, StageResult
 
 SUFFIX_FORMAT = {".onnx": "onnx", ".pt2": "torch", ".ts": "torch", ".pt": "torch", ".pth": "torch", ".jit": "torch",
@@ -45,14 +45,6 @@ def source_format(p: ImportModelConfig) -> Optional[str]:
     if p._target_:
         return "torch"
     return SUFFIX_FORMAT.get(Path(p.path).suffix.lower())
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def is_torchscript(path: Path) -> bool:
@@ -80,7 +72,7 @@ class ImportModel(Stage):
     def key_extra(cls, params: ImportModelConfig, settings) -> dict:
         """The file's content, so that replacing it invalidates this stage and everything below."""
         p = _resolve(params.path)
-        return {"file_sha256": sha256(p) if p.is_file() else None}
+        return {"file_sha256": file_sha256(p) if p.is_file() else None}
 
     @classmethod
     def check(cls, p: ImportModelConfig, cfg) -> list[str]:
@@ -110,7 +102,7 @@ class ImportModel(Stage):
         fmt = source_format(p)
         size = int(p.input_size or ctx.settings.model.input_size)
         ctx.workdir.mkdir(parents=True, exist_ok=True)
-        digest = sha256(src)
+        digest = file_sha256(src)
         if fmt == "onnx":
             path, size = self._onnx(src, ctx.workdir, size)
         elif fmt == "keras":

@@ -36,8 +36,6 @@ class Profile(Stage):
         return []
 
     def run(self, ctx: StageContext) -> StageResult:
-        from omegaconf import OmegaConf
-
         from pipeline.devices import chart
         from pipeline.devices.coverage import coverage
         from pipeline.devices.estimator import NoEstimate, estimate
