@@ -27,7 +27,7 @@ def _task(cfg: DictConfig):
 
     if threading.current_thread() is threading.main_thread():  # (launchers may call us from a worker thread)
         signal.signal(signal.SIGTERM, _terminate)  # a scheduler's SIGTERM closes the run as KILLED, like Ctrl-C
-    job = sweep.job_context()  # None unless this is one job of a multirun (issue 6)
+    job = sweep.job_context()  # None unless this is one job of a multirun
     try:
         summary = run(cfg, sweep=job)
     except PipelineError as e:

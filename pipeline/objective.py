@@ -19,7 +19,7 @@ def _latency(row: dict) -> float | None:
 
 
 def _device_latency(row: dict) -> float | None:
-    """A device latency *estimate* (issue 5's estimator: row["estimate"]["latency_ms"]), never a measurement."""
+    """A device latency *estimate* (pipeline.devices.estimator: row["estimate"]["latency_ms"]), never a measurement."""
     est = row.get("estimate")
     if isinstance(est, dict):
         v = est.get("latency_ms")

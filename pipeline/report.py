@@ -55,7 +55,7 @@ def _artifact_rows(records: list, gate_cfg: Any) -> list[dict]:
 
 
 def _payoff(rows: list[dict], device: Any) -> None:
-    """Pay-off check of pruning (issue 4): say in words when sparsity buys no size or latency in the runtime.
+    """Pay-off check of pruning: say in words when sparsity buys no size or latency in the runtime.
 
     Compares a pruned artifact with the unpruned one of the same format and precision when the recipe has it
     (measured size and latency); unstructured zeros are dense-kernel zeros in every runtime we deploy to.
@@ -123,7 +123,7 @@ def headline_metrics(summary: dict) -> dict[str, float]:
                 "size_ratio": a["size_ratio"], "accuracy_delta": a["accuracy_delta"]}
         if a["latency_ms"]:
             vals.update(latency_p50_ms=a["latency_ms"]["p50"], latency_p90_ms=a["latency_ms"]["p90"])
-        if a.get("estimate"):  # issue 5: named "estimate" so it is never read as a measurement
+        if a.get("estimate"):  # named "estimate" so it is never read as a measurement
             vals["estimate_latency_ms"] = a["estimate"]["latency_ms"]
         if a.get("gate"):
             vals["gate_pass"] = float(a["gate"]["pass"])
@@ -168,10 +168,10 @@ def table(summary: dict, color: bool | None = None) -> str:
                       f"{c['lost_because']})" for c in sel["candidates"] if c["kind"] == "int8" and not c["chosen"]]
             out.append(f"{a['name']}: measured choice {sel['chosen']} ({sel['speedup_vs_fastest_fp32']:.2f}x the "
                        f"fastest fp32, {sel['fastest_fp32']}); not chosen: {'; '.join(losers) or 'none'}")
-    out += [n for a in summary["artifacts"] for n in a.get("notes", [])]  # issue 4: pruning pay-off in words
+    out += [n for a in summary["artifacts"] for n in a.get("notes", [])]  # pruning pay-off in words
     measured = {a["measured_on"] for a in summary["artifacts"] if a.get("measured_on")}
     out += [f"latency: measured on {m}" for m in sorted(measured)]
-    # issue 5: the estimate's provenance, accelerator coverage and failed budgets, one line each
+    # the estimate's provenance, accelerator coverage and failed budgets, one line each
     labels = {a["estimate"]["label"] for a in summary["artifacts"] if a.get("estimate")}
     out += [f"* est. ms: {l}" for l in sorted(labels)]
     out += [f"* est. ms: none for {a['name']}: {a['no_estimate']}" for a in summary["artifacts"] if a.get("no_estimate")]

@@ -112,7 +112,7 @@ class Runner:
         if not a:
             return None
         # The stage name is this recipe's, not the manifest's: another recipe may have made the same entry under
-        # another name (issue 4: export_base reused the `export` of mobilenet_qat_int8 and took its name).
+        # another name (export_base of one recipe can be the `export` entry of another).
         return Artifact(stage=stage, format=a["format"], precision=a["precision"], path=entry.out / a["path"],
                         meta=a.get("meta", {}), key=key)
 
@@ -219,7 +219,7 @@ class Runner:
     def _publish(self, rec: TaskRecord, entry: cache_mod.Entry) -> None:
         """Hard-link (or copy) a producer's files into <run_dir>/artifacts/<stage>/ so each run is self-contained."""
         if rec.artifact is None:
-            # issue 5: an analysis stage's extra files (device profile JSON/PNG) go to <run_dir>/reports/<task>/
+            # an analysis stage's extra files (device profile JSON/PNG) go to <run_dir>/reports/<task>/
             for f in rec.files:
                 dest = self.run_dir / "reports" / rec.name / f.name
                 dest.parent.mkdir(parents=True, exist_ok=True)

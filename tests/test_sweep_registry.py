@@ -35,7 +35,7 @@ def _run(tmp_path: Path, outputs: Path, cfg, accuracy, latency=1.0, ok=True, rec
     row = {"name": "quantize", "stage": "quantize", "format": "onnx", "precision": "int8", "size_bytes": 1000,
            "accuracy": accuracy, "latency_ms": {"p50": latency, "p90": latency}, "ok": ok,
            "problems": [] if ok else ["loses 5.00 top-1 points (gate.max_accuracy_drop=1)"], "cache_key": "k"}
-    if gate is not None:  # issue 5's device budget verdict
+    if gate is not None:  # the device budget verdict
         row["gate"] = gate
     summary = {"recipe": recipe, "artifacts": [row], "mlflow": {"run_id": tracker.run_id}}
     summary["objective"] = objective.summarize(summary, cfg)

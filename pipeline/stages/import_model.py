@@ -234,7 +234,7 @@ def probe(fmt: str, path: Path, x):
     if fmt in runtimes.RUNTIMES:
         model = runtimes.load(fmt, path, {"input_shape": [1, *x.shape[1:]]}, threads=1)
         return model.predict(x), model.runtime
-    import keras  # only Keras can lack a runtime module (the Keras runtime comes with the export work of issue 3)
+    import keras  # loads the user's file in safe mode; pipeline.runtimes.keras_rt runs it later
     import numpy as np
 
     m = keras.saving.load_model(str(path), safe_mode=True, compile=False)
