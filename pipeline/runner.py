@@ -245,7 +245,15 @@ class Runner:
                                      f"(the stage is cached and will be reused)")
                     err.record = rec
                     raise err from e
-        rec.info.setdefault("run_path", str((dest_root / rec.artifact.path.relative_to(entry.out)).relative_to(self.run_dir)))
+        rel = str(rec.artifact.path.relative_to(entry.out))
+        rec.info.setdefault("run_path", str((dest_root / rel).relative_to(self.run_dir)))
+        # the recorded hash of the file (a package directory: of its files, in path order), for checking run folders
+        files = entry.manifest.get("files", {})
+        if rel in files:
+            rec.info["sha256"] = files[rel]["sha256"]
+        else:
+            inside = sorted(f for f in files if f.startswith(rel + "/"))
+            rec.info["sha256"] = cache_mod.digest({f[len(rel) + 1:]: files[f]["sha256"] for f in inside}) if inside else None
 
 
 def _inside_workdir(out: Path, path: Any, what: str) -> str:
