@@ -198,3 +198,21 @@ def run(cfg: DictConfig, sweep: dict | None = None, stages: Iterable[type] = ())
         raise GateFailed(msg)
     log.info("summary: %s", path)
     return summary
+
+
+def preview(cfg: DictConfig, stages: Iterable[type] = ()) -> list[dict]:
+    """The plan as it would run: each task's resolved stage type, the format it makes, and whether the cache will
+    reuse it (and if not, why). Runs nothing and writes nothing; prints a table and returns its rows."""
+    cfg, plan = prepare(cfg, stages)
+    outputs = Path(os.path.expanduser(cfg.paths.outputs)).resolve()
+    cache = Cache(outputs / "cache")
+    rows = Runner(plan, cfg, cache, outputs, None, use_cache=bool(cfg.cache.enabled)).preview()
+    head = ["task", "type", "inputs", "makes", "will", "why"]
+    cells = [[r["task"], r["type"], ",".join(r["inputs"]) or "-",
+              "/".join(r["format"]) if isinstance(r["format"], (list, tuple)) else (r["format"] or "-"),
+              r["will"], r["reason"]] for r in rows]
+    widths = [max(len(str(c[i])) for c in [head, *cells]) for i in range(len(head) - 1)]
+    line = lambda c: "  ".join(str(x).ljust(w) for x, w in zip(c, widths)) + "  " + str(c[-1])
+    print(f"plan for recipe {plan.recipe!r} on device {cfg.device.name!r} (nothing runs; drop --plan to run it):")
+    print("\n".join([line(head), line(["-" * w for w in widths] + ["---"]), *map(line, cells)]), flush=True)
+    return rows

@@ -107,6 +107,29 @@ class Runner:
             self._run_task(task)
         return list(self.records.values())
 
+    def preview(self) -> list[dict]:
+        """What `run` would do, without running or writing anything: per task its key and whether the cache holds a
+        valid entry for it (reuse) or why it would run. Keys are derived from content, so they are known up front."""
+        rows = []
+        for task in self.plan.tasks:
+            rec = TaskRecord(task.name, task.stage, task.cls.type, list(task.inputs), params=task.params_dict)
+            self.records[task.name] = rec
+            comp = self.components(task)
+            rec.cache_key = key = cache_mod.digest(comp)
+            forced = task.stage in self.forced
+            entry = self.cache.lookup(key) if self.use_cache and not forced else None
+            if entry is not None:
+                will, why = "reuse", f"cached entry {key[:12]} is intact"
+            elif not self.use_cache:
+                will, why = "run", "cache disabled (cache.enabled=false)"
+            elif forced:
+                will, why = "run", "forced (cache.force)"
+            else:
+                will, why = "run", self.cache.explain_miss(self.plan.recipe, task.name, comp)
+            rows.append({"task": task.name, "type": task.cls.type, "inputs": list(task.inputs),
+                         "format": task.output_format, "will": will, "reason": why, "key": key})
+        return rows
+
     def _artifact_from(self, entry: cache_mod.Entry, key: str, stage: str) -> Artifact | None:
         a = entry.manifest.get("artifact")
         if not a:
