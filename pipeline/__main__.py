@@ -117,6 +117,11 @@ def _describe_invalid(e: BaseException) -> str:
 def main() -> None:
     global _preview
     config.register()
+    if sys.argv[1:] in (["--help"], ["-h"]):
+        from pipeline.cli_help import text
+
+        print(text())
+        return
     if PLAN_FLAG in sys.argv:
         sys.argv.remove(PLAN_FLAG)
         _preview = True
