@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.artifacts import FORMATS
+from pipeline.results import Findings, Latency
 from pipeline.stages.base import Stage, StageContext, StageResult
 
 
@@ -50,11 +51,12 @@ class Benchmark(Stage):
                   if n not in skipped]
         r = isolated.measure(models, threads, p.warmup, p.iterations)
         capped = f" ({requested} requested by {ctx.settings.device.name}, capped to host cores)" if requested > threads else ""
-        about, metrics = {n: {"not_runnable": why} for n, why in skipped.items()}, {"peak_rss_mb": r["peak_rss_mb"],
-                                                                                      "threads": threads}
+        about = {n: Findings(not_runnable=why) for n, why in skipped.items()}
+        metrics = {"peak_rss_mb": r["peak_rss_mb"], "threads": threads}
         for name, m in r["models"].items():
             measured_on = f"this host ({r['cpu']}), {m['runtime']}, {threads} thread(s){capped}, batch {p.batch_size}"
-            about[name] = {**m, "measured_on": measured_on}
+            about[name] = Findings(latency=Latency.from_measurement(m, threads=threads, source="host",
+                                                                    measured_on=measured_on))
             metrics.update({f"{name}.{k}": v for k, v in m.items() if isinstance(v, float)})
             ctx.log.info("%s: p50 %.3f ms  p90 %.3f ms — measured on %s", name, m["latency_p50_ms"],
                          m["latency_p90_ms"], measured_on)
@@ -82,13 +84,15 @@ class Benchmark(Stage):
         # recorded only after the whole measurement came back: a failed run leaves nothing in the store
         db = store.path_in(Path(ctx.settings.paths.outputs))
         store.record_measurement(db, device, r, models, run=ctx.name)
-        about = {n: {"not_runnable": why} for n, why in skipped.items()}
+        about = {n: Findings(not_runnable=why) for n, why in skipped.items()}
         metrics = {"device_peak_rss_mb": r["peak_rss_mb"], "device_threads": r["threads"]}
         for name, m in r["models"].items():
             on = m["measured_on"]
-            about[name] = {"device_latency_ms": {"p50": m["latency_p50_ms"], "p90": m["latency_p90_ms"],
-                                                 "mean": m["latency_mean_ms"], "repeat_p50": m.get("repeat_p50_ms")},
-                           "device_load_ms": m["load_ms"], "measured_on_device": on}
+            words = (f"{on['device']} ({on['connection']}), {on['runtime']} {on['version']}, {on['threads']} "
+                     f"thread(s), batch {p.batch_size}")
+            lat = Latency.from_measurement({**m, "runtime": f"{on['runtime']} {on['version']}"}, threads=on["threads"],
+                                           source="device", measured_on=words)
+            about[name] = Findings(device_latency=lat, measured_on_device=on)
             metrics.update({f"{name}.device_latency_p50_ms": m["latency_p50_ms"],
                             f"{name}.device_latency_p90_ms": m["latency_p90_ms"],
                             f"{name}.device_load_ms": m["load_ms"]})
