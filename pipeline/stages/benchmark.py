@@ -70,17 +70,19 @@ class Benchmark(Stage):
         from pipeline.errors import NotRunnableHere
 
         p: BenchmarkConfig = ctx.params
-        dev = ctx.settings.device
-        device = {k: getattr(dev, k) for k in ("name", "display_name", "connection", "known_hosts", "remote_python",
-                                               "remote_timeout_s", "benchmark_model")}
-        skipped = {n: f"a {a.format} model cannot be timed on {dev.display_name} (the device runner takes "
+        device = {"name": ctx.settings.device.name, "display_name": ctx.settings.device.display_name,
+                  "connection": ctx.settings.device.connection, "known_hosts": ctx.settings.device.known_hosts,
+                  "remote_python": ctx.settings.device.remote_python,
+                  "remote_timeout_s": ctx.settings.device.remote_timeout_s,
+                  "benchmark_model": ctx.settings.device.benchmark_model}
+        skipped = {n: f"a {a.format} model cannot be timed on {device['display_name']} (the device runner takes "
                       f"{', '.join(remote.SUFFIX)})" for n, a in ctx.inputs.items() if a.format not in remote.SUFFIX}
         if len(skipped) == len(ctx.inputs):
             raise NotRunnableHere(next(iter(skipped.values())))
         models = [{"name": n, "fmt": a.format, "path": str(a.path), "meta": a.meta, "precision": a.precision,
                    "shape": [p.batch_size, *a.meta["input_shape"][1:]]} for n, a in ctx.inputs.items()
                   if n not in skipped]
-        r = remote.measure(device, models, int(dev.threads), p.warmup, p.iterations, repeats=p.repeats)
+        r = remote.measure(device, models, int(ctx.settings.device.threads), p.warmup, p.iterations, repeats=p.repeats)
         # recorded only after the whole measurement came back: a failed run leaves nothing in the store
         db = store.path_in(Path(ctx.settings.paths.outputs))
         store.record_measurement(db, device, r, models, run=ctx.name)
