@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import gzip
 import math
+import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+
+from pipeline import threads as threads_mod
 
 
 @dataclass
@@ -18,7 +21,7 @@ class TrainConfig:
     optimizer: str = "adamw"  # adamw | sgd
     label_smoothing: float = 0.1
     augment: bool = True  # random shifts: pad by 1/8 of the input and crop back at a random offset
-    threads: int = 0  # CPU threads for training; 0 = all host cores
+    threads: int = 0  # CPU threads for training; 0 = measured: the fastest of 1..cores on a few real steps
 
 
 def check_training(p: Any, min_epochs: int = 1, min_batch: int = 1) -> list[str]:
@@ -42,10 +45,8 @@ def train_zoo_model(spec: dict, data, p: TrainConfig, seed: int, log) -> tuple[A
     from tqdm.auto import tqdm
 
     from pipeline import models
-    from pipeline.runtimes.host import host_threads
 
     torch.manual_seed(seed)
-    torch.set_num_threads(host_threads(p.threads))
     model = models.build(spec["name"], spec["num_classes"], **spec["kwargs"])
     return model, fit(model, data, p, seed, log, tqdm)
 
@@ -63,6 +64,19 @@ def fit(model, data, p: TrainConfig, seed: int, log, tqdm, loss_fn=None) -> dict
         opt = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=p.lr, total_steps=p.epochs * steps_per_epoch)
     gen = torch.Generator().manual_seed(seed)
+
+    def forward_backward(xb, yb):
+        logits = model(xb)
+        loss = loss_fn(logits, xb, yb) if loss_fn else F.cross_entropy(logits, yb, label_smoothing=p.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss
+
+    model.train()
+    choice = _choose_threads(model, opt, forward_backward, x[: p.batch_size], y[: p.batch_size], p.threads)
+    log.info("%s", choice.describe())
+    watch = threads_mod.Watch(total_steps=p.epochs * steps_per_epoch, threads=choice.threads)
     history = []
     bar = tqdm(total=p.epochs * steps_per_epoch, desc="train", unit="batch", mininterval=2.0, leave=False)
     for epoch in range(p.epochs):
@@ -76,16 +90,16 @@ def fit(model, data, p: TrainConfig, seed: int, log, tqdm, loss_fn=None) -> dict
             xb, yb = x[idx], y[idx]
             if p.augment:
                 xb = random_shift(xb, gen)
-            logits = model(xb)
-            loss = loss_fn(logits, xb, yb) if loss_fn else F.cross_entropy(logits, yb, label_smoothing=p.label_smoothing)
+            t0 = time.perf_counter()
+            loss = forward_backward(xb, yb)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"training loss became {loss.item()} at epoch {epoch + 1}; lower the learning rate "
                     f"(stages.<train>.lr, now {p.lr:g}) or check the data for NaN/inf values")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
             sched.step()
+            fewer = watch.step(time.perf_counter() - t0)
+            if fewer:  # throughput collapsed (another job took the cores): back off
+                torch.set_num_threads(fewer)
             total += loss.item() * len(idx)
             n += len(idx)
             bar.update(1)
@@ -95,6 +109,22 @@ def fit(model, data, p: TrainConfig, seed: int, log, tqdm, loss_fn=None) -> dict
         log.info("epoch %d/%d  loss %.4f  val top-1 %.4f", epoch + 1, p.epochs, total / max(n, 1), acc)
     bar.close()
     return {"val_accuracy": history[-1]["val_accuracy"], "train_loss": history[-1]["loss"], "history": history}
+
+
+def _choose_threads(model, opt, forward_backward, xb, yb, requested: int):
+    """Training threads: `requested` if > 0, else measured on real steps of this model (pipeline.threads): on a busy
+    2-core machine one thread can be several times faster than two. The measured steps are undone (weights and
+    optimizer state restored), so the choice does not change what is trained."""
+    import copy
+
+    from pipeline.runtimes.host import host_threads
+
+    saved = (copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()))
+    try:
+        return threads_mod.resolve(requested, step=lambda: forward_backward(xb, yb), host_cores=host_threads(0))
+    finally:
+        model.load_state_dict(saved[0])
+        opt.load_state_dict(saved[1])
 
 
 def random_shift(xb, gen):
@@ -130,7 +160,7 @@ class FinetuneConfig:
     optimizer: str = "adamw"  # adamw | sgd
     label_smoothing: float = 0.1
     augment: bool = True  # random shifts (see the train stage)
-    threads: int = 0  # CPU threads; 0 = all host cores
+    threads: int = 0  # CPU threads; 0 = measured: the fastest of 1..cores on a few real steps
 
 
 def train_config(p: Any, **override: Any) -> TrainConfig:
