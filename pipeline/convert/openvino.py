@@ -113,6 +113,12 @@ def quantized_operations(model) -> list[str]:
     return out
 
 
+def layer_name(friendly_name: str) -> str:
+    """The source layer an OpenVINO operation came from: `__module.fc2/aten::linear/Add` -> `fc2`."""
+    head = friendly_name.split("/")[0]
+    return head.removeprefix("__module.") or friendly_name
+
+
 def quantize_ir(fp32_xml: Path, calibration: np.ndarray, path: Path, preset: str = "performance",
                 fast_bias_correction: bool = True) -> dict[str, Any]:
     """int8 IR at `path` with NNCF post-training quantization (defaults except `preset`). Returns facts."""
@@ -158,7 +164,8 @@ def quantize_ir_with_accuracy_control(fp32_xml: Path, calibration: np.ndarray, v
                                       max_reverted: int | None = None) -> dict[str, Any]:
     """int8 IR at `path` whose top-1 on (val_x, val_y) is at most `max_drop` (absolute, 0-1) below the fp32 IR's:
     `nncf.quantize_with_accuracy_control`. Returns facts, among them the operations NNCF reverted to float (graph
-    order) and the measured top-1 of both models on the validation images."""
+    order, by source layer name) and the measured top-1 of the fp32, plain int8 and accuracy-controlled models on the
+    validation images (each compiled in f32 for the float layers, so the drop is int8's alone)."""
     import nncf
     import openvino as ov
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
@@ -185,7 +192,7 @@ def quantize_ir_with_accuracy_control(fp32_xml: Path, calibration: np.ndarray, v
         acc = {name: validate(core.compile_model(m, "CPU", f32), items)[0]
                for name, m in (("fp32", model), ("int8", plain), ("int8_accuracy_control", q))}
     in_plain, in_ac = quantized_operations(plain), set(quantized_operations(q))
-    reverted = [op for op in in_plain if op not in in_ac]
+    reverted = list(dict.fromkeys(layer_name(op) for op in in_plain if op not in in_ac))
     return {"tool": f"nncf {_nncf_version()} quantize_with_accuracy_control", "preset": preset,
             "calibration_samples": int(len(calibration)), "validation_samples": int(len(val_x)),
             "max_drop": max_drop, "top1": acc, "drop": acc["fp32"] - acc["int8_accuracy_control"],
