@@ -17,7 +17,9 @@ from pipeline import devices
 from pipeline import models
 from pipeline.artifacts import FORMATS
 from pipeline.errors import ConfigError
-from pipeline.stages import REGISTRY, Stage, load_all
+from pipeline import settings as settings_mod
+from pipeline.settings import Settings
+from pipeline.stages import Stage, discover
 
 RESERVED = ("type", "inputs")
 # The deployment runtime a device profile names -> the artifact format it loads.
@@ -36,12 +38,14 @@ class Task:
     params_dict: dict  # the same, as plain data (for keys and logging)
     inputs: list[str]  # upstream stage names whose artifacts it reads
     output_format: str | None
+    settings: Settings  # the config values the stage declares in `reads`, resolved; all the config it ever sees
 
 
 @dataclass
 class Plan:
     recipe: str
     tasks: list[Task]  # topological order
+    registry: dict[str, type[Stage]] = field(default_factory=dict)  # the stage types this plan was built with
     children: dict[str, set[str]] = field(default_factory=dict)  # stage -> stages reading it
 
     def descendants(self, stages: set[str]) -> set[str]:
@@ -206,9 +210,10 @@ def _toposort(deps: dict[str, list[str]]) -> list[str]:
     return order
 
 
-def build_plan(cfg: DictConfig) -> Plan:
-    """Validate the composed config and return the execution plan, or raise ConfigError listing every problem."""
-    registry = load_all()
+def build_plan(cfg: DictConfig, registry: dict[str, type[Stage]] | None = None) -> Plan:
+    """Validate the composed config and return the execution plan, or raise ConfigError listing every problem.
+    `registry`: the stage types to plan with (default: pipeline.stages.discover(), built-in types and plug-ins)."""
+    registry = discover() if registry is None else registry
     problems: list[str] = []
     recipe = str(cfg.get("recipe") or "?")
     stages_cfg = cfg.get("stages")
@@ -322,9 +327,11 @@ def build_plan(cfg: DictConfig) -> Plan:
     for name in _toposort(deps):
         spec = specs[name]
         pdict = OmegaConf.to_container(OmegaConf.structured(spec["params"]))
-        if spec["cls"].per_input:
+        cls = spec["cls"]
+        settings = settings_mod.resolve(cls.type, tuple(cls.reads), cfg)
+        if cls.per_input:
             for inp in spec["inputs"]:
-                tasks.append(Task(f"{name}[{inp}]", name, spec["cls"], spec["params"], pdict, [inp], None))
+                tasks.append(Task(f"{name}[{inp}]", name, cls, spec["params"], pdict, [inp], None, settings))
         else:
-            tasks.append(Task(name, name, spec["cls"], spec["params"], pdict, list(spec["inputs"]), out_fmt[name]))
-    return Plan(recipe=recipe, tasks=tasks, children=children)
+            tasks.append(Task(name, name, cls, spec["params"], pdict, list(spec["inputs"]), out_fmt[name], settings))
+    return Plan(recipe=recipe, tasks=tasks, children=children, registry=registry)

@@ -2,29 +2,24 @@
 from __future__ import annotations
 
 import errno
-import inspect
 import logging
 import os
 import shutil
 import time
 import traceback
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
-import pipeline
 from pipeline import cache as cache_mod
 from pipeline import data as data_mod
+from pipeline import settings as settings_mod
 from pipeline.artifacts import Artifact
 from pipeline.errors import ConfigError, NotRunnableHere, StageError
 from pipeline.plan import Plan, Task
 from pipeline.stages import StageContext, StageResult
 
 log = logging.getLogger("pipeline")
-PKG_DIR = Path(pipeline.__file__).parent
 
 
 @dataclass
@@ -48,23 +43,24 @@ class TaskRecord:
     error: str = ""
 
 
-def _version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def code_hash(cls: type) -> str:
-    """Hash of the stage's module source plus the package-relative files or folders it declares in `code`."""
-    paths = [Path(inspect.getsourcefile(cls))]
-    for rel in cls.code:
-        p = PKG_DIR / rel
-        paths += sorted(p.rglob("*.py")) if p.is_dir() else [p]
-    # Stage classes may live outside the package (plugins, tests): name those by file name only, so that the key
-    # does not depend on where a checkout sits.
-    name = lambda p: str(p.relative_to(PKG_DIR)) if p.is_relative_to(PKG_DIR) else p.name
-    return cache_mod.digest({name(p): p.read_text() for p in paths})[:16]
+def components(task: Task, input_keys: dict[str, str], data_fingerprint) -> dict:
+    """Everything that decides a task's result; its digest is the cache key. `data_fingerprint` is called only when
+    the stage reads the data set."""
+    cls = task.cls
+    comp: dict[str, Any] = {
+        "type": cls.type,
+        "params": task.params_dict,
+        "settings": task.settings.values,
+        "inputs": dict(input_keys),
+        "code": settings_mod.code_digest(cls, cache_mod.digest),
+        "libraries": settings_mod.library_versions(cls),
+    }
+    if task.settings.reads_data:
+        comp["data"] = data_fingerprint()
+    extra = cls.key_extra(task.params, task.settings)  # e.g. an imported file's content hash
+    if extra:
+        comp["extra"] = extra
+    return comp
 
 
 class Runner:
@@ -90,27 +86,7 @@ class Runner:
         return self._data_fp
 
     def components(self, task: Task) -> dict:
-        """Everything that decides a task's result; its digest is the cache key."""
-        cls = task.cls
-        comp: dict[str, Any] = {
-            "type": cls.type,
-            "params": task.params_dict,
-            "inputs": {i: self.records[i].cache_key for i in task.inputs},
-            "code": code_hash(cls),
-            "libraries": {d: _version(d) for d in sorted(cls.libraries)},
-        }
-        if "data" in cls.uses:
-            comp["data"] = self.data_fingerprint()
-        if "model" in cls.uses:
-            comp["model"] = OmegaConf.to_container(self.cfg.model, resolve=True)
-        if "device" in cls.uses:
-            comp["device"] = OmegaConf.to_container(self.cfg.device, resolve=True)
-        if "seed" in cls.uses:
-            comp["seed"] = int(self.cfg.seed)
-        extra = cls.key_extra(task.params, self.cfg)  # issue 4: e.g. an imported file's content hash
-        if extra:
-            comp["extra"] = extra
-        return comp
+        return components(task, {i: self.records[i].cache_key for i in task.inputs}, self.data_fingerprint)
 
     def lineage(self, stage: str) -> list[Artifact]:
         """Artifacts from `stage` up its first-input chain, nearest first (parity uses it to find the culprit)."""
@@ -176,7 +152,7 @@ class Runner:
     def _execute(self, task: Task, rec: TaskRecord, comp: dict) -> cache_mod.Entry:
         work = self.cache.workdir(rec.cache_key)
         ctx = StageContext(
-            name=task.name, params=task.params, cfg=self.cfg,
+            name=task.name, params=task.params, settings=task.settings,
             inputs={i: self.records[i].artifact for i in task.inputs},
             workdir=work / "out", lineage=self.lineage, log=logging.getLogger(f"pipeline.stage.{task.stage}"),
             _data_loader=self._load_data,

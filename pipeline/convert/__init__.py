@@ -1,5 +1,2 @@
-"""Conversion library: plain functions that turn a model into a deployable artifact (ExecuTorch `.pte`, OpenVINO IR).
-
-Stages are thin adapters over these functions; the measured choice (select) calls the same builders. Every module
-imports its framework inside the functions that need it, so importing this package costs nothing.
-"""
+"""Conversion and quantization: plain functions from one model file to another, called by the stages (which only
+validate parameters and wrap results). Each module imports its framework inside its functions."""

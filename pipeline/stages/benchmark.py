@@ -2,9 +2,6 @@
 process with the device's thread count (capped to the host's cores), round-robin so that ratios are side by side."""
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from dataclasses import dataclass
 
 from pipeline.artifacts import FORMATS
@@ -22,9 +19,7 @@ class Benchmark(Stage):
     type = "benchmark"
     Config = BenchmarkConfig
     accepts = FORMATS
-    uses = ("device",)
-    libraries = ("onnxruntime", "torch", "ai-edge-litert", "tensorflow-cpu", "numpy")
-    code = ("runtimes",)
+    reads = ("device.threads", "device.name")
     min_inputs = 1
 
     @classmethod
@@ -36,10 +31,10 @@ class Benchmark(Stage):
 
     def run(self, ctx: StageContext) -> StageResult:
         from pipeline.errors import NotRunnableHere
-        from pipeline.runtimes import host_threads, not_runnable_reason
+        from pipeline.runtimes import host_threads, isolated, not_runnable_reason
 
         p: BenchmarkConfig = ctx.params
-        requested = int(ctx.cfg.device.threads)
+        requested = int(ctx.settings.device.threads)
         threads = host_threads(requested)
         skipped = {n: not_runnable_reason(a.format) for n, a in ctx.inputs.items() if not_runnable_reason(a.format)}
         if len(skipped) == len(ctx.inputs):  # nothing to time here: reported as such, never as a number
@@ -47,13 +42,8 @@ class Benchmark(Stage):
         models = [{"name": n, "fmt": a.format, "path": str(a.path), "meta": a.meta,
                    "shape": [p.batch_size, *a.meta["input_shape"][1:]]} for n, a in ctx.inputs.items()
                   if n not in skipped]
-        args = {"models": models, "threads": threads, "warmup": p.warmup, "iterations": p.iterations}
-        proc = subprocess.run([sys.executable, "-m", "pipeline.runtimes.measure", json.dumps(args)],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"the measuring process failed: {proc.stderr.strip()[-2000:]}")
-        r = json.loads(proc.stdout.strip().splitlines()[-1])
-        capped = f" ({requested} requested by {ctx.cfg.device.name}, capped to host cores)" if requested > threads else ""
+        r = isolated.measure(models, threads, p.warmup, p.iterations)
+        capped = f" ({requested} requested by {ctx.settings.device.name}, capped to host cores)" if requested > threads else ""
         about, metrics = {n: {"not_runnable": why} for n, why in skipped.items()}, {"peak_rss_mb": r["peak_rss_mb"],
                                                                                       "threads": threads}
         for name, m in r["models"].items():

@@ -19,9 +19,8 @@ class Evaluate(Stage):
     Config = EvaluateConfig
     accepts = FORMATS
     per_input = True
-    uses = ("data",)
+    reads = ("data",)
     libraries = ("onnxruntime", "torch", "ai-edge-litert", "tensorflow-cpu", "coremltools", "numpy")
-    code = ("runtimes", "data")
 
     def run(self, ctx: StageContext) -> StageResult:
         from pipeline import runtimes

@@ -69,9 +69,8 @@ class ImportModel(Stage):
     type = "import_model"
     Config = ImportModelConfig
     produces = "torch"  # the actual format follows the file (output_format)
-    uses = ("model",)
+    reads = ("data", "model.input_size")
     libraries = ("torch", "onnx", "onnxruntime", "tensorflow-cpu", "numpy")
-    code = ("models",)
 
     @classmethod
     def output_format(cls, params, device) -> str | None:
@@ -109,7 +108,7 @@ class ImportModel(Stage):
         p: ImportModelConfig = ctx.params
         src = _resolve(p.path)
         fmt = source_format(p)
-        size = int(p.input_size or ctx.cfg.model.input_size)
+        size = int(p.input_size or ctx.settings.model.input_size)
         ctx.workdir.mkdir(parents=True, exist_ok=True)
         digest = sha256(src)
         if fmt == "onnx":

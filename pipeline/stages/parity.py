@@ -49,9 +49,8 @@ class Parity(Stage):
     type = "parity"
     Config = ParityConfig
     accepts = FORMATS
-    uses = ("data",)
+    reads = ("data",)
     libraries = ("onnxruntime", "torch", "ai-edge-litert", "tensorflow-cpu", "coremltools", "numpy")
-    code = ("runtimes", "data")
     min_inputs = 1
 
     @classmethod

@@ -24,9 +24,8 @@ class Profile(Stage):
     Config = ProfileConfig
     accepts = FORMATS
     per_input = True
-    uses = ("device",)
+    reads = ("device",)
     libraries = ("onnx", "ai-edge-litert", "torch", "onnxscript", "matplotlib")
-    code = ("devices", "devices/calibration.json", "models")
 
     @classmethod
     def check(cls, p: ProfileConfig, cfg) -> list[str]:
@@ -44,7 +43,7 @@ class Profile(Stage):
         from pipeline.devices.profiler import profile_artifact
 
         a = ctx.input
-        device = OmegaConf.to_container(ctx.cfg.device, resolve=True)
+        device = ctx.settings.device.to_dict()
         if a.format not in PROFILED:
             why = f"not profiled: a {a.format} artifact cannot be read on this host; profile its ONNX/TFLite export"
             ctx.log.info("%s: %s", a.stage, why)
