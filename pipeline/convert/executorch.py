@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import tempfile
 import warnings
 from collections import Counter
@@ -136,7 +137,9 @@ def _xnnpack_nodes(blob: bytes) -> Counter:
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "graph.bin").write_bytes(fb)
         _flatc_decompile(tmp, str(schema), str(Path(tmp) / "graph.bin"), ["--raw-binary"])
-        graph = json.loads((Path(tmp) / "graph.json").read_text())
+        text = (Path(tmp) / "graph.json").read_text()
+    # flatc writes unbounded clamps (a ReLU's output_max) as bare inf/nan, which JSON has no literal for
+    graph = json.loads(re.sub(r"([:\[,]\s*)(-?)(inf|nan)\b", r'\1"\2\3"', text))
     return Counter(n["xnode_union_type"].removeprefix("XNN") for n in graph.get("xnodes", []))
 
 
