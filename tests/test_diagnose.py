@@ -74,3 +74,19 @@ def test_unrelated_models_are_refused(tmp_path):
         diagnose.first_diverging_layer("onnx", fp32, fp32, x)
     with pytest.raises(ValueError, match="no per-layer comparison for 'coreml'"):
         diagnose.first_diverging_layer("coreml", fp32, fp32, x)
+
+
+def test_onnx_accuracy_control_keeps_the_diverging_layer_in_float(tmp_path):
+    from pipeline.convert.nncf_onnx import quantize_with_accuracy_control
+
+    torch.manual_seed(0)
+    model = Outlier().eval()
+    export_torch(model, (1, 16), tmp_path / "model.onnx")
+    x = np.random.default_rng(0).standard_normal((96, 16)).astype(np.float32)
+    with torch.no_grad():
+        y = model(torch.from_numpy(x)).numpy().argmax(1)
+    facts = quantize_with_accuracy_control(tmp_path / "model.onnx", x[:32], x[32:], y[32:],
+                                           tmp_path / "model.int8ac.onnx", max_drop=0.02)
+    assert facts["plain_int8_drop"] > 0.02 and facts["met"], facts
+    assert facts["reverted_to_float"] == ["fc2"], facts  # the layer the per-layer comparison names first
+    assert runtimes.load("onnx", tmp_path / "model.int8ac.onnx", {}, threads=1).predict(x[:4]).shape == (4, 4)
