@@ -40,7 +40,7 @@ def quiet() -> Iterator[None]:
         lg.setLevel(old)
 
 
-def _partitioner(name: str):
+def _partitioner(name: str, deployment_target: str | None = None):
     if name == "xnnpack":
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
 
@@ -50,15 +50,22 @@ def _partitioner(name: str):
             from executorch.backends.apple.coreml.partition import CoreMLPartitioner
         except ImportError as e:  # coremltools is a project dependency; the partitioner imports it
             raise ValueError(f"the ExecuTorch Core ML partitioner cannot be imported ({e}); install coremltools") from e
-        return CoreMLPartitioner()
+        if not deployment_target:
+            return CoreMLPartitioner()
+        from executorch.backends.apple.coreml.compiler import CoreMLBackend
+
+        from pipeline.convert.coreml import target
+
+        specs = CoreMLBackend.generate_compile_specs(minimum_deployment_target=target(deployment_target))
+        return CoreMLPartitioner(compile_specs=specs)
     raise ValueError(f"unknown ExecuTorch partitioner {name!r}; one of {', '.join(PARTITIONERS)}")
 
 
-def _lower(exported, partitioner: str):
+def _lower(exported, partitioner: str, deployment_target: str | None = None):
     from executorch.devtools.backend_debug import get_delegation_info
     from executorch.exir import to_edge_transform_and_lower
 
-    edge = to_edge_transform_and_lower(exported, partitioner=[_partitioner(partitioner)])
+    edge = to_edge_transform_and_lower(exported, partitioner=[_partitioner(partitioner, deployment_target)])
     info = get_delegation_info(edge.exported_program().graph_module)
     delegation = {"delegated_subgraphs": info.num_delegated_subgraphs, "delegated_nodes": info.num_delegated_nodes,
                   "non_delegated_nodes": info.num_non_delegated_nodes,
@@ -75,17 +82,19 @@ def _write(program, path: Path) -> None:
     tmp.replace(path)
 
 
-def export_pte(model, input_shape: Sequence[int], path: Path, partitioner: str = "xnnpack") -> dict[str, Any]:
+def export_pte(model, input_shape: Sequence[int], path: Path, partitioner: str = "xnnpack",
+               deployment_target: str | None = None) -> dict[str, Any]:
     """Export an eval-mode torch module to an fp32 `.pte` at `path`; returns facts for the artifact's meta
-    (partitioner, delegation at lowering time, coverage read back from the file)."""
+    (partitioner, delegation at lowering time, coverage read back from the file). `deployment_target` (e.g. iOS17)
+    is the Core ML partitioner's minimum deployment target."""
     import torch
 
     shape = (1, *tuple(input_shape)[1:])
     with quiet(), torch.no_grad():
         exported = torch.export.export(model.eval(), (torch.zeros(shape),))
-        program, delegation = _lower(exported, partitioner)
+        program, delegation = _lower(exported, partitioner, deployment_target)
         _write(program, Path(path))
-    return {"partitioner": partitioner, "precision": "fp32", "input_shape": list(shape),
+    return {"partitioner": partitioner, "deployment_target": deployment_target, "precision": "fp32", "input_shape": list(shape),
             "delegation": delegation, "coverage": coverage(path), "exporter": f"executorch {version()}"}
 
 
@@ -178,12 +187,14 @@ def coverage(path: Path | str) -> dict[str, Any]:
 
 
 def coverage_line(cov: dict[str, Any]) -> str:
-    """One sentence for logs and summaries: `XNNPACK: 104 ops in 1 delegate, none left to portable kernels`."""
+    """One sentence for logs and summaries: `XNNPACK: 67 ops (XnnpackBackend x1), none left to portable kernels`."""
     left = cov["portable_operators"]
     rest = "none left to portable kernels" if not left else (
         f"{cov['portable_operator_count']} left to portable kernels ({', '.join(f'{k} x{v}' for k, v in left.items())})")
     where = ", ".join(f"{b} x{n}" for b, n in cov["delegates"].items()) or "no delegate"
-    return f"XNNPACK: {cov['xnnpack_operator_count']} ops ({where}), {rest}"
+    if "XnnpackBackend" in cov["delegates"]:
+        return f"XNNPACK: {cov['xnnpack_operator_count']} ops ({where}), {rest}"
+    return f"delegates: {where}, {rest}"
 
 
 def int8_candidate(torch_path: Path, meta: dict[str, Any], calibration: np.ndarray, workdir: Path,

@@ -25,6 +25,10 @@ class ExecutorchModel:
 
         from executorch.runtime import Runtime
 
+        delegates = meta.get("executorch", {}).get("coverage", {}).get("delegates", {})
+        if "CoreMLBackend" in delegates:
+            raise ValueError(f"{path} is lowered to Core ML: it runs on Apple devices only (ExecuTorch's Linux wheel "
+                             f"has no Core ML backend); export with partitioner=xnnpack to run it here")
         self.pool = _threadpool()
         self.threads = threads
         self._set_threads()

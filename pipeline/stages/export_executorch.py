@@ -22,7 +22,7 @@ class ExportExecutorch(Stage):
     produces = "executorch"
     implements = ("export", "executorch")  # what `type: export` builds with stages.export.format=executorch
     min_inputs = max_inputs = 1
-    reads = ("data",)
+    reads = ("data", "device.deployment_target")
 
     @classmethod
     def check(cls, p: ExportExecutorchConfig, cfg) -> list[str]:
@@ -41,7 +41,8 @@ class ExportExecutorch(Stage):
         src = ctx.input
         model, _ = load_torch(src.path)
         path = ctx.workdir / "model.pte"
-        facts = export_pte(model, src.meta["input_shape"], path, p.partitioner)
+        target = ctx.settings.device.deployment_target if p.partitioner == "coreml" else None
+        facts = export_pte(model, src.meta["input_shape"], path, p.partitioner, target)
         meta = {**src.meta, "input_shape": facts["input_shape"], "executorch": facts}
         metrics = {"portable_operators": facts["coverage"]["portable_operator_count"],
                    "delegated_operators": facts["coverage"]["xnnpack_operator_count"]}

@@ -103,3 +103,14 @@ def test_wrong_input_size_is_named(tmp_path_factory, tiny):
     model = runtimes.load("executorch", path, {"input_shape": [1, 3, 16, 16]}, threads=1)
     with pytest.raises(ValueError, match="takes input Nx3x16x16 but the data is 2x3x8x8"):
         model.predict(np.zeros((2, 3, 8, 8), np.float32))
+
+
+def test_core_ml_partitioner_lowers_for_apple_devices(tmp_path, tiny):
+    pytest.importorskip("coremltools")
+    path = tmp_path / "model.coreml.pte"
+    facts = et.export_pte(tiny, (1, 3, 16, 16), path, "coreml", deployment_target="iOS17")
+    cov = facts["coverage"]
+    assert cov["delegates"] == {"CoreMLBackend": 1} and cov["all_delegated"], cov
+    assert et.coverage_line(cov) == "delegates: CoreMLBackend x1, none left to portable kernels"
+    with pytest.raises(ValueError, match="runs on Apple devices only.*partitioner=xnnpack"):
+        runtimes.load("executorch", path, {"input_shape": [1, 3, 16, 16], "executorch": facts}, threads=1)
