@@ -25,7 +25,8 @@ install: $(VENV)/.installed
 run: install
 	$(BIN)/python -m pipeline $(RUN_ARGS)
 
-# System packages the integration tests need (issue 6: PostgreSQL behind an MLflow server). Installed with apt-get
+# System packages the integration tests need: PostgreSQL behind an MLflow server, and OpenSSH's server standing in
+# for a board. Installed with apt-get
 # when missing and we are root (CI runs on a fresh machine as root); otherwise says how, and those tests skip.
 system-deps:
 	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
@@ -33,6 +34,11 @@ system-deps:
 		echo "installing postgresql (apt-get)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
 	else echo "note: PostgreSQL not found; the integration tests will skip (sudo apt-get install postgresql)"; fi
+	@if command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing openssh-server (apt-get; the SSH device test starts its own sshd on 127.0.0.1)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server openssh-client >/dev/null; \
+	else echo "note: OpenSSH server not found; the SSH device test will skip (sudo apt-get install openssh-server)"; fi
 
 test: install system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -9,7 +9,7 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline import data as data_mod
@@ -144,7 +144,7 @@ def _validate_params(name: str, stage_type: str, cls: type[Stage], raw: dict) ->
 
 
 def _check_model(model_cfg: Any) -> list[str]:
-    """Architecture knobs every zoo model shares (issue 7: caught at plan time, not as a shape error in a stage)."""
+    """Architecture knobs every zoo model shares (caught at plan time, not as a shape error in a stage)."""
     problems = []
     if model_cfg.input_size < 1:
         problems.append(f"model.input_size: must be a positive number of pixels, got {model_cfg.input_size}")
@@ -311,7 +311,7 @@ def build_plan(cfg: DictConfig, registry: dict[str, type[Stage]] | None = None) 
     for fmt in {f for v in out_fmt.values() for f in _formats(v)}:
         if fmt not in FORMATS:
             problems.append(f"internal: format {fmt!r} is not one of {FORMATS}")
-    problems += devices.catalog.plan_problems(cfg, producers)  # issue 5: device figures and gate budgets
+    problems += devices.catalog.plan_problems(cfg, producers)  # device figures and gate budgets
     force = list(cfg.cache.force)
     for f in force:
         if f not in specs:

@@ -42,7 +42,7 @@ def train_zoo_model(spec: dict, data, p: TrainConfig, seed: int, log) -> tuple[A
     from tqdm.auto import tqdm
 
     from pipeline import models
-    from pipeline.runtimes import host_threads
+    from pipeline.runtimes.host import host_threads
 
     torch.manual_seed(seed)
     torch.set_num_threads(host_threads(p.threads))
@@ -52,7 +52,6 @@ def train_zoo_model(spec: dict, data, p: TrainConfig, seed: int, log) -> tuple[A
 
 def fit(model, data, p: TrainConfig, seed: int, log, tqdm, loss_fn=None) -> dict:
     """Train `model` in place; `loss_fn(logits, xb, yb)` replaces cross-entropy (distillation uses it)."""
-    import numpy as np
     import torch
     import torch.nn.functional as F
 
@@ -193,6 +192,6 @@ def val_accuracy(model, data) -> float:
 def set_threads(p: Any) -> None:
     import torch
 
-    from pipeline.runtimes import host_threads
+    from pipeline.runtimes.host import host_threads
 
     torch.set_num_threads(host_threads(p.threads))

@@ -170,3 +170,15 @@ def test_killed_work_dir_never_becomes_an_entry(tmp_path):
     entry = cache.commit("k" * 64, work, {"metrics": {}})
     assert cache.lookup("k" * 64).manifest["files"]["half.bin"]["size"] == 7
     assert entry.dir == tmp_path / "entries" / ("k" * 64)
+
+
+def test_plan_preview_runs_nothing_and_says_what_the_cache_will_reuse(stub_cfg, capsys):
+    run_stubs(stub_cfg())
+    CALLS.clear()
+    stages = {**STAGES, "c": {**STAGES["c"], "factor": 4}}
+    rows = {r["task"]: r for r in app.preview(stub_cfg(stages=stages), stages=[StubSource, StubStep])}
+    assert CALLS == []  # nothing ran
+    assert rows["a"]["will"] == rows["b"]["will"] == "reuse"
+    assert rows["c"]["will"] == "run" and "params.factor 3 -> 4" in rows["c"]["reason"]
+    out = capsys.readouterr().out
+    assert "test_step" in out and "params.factor 3 -> 4" in out

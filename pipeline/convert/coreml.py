@@ -26,23 +26,9 @@ def package_facts(path) -> dict:
 
 def quiet_coremltools():
     """coremltools logs every missing native proxy on Linux and prints conversion progress bars."""
-    import contextlib
-    import logging
-    import warnings
+    from pipeline.quiet import quiet
 
-    @contextlib.contextmanager
-    def ctx():
-        lg = logging.getLogger("coremltools")
-        old = lg.level
-        lg.setLevel(logging.ERROR)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                yield
-        finally:
-            lg.setLevel(old)
-
-    return ctx()
+    return quiet(("coremltools",))
 
 
 def convert_torch(model, input_shape, path: Path, precision: str, deployment_target: str) -> str:

@@ -2,11 +2,12 @@
 export_onnx, quantize_onnx and select_int8 stages call them."""
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List
+
+from pipeline.quiet import quiet
 
 METHODS = ("minmax", "entropy", "percentile")
 TYPES = ("int8", "uint8")
@@ -36,18 +37,6 @@ def check_options(p) -> list[str]:
     return problems
 
 
-@contextlib.contextmanager
-def quiet_root_logger(level: int = logging.WARNING):
-    """onnxruntime.quantization logs every rewrite at INFO on the root logger."""
-    root = logging.getLogger()
-    old = root.level
-    root.setLevel(max(old, level))
-    try:
-        yield
-    finally:
-        root.setLevel(old)
-
-
 def export_torch(model, input_shape, path: Path, opset: int = 18, dynamic_batch: bool = True) -> float:
     """Export `model` to `path`, check it with onnx.checker and against PyTorch; returns max |torch - onnx|."""
     import warnings
@@ -71,7 +60,7 @@ def export_torch(model, input_shape, path: Path, opset: int = 18, dynamic_batch:
     return float(abs(ref - got).max())
 
 
-def quantize_qdq(src: Path, out: Path, calibration: np.ndarray, p: QdqOptions, log_level: int = logging.WARNING) -> dict:
+def quantize_qdq(src: Path, out: Path, calibration, p: QdqOptions, log_level: int = logging.WARNING) -> dict:
     """Static int8 quantization of the ONNX model `src` into `out`, calibrated on `calibration` (N, C, H, W).
     Returns the `quantization` facts for the artifact's meta."""
     import onnx
@@ -93,7 +82,7 @@ def quantize_qdq(src: Path, out: Path, calibration: np.ndarray, p: QdqOptions, l
         quant_pre_process(str(src), str(model_in), skip_symbolic_shape=True)
     qtype = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
     ops = sorted({n.op_type for n in onnx.load(str(model_in)).graph.node} - set(p.exclude_op_types))
-    with quiet_root_logger(log_level):
+    with quiet(("root",), log_level, silence_warnings=False):  # it logs every rewrite on the root logger
         quantize_static(
             str(model_in), str(out), Reader(calibration, input_name),
             quant_format=QuantFormat.QDQ, per_channel=p.per_channel, reduce_range=p.reduce_range,

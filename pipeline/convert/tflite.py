@@ -6,37 +6,19 @@ qat call them. Every int8 file is read back from its flatbuffer by the callers (
 from __future__ import annotations
 
 import contextlib
-import logging
-import os
 from pathlib import Path
 from typing import Any
 
 SOURCE_FORMATS = ("torch", "keras")
+PRECISIONS = ("fp32", "fp16", "int8", "dynamic")
 
 
-@contextlib.contextmanager
 def quiet_converters():
     """litert-torch and TensorFlow print progress bars and C++ logs on every conversion; keep the run log readable."""
-    old = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")  # its per-pass progress lines (set =y to see them)
-    loggers = [logging.getLogger(n) for n in ("absl", "tensorflow", "litert_torch", "root")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    import warnings
+    from pipeline.quiet import quiet
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, lv in zip(loggers, levels):
-            lg.setLevel(lv)
-        if old is None:
-            os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
-        else:
-            os.environ["TF_CPP_MIN_LOG_LEVEL"] = old
+    return quiet(("absl", "tensorflow", "litert_torch", "root"), env={"TF_CPP_MIN_LOG_LEVEL": "3"},
+                 keep_env={"LITERT_TORCH_SHOW_PROGRESS": "n"})  # its per-pass progress lines (set =y to see them)
 
 
 # --- PyTorch -> TFLite ------------------------------------------------------------------------------------------

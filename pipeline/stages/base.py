@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 from pipeline.artifacts import Artifact
+from pipeline.results import Findings
 from pipeline.settings import Settings, UndeclaredSetting
 
 
@@ -23,7 +24,7 @@ class StageResult:
     metrics: dict[str, float] = field(default_factory=dict)  # numbers for MLflow and the summary
     info: dict[str, Any] = field(default_factory=dict)  # JSON-able details for the summary (runtime, measured_on ...)
     files: list[str] = field(default_factory=list)  # extra files in the work directory to keep and log (plots ...)
-    about: dict[str, dict[str, Any]] = field(default_factory=dict)  # analysis stages: artifact name -> its numbers
+    about: dict[str, Findings] = field(default_factory=dict)  # analysis stages: artifact name -> what they found
 
 
 @dataclass

@@ -14,10 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.artifacts import Artifact
-from pipeline.convert.tflite import SOURCE_FORMATS
+from pipeline.convert.tflite import PRECISIONS, SOURCE_FORMATS
 from pipeline.stages.base import Stage, StageContext, StageResult
 
-PRECISIONS = ("fp32", "fp16", "int8", "dynamic")
 IO_TYPES = ("int8", "float")
 
 

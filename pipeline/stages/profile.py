@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from pipeline.artifacts import FORMATS
+from pipeline.results import Findings
 from pipeline.stages.base import Stage, StageContext, StageResult
 
 PROFILED = ("onnx", "tflite", "torch")
@@ -35,8 +36,6 @@ class Profile(Stage):
         return []
 
     def run(self, ctx: StageContext) -> StageResult:
-        from omegaconf import OmegaConf
-
         from pipeline.devices import chart
         from pipeline.devices.coverage import coverage
         from pipeline.devices.estimator import NoEstimate, estimate
@@ -47,7 +46,7 @@ class Profile(Stage):
         if a.format not in PROFILED:
             why = f"not profiled: a {a.format} artifact cannot be read on this host; profile its ONNX/TFLite export"
             ctx.log.info("%s: %s", a.stage, why)
-            return StageResult(about={a.stage: {"profile": why}})
+            return StageResult(about={a.stage: Findings(profile=why)})
         prof = profile_artifact(a.format, a.path, a.meta)
         totals = prof.totals()
         try:
@@ -91,4 +90,4 @@ class Profile(Stage):
             metrics["estimate_latency_ms"] = est.latency_ms
         if cov:
             metrics.update(coverage_supported=cov["supported"], coverage_total=cov["total"])
-        return StageResult(metrics=metrics, about={a.stage: facts}, files=["profile.json", "profile.png"])
+        return StageResult(metrics=metrics, about={a.stage: Findings(**facts)}, files=["profile.json", "profile.png"])

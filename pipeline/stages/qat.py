@@ -55,7 +55,6 @@ class Qat(Stage):
         import copy
         import warnings
 
-        import numpy as np
         import torch
         from tqdm.auto import tqdm
 

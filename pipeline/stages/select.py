@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from pipeline.artifacts import Artifact, path_size
+from pipeline.results import Findings
 from pipeline.stages.base import Stage, StageContext, StageResult
 
 # candidate name -> quantize_onnx parameters (ONNX Runtime QDQ), or None for LiteRT full-integer int8
@@ -177,4 +178,4 @@ class SelectInt8(Stage):
         return StageResult(Artifact(ctx.name, chosen["format"], "int8", out, meta),
                            metrics={"speedup_vs_fastest_fp32": best["speedup_vs_fastest_fp32"],
                                     "candidates": len(built)},
-                           info={"selection": selection}, about={ctx.name: {"selection": selection}})
+                           info={"selection": selection}, about={ctx.name: Findings(selection=selection)})
