@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 # Formats a stage may accept or produce. A mismatch is a planning error, not a crash later.
-FORMATS = ("torch", "onnx", "tflite", "keras", "coreml")
+FORMATS = ("torch", "onnx", "tflite", "keras", "coreml", "executorch", "openvino")
 
 
 @dataclass

@@ -13,7 +13,7 @@ CATALOG_DIR = Path(__file__).resolve().parent.parent.parent / "conf" / "device"
 UNIT_KINDS = ("cpu", "gpu", "npu", "edgetpu")
 PRECISIONS = ("fp32", "fp16", "int8")
 DELEGATES = ("none", "gpu", "nnapi", "edgetpu", "coreml_ane", "tensorrt")
-RUNTIMES = ("litert", "onnxruntime", "coreml")
+RUNTIMES = ("litert", "onnxruntime", "coreml", "openvino", "executorch")
 
 
 def figure_value(fig: Any) -> float | None:

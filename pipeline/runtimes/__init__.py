@@ -22,6 +22,8 @@ RUNTIMES = {
     "tflite": "pipeline.runtimes.tflite_rt",
     "keras": "pipeline.runtimes.keras_rt",
     "coreml": "pipeline.runtimes.coreml_rt",
+    "executorch": "pipeline.runtimes.executorch_rt",
+    "openvino": "pipeline.runtimes.openvino_rt",
 }
 
 
@@ -71,6 +73,16 @@ def describe(fmt: str, path: Path | str, meta: dict[str, Any] | None = None) -> 
                         "shape": [d.dim_value if d.HasField("dim_value") else (d.dim_param or -1)
                                   for d in v.type.tensor_type.shape.dim]}
         out.update(inputs=[vi(v) for v in g.input], outputs=[vi(v) for v in g.output])
+    elif fmt == "executorch":
+        from pipeline.convert.executorch import coverage
+
+        shape = meta.get("input_shape")
+        out.update(inputs=[{"name": "input", "dtype": "float32", "shape": shape}] if shape else [],
+                   outputs=[{"name": "logits", "dtype": "float32"}], coverage=coverage(path))
+    elif fmt == "openvino":
+        from pipeline.runtimes import openvino_rt
+
+        out.update(openvino_rt.inspect(path))
     return out
 
 

@@ -1,0 +1,53 @@
+"""`quantize_executorch`: int8 `.pte` from a `.pte`'s lineage: PT2E with the XNNPACK quantizer re-exports the PyTorch
+model the fp32 program came from (a `.pte` cannot be re-quantized), calibrated on N training images, lowered to
+XNNPACK (pipeline.convert.executorch.quantize_pte)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline.artifacts import Artifact
+from pipeline.stages.base import Stage, StageContext, StageResult
+
+
+@dataclass
+class QuantizeExecutorchConfig:
+    calibration_samples: int = 128  # training images used to calibrate activation ranges
+    per_channel: bool = True  # one weight scale per output channel (XNNPACK's recommended int8 scheme)
+
+
+class QuantizeExecutorch(Stage):
+    type = "quantize_executorch"
+    Config = QuantizeExecutorchConfig
+    accepts = ("executorch",)
+    produces = "executorch"
+    implements = ("quantize", "executorch")
+    min_inputs = max_inputs = 1
+    reads = ("data", "seed")
+
+    @classmethod
+    def check(cls, p: QuantizeExecutorchConfig, cfg) -> list[str]:
+        if p.calibration_samples <= 0:
+            return [f"calibration_samples must be > 0, got {p.calibration_samples}; 100-500 images is usual"]
+        return []
+
+    def run(self, ctx: StageContext) -> StageResult:
+        from pipeline import calibration
+        from pipeline.convert.executorch import coverage_line, int8_candidate
+
+        p: QuantizeExecutorchConfig = ctx.params
+        src = ctx.input
+        torch_src = next((a for a in ctx.lineage(src.stage) if a.format == "torch"), None)
+        if torch_src is None:
+            raise ValueError(f"stage {ctx.name!r}: int8 ExecuTorch needs the PyTorch model the .pte came from, and "
+                             f"no torch artifact is upstream of {src.stage!r}; export the .pte from a torch model "
+                             f"in this recipe")
+        calib = calibration.sample(ctx.data(), p.calibration_samples, ctx.settings.seed, ctx.name)
+        path, meta = int8_candidate(torch_src.path, {**src.meta}, calib, ctx.workdir, per_channel=p.per_channel)
+        cov = meta["executorch"]["coverage"]
+        ctx.log.info("quantized %s: %d calibration images, PT2E XNNPACK int8 (%s); %s", path.name,
+                     p.calibration_samples, "per-channel" if p.per_channel else "per-tensor", coverage_line(cov))
+        return StageResult(Artifact(ctx.name, "executorch", "int8", path, meta),
+                           metrics={"calibration_samples": p.calibration_samples,
+                                    "portable_operators": cov["portable_operator_count"],
+                                    "delegated_operators": cov["xnnpack_operator_count"]},
+                           info={"coverage": coverage_line(cov)})

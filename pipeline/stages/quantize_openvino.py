@@ -1,0 +1,83 @@
+"""`quantize_openvino`: int8 IR with NNCF, calibrated on N training images: post-training `nncf.quantize`, or with
+accuracy control (`nncf.quantize_with_accuracy_control`: the operations that cost most accuracy go back to float
+until the drop is within the budget; the summary lists them) (pipeline.convert.openvino)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from pipeline.artifacts import Artifact
+from pipeline.convert.openvino import PRESETS
+from pipeline.stages.base import Stage, StageContext, StageResult
+
+
+@dataclass
+class QuantizeOpenvinoConfig:
+    calibration_samples: int = 128  # training images used to calibrate activation ranges
+    preset: str = "performance"  # NNCF preset: performance (symmetric) | mixed (asymmetric activations)
+    accuracy_control: bool = False  # keep the costliest operations in float until the top-1 drop is within budget
+    max_accuracy_drop: Optional[float] = None  # accuracy control: top-1 points; null = gate.max_accuracy_drop
+    accuracy_control_samples: int = 300  # labelled training images NNCF validates on (not the validation split)
+
+
+class QuantizeOpenvino(Stage):
+    type = "quantize_openvino"
+    Config = QuantizeOpenvinoConfig
+    accepts = ("openvino",)
+    produces = "openvino"
+    implements = ("quantize", "openvino")
+    min_inputs = max_inputs = 1
+    reads = ("data", "seed", "gate.max_accuracy_drop")
+
+    @classmethod
+    def check(cls, p: QuantizeOpenvinoConfig, cfg) -> list[str]:
+        problems = []
+        if p.calibration_samples <= 0:
+            problems.append(f"calibration_samples must be > 0, got {p.calibration_samples}; 100-500 images is usual")
+        if p.preset not in PRESETS:
+            problems.append(f"preset must be one of {', '.join(PRESETS)}, got {p.preset!r}")
+        if p.accuracy_control and p.accuracy_control_samples <= 0:
+            problems.append(f"accuracy_control_samples must be > 0, got {p.accuracy_control_samples}")
+        if p.max_accuracy_drop is not None and not 0 <= p.max_accuracy_drop < 100:
+            problems.append(f"max_accuracy_drop is in top-1 points (0-100), got {p.max_accuracy_drop}")
+        return problems
+
+    def run(self, ctx: StageContext) -> StageResult:
+        import numpy as np
+
+        from pipeline import calibration
+        from pipeline.convert import openvino as ovc
+
+        p: QuantizeOpenvinoConfig = ctx.params
+        src = ctx.input
+        data = ctx.data()
+        calib = calibration.sample(data, p.calibration_samples, ctx.settings.seed, ctx.name)
+        if not p.accuracy_control:
+            path, meta = ovc.int8_candidate(src.path, src.meta, calib, ctx.workdir, p.preset)
+            q = meta["quantization"]
+            ctx.log.info("quantized %s: %d calibration images, NNCF %s preset, %d operations in int8", path.name,
+                         p.calibration_samples, p.preset, q["quantized_operations"])
+            return StageResult(Artifact(ctx.name, "openvino", "int8", path, meta),
+                               metrics={"calibration_samples": p.calibration_samples,
+                                        "quantized_operations": q["quantized_operations"]})
+        points = p.max_accuracy_drop if p.max_accuracy_drop is not None else float(ctx.settings.gate.max_accuracy_drop)
+        n = min(p.accuracy_control_samples, len(data.train_x))
+        idx = np.random.default_rng(int(ctx.settings.seed) + 1).choice(len(data.train_x), n, replace=False)
+        path, meta = ovc.accuracy_controlled_candidate(src.path, src.meta, calib, data.train_x[idx],
+                                                       data.train_y[idx], ctx.workdir, points / 100.0)
+        q = meta["quantization"]
+        kept = q["reverted_to_float"]
+        ctx.log.info("quantized %s with accuracy control (max drop %.2f points on %d training images): plain int8 "
+                     "drops %.2f, this one %.2f (%s); kept in float: %s", path.name, points, n,
+                     100 * q["plain_int8_drop"], 100 * q["drop"], "within budget" if q["met"] else "BUDGET NOT MET",
+                     ", ".join(kept) or "none")
+        if not q["met"]:
+            ctx.log.warning("NNCF could not bring the drop within %.2f points even with %d operations in float",
+                            points, len(kept))
+        return StageResult(Artifact(ctx.name, "openvino", "int8", path, meta),
+                           metrics={"calibration_samples": p.calibration_samples,
+                                    "quantized_operations": q["quantized_operations"],
+                                    "layers_in_float": len(kept), "plain_int8_drop_points": 100 * q["plain_int8_drop"],
+                                    "accuracy_control_drop_points": 100 * q["drop"]},
+                           info={"kept_in_float": kept, "accuracy_control_met": q["met"],
+                                 "plain_int8_top1": q["top1"]["int8"], "accuracy_controlled_top1": q["top1"]["int8_accuracy_control"]})
