@@ -43,6 +43,19 @@ class Task:
                 out.append(f"{self.name} {metric} {v:.4f} {'<' if kind == 'min' else '>'} {key} {limit:g}")
         return out
 
+    def loss(self, outputs, labels, input_size: tuple[int, int] | None = None):
+        """Training loss (torch) of a model's outputs on a batch of labels (`take(labels, idx)`)."""
+        raise NotImplementedError(f"task {self.name!r} has no labels to train on")
+
+    @staticmethod
+    def take(labels: Any, idx) -> Any:
+        """The labels of the samples `idx` (arrays are indexed, per-image lists picked), for batching any task."""
+        if labels is None:
+            return None
+        if isinstance(labels, np.ndarray):
+            return labels[idx]
+        return [labels[int(i)] for i in idx]
+
     def check_model(self, outputs: Sequence[dict[str, Any]], num_classes: int | None) -> list[str]:
         """Plan-time problems of a model for this task: `outputs` are the signature's output specs
         ({"name", "shape"}), `num_classes` the data's class count. Each problem names both sides and the fix."""

@@ -52,6 +52,14 @@ class Classification(Task):
         r, g = self.logits(reference), self.logits(outputs)
         return {"top1_agreement": float((r.argmax(1) == g.argmax(1)).mean()), **self._with_labels(r, g, labels)}
 
+    def loss(self, outputs, labels, input_size=None):
+        """Cross-entropy of the logits (torch)."""
+        import torch
+        import torch.nn.functional as F
+
+        logits = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
+        return F.cross_entropy(logits, torch.as_tensor(np.asarray(labels), dtype=torch.long))
+
     def check_model(self, outputs: Sequence[dict[str, Any]], num_classes: int | None) -> list[str]:
         if len(outputs) != 1 or len(outputs[0].get("shape") or []) != 2:
             shapes = [o.get("shape") for o in outputs]
