@@ -119,3 +119,23 @@ def test_parity_metrics_per_output():
     assert "'boxes'" in v and "min_snr_db 40" in v
     with pytest.raises(ValueError, match="different outputs"):
         parity_metrics.compare_outputs(ref, {"heatmap": ref["heatmap"]})
+
+
+def test_task_layer_imports_no_ml_framework():
+    import subprocess
+    import sys
+
+    code = """
+import sys
+from pipeline import tasks, signature, parity_metrics
+for name in tasks.names():
+    tasks.get(name)
+    for d in tasks.DATASETS[name]:
+        tasks.data_module(d)
+heavy = [m for m in ("torch", "tensorflow", "onnxruntime", "litert_torch", "ai_edge_litert", "onnx", "keras")
+         if m in sys.modules]
+print("HEAVY:", heavy)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "HEAVY: []" in out.stdout, out.stdout
