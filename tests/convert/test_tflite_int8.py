@@ -39,9 +39,20 @@ def test_mobilenet_v3_small_full_integer(tmp_path):
     assert after["integer_only"] and after["rewritten_hardsigmoid"] == 9
 
 
+def _second_conv_input_scale(path):
+    from ai_edge_litert import schema_py_generated as fb
+
+    m = fb.ModelT.InitFromObj(fb.Model.GetRootAsModel(path.read_bytes(), 0))
+    g = m.subgraphs[0]
+    convs = [op for op in g.operators
+             if m.operatorCodes[op.opcodeIndex].builtinCode == fb.BuiltinOperator.CONV_2D]
+    return float(g.tensors[convs[1].inputs[0]].quantization.scale[0])
+
+
 @pytest.mark.slow
 def test_relu6_observed_after_the_clamp(tmp_path):
-    """A conv whose output spans +-40 before ReLU6: observing after the clamp keeps the [0, 6] range's resolution."""
+    """A conv whose output spans about +-40 before ReLU6: observed after the clamp, the [0, 6] tensor gets a scale of
+    about 6/255; observed before it (litert-torch's own annotation), the scale of the unclamped range."""
     from pipeline import parity_metrics, runtimes
 
     torch.manual_seed(0)
@@ -52,10 +63,13 @@ def test_relu6_observed_after_the_clamp(tmp_path):
     x = rng.standard_normal((16, 3, 8, 8)).astype(np.float32)
     with torch.inference_mode():
         ref = model(torch.from_numpy(x)).numpy()
-    snr = {}
+    scale, snr = {}, {}
     for fuse in (False, True):
         path = tmp_path / f"{fuse}.tflite"
         tflite_int8.convert(model, x[:1], path, x, fuse_clamp=fuse)
+        scale[fuse] = _second_conv_input_scale(path)
         got = runtimes.predict_all(runtimes.load("tflite", path, {}, threads=1), x)
         snr[fuse] = parity_metrics.compare_tensor(ref, got)["snr_db"]
-    assert snr[True] > snr[False] + 6, snr  # at least one bit better
+    assert scale[True] == pytest.approx(6 / 255, rel=0.05), scale
+    assert scale[False] > 3 * scale[True], scale
+    assert snr[True] > snr[False], snr
