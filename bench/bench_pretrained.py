@@ -163,6 +163,9 @@ def bench_model(name: str, size: int, args, work: Path) -> dict:
         ref = np.concatenate([model(torch.from_numpy(xe[i:i + 32])).numpy() for i in range(0, len(xe), 32)])
     rows = [{"variant": "fp32 (PyTorch)", "runtime": f"torch {torch.__version__}", **agreement(ref[:, :1000], ref[:, :1000]),
              "fashion_top1": float((ref[:, 1000:].argmax(1) == ye).mean())}]
+    print(json.dumps(rows[-1]), flush=True)
+    if args.fp32_only:
+        return {"model": name, "input_size": size, "rows": rows}
     d = work / name
     d.mkdir(parents=True, exist_ok=True)
     # (label, format, per-channel weights, activation observer, conv+ReLU6 observed after the clamp)
@@ -239,6 +242,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--models", default="efficientnet-lite0,efficientnet-lite1")
     ap.add_argument("--skip-v3", action="store_true")
+    ap.add_argument("--fp32-only", action="store_true", help="only the fp32 rows (probe fit and accuracy)")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     args = ap.parse_args()
     os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")

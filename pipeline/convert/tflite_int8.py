@@ -1,19 +1,20 @@
-"""Full-integer int8 TFLite from PyTorch that holds on real models: litert-torch's PT2E quantizer, with the two things
-its defaults miss.
+"""Full-integer int8 TFLite from PyTorch that holds on real models: litert-torch's PT2E quantizer, with the three
+things its defaults miss (measured in bench/RESULTS.md with bench/bench_pretrained.py).
 
-1. Hard-sigmoid (MobileNetV3's squeeze-excite gate) has no annotator in litert-torch 0.10's PT2E quantizer and is
-   decomposed into ADD/MUL during lowering, so those stayed in float with QUANTIZE/DEQUANTIZE around them (9 ADD +
-   9 MUL + 9 QUANTIZE + 9 DEQUANTIZE in MobileNetV3-Small). `int8_ready` rewrites every nn.Hardsigmoid as the same
-   function written with the operators the quantizer annotates, relu6(x + 3) * (1/6): torch.add and torch.mul get
-   int8 observers, hardtanh shares its input's. The result is bit-for-bit the same function in float (max difference
-   2e-14 measured) and the whole model converts to integer operators. Hard-swish needs nothing: litert-torch lowers
-   it to TFLite's integer HARD_SWISH.
-2. Per-channel weights by default. Measured on pretrained ImageNet models (bench/bench_pretrained.py,
-   bench/RESULTS.md): per-tensor weights lose most of the top-1 agreement of EfficientNet-Lite0/1 with fp32, while
-   on the digits MobileNetV2 the two were equal; per-channel is also TFLite's own default.
+1. Conv + ReLU6 observed after the clamp. litert-torch 0.10 fuses only conv + ReLU; after a conv + ReLU6 (every block
+   of MobileNetV2 and EfficientNet-Lite) the ReLU6 shared the conv's observer, so the [0, 6] tensor was quantized with
+   the range of the unclamped convolution. On pretrained EfficientNet-Lite0 this alone took top-1 agreement with fp32
+   from 0.50 to 0.75-0.76, level with ONNX Runtime int8 (0.76) on the same images and calibration.
+2. Per-channel weights (TFLite's own default): per-tensor loses most of the agreement of pretrained EfficientNet-Lite
+   in both runtimes (0.15 TFLite, 0.25 ONNX Runtime on Lite0).
+3. Hard-sigmoid (MobileNetV3's squeeze-excite gate) has no annotator and is lowered to ADD/MUL in float, so those
+   stayed in float with QUANTIZE/DEQUANTIZE around them (9 of each in MobileNetV3-Small, 8 in Large). `int8_ready`
+   rewrites every nn.Hardsigmoid as relu6(x + 3) * (1/6) written with torch.add / hardtanh / torch.mul, which the
+   quantizer annotates: the same function in float (2e-14 apart) and every operator integer. Hard-swish needs
+   nothing: litert-torch lowers it to TFLite's integer HARD_SWISH.
 
-`convert` is the whole flow (prepare, calibrate, convert, export); `quantizer` and `int8_ready` are the pieces for a
-caller that runs its own flow.
+`convert` is the whole flow (prepare, calibrate, convert, export, read back the operators); `quantizer` and
+`int8_ready` are the pieces for a caller that runs its own flow.
 """
 from __future__ import annotations
 
