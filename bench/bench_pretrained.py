@@ -144,7 +144,7 @@ def bench_model(name: str, size: int, args, work: Path) -> dict:
 
     from pipeline import runtimes
     from pipeline.convert import tflite_int8
-    from pipeline.stages.export_tflite import quiet_converters
+    from pipeline.convert.tflite import quiet_converters
 
     tr_x, tr_y = fashion("train")
     te_x, te_y = fashion("test")
@@ -204,7 +204,7 @@ def bench_v3(args, work: Path) -> list[dict]:
     from pipeline.convert import tflite_int8
     from pipeline.models.mobilenet_v3 import MobileNetV3Large, MobileNetV3Small
     from pipeline.runtimes import tflite_rt
-    from pipeline.stages.export_tflite import quiet_converters
+    from pipeline.convert.tflite import quiet_converters
     from pipeline import runtimes
 
     tr_x, _ = fashion("train")

@@ -99,7 +99,7 @@ def run_task(name: str, args, work: Path) -> dict:
     from pipeline import parity_metrics, tasks
     from pipeline.convert import tflite_int8
     from pipeline.models import build
-    from pipeline.stages.export_tflite import quiet_converters
+    from pipeline.convert.tflite import quiet_converters
 
     s = SETUPS[name]
     cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "data" / f"{s['data']}.yaml")

@@ -32,7 +32,7 @@ class ModelConfig:
     dropout: float = 0.2  # dropout before the classifier
 
 
-# --- device catalog (issue 5). A figure carries its source; an unpublished one says so instead of a value. ----------
+# --- device catalog. A figure carries its source; an unpublished one says so instead of a value. ----------
 @dataclass
 class FigureConfig:
     value: Optional[float] = None  # the figure; null only together with unpublished: true
@@ -79,6 +79,12 @@ class DeviceConfig:
     estimate_unit: Optional[str] = None  # compute unit the deployed model runs on (latency estimate); null = measured
     accelerator: AcceleratorConfig = field(default_factory=AcceleratorConfig)  # delegate whose op coverage is reported
     budgets: BudgetConfig = field(default_factory=BudgetConfig)  # default budgets; gate.* overrides them
+    # Measuring on the device itself (pipeline/remote): null = latency is estimated (or measured here on `host`).
+    connection: Optional[str] = None  # ssh://USER@HOST[:PORT] (a board) or adb://SERIAL (a phone); keys/agent only
+    known_hosts: Optional[str] = None  # known_hosts file the board's host key is checked against; null = ~/.ssh's
+    remote_python: str = "python3"  # interpreter on the device (with numpy and its runtime: LiteRT, onnxruntime ...)
+    remote_timeout_s: float = 600.0  # longest a copy or a benchmark run on the device may take
+    benchmark_model: Optional[str] = None  # adb: path of LiteRT's benchmark_model binary on the phone (no Python)
 
 
 @dataclass
@@ -99,22 +105,22 @@ class CacheConfig:
 @dataclass
 class GateConfig:
     max_accuracy_drop: float = 1.0  # top-1 points an optimized artifact may lose against its fp32 baseline
-    # Budgets (issue 5): null = the device's default (device.budgets); set to override per recipe or command line.
+    # Budgets: null = the device's default (device.budgets); set to override per recipe or command line.
     enforce: bool = False  # true: exit 1 when the final artifact misses a budget
-    artifact: Optional[str] = None  # the artifact the enforced gate judges; null = the recipe's last model
+    artifact: Optional[str] = None  # the artifact a run is judged on (gate, objective, registry); null = the last model
     latency_ms: Optional[float] = None  # max latency on the device (estimate for the device; measured on `host`)
     fps: Optional[float] = None  # min frames per second
     model_mb: Optional[float] = None  # max artifact size
     ram_mb: Optional[float] = None  # max inference memory
+    judge: str = "point"  # point: the estimate's value; upper: its whole 80% interval within budget (a measured number wins)
 
 
-# issue 6 (sweeps, registry): what a run is judged on, and where its final artifact is registered.
+# Sweeps and the registry: what a run is judged on, and where its final artifact is registered.
 @dataclass
 class ObjectiveConfig:
     # returned to sweepers in this order (accuracy | latency_ms | size_mb | device_latency_ms); the first one also
     # decides whether a new registry version beats the champion
-    metrics: List[str] = field(default_factory=lambda: ["accuracy"])
-    artifact: Optional[str] = None  # the stage whose artifact is judged; null = the run's final artifact
+    metrics: List[str] = field(default_factory=lambda: ["accuracy"])  # judged on the artifact gate.artifact names
 
 
 @dataclass
@@ -139,8 +145,8 @@ class PipelineConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     gate: GateConfig = field(default_factory=GateConfig)
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)  # issue 6
-    registry: RegistryConfig = field(default_factory=RegistryConfig)  # issue 6
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     stages: Dict[str, Any] = field(default_factory=dict)  # stage name -> {type, inputs, parameters}
 

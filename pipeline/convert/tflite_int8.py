@@ -148,10 +148,7 @@ def convert(model, example_input: np.ndarray, path: Path, calibration: np.ndarra
     edge = litert_torch.convert(gm, x, quant_config=quant_config.QuantConfig(pt2e_quantizer=q))
     edge.export(str(path))
     if io == "float":
-        try:
-            from pipeline.convert.tflite import float_io
-        except ImportError:  # before the TFLite conversion code moved below the stages
-            from pipeline.stages.export_tflite import float_io
+        from pipeline.convert.tflite import float_io
 
         float_io(Path(path))
     info = tflite_rt.inspect(path)

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+from pipeline.data.files import IMAGE_SUFFIXES, _class_dirs, _images
+
 DATASETS = ("digits", "imagefolder")
 # Images per class of scikit-learn's bundled digits (unchanged since it shipped): planning knows the split sizes from
 # these without importing scikit-learn. tests/reliability/test_bad_inputs.py checks them against load_digits().
@@ -34,14 +35,6 @@ class Dataset:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
-
-
-def _class_dirs(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
 def check(data_cfg: Any) -> list[str]:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data import _class_dirs, _images
+from pipeline.data.files import _class_dirs, _images
 
 
 def read_folder(root: Path, input_size: int, max_per_class: int | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
