@@ -45,6 +45,12 @@ system-deps:
 		echo "installing chromium, fonts-dejavu-core (apt-get)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null; \
 	else echo "note: chromium not found; the screenshot tests will skip (sudo apt-get install chromium fonts-dejavu-core)"; fi
+	@# Fashion-MNIST (real labelled images, offline) for bench/bench_pretrained.py
+	@if [ -d /usr/share/datasets/fashion-mnist ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing dataset-fashion-mnist (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dataset-fashion-mnist >/dev/null; \
+	else echo "note: Fashion-MNIST not found; bench/bench_pretrained.py needs it (sudo apt-get install dataset-fashion-mnist)"; fi
 
 test: install system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

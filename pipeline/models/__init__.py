@@ -27,6 +27,8 @@ ZOO: dict[str, str] = {
     "efficientnet_lite0": "pipeline.models.efficientnet_lite:EfficientNetLite0",
     "squeezenet1_1": "pipeline.models.squeezenet:SqueezeNet11",
     "resnet18": "pipeline.models.resnet:ResNet18",
+    "centernet_mobilenet_v2": "pipeline.models.detector:CenterNetLite",
+    "lraspp_mobilenet_v3": "pipeline.models.segmenter:LRASPP",
 }
 # Models not written in PyTorch; the train stage dispatches on this and produces their format.
 FRAMEWORKS: dict[str, str] = {"keras_mobilenet_v2": "keras"}

@@ -1,0 +1,77 @@
+"""Helpers shared by the task data sets (detection, segmentation, unlabelled images)."""
+from __future__ import annotations
+
+import hashlib
+import os
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from pipeline.data import IMAGE_SUFFIXES
+
+
+def expand(path: Any) -> Path:
+    return Path(os.path.expanduser(str(path)))
+
+
+def images_under(root: Path, recursive: bool = False) -> list[Path]:
+    it = root.rglob("*") if recursive else root.iterdir()
+    return sorted(p for p in it if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+
+
+def check_norm(data_cfg: Any) -> list[str]:
+    problems = []
+    for key in ("mean", "std"):
+        vals = list(data_cfg[key])
+        if len(vals) != 3 or not all(isinstance(v, (int, float)) and np.isfinite(v) for v in vals):
+            problems.append(f"data.{key}: needs 3 finite numbers (one per RGB channel), got {vals}")
+    if not problems and not all(v > 0 for v in data_cfg.std):
+        problems.append(f"data.std: every value must be > 0 (the images are divided by it), got {list(data_cfg.std)}")
+    return problems
+
+
+def normalize(x: np.ndarray, data_cfg: Any) -> np.ndarray:
+    m = np.asarray(list(data_cfg.mean), np.float32).reshape(1, -1, 1, 1)
+    s = np.asarray(list(data_cfg.std), np.float32).reshape(1, -1, 1, 1)
+    return ((x - m) / s).astype(np.float32)
+
+
+def read_rgb(path: Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """One image as float32 [3, size, size] in [0, 1] and its original (width, height); unreadable files named."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            wh = im.size
+            im = im.convert("RGB").resize((size, size), Image.BILINEAR)
+            return np.asarray(im, np.float32).transpose(2, 0, 1) / 255.0, wh
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise ValueError(f"cannot read image {path}: {e}. Remove or replace the file, then re-run.") from e
+
+
+def seeded_split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of a reproducible split: max(1, round(n * val_fraction)) samples held out."""
+    idx = np.random.default_rng(seed).permutation(n)
+    n_val = max(1, int(round(n * val_fraction)))
+    return np.sort(idx[n_val:]), np.sort(idx[:n_val])
+
+
+def fingerprint_files(settings: tuple, files: Iterable[Path], root: Path | None = None, bundled: bool = False) -> str:
+    """Identity of a data set: its settings plus every file's relative path, size and mtime (or, for the bundled
+    digits, scikit-learn's version)."""
+    h = hashlib.sha256(repr(settings).encode())
+    if bundled:
+        h.update(metadata.version("scikit-learn").encode())
+    for p in files:
+        st = p.stat()
+        h.update(f"{p.relative_to(root) if root else p}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def settings_of(data_cfg: Any, input_size: int) -> tuple:
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.to_container(data_cfg, resolve=True) if not isinstance(data_cfg, dict) else dict(data_cfg)
+    return (sorted((k, repr(v)) for k, v in cfg.items()), input_size)

@@ -1,0 +1,180 @@
+"""Detection data: boxes per image, in three layouts.
+
+  digits_detection  offline default: scikit-learn's digits composed on canvases (pipeline.data.composed)
+  coco              COCO JSON: data.path = image folder, data.annotations = the instances JSON (pycocotools reads it)
+  yolo              YOLO txt: data.path/images/*.jpg and data.path/labels/*.txt, one "class cx cy w h" line per box
+                    (normalised to the image), class names in data.classes or data.path/classes.txt
+
+Images are resized to the model's square input and the boxes scaled with them; boxes are x1 y1 x2 y2 in input pixels.
+A seeded share (data.val_fraction) of the images is held out for validation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.data._common import (check_norm, expand, fingerprint_files, images_under, normalize, read_rgb,
+                                   seeded_split, settings_of)
+
+NAMES = ("digits_detection", "coco", "yolo")
+
+
+@dataclass
+class DetectionDataset:
+    """float32 NCHW images; labels per image as {"boxes": float32 [k, 4] x1y1x2y2 pixels, "labels": int64 [k]}."""
+
+    train_x: np.ndarray
+    train_y: list
+    val_x: np.ndarray
+    val_y: list
+    classes: list[str]
+    meta: dict[str, Any] = field(default_factory=dict)
+    task: str = "detection"
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def _yolo_classes(data_cfg: Any, root: Path) -> list[str] | None:
+    if data_cfg.get("classes"):
+        return [str(c) for c in data_cfg.classes]
+    f = root / "classes.txt"
+    return [l.strip() for l in f.read_text().splitlines() if l.strip()] if f.is_file() else None
+
+
+def check(data_cfg: Any) -> list[str]:
+    """Problems with a detection data config, each naming the fix; cheap (lists files, decodes no image)."""
+    from pipeline.data.composed import check_composed
+
+    if data_cfg.name not in NAMES:
+        return [f"data.name: {data_cfg.name!r} is not a detection data set; choose one of {', '.join(NAMES)}"]
+    problems = check_norm(data_cfg)
+    if data_cfg.name == "digits_detection":
+        return problems + check_composed(data_cfg)
+    if not 0.0 < float(data_cfg.val_fraction) < 1.0:
+        problems.append(f"data.val_fraction: must be between 0 and 1 (exclusive), got {data_cfg.val_fraction}")
+    if not data_cfg.get("path"):
+        return problems + [f"data.path: data={data_cfg.name} needs the image folder: add data.path=DIR"]
+    root = expand(data_cfg.path)
+    if data_cfg.name == "coco":
+        if not root.is_dir():
+            return problems + [f"data.path: {str(root)!r} is not a folder; give the folder of the COCO images"]
+        ann = data_cfg.get("annotations")
+        if not ann or not expand(ann).is_file():
+            return problems + [f"data.annotations: {ann!r} is not a file; give the COCO instances JSON "
+                               f"(data.annotations=PATH/instances_val.json)"]
+        return problems
+    images, labels = root / "images", root / "labels"
+    if not images.is_dir() or not labels.is_dir():
+        return problems + [f"data.path: {str(root)!r} needs images/ and labels/ sub-folders (YOLO layout: "
+                           f"images/NAME.jpg with labels/NAME.txt)"]
+    if not images_under(images):
+        return problems + [f"data.path: {str(images)!r} holds no images"]
+    if _yolo_classes(data_cfg, root) is None:
+        problems.append(f"data.classes: YOLO labels hold class numbers only; give the names in data.classes=[a,b,...] "
+                        f"or in {str(root / 'classes.txt')!r}, one per line")
+    return problems
+
+
+def fingerprint(data_cfg: Any, input_size: int) -> str:
+    s = settings_of(data_cfg, input_size)
+    if data_cfg.name == "digits_detection":
+        return fingerprint_files(s, [], bundled=True)
+    root = expand(data_cfg.path)
+    if data_cfg.name == "coco":
+        return fingerprint_files(s, [expand(data_cfg.annotations), *images_under(root, recursive=True)], None)
+    return fingerprint_files(s, images_under(root, recursive=True) + sorted((root / "labels").glob("*.txt")), root)
+
+
+def _scaled(boxes: np.ndarray, wh: tuple[int, int], size: int) -> np.ndarray:
+    sx, sy = size / wh[0], size / wh[1]
+    return (np.asarray(boxes, np.float32).reshape(-1, 4) * np.array([sx, sy, sx, sy], np.float32)).clip(0, size)
+
+
+def read_coco(images_dir: Path, annotations: Path, size: int) -> tuple[np.ndarray, list, list[str]]:
+    """Every annotated image of a COCO instances file (crowd boxes skipped), resized, with its boxes."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco = COCO(str(annotations))
+    except (ValueError, KeyError, OSError) as e:
+        raise ValueError(f"cannot read COCO annotations {annotations}: {e}; give an instances JSON with images, "
+                         f"annotations and categories") from e
+    cat_ids = sorted(coco.getCatIds())
+    index = {c: i for i, c in enumerate(cat_ids)}
+    classes = [coco.loadCats(c)[0]["name"] for c in cat_ids]
+    xs, ys = [], []
+    for img_id in sorted(coco.getImgIds()):
+        info = coco.loadImgs(img_id)[0]
+        path = images_dir / info["file_name"]
+        if not path.is_file():
+            raise ValueError(f"COCO image {info['file_name']!r} (id {img_id}) is not in {images_dir}: give data.path "
+                             f"= the folder the annotation file's file_name entries are relative to")
+        x, wh = read_rgb(path, size)
+        anns = [a for a in coco.loadAnns(coco.getAnnIds(imgIds=img_id)) if not a.get("iscrowd", 0)]
+        b = np.array([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
+                      for a in anns], np.float32).reshape(-1, 4)
+        xs.append(x)
+        ys.append({"boxes": _scaled(b, wh, size), "labels": np.array([index[a["category_id"]] for a in anns], np.int64)})
+    if not xs:
+        raise ValueError(f"COCO annotations {annotations} list no images")
+    return np.stack(xs), ys, classes
+
+
+def read_yolo(root: Path, classes: list[str], size: int) -> tuple[np.ndarray, list]:
+    """images/NAME.* with labels/NAME.txt ("class cx cy w h", normalised); an image without a label file has no box."""
+    xs, ys = [], []
+    for path in images_under(root / "images"):
+        x, _ = read_rgb(path, size)
+        rows = []
+        lf = root / "labels" / (path.stem + ".txt")
+        if lf.is_file():
+            for n, line in enumerate(lf.read_text().splitlines(), 1):
+                if not line.strip():
+                    continue
+                parts = line.split()
+                try:
+                    c, cx, cy, w, h = int(parts[0]), *map(float, parts[1:5])
+                except (ValueError, IndexError):
+                    raise ValueError(f"{lf}:{n}: expected 'class cx cy w h' (numbers), got {line!r}") from None
+                if not 0 <= c < len(classes):
+                    raise ValueError(f"{lf}:{n}: class {c} is out of range for the {len(classes)} classes "
+                                     f"{classes}; fix the label or data.classes")
+                rows.append((c, (cx - w / 2) * size, (cy - h / 2) * size, (cx + w / 2) * size, (cy + h / 2) * size))
+        r = np.array(rows, np.float32).reshape(-1, 5)
+        xs.append(x)
+        ys.append({"boxes": r[:, 1:].clip(0, size), "labels": r[:, 0].astype(np.int64)})
+    return np.stack(xs), ys
+
+
+def load(data_cfg: Any, input_size: int) -> DetectionDataset:
+    """Images resized to input_size (square), normalised with data.mean/std; boxes in input pixels."""
+    problems = check(data_cfg)
+    if problems:
+        raise ValueError("; ".join(problems))
+    if data_cfg.name == "digits_detection":
+        from pipeline.data.composed import DIGIT_CLASSES, composed_split
+
+        tr, va = composed_split(data_cfg, input_size)
+        return DetectionDataset(normalize(tr.images, data_cfg), [{"boxes": b, "labels": l} for b, l in zip(tr.boxes, tr.labels)],
+                                normalize(va.images, data_cfg), [{"boxes": b, "labels": l} for b, l in zip(va.boxes, va.labels)],
+                                list(DIGIT_CLASSES), meta={"name": data_cfg.name, "input_size": input_size,
+                                                           "train": len(tr.images), "val": len(va.images)})
+    root = expand(data_cfg.path)
+    if data_cfg.name == "coco":
+        x, y, classes = read_coco(root, expand(data_cfg.annotations), input_size)
+    else:
+        classes = _yolo_classes(data_cfg, root)
+        x, y = read_yolo(root, classes, input_size)
+    tr, va = seeded_split(len(x), float(data_cfg.val_fraction), int(data_cfg.seed))
+    x = normalize(x, data_cfg)
+    return DetectionDataset(x[tr], [y[i] for i in tr], x[va], [y[i] for i in va], classes,
+                            meta={"name": data_cfg.name, "input_size": input_size, "train": len(tr), "val": len(va)})
