@@ -36,7 +36,7 @@ system-deps:
 	@if command -v mkfs.xfs >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		echo "installing xfsprogs (apt-get): the reflink test mounts a small XFS image"; \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends xfsprogs >/dev/null; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends xfsprogs >/dev/null; \
 	else echo "note: mkfs.xfs not found; the reflink test will skip (sudo apt-get install xfsprogs)"; fi
 
 test: install system-deps
