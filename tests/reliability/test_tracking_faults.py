@@ -194,9 +194,9 @@ sys.stdin.read()
         holder.wait(timeout=30)
 
 
-def _store(outputs: Path) -> tracking.Tracker:
+def _store(outputs: Path, timeout_s: float = 10.0) -> tracking.Tracker:
     outputs.mkdir(parents=True, exist_ok=True)
-    return tracking.Tracker(tracking.local_uri(outputs), "x", outputs / "mlartifacts")
+    return tracking.Tracker(tracking.local_uri(outputs), "x", outputs / "mlartifacts", timeout_s=timeout_s)
 
 
 def test_locked_store_when_opening_is_named_as_locked(tmp_path, monkeypatch):
@@ -212,15 +212,16 @@ def test_locked_store_when_opening_is_named_as_locked(tmp_path, monkeypatch):
     assert "Repair" not in msg and "Move it away" not in msg
 
 
-def test_locked_store_while_logging(tmp_path):
+def test_locked_store_while_logging(tmp_path, monkeypatch):
     outputs = tmp_path / "outputs"
-    tr = _store(outputs)
+    tr = _store(outputs, timeout_s=2)
     rid = tr.start("run", {}, {})
+    monkeypatch.setattr(tracking, "LOCAL_MIN_DEADLINE_S", 8.0)  # (instead of 30 s; SQLite waits 5 s per attempt)
     with _locked(outputs / "mlflow.db"):
         t = time.perf_counter()
         with pytest.raises(tracking.TrackingError) as e:
             tr.log_metrics(rid, {"m": 1.0})
-        assert time.perf_counter() - t < 35
+        assert time.perf_counter() - t < 8 + 1.5
     assert "is locked by another process" in str(e.value) and "tracking=none" in str(e.value)
     tr.end("FAILED")  # the lock is gone: the run closes
     assert {r.info.status for r in mlflow_runs(outputs)} == {"FAILED"}
