@@ -25,7 +25,7 @@ install: $(VENV)/.installed
 run: install
 	$(BIN)/python -m pipeline $(RUN_ARGS)
 
-# System packages the integration tests need (issue 6: PostgreSQL behind an MLflow server). Installed with apt-get
+# System packages the integration tests need (PostgreSQL behind an MLflow server). Installed with apt-get
 # when missing and we are root (CI runs on a fresh machine as root); otherwise says how, and those tests skip.
 system-deps:
 	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \

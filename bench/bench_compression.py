@@ -41,7 +41,7 @@ def section(results: dict) -> str:
     from pipeline.runtimes import cpu_model
 
     load = os.getloadavg()
-    lines = [f"\n### Compression recipes (issue 4), {time.strftime('%Y-%m-%d %H:%M')}\n",
+    lines = [f"\n### Compression recipes, {time.strftime('%Y-%m-%d %H:%M')}\n",
              f"Machine: {cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}; load average "
              f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} at the end"
              f"{' (the machine was shared with other jobs)' if load[0] > 2.5 else ''}.",

@@ -3,7 +3,7 @@
 Measured side by side in one script run, each on a fresh outputs folder:
   1. one full run:   python -m pipeline recipe=R device=D1 stages.quantize.calibration_samples=C1
   2. the sweep:      python -m pipeline -m recipe=R device=D1,D2 stages.quantize.calibration_samples=C1,C2
-Target (issue 6): sweep wall time <= 1.2 x (full run + 4 x the per-job stages), where the per-job stages are those whose
+Target: sweep wall time <= 1.2 x (full run + 4 x the per-job stages), where the per-job stages are those whose
 cache key differs between jobs (quantize, evaluate[quantize], benchmark), timed inside the full run.
 
     python bench/bench_sweep.py [--recipe mobilenet_int8] [--devices host,pixel7] [--calibration 64,256]

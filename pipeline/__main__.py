@@ -14,7 +14,9 @@ from omegaconf import DictConfig
 from pipeline import config
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+PLAN_FLAG = "--plan"  # print the resolved plan and what the cache will reuse, run nothing
 _entered = False
+_preview = False
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
@@ -27,8 +29,13 @@ def _task(cfg: DictConfig):
 
     if threading.current_thread() is threading.main_thread():  # (launchers may call us from a worker thread)
         signal.signal(signal.SIGTERM, _terminate)  # a scheduler's SIGTERM closes the run as KILLED, like Ctrl-C
-    job = sweep.job_context()  # None unless this is one job of a multirun (issue 6)
+    job = sweep.job_context()  # None unless this is one job of a multirun
     try:
+        if _preview:
+            from pipeline.app import preview
+
+            preview(cfg)
+            return None
         summary = run(cfg, sweep=job)
     except PipelineError as e:
         if e.exit_code == 2:  # a stage failure was already reported with its resume command
@@ -108,7 +115,16 @@ def _describe_invalid(e: BaseException) -> str:
 
 
 def main() -> None:
+    global _preview
     config.register()
+    if sys.argv[1:] in (["--help"], ["-h"]):
+        from pipeline.cli_help import text
+
+        print(text())
+        return
+    if PLAN_FLAG in sys.argv:
+        sys.argv.remove(PLAN_FLAG)
+        _preview = True
     from pipeline import sweep
 
     # Composition errors (a YAML syntax error, an unknown key) reach us as exceptions instead of Hydra printing a

@@ -1,17 +1,13 @@
 """`run(cfg)`: plan -> run -> report. The Hydra entry point (pipeline/__main__.py) is a thin wrapper around it."""
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
-import subprocess
-import sys
 import time
 import uuid
-from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -19,40 +15,13 @@ from pipeline import objective, report
 from pipeline.artifacts import safe_name
 from pipeline.cache import Cache
 from pipeline.errors import ConfigError, GateFailed, StageError
+from pipeline.events import Events, RunInfo
 from pipeline.plan import build_plan
+from pipeline.provenance import command_line
 from pipeline.runner import Runner, check_outputs_writable
+from pipeline.stages import discover
 
 log = logging.getLogger("pipeline")
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-TRACKED_LIBRARIES = ("torch", "tensorflow-cpu", "litert-torch", "ai-edge-litert", "onnx", "onnxruntime", "coremltools",
-                     "mlflow", "hydra-core", "omegaconf", "torch-pruning", "scikit-learn", "numpy")
-
-
-def library_versions() -> dict[str, str]:
-    out = {}
-    for dist in TRACKED_LIBRARIES:
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=CONF_DIR.parent, capture_output=True, text=True,
-                              timeout=5).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def command_line(sweep: dict | bool | None = None) -> str:
-    """The command that (re)runs this run. In a sweep job: that job's own overrides (issue 6); sweep=True: the
-    sweep's command itself."""
-    if isinstance(sweep, dict):
-        return "python -m pipeline " + " ".join(sweep["overrides"])
-    args = [a for a in sys.argv[1:] if a not in ("-m", "--multirun")]
-    return "python -m pipeline " + ("-m " if sweep else "") + " ".join(args)
 
 
 def _make_run_dir(outputs: Path, recipe: str, device: str) -> Path:
@@ -111,17 +80,18 @@ def _save_traceback(run_dir: Path, name: str) -> str:
         return "pipeline.log"
 
 
-def prepare(cfg: DictConfig) -> tuple[DictConfig, Any]:
+def prepare(cfg: DictConfig, stages: Iterable[type] = ()) -> tuple[DictConfig, Any]:
     """Resolve and validate a composed config and plan it; writes nothing. Raises ConfigError (exit 2) naming every
-    problem, never anything else (tests/reliability/test_property_plan.py checks that with random configs)."""
+    problem, never anything else (tests/reliability/test_property_plan.py checks that with random configs).
+    `stages`: stage classes to plan with besides the built-in and plug-in types (tests hand in their stubs)."""
     try:
         if "hydra" in cfg:  # (items_ex without resolving: a broken interpolation is reported just below)
             cfg = OmegaConf.create({k: v for k, v in cfg.items_ex(resolve=False) if k != "hydra"})
         OmegaConf.resolve(cfg)
     except Exception as e:  # an interpolation that points nowhere
         raise ConfigError(f"the configuration does not resolve: {e}") from e
-    plan = build_plan(cfg)
-    objective.check(cfg, [t.stage for t in plan.producers()])  # issue 6: objective named in the recipe
+    plan = build_plan(cfg, discover(extra=stages))
+    objective.check(cfg, [t.stage for t in plan.producers()])
     recipe, device = plan.recipe, cfg.device.name
     # Both become folder names (outputs/runs/<recipe>/<stamp>-<device>-...): nothing may point outside the run folder.
     for what, name in (("recipe", recipe), ("device.name", device)):
@@ -132,54 +102,28 @@ def prepare(cfg: DictConfig) -> tuple[DictConfig, Any]:
     return cfg, plan
 
 
-def run(cfg: DictConfig, sweep: dict | None = None) -> dict[str, Any]:
-    """Run a composed pipeline config. Returns summary.json's content.
+def _listeners(cfg: DictConfig, tracker) -> list:
+    from pipeline.listeners import ConsoleListener, MlflowListener, RegistryListener
 
-    `sweep` (issue 6): the job's sweep context from pipeline.sweep.job_context() in a multirun, else None.
+    out = []
+    if tracker:
+        out.append(MlflowListener(tracker))
+        if cfg.registry.enabled:
+            out.append(RegistryListener(tracker))
+    return [*out, ConsoleListener()]
 
-    Raises ConfigError (exit 2) before anything is written, StageError (exit 1) after a stage failed; finished stages
-    stay cached either way. Once the MLflow run is open it is always closed: FINISHED, FAILED, or KILLED on Ctrl-C.
-    """
-    cfg, plan = prepare(cfg)
-    recipe, device = plan.recipe, cfg.device.name
-    outputs = Path(os.path.expanduser(cfg.paths.outputs)).resolve()
-    tracker = None
-    mlflow_info: dict[str, Any] = {"tracking_uri": None, "experiment": None, "run_id": None}
-    if cfg.tracking.enabled:
-        from pipeline import tracking
 
-        uri = tracking.resolve_uri(cfg.tracking, outputs)  # a dead server is refused before anything is written
-    check_outputs_writable(outputs)
-    if cfg.tracking.enabled:
-        tracker = _open_tracker(tracking, uri, cfg.tracking.experiment or recipe, outputs)
-
-    run_dir, handler = _start_run_dir(outputs, recipe, device, cfg)
-    log.info("run directory: %s", run_dir)
+def _execute(plan, cfg: DictConfig, outputs: Path, run_dir: Path, events: Events) -> tuple[str, str | None, Any, list]:
+    """Run the plan; returns (status, error, the exception to raise after reporting, task records)."""
     nocache = run_dir / ".nocache"
     runner = None
     status, error, exc = "success", None, None
     try:
-        if tracker:
-            versions = library_versions()
-            tags = {"recipe": recipe, "device": device, "device.runtime": cfg.device.runtime,
-                    "git.commit": git_commit(), "run_dir": str(run_dir), "command": command_line(sweep),
-                    **{f"lib.{k}": v for k, v in versions.items()}}
-            if sweep:  # issue 6: a sweep job is tagged with its sweep and nested under the sweep's parent run
-                from pipeline import sweep as sweep_mod
-
-                tags.update(sweep_mod.job_tags(sweep, tracker.uri))
-            run_id = tracker.start(f"{recipe}@{device}", OmegaConf.to_container(cfg), tags)
-            mlflow_info = {"tracking_uri": tracker.uri, "experiment": tracker.experiment, "run_id": run_id}
-            log.info("MLflow: %s  experiment=%s  run=%s", tracker.uri, tracker.experiment, run_id)
-            tracker.log_files([run_dir / "config.yaml"])
-            try:
-                tracker.close_orphans()
-            except Exception as e:  # housekeeping only
-                log.debug("could not close orphaned MLflow runs: %s", e)
+        events.run_started()
         cache = Cache(outputs / "cache") if cfg.cache.enabled else Cache(nocache)
         if cfg.cache.enabled:
             cache.clean_tmp()
-        runner = Runner(plan, cfg, cache, run_dir, tracker, use_cache=bool(cfg.cache.enabled))
+        runner = Runner(plan, cfg, cache, run_dir, events, use_cache=bool(cfg.cache.enabled))
         runner.run()
     except StageError as e:
         status, error, exc = "failed", str(e), e
@@ -194,54 +138,81 @@ def run(cfg: DictConfig, sweep: dict | None = None) -> dict[str, Any]:
     finally:
         if not cfg.cache.enabled:
             shutil.rmtree(nocache, ignore_errors=True)
+    return status, error, exc, list(runner.records.values()) if runner else []
 
-    records = list(runner.records.values()) if runner else []
-    summary = report.build_summary(recipe=recipe, device=cfg.device, status=status, mlflow=mlflow_info,
-                                   records=records, gate_cfg=cfg.gate, run_dir=run_dir, error=error)
-    summary["objective"] = objective.summarize(summary, cfg)  # issue 6: what sweepers, registry and compare rank by
-    if tracker and tracker.run_id and status == "success" and cfg.registry.enabled:
-        from pipeline import registry
 
-        summary["registry"] = registry.register(tracker, summary, cfg, outputs)
-    path = None
+def run(cfg: DictConfig, sweep: dict | None = None, stages: Iterable[type] = ()) -> dict[str, Any]:
+    """Run a composed pipeline config. Returns summary.json's content.
+
+    `sweep`: the job's sweep context from pipeline.sweep.job_context() in a multirun, else None. `stages`: stage
+    classes to plan with besides the built-in and plug-in types.
+
+    Raises ConfigError (exit 2) before anything is written, StageError (exit 1) after a stage failed; finished stages
+    stay cached either way. Once the MLflow run is open it is always closed: FINISHED, FAILED, or KILLED on Ctrl-C.
+    """
+    cfg, plan = prepare(cfg, stages)
+    recipe, device = plan.recipe, cfg.device.name
+    outputs = Path(os.path.expanduser(cfg.paths.outputs)).resolve()
+    tracker = None
+    if cfg.tracking.enabled:
+        from pipeline import tracking
+
+        uri = tracking.resolve_uri(cfg.tracking, outputs)  # a dead server is refused before anything is written
+    check_outputs_writable(outputs)
+    if cfg.tracking.enabled:
+        tracker = _open_tracker(tracking, uri, cfg.tracking.experiment or recipe, outputs)
+
+    run_dir, handler = _start_run_dir(outputs, recipe, device, cfg)
+    log.info("run directory: %s", run_dir)
+    info = RunInfo(recipe, device, cfg, run_dir, outputs, command_line(sweep), sweep)
+    events = Events(info, _listeners(cfg, tracker))
+    status, path = "failed", None
     try:
+        status, error, exc, records = _execute(plan, cfg, outputs, run_dir, events)
+        summary = report.build_summary(recipe=recipe, device=cfg.device, status=status, mlflow=info.mlflow,
+                                       records=records, gate_cfg=cfg.gate, run_dir=run_dir, error=error)
+        summary["objective"] = objective.summarize(summary, cfg)  # what sweepers, the registry and compare rank by
+        events.summary_ready(summary)
         try:
             path = report.write_summary(run_dir, summary)
-            print(report.table(summary), flush=True)
         except OSError as e:  # a full disk: the status still reaches MLflow and the console
             log.error("could not write %s: %s", run_dir / "summary.json", e)
             if exc is None:
                 status, error = "failed", f"could not write summary.json: {e.strerror}"
                 exc = StageError(f"{error}; free space under {outputs} or choose paths.outputs=DIR, then re-run")
-        if tracker and tracker.run_id:
-            try:
-                tracker.log_metrics(tracker.run_id, {**report.headline_metrics(summary),  # + issue 6: objective.<metric>
-                                                     **{f"objective.{k}": v for k, v in summary["objective"]["values"].items()}})
-                # each format with the runtime that ran it (or why nothing ran it here), searchable as tags.artifact.<name>
-                tracker.set_tags({f"artifact.{a['name']}": f"{a['format']} {a['precision']}: "
-                                  f"{a.get('runtime') or a.get('not_runnable') or 'not run'}" for a in summary["artifacts"]})
-                # issue 5: each artifact's gate verdict as a tag (the metric <artifact>.gate_pass is 1/0)
-                tracker.set_tags({f"gate.{a['name']}": ("pass" if a["gate"]["pass"] else "fail: " + "; ".join(a["gate"]["failed"]))[:5000]
-                                  for a in summary["artifacts"] if a.get("gate")})
-                tracker.log_files([p for p in (path, run_dir / "pipeline.log") if p is not None])
-            except Exception as e:  # keep going: closing the run with its status matters more than these files
-                log.warning("could not log the summary to MLflow: %s", e)
+        events.run_finished(summary, path)
     finally:
-        if tracker and tracker.run_id:  # runs even on a second Ctrl-C here
-            with contextlib.suppress(Exception):
-                tracker.end({"success": "FINISHED", "failed": "FAILED", "killed": "KILLED"}[status])
+        events.run_closed(status)  # runs even on a second Ctrl-C here
         logging.getLogger().removeHandler(handler)
         handler.close()
     if exc is not None:
         done = sum(1 for r in records if r.status in ("ran", "reused"))
         log.error("%s\n%d finished stage(s) are cached. Fix the problem and run the same command again to resume:\n"
-                  "  %s\nsummary: %s", error, done, command_line(sweep), path or "(not written)")
+                  "  %s\nsummary: %s", error, done, info.command, path or "(not written)")
         raise exc
     gate = summary.get("gate") or {}
-    if cfg.gate.enforce and gate.get("pass") is False:  # issue 5: an enforced budget was missed
+    if cfg.gate.enforce and gate.get("pass") is False:  # an enforced budget was missed
         msg = (f"gate: artifact {gate['artifact']!r} misses its budget(s) on {cfg.device.name}: "
                + "; ".join(gate["failed"]) + f"\nsummary: {path}")
         log.error(msg)
         raise GateFailed(msg)
     log.info("summary: %s", path)
     return summary
+
+
+def preview(cfg: DictConfig, stages: Iterable[type] = ()) -> list[dict]:
+    """The plan as it would run: each task's resolved stage type, the format it makes, and whether the cache will
+    reuse it (and if not, why). Runs nothing and writes nothing; prints a table and returns its rows."""
+    cfg, plan = prepare(cfg, stages)
+    outputs = Path(os.path.expanduser(cfg.paths.outputs)).resolve()
+    cache = Cache(outputs / "cache")
+    rows = Runner(plan, cfg, cache, outputs, None, use_cache=bool(cfg.cache.enabled)).preview()
+    head = ["task", "type", "inputs", "makes", "will", "why"]
+    cells = [[r["task"], r["type"], ",".join(r["inputs"]) or "-",
+              "/".join(r["format"]) if isinstance(r["format"], (list, tuple)) else (r["format"] or "-"),
+              r["will"], r["reason"]] for r in rows]
+    widths = [max(len(str(c[i])) for c in [head, *cells]) for i in range(len(head) - 1)]
+    line = lambda c: "  ".join(str(x).ljust(w) for x, w in zip(c, widths)) + "  " + str(c[-1])
+    print(f"plan for recipe {plan.recipe!r} on device {cfg.device.name!r} (nothing runs; drop --plan to run it):")
+    print("\n".join([line(head), line(["-" * w for w in widths] + ["---"]), *map(line, cells)]), flush=True)
+    return rows

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-SCHEMA = 1  # bump when the entry layout changes
+SCHEMA = 2  # bump when the entry layout or the key's components change
 
 
 def digest(obj: Any) -> str:
@@ -367,6 +367,10 @@ def diff(old: dict, new: dict) -> list[str]:
                 out.append("stage code changed")
             elif k == "data":
                 out.append("data changed")
+            elif k.startswith("settings."):
+                out.append(f"setting {k[9:]} {a.get(k, '(unset)')!r} -> {b.get(k, '(unset)')!r}")
+            elif k.startswith("libraries."):
+                out.append(f"library {k[10:]} {a.get(k, '(not used)')} -> {b.get(k, '(not used)')}")
             else:
                 out.append(f"{k} {a.get(k, '(unset)')!r} -> {b.get(k, '(unset)')!r}")
     return out

@@ -40,7 +40,7 @@ class ModelConfig:
     dropout: Dropout = 0.2  # dropout before the classifier
 
 
-# --- device catalog (issue 5). A figure carries its source; an unpublished one says so instead of a value. ----------
+# --- device catalog. A figure carries its source; an unpublished one says so instead of a value. ----------
 @dataclass
 class FigureConfig:
     value: Optional[Positive] = None  # the figure; null only together with unpublished: true
@@ -108,22 +108,21 @@ class CacheConfig:
 @dataclass
 class GateConfig:
     max_accuracy_drop: NonNegative = 1.0  # top-1 points an optimized artifact may lose against its fp32 baseline
-    # Budgets (issue 5): null = the device's default (device.budgets); set to override per recipe or command line.
+    # Budgets: null = the device's default (device.budgets); set to override per recipe or command line.
     enforce: bool = False  # true: exit 1 when the final artifact misses a budget
-    artifact: Optional[str] = None  # the artifact the enforced gate judges; null = the recipe's last model
+    artifact: Optional[str] = None  # the artifact a run is judged on (gate, objective, registry); null = the last model
     latency_ms: Optional[Positive] = None  # max latency on the device (estimate for the device; measured on `host`)
     fps: Optional[Positive] = None  # min frames per second
     model_mb: Optional[Positive] = None  # max artifact size
     ram_mb: Optional[Positive] = None  # max inference memory
 
 
-# issue 6 (sweeps, registry): what a run is judged on, and where its final artifact is registered.
+# Sweeps and the registry: what a run is judged on, and where its final artifact is registered.
 @dataclass
 class ObjectiveConfig:
     # returned to sweepers in this order (accuracy | latency_ms | size_mb | device_latency_ms); the first one also
     # decides whether a new registry version beats the champion
-    metrics: List[str] = field(default_factory=lambda: ["accuracy"])
-    artifact: Optional[str] = None  # the stage whose artifact is judged; null = the run's final artifact
+    metrics: List[str] = field(default_factory=lambda: ["accuracy"])  # judged on the artifact gate.artifact names
 
 
 @dataclass
@@ -148,8 +147,8 @@ class PipelineConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     gate: GateConfig = field(default_factory=GateConfig)
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)  # issue 6
-    registry: RegistryConfig = field(default_factory=RegistryConfig)  # issue 6
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     stages: Dict[str, Any] = field(default_factory=dict)  # stage name -> {type, inputs, parameters}
 

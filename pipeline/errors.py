@@ -34,6 +34,6 @@ class NotRunnableHere(PipelineError):
 
 
 class GateFailed(PipelineError):
-    """gate.enforce=true and the final artifact misses a budget (issue 5). The run finished; its summary is written."""
+    """gate.enforce=true and the final artifact misses a budget. The run finished; its summary is written."""
 
     exit_code = 1

@@ -9,6 +9,7 @@ import difflib
 import math
 from typing import Any
 
+from pipeline import judge
 from pipeline.errors import ConfigError
 
 
@@ -18,7 +19,7 @@ def _latency(row: dict) -> float | None:
 
 
 def _device_latency(row: dict) -> float | None:
-    """A device latency *estimate* (issue 5's estimator: row["estimate"]["latency_ms"]), never a measurement."""
+    """A device latency *estimate* (pipeline.devices.estimator: row["estimate"]["latency_ms"]), never a measurement."""
     est = row.get("estimate")
     if isinstance(est, dict):
         v = est.get("latency_ms")
@@ -46,10 +47,6 @@ def check(cfg: Any, producers: list[str]) -> None:
             close = difflib.get_close_matches(str(m), list(METRICS), n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             problems.append(f"objective.metrics[{i}]: unknown metric {m!r}.{hint} Choices: {', '.join(METRICS)}.")
-    art = cfg.objective.artifact
-    if art is not None and art not in producers:
-        problems.append(f"objective.artifact: {art!r} is not a stage that produces a model in this recipe "
-                        f"(models: {', '.join(producers)}); use one of them or null for the final artifact")
     if problems:
         raise ConfigError(problems)
 
@@ -59,17 +56,9 @@ def directions(metrics: list[str]) -> list[str]:
 
 
 def final_artifact(summary: dict, artifact: str | None = None) -> dict | None:
-    """The artifact row a run is judged on: `artifact` if named, else one a stage flagged `final`, else the one the
-    device gate judged (issue 5, `gate.artifact`), else the last model the plan produced (artifact rows are in plan
-    order, so that is the end of the chain: the deployment artifact)."""
+    """The artifact row the run is judged on (pipeline.judge decides; `gate.artifact` names it, null = the final one)."""
     rows = summary.get("artifacts") or []
-    if artifact:
-        return next((r for r in rows if r.get("name") == artifact), None)
-    flagged = [r for r in rows if r.get("final")]
-    if flagged:
-        return flagged[-1]
-    judged = (summary.get("gate") or {}).get("artifact")  # issue 5's gate judges the same artifact (gate.artifact)
-    return next((r for r in rows if r.get("name") == judged), None) if judged else (rows[-1] if rows else None)
+    return judge.judged(rows, artifact or (summary.get("gate") or {}).get("artifact"))
 
 
 def values(summary: dict, metrics: list[str], artifact: str | None = None) -> dict[str, float | None]:
@@ -94,6 +83,6 @@ def better(metric: str, new: float | None, old: float | None) -> bool:
 def summarize(summary: dict, cfg: Any) -> dict:
     """The `objective` entry of summary.json."""
     metrics = list(cfg.objective.metrics)
-    row = final_artifact(summary, cfg.objective.artifact)
+    row = final_artifact(summary, cfg.gate.artifact)
     return {"metrics": metrics, "directions": directions(metrics), "artifact": row["name"] if row else None,
-            "values": values(summary, metrics, cfg.objective.artifact)}
+            "values": values(summary, metrics, cfg.gate.artifact)}

@@ -9,7 +9,7 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline import data as data_mod
@@ -17,7 +17,9 @@ from pipeline import devices
 from pipeline import models
 from pipeline.artifacts import FORMATS
 from pipeline.errors import ConfigError
-from pipeline.stages import REGISTRY, Stage, load_all
+from pipeline import settings as settings_mod
+from pipeline.settings import Settings
+from pipeline.stages import Stage, discover
 
 RESERVED = ("type", "inputs")
 # The deployment runtime a device profile names -> the artifact format it loads.
@@ -36,12 +38,14 @@ class Task:
     params_dict: dict  # the same, as plain data (for keys and logging)
     inputs: list[str]  # upstream stage names whose artifacts it reads
     output_format: str | None
+    settings: Settings  # the config values the stage declares in `reads`, resolved; all the config it ever sees
 
 
 @dataclass
 class Plan:
     recipe: str
     tasks: list[Task]  # topological order
+    registry: dict[str, type[Stage]] = field(default_factory=dict)  # the stage types this plan was built with
     children: dict[str, set[str]] = field(default_factory=dict)  # stage -> stages reading it
 
     def descendants(self, stages: set[str]) -> set[str]:
@@ -140,7 +144,7 @@ def _validate_params(name: str, stage_type: str, cls: type[Stage], raw: dict) ->
 
 
 def _check_model(model_cfg: Any) -> list[str]:
-    """Architecture knobs every zoo model shares (issue 7: caught at plan time, not as a shape error in a stage)."""
+    """Architecture knobs every zoo model shares (caught at plan time, not as a shape error in a stage)."""
     problems = []
     if model_cfg.input_size < 1:
         problems.append(f"model.input_size: must be a positive number of pixels, got {model_cfg.input_size}")
@@ -206,9 +210,10 @@ def _toposort(deps: dict[str, list[str]]) -> list[str]:
     return order
 
 
-def build_plan(cfg: DictConfig) -> Plan:
-    """Validate the composed config and return the execution plan, or raise ConfigError listing every problem."""
-    registry = load_all()
+def build_plan(cfg: DictConfig, registry: dict[str, type[Stage]] | None = None) -> Plan:
+    """Validate the composed config and return the execution plan, or raise ConfigError listing every problem.
+    `registry`: the stage types to plan with (default: pipeline.stages.discover(), built-in types and plug-ins)."""
+    registry = discover() if registry is None else registry
     problems: list[str] = []
     recipe = str(cfg.get("recipe") or "?")
     stages_cfg = cfg.get("stages")
@@ -306,7 +311,7 @@ def build_plan(cfg: DictConfig) -> Plan:
     for fmt in {f for v in out_fmt.values() for f in _formats(v)}:
         if fmt not in FORMATS:
             problems.append(f"internal: format {fmt!r} is not one of {FORMATS}")
-    problems += devices.catalog.plan_problems(cfg, producers)  # issue 5: device figures and gate budgets
+    problems += devices.catalog.plan_problems(cfg, producers)  # device figures and gate budgets
     force = list(cfg.cache.force)
     for f in force:
         if f not in specs:
@@ -322,9 +327,11 @@ def build_plan(cfg: DictConfig) -> Plan:
     for name in _toposort(deps):
         spec = specs[name]
         pdict = OmegaConf.to_container(OmegaConf.structured(spec["params"]))
-        if spec["cls"].per_input:
+        cls = spec["cls"]
+        settings = settings_mod.resolve(cls.type, tuple(cls.reads), cfg)
+        if cls.per_input:
             for inp in spec["inputs"]:
-                tasks.append(Task(f"{name}[{inp}]", name, spec["cls"], spec["params"], pdict, [inp], None))
+                tasks.append(Task(f"{name}[{inp}]", name, cls, spec["params"], pdict, [inp], None, settings))
         else:
-            tasks.append(Task(name, name, spec["cls"], spec["params"], pdict, list(spec["inputs"]), out_fmt[name]))
-    return Plan(recipe=recipe, tasks=tasks, children=children)
+            tasks.append(Task(name, name, cls, spec["params"], pdict, list(spec["inputs"]), out_fmt[name], settings))
+    return Plan(recipe=recipe, tasks=tasks, children=children, registry=registry)

@@ -31,9 +31,9 @@ def model_name(cfg: Any, recipe: str) -> str:
 
 def gate_problems(row: dict) -> list[str]:
     """Why an artifact may not be deployed: the summary's verdict (accuracy drop, slower than fp32) plus any device
-    budget gate (issue 5) recorded on the row."""
+    budget gate recorded on the row."""
     problems = list(row.get("problems") or [])
-    gate = row.get("gate")  # issue 5: {"pass": bool, "failed": ["latency_ms 80 ms vs limit 50: over by ...", ...]}
+    gate = row.get("gate")  # {"pass": bool, "failed": ["latency_ms 80 ms vs limit 50: over by ...", ...]}
     if isinstance(gate, dict) and gate.get("pass") is False:
         problems += [f"device budget: {f}" for f in gate.get("failed") or ["a budget is missed"]]
     return problems
@@ -69,7 +69,7 @@ def _register(tracker: Any, summary: dict, cfg: Any, outputs: Path) -> dict:
 
     client = tracker.client
     name = model_name(cfg, summary["recipe"])
-    row = objective.final_artifact(summary, cfg.objective.artifact)
+    row = objective.final_artifact(summary, cfg.gate.artifact)
     if row is None:
         return {"registered": False, "model": name, "reason": "the run produced no model"}
     problems = gate_problems(row)

@@ -5,65 +5,57 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pipeline import judge
 from pipeline.cache import write_json_atomic
+from pipeline.results import Findings
+
+SCHEMA_VERSION = 2  # summary.json's layout; README's "summary.json" table lists every field and its changes
 
 RED, GREEN, RESET = "\033[31m", "\033[32m", "\033[0m"
 
 
 def _artifact_rows(records: list, gate_cfg: Any) -> list[dict]:
-    about: dict[str, dict[str, Any]] = {}  # artifact name -> what analysis stages found about it
+    found: dict[str, Findings] = {}  # artifact name -> what every analysis stage found about it
     for r in records:
-        for name, facts in r.about.items():
-            about.setdefault(name, {}).update(facts)
+        for name, f in r.about.items():
+            found[name] = found.get(name, Findings()).merged(f)
     rows = []
     for r in records:
         if r.artifact is None:
             continue
         a = r.artifact
-        m = about.get(r.stage, {})
-        p50, p90 = m.get("latency_p50_ms"), m.get("latency_p90_ms")
+        f = found.get(r.stage, Findings())
+        lat = f.latency
         rows.append({
             "name": r.stage, "stage": r.stage, "type": r.type, "format": a.format, "precision": a.precision,
             "path": r.info.get("run_path", str(a.path)), "size_bytes": a.size_bytes,
-            "accuracy": m.get("accuracy"),
-            "latency_ms": {"p50": p50, "p90": p90} if p50 is not None else None,
-            "load_ms": m.get("load_ms"), "load_rss_mb": m.get("load_rss_mb"),
-            "runtime": m.get("runtime") or m.get("eval_runtime"),
-            "measured_on": m.get("measured_on"),
-            "not_runnable": m.get("not_runnable"),
-            "parity": m.get("parity"),
+            "sha256": r.info.get("sha256"),
+            "accuracy": f.accuracy,
+            "latency_ms": {"p50": lat.p50_ms, "p90": lat.p90_ms} if lat else None,
+            "load_ms": lat.load_ms if lat else None, "load_rss_mb": lat.load_rss_mb if lat else None,
+            "runtime": (lat.runtime if lat else None) or f.eval_runtime,
+            "measured_on": lat.measured_on if lat else None,
+            "latency_source": lat.source if lat else None,
+            "not_runnable": f.not_runnable,
+            "parity": f.parity,
             # read back from the file by the export stage: does every operator compute in integers, how are weights stored
             **({"integer_only": a.meta["tflite"]["integer_only"], "float_operators": a.meta["tflite"]["float_operators"]}
                if a.format == "tflite" and "tflite" in a.meta else {}),
             **({"weight_share_by_dtype": a.meta["coreml"].get("weight_share_by_dtype")}
                if a.format == "coreml" and "coreml" in a.meta else {}),
-            **({"selection": m["selection"]} if m.get("selection") else {}),
+            **({"selection": f.selection} if f.selection else {}),
             "cache_key": r.cache_key,
-            # issue 5: device estimate (never a measurement), accelerator coverage, inference-memory estimate
-            "estimate": m.get("estimate"), "no_estimate": m.get("no_estimate"),
-            "coverage": m.get("coverage_summary"), "ram_estimate_mb": m.get("ram_estimate_mb"),
-            "pruning": a.meta.get("pruning"),  # issue 4: set by the prune stage, inherited by exports of its model
+            # the device estimate (never a measurement), accelerator coverage, inference-memory estimate
+            "estimate": f.estimate, "no_estimate": f.no_estimate,
+            "coverage": f.coverage_summary, "ram_estimate_mb": f.ram_estimate_mb,
+            "pruning": a.meta.get("pruning"),  # set by the prune stage, inherited by exports of its model
         })
-    _compare(rows, gate_cfg)
+    judge.compare(rows, gate_cfg)
     return rows
 
 
-def _gate(rows: list[dict], device: Any, gate_cfg: Any) -> dict:
-    """issue 5: a budget verdict per artifact (row["gate"]) and the verdict of the judged (final) artifact."""
-    from pipeline.devices import budgets, catalog
-
-    limits = budgets.effective(device, gate_cfg)
-    for r in rows:
-        r["gate"] = budgets.verdict(r, limits, device.name, catalog.measured_here(device))
-    name = gate_cfg.get("artifact") if hasattr(gate_cfg, "get") else None
-    judged = next((r for r in rows if r["name"] == name), None) if name else (rows[-1] if rows else None)
-    return {"enforce": bool(gate_cfg.get("enforce", False)) if hasattr(gate_cfg, "get") else False,
-            "budgets": limits, "artifact": judged["name"] if judged else None,
-            "pass": judged["gate"]["pass"] if judged else None, "failed": judged["gate"]["failed"] if judged else []}
-
-
 def _payoff(rows: list[dict], device: Any) -> None:
-    """Pay-off check of pruning (issue 4): say in words when sparsity buys no size or latency in the runtime.
+    """Pay-off check of pruning: say in words when sparsity buys no size or latency in the runtime.
 
     Compares a pruned artifact with the unpruned one of the same format and precision when the recipe has it
     (measured size and latency); unstructured zeros are dense-kernel zeros in every runtime we deploy to.
@@ -95,47 +87,15 @@ def _payoff(rows: list[dict], device: Any) -> None:
                               f"{measured}{vs}")
 
 
-def _compare(rows: list[dict], gate_cfg: Any) -> None:
-    """Ratios against the fp32 baseline (same format if there is one) and a pass/fail verdict with reasons."""
-    fp32 = [r for r in rows if r["precision"] == "fp32"]
-    timed = sorted((b for b in fp32 if b["latency_ms"]), key=lambda b: b["latency_ms"]["p50"])
-    for r in rows:
-        same = [b for b in fp32 if b["format"] == r["format"] and b is not r]
-        # Core ML's float package is fp16: the same-format float model is the fairer baseline than a torch file
-        same_fp16 = [b for b in rows if b["format"] == r["format"] and b["precision"] == "fp16" and b is not r]
-        base = r if r["precision"] == "fp32" else (same[0] if same else same_fp16[0] if same_fp16 and
-                                                   r["precision"] != "fp16" else timed[0] if timed and r["latency_ms"]
-                                                   else fp32[0] if fp32 else None)
-        r["baseline"] = base["name"] if base else None
-        r["speedup"] = r["size_ratio"] = r["accuracy_delta"] = None
-        problems = []
-        if base and base is not r:
-            r["size_ratio"] = r["size_bytes"] / base["size_bytes"] if base["size_bytes"] else None
-            if r["latency_ms"] and base["latency_ms"]:
-                r["speedup"] = base["latency_ms"]["p50"] / r["latency_ms"]["p50"]
-                if r["speedup"] < 1.0:
-                    problems.append(f"slower than its fp32 baseline {base['name']!r} ({r['speedup']:.2f}x)")
-            if r["accuracy"] is not None and base["accuracy"] is not None:
-                r["accuracy_delta"] = 100.0 * (r["accuracy"] - base["accuracy"])
-                if -r["accuracy_delta"] > gate_cfg.max_accuracy_drop:
-                    problems.append(f"loses {-r['accuracy_delta']:.2f} top-1 points (gate.max_accuracy_drop="
-                                    f"{gate_cfg.max_accuracy_drop:g})")
-        sel = r.get("selection")
-        if sel and sel.get("slower_than_fp32"):
-            problems.append(f"slower than the fastest fp32 model {sel['fastest_fp32']!r} timed in the same run "
-                            f"({sel['speedup_vs_fastest_fp32']:.2f}x)")
-        r["problems"] = problems
-        r["ok"] = not problems
-
-
 def build_summary(*, recipe: str, device: Any, status: str, mlflow: dict, records: list, gate_cfg: Any,
                   run_dir: Path, error: str | None = None) -> dict:
     stages = [{"name": r.name, "type": r.type, "status": r.status, "seconds": round(r.seconds, 3),
                "cache_key": r.cache_key, "reason": r.reason, "inputs": r.inputs, "metrics": r.metrics,
                **({"error": r.error} if r.error else {})} for r in records]
     rows = _artifact_rows(records, gate_cfg) if status != "invalid" else []
-    _payoff(rows, device)  # issue 4: pruning pay-off in words
+    _payoff(rows, device)
     return {
+        "schema_version": SCHEMA_VERSION,
         "recipe": recipe,
         "device": {"name": device.name, "display_name": device.display_name, "runtime": device.runtime},
         "status": status,
@@ -144,7 +104,7 @@ def build_summary(*, recipe: str, device: Any, status: str, mlflow: dict, record
         "mlflow": mlflow,
         "stages": stages,
         "artifacts": rows,
-        "gate": _gate(rows, device, gate_cfg),  # issue 5
+        "gate": judge.gate(rows, device, gate_cfg),
     }
 
 
@@ -163,7 +123,7 @@ def headline_metrics(summary: dict) -> dict[str, float]:
                 "size_ratio": a["size_ratio"], "accuracy_delta": a["accuracy_delta"]}
         if a["latency_ms"]:
             vals.update(latency_p50_ms=a["latency_ms"]["p50"], latency_p90_ms=a["latency_ms"]["p90"])
-        if a.get("estimate"):  # issue 5: named "estimate" so it is never read as a measurement
+        if a.get("estimate"):  # named "estimate" so it is never read as a measurement
             vals["estimate_latency_ms"] = a["estimate"]["latency_ms"]
         if a.get("gate"):
             vals["gate_pass"] = float(a["gate"]["pass"])
@@ -208,10 +168,10 @@ def table(summary: dict, color: bool | None = None) -> str:
                       f"{c['lost_because']})" for c in sel["candidates"] if c["kind"] == "int8" and not c["chosen"]]
             out.append(f"{a['name']}: measured choice {sel['chosen']} ({sel['speedup_vs_fastest_fp32']:.2f}x the "
                        f"fastest fp32, {sel['fastest_fp32']}); not chosen: {'; '.join(losers) or 'none'}")
-    out += [n for a in summary["artifacts"] for n in a.get("notes", [])]  # issue 4: pruning pay-off in words
+    out += [n for a in summary["artifacts"] for n in a.get("notes", [])]  # pruning pay-off in words
     measured = {a["measured_on"] for a in summary["artifacts"] if a.get("measured_on")}
     out += [f"latency: measured on {m}" for m in sorted(measured)]
-    # issue 5: the estimate's provenance, accelerator coverage and failed budgets, one line each
+    # the estimate's provenance, accelerator coverage and failed budgets, one line each
     labels = {a["estimate"]["label"] for a in summary["artifacts"] if a.get("estimate")}
     out += [f"* est. ms: {l}" for l in sorted(labels)]
     out += [f"* est. ms: none for {a['name']}: {a['no_estimate']}" for a in summary["artifacts"] if a.get("no_estimate")]

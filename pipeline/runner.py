@@ -2,29 +2,26 @@
 from __future__ import annotations
 
 import errno
-import inspect
 import logging
 import os
 import shutil
 import time
 import traceback
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
-import pipeline
 from pipeline import cache as cache_mod
 from pipeline import data as data_mod
+from pipeline import results
+from pipeline import settings as settings_mod
 from pipeline.artifacts import Artifact
 from pipeline.errors import ConfigError, NotRunnableHere, StageError
 from pipeline.plan import Plan, Task
+from pipeline.results import Findings
 from pipeline.stages import StageContext, StageResult
 
 log = logging.getLogger("pipeline")
-PKG_DIR = Path(pipeline.__file__).parent
 
 
 @dataclass
@@ -43,33 +40,35 @@ class TaskRecord:
     metrics: dict[str, float] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
-    about: dict[str, dict[str, Any]] = field(default_factory=dict)
+    about: dict[str, Findings] = field(default_factory=dict)  # artifact name -> what this task found about it
     params: dict[str, Any] = field(default_factory=dict)
     error: str = ""
 
 
-def _version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def code_hash(cls: type) -> str:
-    """Hash of the stage's module source plus the package-relative files or folders it declares in `code`."""
-    paths = [Path(inspect.getsourcefile(cls))]
-    for rel in cls.code:
-        p = PKG_DIR / rel
-        paths += sorted(p.rglob("*.py")) if p.is_dir() else [p]
-    # Stage classes may live outside the package (plugins, tests): name those by file name only, so that the key
-    # does not depend on where a checkout sits.
-    name = lambda p: str(p.relative_to(PKG_DIR)) if p.is_relative_to(PKG_DIR) else p.name
-    return cache_mod.digest({name(p): p.read_text() for p in paths})[:16]
+def components(task: Task, input_keys: dict[str, str], data_fingerprint) -> dict:
+    """Everything that decides a task's result; its digest is the cache key. `data_fingerprint` is called only when
+    the stage reads the data set."""
+    cls = task.cls
+    comp: dict[str, Any] = {
+        "type": cls.type,
+        "params": task.params_dict,
+        "settings": task.settings.values,
+        "inputs": dict(input_keys),
+        "code": settings_mod.code_digest(cls, cache_mod.digest),
+        "libraries": settings_mod.library_versions(cls),
+    }
+    if task.settings.reads_data:
+        comp["data"] = data_fingerprint()
+    extra = cls.key_extra(task.params, task.settings)  # e.g. an imported file's content hash
+    if extra:
+        comp["extra"] = extra
+    return comp
 
 
 class Runner:
-    def __init__(self, plan: Plan, cfg: Any, cache: cache_mod.Cache, run_dir: Path, tracker, use_cache: bool = True):
-        self.plan, self.cfg, self.cache, self.run_dir, self.tracker = plan, cfg, cache, run_dir, tracker
+    def __init__(self, plan: Plan, cfg: Any, cache: cache_mod.Cache, run_dir: Path, events=None, use_cache: bool = True):
+        """`events`: a pipeline.events.Events that hears of every finished task (None: nobody listens)."""
+        self.plan, self.cfg, self.cache, self.run_dir, self.events = plan, cfg, cache, run_dir, events
         self.use_cache = use_cache
         forced = set(cfg.cache.force)
         self.forced = forced | plan.descendants(forced)
@@ -90,27 +89,7 @@ class Runner:
         return self._data_fp
 
     def components(self, task: Task) -> dict:
-        """Everything that decides a task's result; its digest is the cache key."""
-        cls = task.cls
-        comp: dict[str, Any] = {
-            "type": cls.type,
-            "params": task.params_dict,
-            "inputs": {i: self.records[i].cache_key for i in task.inputs},
-            "code": code_hash(cls),
-            "libraries": {d: _version(d) for d in sorted(cls.libraries)},
-        }
-        if "data" in cls.uses:
-            comp["data"] = self.data_fingerprint()
-        if "model" in cls.uses:
-            comp["model"] = OmegaConf.to_container(self.cfg.model, resolve=True)
-        if "device" in cls.uses:
-            comp["device"] = OmegaConf.to_container(self.cfg.device, resolve=True)
-        if "seed" in cls.uses:
-            comp["seed"] = int(self.cfg.seed)
-        extra = cls.key_extra(task.params, self.cfg)  # issue 4: e.g. an imported file's content hash
-        if extra:
-            comp["extra"] = extra
-        return comp
+        return components(task, {i: self.records[i].cache_key for i in task.inputs}, self.data_fingerprint)
 
     def lineage(self, stage: str) -> list[Artifact]:
         """Artifacts from `stage` up its first-input chain, nearest first (parity uses it to find the culprit)."""
@@ -128,12 +107,35 @@ class Runner:
             self._run_task(task)
         return list(self.records.values())
 
+    def preview(self) -> list[dict]:
+        """What `run` would do, without running or writing anything: per task its key and whether the cache holds a
+        valid entry for it (reuse) or why it would run. Keys are derived from content, so they are known up front."""
+        rows = []
+        for task in self.plan.tasks:
+            rec = TaskRecord(task.name, task.stage, task.cls.type, list(task.inputs), params=task.params_dict)
+            self.records[task.name] = rec
+            comp = self.components(task)
+            rec.cache_key = key = cache_mod.digest(comp)
+            forced = task.stage in self.forced
+            entry = self.cache.lookup(key) if self.use_cache and not forced else None
+            if entry is not None:
+                will, why = "reuse", f"cached entry {key[:12]} is intact"
+            elif not self.use_cache:
+                will, why = "run", "cache disabled (cache.enabled=false)"
+            elif forced:
+                will, why = "run", "forced (cache.force)"
+            else:
+                will, why = "run", self.cache.explain_miss(self.plan.recipe, task.name, comp)
+            rows.append({"task": task.name, "type": task.cls.type, "inputs": list(task.inputs),
+                         "format": task.output_format, "will": will, "reason": why, "key": key})
+        return rows
+
     def _artifact_from(self, entry: cache_mod.Entry, key: str, stage: str) -> Artifact | None:
         a = entry.manifest.get("artifact")
         if not a:
             return None
         # The stage name is this recipe's, not the manifest's: another recipe may have made the same entry under
-        # another name (issue 4: export_base reused the `export` of mobilenet_qat_int8 and took its name).
+        # another name (export_base of one recipe can be the `export` entry of another).
         return Artifact(stage=stage, format=a["format"], precision=a["precision"], path=entry.out / a["path"],
                         meta=a.get("meta", {}), key=key)
 
@@ -165,50 +167,31 @@ class Runner:
         rec.artifact = self._artifact_from(entry, key, task.stage)
         rec.metrics = dict(entry.manifest.get("metrics", {}))
         rec.info = dict(entry.manifest.get("info", {}))
-        rec.about = dict(entry.manifest.get("about", {}))
+        rec.about = results.load(entry.manifest.get("about", {}))
         rec.files = [entry.out / f for f in entry.manifest.get("extra_files", [])]
         if self.use_cache:
             self.cache.remember(self.plan.recipe, task.name, comp)
         self._publish(rec, entry)
-        if self.tracker:
-            self.tracker.log_stage(rec, entry.out)
+        if self.events:
+            self.events.task_finished(rec, entry.out)
 
     def _execute(self, task: Task, rec: TaskRecord, comp: dict) -> cache_mod.Entry:
         work = self.cache.workdir(rec.cache_key)
         ctx = StageContext(
-            name=task.name, params=task.params, cfg=self.cfg,
+            name=task.name, params=task.params, settings=task.settings,
             inputs={i: self.records[i].artifact for i in task.inputs},
             workdir=work / "out", lineage=self.lineage, log=logging.getLogger(f"pipeline.stage.{task.stage}"),
             _data_loader=self._load_data,
         )
         t0 = time.perf_counter()
         try:
-            result = task.cls().run(ctx)
-        except NotRunnableHere as e:  # e.g. Core ML on Linux: a reported fact, not a failure
-            result = StageResult(info={"not_runnable": str(e)},
-                                 about={a.stage: {"not_runnable": str(e)} for a in ctx.inputs.values()})
-        except (KeyboardInterrupt, SystemExit):
-            self.cache.discard(work)
-            rec.status, rec.seconds = "interrupted", time.perf_counter() - t0
-            raise
-        except Exception as e:
-            raise self._failed(task, rec, work, e, t0) from e
-        try:  # storing the result can fail too (a full disk, a stage naming a file outside its folder): same path
-            manifest: dict[str, Any] = {
-                "components": comp,
-                "seconds": time.perf_counter() - t0,
-                "metrics": {k: float(v) for k, v in result.metrics.items()},
-                "info": result.info,
-                "about": result.about,
-                "extra_files": [_inside_workdir(work / "out", f, "an extra file") for f in result.files],
-            }
-            if result.artifact is not None:
-                a = result.artifact
-                rel = _inside_workdir(work / "out", a.path, "its artifact")
-                manifest["artifact"] = {"stage": task.stage, "format": a.format, "precision": a.precision,
-                                        "path": rel, "meta": a.meta}
-            # With cache.enabled=false this cache is a private one under the run directory (see app.py).
-            entry = self.cache.commit(rec.cache_key, work, manifest)
+            try:
+                result = task.cls().run(ctx)
+            except NotRunnableHere as e:  # e.g. Core ML on Linux: a reported fact, not a failure
+                result = StageResult(info={"not_runnable": str(e)},
+                                     about={a.stage: Findings(not_runnable=str(e)) for a in ctx.inputs.values()})
+            # storing the result can fail too (a full disk, a stage naming a file outside its folder): same path
+            entry = self.cache.commit(rec.cache_key, work, self._manifest(task, work, comp, result, t0))
         except (KeyboardInterrupt, SystemExit):
             self.cache.discard(work)
             rec.status, rec.seconds = "interrupted", time.perf_counter() - t0
@@ -217,6 +200,23 @@ class Runner:
             raise self._failed(task, rec, work, e, t0) from e
         rec.status = "ran"
         return entry
+
+    @staticmethod
+    def _manifest(task: Task, work: Path, comp: dict, result: StageResult, t0: float) -> dict[str, Any]:
+        manifest: dict[str, Any] = {
+            "components": comp,
+            "seconds": time.perf_counter() - t0,
+            "metrics": {k: float(v) for k, v in result.metrics.items()},
+            "info": result.info,
+            "about": results.dump(result.about),
+            "extra_files": [_inside_workdir(work / "out", f, "an extra file") for f in result.files],
+        }
+        if result.artifact is not None:
+            a = result.artifact
+            rel = _inside_workdir(work / "out", a.path, "its artifact")
+            manifest["artifact"] = {"stage": task.stage, "format": a.format, "precision": a.precision,
+                                    "path": rel, "meta": a.meta}
+        return manifest
 
     def _failed(self, task: Task, rec: TaskRecord, work: Path, e: Exception, t0: float) -> StageError:
         """Discard the stage's partial output, record the failure (traceback kept in the run folder) and say why."""
@@ -233,11 +233,8 @@ class Runner:
             (self.run_dir / "logs" / f"{task.name}.traceback.txt").write_text(traceback.format_exc())
         except OSError:  # a full disk must not hide the stage's own error
             pass
-        if self.tracker:
-            try:
-                self.tracker.log_stage(rec, None)
-            except Exception as te:  # the stage's own error is the one to report
-                log.warning("could not log the failed stage %s to MLflow: %s", task.name, te)
+        if self.events:
+            self.events.task_finished(rec, None)
         err = StageError(f"stage '{task.name}' ({task.cls.type}) failed: {rec.error}")
         err.record = rec
         return err
@@ -245,7 +242,7 @@ class Runner:
     def _publish(self, rec: TaskRecord, entry: cache_mod.Entry) -> None:
         """Hard-link (or copy) a producer's files into <run_dir>/artifacts/<stage>/ so each run is self-contained."""
         if rec.artifact is None:
-            # issue 5: an analysis stage's extra files (device profile JSON/PNG) go to <run_dir>/reports/<task>/
+            # an analysis stage's extra files (device profile JSON/PNG) go to <run_dir>/reports/<task>/
             for f in rec.files:
                 dest = self.run_dir / "reports" / rec.name / f.name
                 dest.parent.mkdir(parents=True, exist_ok=True)
@@ -271,7 +268,15 @@ class Runner:
                                      f"(the stage is cached and will be reused)")
                     err.record = rec
                     raise err from e
-        rec.info.setdefault("run_path", str((dest_root / rec.artifact.path.relative_to(entry.out)).relative_to(self.run_dir)))
+        rel = str(rec.artifact.path.relative_to(entry.out))
+        rec.info.setdefault("run_path", str((dest_root / rel).relative_to(self.run_dir)))
+        # the recorded hash of the file (a package directory: of its files, in path order), for checking run folders
+        files = entry.manifest.get("files", {})
+        if rel in files:
+            rec.info["sha256"] = files[rel]["sha256"]
+        else:
+            inside = sorted(f for f in files if f.startswith(rel + "/"))
+            rec.info["sha256"] = cache_mod.digest({f[len(rel) + 1:]: files[f]["sha256"] for f in inside}) if inside else None
 
 
 def _inside_workdir(out: Path, path: Any, what: str) -> str:

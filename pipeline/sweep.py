@@ -122,7 +122,7 @@ class SweepCallback(Callback):
         local = not self.tracking_uri.startswith(("http://", "https://"))
         tracker = tracking.Tracker(self.tracking_uri, experiment, outputs / "mlartifacts" if local else None)
         self.experiment_id = tracker.experiment_id
-        from pipeline.app import command_line
+        from pipeline.provenance import command_line
 
         run = MlflowClient(self.tracking_uri).create_run(
             self.experiment_id, run_name=f"sweep {self.sweep_id}",

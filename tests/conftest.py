@@ -89,7 +89,7 @@ def mlflow_server(tmp_path_factory):
         os.killpg(proc.pid, 9)
 
 
-# --- reliability report (issue 7) -------------------------------------------------------------------------------
+# --- reliability report --------------------------------------------------------------------------------------
 # tests/reliability/ records what it proved in config.stash; these lines end every test run's output.
 RELIABILITY = pytest.StashKey[dict]()
 
@@ -111,7 +111,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
                 counts[outcome] += 1
     res = config.stash.get(RELIABILITY, {})
     tr = terminalreporter
-    tr.section("reliability (issue 7)")
+    tr.section("reliability")
     total = sum(counts.values())
     tr.write_line(f"bad-input catalogue: {total} entries, {counts['passed']} passed, {counts['failed']} failed, "
                   f"{counts['skipped']} skipped")

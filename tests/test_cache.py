@@ -60,6 +60,10 @@ class StubStep(Stage):
         return StageResult(Artifact(ctx.name, "torch", "fp32", p, ctx.input.meta), metrics={"size": len(data)})
 
 
+def run_stubs(cfg, **kw):
+    return app.run(cfg, stages=[StubSource, StubStep], **kw)
+
+
 STAGES = {"a": {"type": "test_source"}, "b": {"type": "test_step", "inputs": ["a"]},
           "c": {"type": "test_step", "inputs": ["b"], "factor": 3}}
 
@@ -79,11 +83,11 @@ def statuses(summary):
 
 
 def test_rerun_reuses_everything_and_says_why(stub_cfg):
-    first = app.run(stub_cfg())
+    first = run_stubs(stub_cfg())
     assert statuses(first) == {"a": "ran", "b": "ran", "c": "ran"}
     assert all("first run" in s["reason"] for s in first["stages"])
     CALLS.clear()
-    second = app.run(stub_cfg())
+    second = run_stubs(stub_cfg())
     assert statuses(second) == {"a": "reused", "b": "reused", "c": "reused"}
     assert CALLS == []
     assert all("unchanged" in s["reason"] for s in second["stages"])
@@ -91,11 +95,11 @@ def test_rerun_reuses_everything_and_says_why(stub_cfg):
 
 
 def test_changing_a_parameter_reruns_only_that_stage_and_descendants(stub_cfg):
-    app.run(stub_cfg())
+    run_stubs(stub_cfg())
     CALLS.clear()
     stages = json.loads(json.dumps(STAGES))
     stages["b"]["factor"] = 5
-    s = app.run(stub_cfg(stages=stages))
+    s = run_stubs(stub_cfg(stages=stages))
     assert statuses(s) == {"a": "reused", "b": "ran", "c": "ran"}
     reasons = {x["name"]: x["reason"] for x in s["stages"]}
     assert "params.factor 2 -> 5" in reasons["b"]
@@ -104,13 +108,13 @@ def test_changing_a_parameter_reruns_only_that_stage_and_descendants(stub_cfg):
 
 
 def test_force_and_disable(stub_cfg, outputs):
-    app.run(stub_cfg())
+    run_stubs(stub_cfg())
     CALLS.clear()
-    s = app.run(stub_cfg("cache.force=[b]"))
+    s = run_stubs(stub_cfg("cache.force=[b]"))
     assert statuses(s) == {"a": "reused", "b": "ran", "c": "ran"}
     assert "forced" in {x["name"]: x["reason"] for x in s["stages"]}["b"]
     CALLS.clear()
-    s = app.run(stub_cfg("cache.enabled=false"))
+    s = run_stubs(stub_cfg("cache.enabled=false"))
     assert statuses(s) == {"a": "ran", "b": "ran", "c": "ran"}
     assert all("cache disabled" in x["reason"] for x in s["stages"])
     run_dir = Path(s["run_dir"])
@@ -122,37 +126,38 @@ def test_failure_keeps_finished_stages_and_resumes(stub_cfg, outputs):
     stages = json.loads(json.dumps(STAGES))
     stages["b"]["fail"] = True
     with pytest.raises(StageError) as e:
-        app.run(stub_cfg(stages=stages))
+        run_stubs(stub_cfg(stages=stages))
     assert "stage 'b' (test_step) failed: RuntimeError: step exploded" in str(e.value)
     summary = json.loads(next((outputs / "runs").rglob("summary.json")).read_text())
     assert summary["status"] == "failed" and statuses(summary) == {"a": "ran", "b": "failed"}
     assert not list((outputs / "cache" / "tmp").iterdir())  # the failed stage's work dir is gone
     CALLS.clear()
-    s = app.run(stub_cfg())  # fixed: a is reused, b and c run
+    s = run_stubs(stub_cfg())  # fixed: a is reused, b and c run
     assert statuses(s) == {"a": "reused", "b": "ran", "c": "ran"}
 
 
 def test_corrupt_entry_is_not_trusted(stub_cfg, outputs):
-    s = app.run(stub_cfg())
+    s = run_stubs(stub_cfg())
     key_b = {x["name"]: x["cache_key"] for x in s["stages"]}["b"]
     f = outputs / "cache" / "entries" / key_b / "out" / "model.bin"
     f.write_bytes(b"garbage")
     assert Cache(outputs / "cache").lookup(key_b) is None
     CALLS.clear()
-    s = app.run(stub_cfg())
+    s = run_stubs(stub_cfg())
     assert statuses(s)["b"] == "ran" and "integrity" in {x["name"]: x["reason"] for x in s["stages"]}["b"]
 
 
 def test_library_version_and_code_are_part_of_the_key(stub_cfg, monkeypatch):
-    from pipeline import runner
+    from pipeline import settings
 
-    s1 = app.run(stub_cfg())
-    monkeypatch.setattr(StubStep, "libraries", ("numpy",))
-    monkeypatch.setattr(runner, "_version", lambda d: "999.0")
+    s1 = run_stubs(stub_cfg())
+    monkeypatch.setattr(StubStep, "libraries", ("stub-dist",))
+    real = settings._version
+    monkeypatch.setattr(settings, "_version", lambda d: "999.0" if d == "stub-dist" else real(d))
     CALLS.clear()
-    s2 = app.run(stub_cfg())
+    s2 = run_stubs(stub_cfg())
     assert statuses(s2) == {"a": "reused", "b": "ran", "c": "ran"}
-    assert "libraries.numpy '(unset)' -> '999.0'" in {x["name"]: x["reason"] for x in s2["stages"]}["b"]
+    assert "library stub-dist (not used) -> 999.0" in {x["name"]: x["reason"] for x in s2["stages"]}["b"]
     assert s1["stages"][1]["cache_key"] != s2["stages"][1]["cache_key"]
 
 
@@ -165,3 +170,15 @@ def test_killed_work_dir_never_becomes_an_entry(tmp_path):
     entry = cache.commit("k" * 64, work, {"metrics": {}})
     assert cache.lookup("k" * 64).manifest["files"]["half.bin"]["size"] == 7
     assert entry.dir == tmp_path / "entries" / ("k" * 64)
+
+
+def test_plan_preview_runs_nothing_and_says_what_the_cache_will_reuse(stub_cfg, capsys):
+    run_stubs(stub_cfg())
+    CALLS.clear()
+    stages = {**STAGES, "c": {**STAGES["c"], "factor": 4}}
+    rows = {r["task"]: r for r in app.preview(stub_cfg(stages=stages), stages=[StubSource, StubStep])}
+    assert CALLS == []  # nothing ran
+    assert rows["a"]["will"] == rows["b"]["will"] == "reuse"
+    assert rows["c"]["will"] == "run" and "params.factor 3 -> 4" in rows["c"]["reason"]
+    out = capsys.readouterr().out
+    assert "test_step" in out and "params.factor 3 -> 4" in out

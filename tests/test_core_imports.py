@@ -37,5 +37,9 @@ print("HEAVY:", [m for m in {HEAVY!r} if m in sys.modules])
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
-    assert "recipe: " in out.stdout and "mobilenet_int8" in out.stdout and "pixel7" in out.stdout
-    assert "HEAVY: []" in out.stdout, out.stdout
+    assert "Recipes (recipe=NAME)" in out.stdout and "HEAVY: []" in out.stdout, out.stdout
+    lines = out.stdout.splitlines()
+    # one line per recipe and per device, with what it is for / what it deploys
+    assert any(l.split()[:1] == ["mobilenet_int8"] and "quantize to int8" in l for l in lines)
+    assert any(l.split()[:1] == ["pixel7"] and "Google Pixel 7: deploys litert" in l for l in lines)
+    assert "--plan" in out.stdout and "pipeline.compare" in out.stdout

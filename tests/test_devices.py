@@ -1,4 +1,4 @@
-"""Device catalog, per-layer profiler, latency estimator, delegate coverage and gate verdicts (issue 5).
+"""Device catalog, per-layer profiler, latency estimator, delegate coverage and gate verdicts.
 
 Small hand-built graphs only: the estimator is checked against numbers worked out by hand below.
 """

@@ -1,4 +1,4 @@
-"""The `profile` stage end to end (issue 5): accelerator coverage in the summary, profile JSON + PNG in the run
+"""The `profile` stage end to end: accelerator coverage in the summary, profile JSON + PNG in the run
 directory and in MLflow, an enforced gate exiting 1 naming the missed budget, a device file with a missing figure
 refused at plan time (exit 2, nothing written)."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A stage result reused from another recipe's cache entry carries this recipe's stage name (issue 4 found that
+"""A stage result reused from another recipe's cache entry carries this recipe's stage name (found when
 `export_base` of mobilenet_pruned_int8 reused the `export` of mobilenet_qat_int8 and was reported under that name)."""
 from __future__ import annotations
 

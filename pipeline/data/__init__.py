@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.data.files import IMAGE_SUFFIXES, _class_dirs, _images
+
 log = logging.getLogger("pipeline")
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 DATASETS = ("digits", "imagefolder")
 # Images per class of scikit-learn's bundled digits (unchanged since it shipped): planning knows the split sizes from
 # these without importing scikit-learn. tests/reliability/test_bad_inputs.py checks them against load_digits().
@@ -93,14 +94,6 @@ def scan(data_cfg: Any) -> Scan:
                     ok.append(p)  # error mode: the count is what it would be; the plan is refused anyway
         usable[c.name] = ok
     return Scan(usable, bad)
-
-
-def _class_dirs(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
 def check(data_cfg: Any) -> list[str]:

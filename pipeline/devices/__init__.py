@@ -1,4 +1,4 @@
-"""Device catalog, per-layer profiler, latency estimator, accelerator coverage and budgets (issue 5).
+"""Device catalog, per-layer profiler, latency estimator, accelerator coverage and budgets.
 
 Importing this package is cheap (no ML framework): planning validates the device through `catalog.check`. The
 profiler imports onnx / LiteRT / torch inside its functions only.

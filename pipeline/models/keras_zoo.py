@@ -77,6 +77,16 @@ def predict(model, x_nchw: np.ndarray, batch_size: int = 256) -> np.ndarray:
     return np.concatenate(out).astype(np.float32)
 
 
+def train(spec: dict, input_size: int, data, p, seed: int, log, directory: Path) -> tuple[Any, dict, Path]:
+    """Build the Keras zoo model `spec` names, train it and save it under `directory`: (model, fit's result, path)."""
+    from pipeline.runtimes.host import host_threads
+
+    set_threads(host_threads(p.threads))
+    model = build(spec["name"], spec["num_classes"], input_size, **spec["kwargs"])
+    result = fit(model, data, p, seed, log)
+    return model, result, save(model, directory)
+
+
 def fit(model, data, p, seed: int, log, tqdm=None) -> dict:
     """Train in place with the train stage's parameters (p: TrainConfig): one-cycle-like schedule (warm-up then
     cosine), AdamW or SGD, label smoothing, random shifts."""

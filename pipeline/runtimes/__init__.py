@@ -6,13 +6,14 @@ Each format's module imports its runtime only when loaded.
 from __future__ import annotations
 
 import importlib
-import os
-import platform
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+
+from pipeline.runtimes.host import cpu_model, host_threads
+
+__all__ = ["RUNTIMES", "Model", "cpu_model", "describe", "host_threads", "load", "not_runnable_reason", "predict_all"]
 
 # format -> module implementing `load(path, meta, threads) -> Model`
 RUNTIMES = {
@@ -75,20 +76,3 @@ def describe(fmt: str, path: Path | str, meta: dict[str, Any] | None = None) -> 
 
 def predict_all(model: Model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
     return np.concatenate([model.predict(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
-
-
-def host_threads(requested: int) -> int:
-    """Threads to use on this host: the request, capped to the cores there are (0 = all of them)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return cores if requested <= 0 else min(requested, cores)
-
-
-@lru_cache(maxsize=1)
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()

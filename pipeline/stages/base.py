@@ -1,7 +1,8 @@
-"""The stage contract: a dataclass config plus one class, registered by name when its module is imported.
+"""The stage contract: a dataclass config plus one class with a `type` name (found by pipeline.stages.discover).
 
-A stage never imports its ML framework at module level: the planner imports every stage module to know the registered
+A stage never imports its ML framework at module level: the planner imports every stage module to know the stage
 types, and the core must stay free of torch, TensorFlow and ONNX Runtime (tests/test_core_imports.py proves it).
+A stage module is a thin adapter: parameters, checks, and a `run` that calls library functions below the stages.
 """
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 from pipeline.artifacts import Artifact
-
-REGISTRY: dict[str, type["Stage"]] = {}
+from pipeline.results import Findings
+from pipeline.settings import Settings, UndeclaredSetting
 
 
 @dataclass
@@ -23,7 +24,7 @@ class StageResult:
     metrics: dict[str, float] = field(default_factory=dict)  # numbers for MLflow and the summary
     info: dict[str, Any] = field(default_factory=dict)  # JSON-able details for the summary (runtime, measured_on ...)
     files: list[str] = field(default_factory=list)  # extra files in the work directory to keep and log (plots ...)
-    about: dict[str, dict[str, Any]] = field(default_factory=dict)  # analysis stages: artifact name -> its numbers
+    about: dict[str, Findings] = field(default_factory=dict)  # analysis stages: artifact name -> what they found
 
 
 @dataclass
@@ -32,7 +33,7 @@ class StageContext:
 
     name: str  # stage name in the recipe (for per-input stages: "evaluate[quantize]")
     params: Any  # the validated parameters (an instance of the stage's Config dataclass)
-    cfg: Any  # the whole resolved pipeline config (model, data, device ...)
+    settings: Settings  # the config values the stage declares in `reads`, and nothing else (its cache key holds them)
     inputs: dict[str, Artifact]  # upstream artifacts by stage name
     workdir: Path  # where the stage writes; moved into the cache atomically on success
     lineage: Callable[[str], list[Artifact]]  # artifacts upstream of a stage, nearest first
@@ -41,7 +42,10 @@ class StageContext:
     _data_loader: Callable[[], Any] | None = None
 
     def data(self):
-        """The dataset, loaded once per process and shared by all stages of a run."""
+        """The dataset, loaded once per process and shared by all stages of a run (the stage must read "data")."""
+        if not self.settings.reads_data:
+            raise UndeclaredSetting(f"stage type {self.settings.stage!r} loads the data set without declaring it: add "
+                                    f"\"data\" to its `reads` so that the cache key holds the data fingerprint")
         if self._data is None:
             assert self._data_loader is not None
             self._data = self._data_loader()
@@ -64,9 +68,10 @@ class Stage:
     produces:  format of the produced artifact; None = an analysis stage (evaluate, benchmark) that only reports
     per_input: analysis stages run once per input, each cached on its own, so a new int8 model re-evaluates only itself
                (an analysis stage, produces=None, given no `inputs` reads every model the recipe produces)
-    uses:      config sections that change the result, hashed into the cache key: "data", "model", "device", "seed"
-    libraries: distributions whose versions are hashed into the key (read from metadata, nothing imported)
-    code:      package-relative source paths besides the stage's own module that change its result
+    reads:     the config values `run` reads, by dotted path ("seed", "model.input_size", "device" for the whole
+               section), plus "data" when it loads the data set; resolved per task into ctx.settings and hashed
+               into the cache key (pipeline/settings.py). The code and library versions in the key are derived.
+    libraries: distributions used without an import of their own, whose versions also go into the key
     implements: (generic type, format) this stage carries out, e.g. ("quantize", "tflite"): a recipe's `type: quantize`
                resolves to it when the device deploys that format (see pipeline/plan.py)
     """
@@ -76,20 +81,11 @@ class Stage:
     accepts: ClassVar[tuple[str, ...]] = ()
     produces: ClassVar[str | None] = None
     per_input: ClassVar[bool] = False
-    uses: ClassVar[tuple[str, ...]] = ()
+    reads: ClassVar[tuple[str, ...]] = ()
     libraries: ClassVar[tuple[str, ...]] = ()
-    code: ClassVar[tuple[str, ...]] = ()
     min_inputs: ClassVar[int] = 0
     max_inputs: ClassVar[int | None] = None
     implements: ClassVar[tuple[str, str] | None] = None
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        stage_type = cls.__dict__.get("type")
-        if stage_type:
-            if stage_type in REGISTRY and REGISTRY[stage_type] is not cls:
-                raise RuntimeError(f"stage type {stage_type!r} registered twice: {REGISTRY[stage_type]} and {cls}")
-            REGISTRY[stage_type] = cls
 
     @classmethod
     def output_format(cls, params: Any, device: Any) -> str | None:
@@ -108,8 +104,8 @@ class Stage:
         return cls.accepts
 
     @classmethod
-    def key_extra(cls, params: Any, cfg: Any) -> dict:
-        """More components of the cache key, e.g. the hash of a file a parameter names (import_model, issue 4)."""
+    def key_extra(cls, params: Any, settings: Settings) -> dict:
+        """More components of the cache key, e.g. the hash of a file a parameter names (import_model)."""
         return {}
 
     @classmethod

@@ -2,12 +2,10 @@
 process with the device's thread count (capped to the host's cores), round-robin so that ratios are side by side."""
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from dataclasses import dataclass
 
 from pipeline.artifacts import FORMATS
+from pipeline.results import Findings, Latency
 from pipeline.stages.base import Stage, StageContext, StageResult
 
 
@@ -22,9 +20,7 @@ class Benchmark(Stage):
     type = "benchmark"
     Config = BenchmarkConfig
     accepts = FORMATS
-    uses = ("device",)
-    libraries = ("onnxruntime", "torch", "ai-edge-litert", "tensorflow-cpu", "numpy")
-    code = ("runtimes",)
+    reads = ("device.threads", "device.name")
     min_inputs = 1
 
     @classmethod
@@ -36,10 +32,10 @@ class Benchmark(Stage):
 
     def run(self, ctx: StageContext) -> StageResult:
         from pipeline.errors import NotRunnableHere
-        from pipeline.runtimes import host_threads, not_runnable_reason
+        from pipeline.runtimes import host_threads, isolated, not_runnable_reason
 
         p: BenchmarkConfig = ctx.params
-        requested = int(ctx.cfg.device.threads)
+        requested = int(ctx.settings.device.threads)
         threads = host_threads(requested)
         skipped = {n: not_runnable_reason(a.format) for n, a in ctx.inputs.items() if not_runnable_reason(a.format)}
         if len(skipped) == len(ctx.inputs):  # nothing to time here: reported as such, never as a number
@@ -47,18 +43,14 @@ class Benchmark(Stage):
         models = [{"name": n, "fmt": a.format, "path": str(a.path), "meta": a.meta,
                    "shape": [p.batch_size, *a.meta["input_shape"][1:]]} for n, a in ctx.inputs.items()
                   if n not in skipped]
-        args = {"models": models, "threads": threads, "warmup": p.warmup, "iterations": p.iterations}
-        proc = subprocess.run([sys.executable, "-m", "pipeline.runtimes.measure", json.dumps(args)],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"the measuring process failed: {proc.stderr.strip()[-2000:]}")
-        r = json.loads(proc.stdout.strip().splitlines()[-1])
-        capped = f" ({requested} requested by {ctx.cfg.device.name}, capped to host cores)" if requested > threads else ""
-        about, metrics = {n: {"not_runnable": why} for n, why in skipped.items()}, {"peak_rss_mb": r["peak_rss_mb"],
-                                                                                      "threads": threads}
+        r = isolated.measure(models, threads, p.warmup, p.iterations)
+        capped = f" ({requested} requested by {ctx.settings.device.name}, capped to host cores)" if requested > threads else ""
+        about = {n: Findings(not_runnable=why) for n, why in skipped.items()}
+        metrics = {"peak_rss_mb": r["peak_rss_mb"], "threads": threads}
         for name, m in r["models"].items():
             measured_on = f"this host ({r['cpu']}), {m['runtime']}, {threads} thread(s){capped}, batch {p.batch_size}"
-            about[name] = {**m, "measured_on": measured_on}
+            about[name] = Findings(latency=Latency.from_measurement(m, threads=threads, source="host",
+                                                                    measured_on=measured_on))
             metrics.update({f"{name}.{k}": v for k, v in m.items() if isinstance(v, float)})
             ctx.log.info("%s: p50 %.3f ms  p90 %.3f ms — measured on %s", name, m["latency_p50_ms"],
                          m["latency_p90_ms"], measured_on)

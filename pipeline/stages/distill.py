@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from pipeline.artifacts import Artifact
-from pipeline.stages._compress import FinetuneConfig, check_finetune
+from pipeline.training import FinetuneConfig, check_finetune
 from pipeline.stages.base import Stage, StageContext, StageResult
 
 
@@ -33,9 +33,8 @@ class Distill(Stage):
     accepts = ("torch",)
     produces = "torch"
     min_inputs, max_inputs = 0, 1
-    uses = ("data", "seed")
+    reads = ("data", "seed", "model.input_size")
     libraries = ("torch", "numpy")
-    code = ("models", "stages/_compress.py", "stages/train.py")
 
     @classmethod
     def check(cls, p: DistillConfig, cfg) -> list[str]:
@@ -67,8 +66,8 @@ class Distill(Stage):
         from tqdm.auto import tqdm
 
         from pipeline import models
-        from pipeline.stages import _compress as C
-        from pipeline.stages.train import fit
+        from pipeline import training as C
+        from pipeline.training import fit
 
         p: DistillConfig = ctx.params
         if bool(ctx.inputs) == bool(p.teacher_checkpoint):
@@ -82,14 +81,14 @@ class Distill(Stage):
         else:
             teacher_path = Path(p.teacher_checkpoint).expanduser()
             teacher, _ = models.load_torch(teacher_path)
-            size = int(ctx.cfg.model.input_size)
+            size = int(ctx.settings.model.input_size)
             meta = {"input_shape": [1, 3, size, size], "num_classes": data.num_classes, "classes": data.classes}
         teacher.eval()
         for t in teacher.parameters():
             t.requires_grad_(False)
-        acc_teacher = C.accuracy(teacher, data)
+        acc_teacher = C.val_accuracy(teacher, data)
         kwargs = {"width_mult": float(p.student_width_mult), "dropout": float(p.student_dropout)}
-        torch.manual_seed(ctx.cfg.seed)
+        torch.manual_seed(ctx.settings.seed)
         student = models.build(p.student, data.num_classes, **kwargs)
         init = {k: v.clone() for k, v in student.state_dict().items()}
         tc = C.train_config(p)
@@ -108,16 +107,16 @@ class Distill(Stage):
             ctx.log.info("student %s from scratch (%d epochs, cross-entropy only)", p.student, p.epochs)
             scratch = models.build(p.student, data.num_classes, **kwargs)
             scratch.load_state_dict(init)
-            r = fit(scratch, data, tc, ctx.cfg.seed, ctx.log, tqdm)
-            metrics["scratch_accuracy"] = C.accuracy(scratch, data)
+            r = fit(scratch, data, tc, ctx.settings.seed, ctx.log, tqdm)
+            metrics["scratch_accuracy"] = C.val_accuracy(scratch, data)
             info["scratch_history"] = r["history"]
             del scratch
         ctx.log.info("student %s distilled from %s (T=%g, alpha=%g, %d epochs)", p.student,
                      ctx.input.stage if ctx.inputs else teacher_path, T, alpha, p.epochs)
         student.load_state_dict(init)
-        r = fit(student, data, tc, ctx.cfg.seed, ctx.log, tqdm, loss_fn=kd_loss)
+        r = fit(student, data, tc, ctx.settings.seed, ctx.log, tqdm, loss_fn=kd_loss)
         info["history"] = r["history"]
-        metrics["distilled_accuracy"] = C.accuracy(student, data)
+        metrics["distilled_accuracy"] = C.val_accuracy(student, data)
         if "scratch_accuracy" in metrics:
             metrics["distillation_gain_points"] = 100 * (metrics["distilled_accuracy"] - metrics["scratch_accuracy"])
         shape = meta["input_shape"]

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from pipeline.artifacts import FORMATS
+from pipeline.results import Findings
 from pipeline.stages.base import Stage, StageContext, StageResult
 
 
@@ -19,9 +20,8 @@ class Evaluate(Stage):
     Config = EvaluateConfig
     accepts = FORMATS
     per_input = True
-    uses = ("data",)
+    reads = ("data",)
     libraries = ("onnxruntime", "torch", "ai-edge-litert", "tensorflow-cpu", "coremltools", "numpy")
-    code = ("runtimes", "data")
 
     def run(self, ctx: StageContext) -> StageResult:
         from pipeline import runtimes
@@ -36,4 +36,4 @@ class Evaluate(Stage):
         acc = float((logits.argmax(1) == y).mean())
         ctx.log.info("%s: top-1 %.4f on %d validation images (%s)", a.stage, acc, len(y), model.runtime)
         return StageResult(metrics={"accuracy": acc, "samples": len(y)},
-                           about={a.stage: {"accuracy": acc, "eval_runtime": model.runtime}})
+                           about={a.stage: Findings(accuracy=acc, eval_runtime=model.runtime)})

@@ -1,7 +1,7 @@
 """`export_coreml` (PyTorch -> Core ML ML Program) and `quantize_coreml` (weight compression of a Core ML package).
 
-Conversion and compression run on Linux (coremltools 9 converts a traced torch model; it warns that torch 2.13 is
-untested); running the package needs macOS, so on other hosts evaluate/benchmark/parity report "not runnable on this
+Conversion and compression run on Linux (coremltools 9 converts a torch.export program; it warns that torch 2.13 is
+untested; pipeline/convert/coreml.py); running the package needs macOS, so on other hosts evaluate/benchmark/parity report "not runnable on this
 host" and the package is inspected instead: operators, how its weights are stored (read back from the MIL program),
 size. The minimum deployment target comes from the device profile (iPhone 15: iOS17).
 """
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from pipeline.artifacts import Artifact, path_size
+from pipeline.convert.coreml import package_facts
 from pipeline.stages.base import Stage, StageContext, StageResult
 
 PRECISIONS = ("fp16", "fp32")
@@ -31,45 +32,6 @@ class QuantizeCoremlConfig:
     calibration_samples: int = 128  # recipe-wide calibration size; Core ML weight compression is data-free (unused)
 
 
-def _target(name: str):
-    import coremltools as ct
-
-    if not hasattr(ct.target, name):
-        known = sorted(t for t in dir(ct.target) if not t.startswith("_"))
-        raise ValueError(f"unknown Core ML deployment target {name!r}; one of {', '.join(known)}")
-    return getattr(ct.target, name)
-
-
-def package_facts(path) -> dict:
-    from pipeline.runtimes import coreml_rt
-
-    info = coreml_rt.inspect(path)
-    return {**{k: info[k] for k in ("model_type", "specification_version", "inputs", "outputs") if k in info},
-            **{k: info.get(k) for k in ("opset", "operator_count", "operators", "weight_elements_by_dtype",
-                                        "weight_share_by_dtype", "compressed_weight_ops")}}
-
-
-def quiet_coremltools():
-    """coremltools logs every missing native proxy on Linux and prints conversion progress bars."""
-    import contextlib
-    import logging
-    import warnings
-
-    @contextlib.contextmanager
-    def ctx():
-        lg = logging.getLogger("coremltools")
-        old = lg.level
-        lg.setLevel(logging.ERROR)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                yield
-        finally:
-            lg.setLevel(old)
-
-    return ctx()
-
-
 class ExportCoreml(Stage):
     type = "export_coreml"
     Config = ExportCoremlConfig
@@ -77,9 +39,7 @@ class ExportCoreml(Stage):
     produces = "coreml"
     implements = ("export", "coreml")
     min_inputs = max_inputs = 1
-    uses = ("device",)
-    libraries = ("coremltools", "torch", "numpy")
-    code = ("runtimes/coreml_rt.py", "models")
+    reads = ("device.deployment_target",)
 
     @classmethod
     def check(cls, p: ExportCoremlConfig, cfg) -> list[str]:
@@ -92,31 +52,20 @@ class ExportCoreml(Stage):
         return problems
 
     def run(self, ctx: StageContext) -> StageResult:
-        import numpy as np
-        import torch
+        from pipeline.convert.coreml import convert_torch
+        from pipeline.models import load_torch
 
-        with quiet_coremltools():
-            import coremltools as ct
-
-            from pipeline.models import load_torch
-
-            p: ExportCoremlConfig = ctx.params
-            src = ctx.input
-            target_name = p.deployment_target or ctx.cfg.device.deployment_target
-            model, _ = load_torch(src.path)
-            x = torch.zeros(src.meta["input_shape"])
-            traced = torch.jit.trace(model, x)
-            ml = ct.convert(traced, inputs=[ct.TensorType(name="input", shape=tuple(x.shape), dtype=np.float32)],
-                            outputs=[ct.TensorType(name="logits")], convert_to="mlprogram",
-                            compute_precision=ct.precision.FLOAT16 if p.precision == "fp16" else ct.precision.FLOAT32,
-                            minimum_deployment_target=_target(target_name))
-            path = ctx.workdir / "model.mlpackage"
-            ml.save(str(path))
+        p: ExportCoremlConfig = ctx.params
+        src = ctx.input
+        target_name = p.deployment_target or ctx.settings.device.deployment_target
+        model, _ = load_torch(src.path)
+        path = ctx.workdir / "model.mlpackage"
+        converter = convert_torch(model, src.meta["input_shape"], path, p.precision, target_name)
         facts = package_facts(path)
         ctx.log.info("exported %s (ML Program, %s compute, %s, %d operators, %.2f MB)", path.name, p.precision,
                      target_name, facts["operator_count"] or 0, path_size(path) / 1e6)
         meta = {**src.meta, "coreml": {**facts, "deployment_target": target_name, "compute_precision": p.precision,
-                                       "converter": f"coremltools {ct.__version__}"}}
+                                       "converter": converter}}
         return StageResult(Artifact(ctx.name, "coreml", p.precision, path, meta),
                            metrics={"operators": facts["operator_count"] or 0})
 
@@ -128,8 +77,6 @@ class QuantizeCoreml(Stage):
     produces = "coreml"
     implements = ("quantize", "coreml")
     min_inputs = max_inputs = 1
-    libraries = ("coremltools",)
-    code = ("runtimes/coreml_rt.py",)
 
     @classmethod
     def check(cls, p: QuantizeCoremlConfig, cfg) -> list[str]:
@@ -143,24 +90,12 @@ class QuantizeCoreml(Stage):
         return problems
 
     def run(self, ctx: StageContext) -> StageResult:
-        with quiet_coremltools():
-            import coremltools as ct
-            import coremltools.optimize.coreml as cto
+        from pipeline.convert.coreml import compress_weights
 
-            p: QuantizeCoremlConfig = ctx.params
-            src = ctx.input
-            ml = ct.models.MLModel(str(src.path), skip_model_load=True)  # compression needs no Core ML runtime
-            if p.mode == "int8":
-                op = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8",
-                                                 granularity="per_channel" if p.per_channel else "per_tensor")
-                out = cto.linear_quantize_weights(ml, config=cto.OptimizationConfig(global_config=op))
-                precision = "int8-weights"
-            else:
-                op = cto.OpPalettizerConfig(mode="kmeans", nbits=p.nbits)
-                out = cto.palettize_weights(ml, config=cto.OptimizationConfig(global_config=op))
-                precision = f"palettized-{p.nbits}bit"
-            path = ctx.workdir / "model.mlpackage"
-            out.save(str(path))
+        p: QuantizeCoremlConfig = ctx.params
+        src = ctx.input
+        path = ctx.workdir / "model.mlpackage"
+        precision = compress_weights(src.path, path, p.mode, p.nbits, p.per_channel)
         facts = package_facts(path)
         ratio = path_size(path) / max(1, path_size(src.path))
         share = facts["weight_share_by_dtype"] or {}

@@ -27,9 +27,8 @@ class Fuse(Stage):
     accepts = ("torch",)
     produces = "torch"
     min_inputs = max_inputs = 1
-    uses = ("data",)
+    reads = ("data",)
     libraries = ("torch", "numpy")
-    code = ("models", "stages/_compress.py")
 
     @classmethod
     def check(cls, p: FuseConfig, cfg) -> list[str]:
@@ -48,7 +47,7 @@ class Fuse(Stage):
 
         from pipeline import models
         from pipeline.runtimes import cpu_model, host_threads
-        from pipeline.stages._compress import load_rebuildable
+        from pipeline.training import load_rebuildable
 
         p: FuseConfig = ctx.params
         src = ctx.input

@@ -13,7 +13,6 @@ The file's SHA-256 is part of the cache key: replacing it re-runs everything bel
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any, Dict, Optional
 from omegaconf import MISSING
 
 from pipeline.artifacts import Artifact
+from pipeline.cache import file_sha256
 from pipeline.stages.base import Stage, StageContext, StageResult
 
 SUFFIX_FORMAT = {".onnx": "onnx", ".pt2": "torch", ".ts": "torch", ".pt": "torch", ".pth": "torch", ".jit": "torch",
@@ -47,14 +47,6 @@ def source_format(p: ImportModelConfig) -> Optional[str]:
     return SUFFIX_FORMAT.get(Path(p.path).suffix.lower())
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def is_torchscript(path: Path) -> bool:
     """A TorchScript archive is a zip holding the compiled code (`<name>/code/...`); torch.save's zip does not."""
     import zipfile
@@ -69,19 +61,18 @@ class ImportModel(Stage):
     type = "import_model"
     Config = ImportModelConfig
     produces = "torch"  # the actual format follows the file (output_format)
-    uses = ("model",)
+    reads = ("data", "model.input_size")
     libraries = ("torch", "onnx", "onnxruntime", "tensorflow-cpu", "numpy")
-    code = ("models",)
 
     @classmethod
     def output_format(cls, params, device) -> str | None:
         return (source_format(params) or "torch") if params is not None else "torch"
 
     @classmethod
-    def key_extra(cls, params: ImportModelConfig, cfg) -> dict:
+    def key_extra(cls, params: ImportModelConfig, settings) -> dict:
         """The file's content, so that replacing it invalidates this stage and everything below."""
         p = _resolve(params.path)
-        return {"file_sha256": sha256(p) if p.is_file() else None}
+        return {"file_sha256": file_sha256(p) if p.is_file() else None}
 
     @classmethod
     def check(cls, p: ImportModelConfig, cfg) -> list[str]:
@@ -109,9 +100,9 @@ class ImportModel(Stage):
         p: ImportModelConfig = ctx.params
         src = _resolve(p.path)
         fmt = source_format(p)
-        size = int(p.input_size or ctx.cfg.model.input_size)
+        size = int(p.input_size or ctx.settings.model.input_size)
         ctx.workdir.mkdir(parents=True, exist_ok=True)
-        digest = sha256(src)
+        digest = file_sha256(src)
         if fmt == "onnx":
             path, size = self._onnx(src, ctx.workdir, size)
         elif fmt == "keras":
@@ -243,7 +234,7 @@ def probe(fmt: str, path: Path, x):
     if fmt in runtimes.RUNTIMES:
         model = runtimes.load(fmt, path, {"input_shape": [1, *x.shape[1:]]}, threads=1)
         return model.predict(x), model.runtime
-    import keras  # only Keras can lack a runtime module (the Keras runtime comes with the export work of issue 3)
+    import keras  # loads the user's file in safe mode; pipeline.runtimes.keras_rt runs it later
     import numpy as np
 
     m = keras.saving.load_model(str(path), safe_mode=True, compile=False)

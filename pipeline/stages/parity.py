@@ -12,6 +12,7 @@ from typing import Optional
 
 from pipeline.artifacts import FORMATS
 from pipeline.errors import NotRunnableHere
+from pipeline.results import Findings
 from pipeline.stages.base import Stage, StageContext, StageResult
 
 
@@ -49,9 +50,8 @@ class Parity(Stage):
     type = "parity"
     Config = ParityConfig
     accepts = FORMATS
-    uses = ("data",)
+    reads = ("data",)
     libraries = ("onnxruntime", "torch", "ai-edge-litert", "tensorflow-cpu", "coremltools", "numpy")
-    code = ("runtimes", "data")
     min_inputs = 1
 
     @classmethod
@@ -83,19 +83,19 @@ class Parity(Stage):
         for name, a in ctx.inputs.items():
             chain = ctx.lineage(a.stage)
             if len(chain) < 2:  # a model nothing was made from (the trained one): nothing to compare with
-                about[a.stage] = {"parity": {"source": None}}
+                about[a.stage] = Findings(parity={"source": None})
                 continue
             src = chain[1]
             (got, rt_got), (ref, rt_ref) = run_model(a), run_model(src)
             if got is None or ref is None:
                 why = rt_got if got is None else rt_ref
-                about[a.stage] = {"parity": {"source": src.stage, "not_runnable": why}}
+                about[a.stage] = Findings(parity={"source": src.stage, "not_runnable": why})
                 ctx.log.info("%s vs %s: %s", a.stage, src.stage, why)
                 continue
             m = compare(ref, got)
             bad = violations(m, p)
-            about[a.stage] = {"parity": {"source": src.stage, **m, "samples": len(x), "runtime": rt_got,
-                                         "source_runtime": rt_ref, "ok": not bad}}
+            about[a.stage] = Findings(parity={"source": src.stage, **m, "samples": len(x), "runtime": rt_got,
+                                              "source_runtime": rt_ref, "ok": not bad})
             metrics.update({f"{a.stage}.{k}": v for k, v in m.items()})
             links.append((len(chain), a, src, m, bad))
             ctx.log.info("%s (%s %s) vs %s (%s): top-1 agreement %.4f, max |error| %.4g, cosine %.5f%s", a.stage,

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from pipeline.artifacts import FORMATS
+from pipeline.results import Findings
 from pipeline.stages.base import Stage, StageContext, StageResult
 
 PROFILED = ("onnx", "tflite", "torch")
@@ -24,9 +25,8 @@ class Profile(Stage):
     Config = ProfileConfig
     accepts = FORMATS
     per_input = True
-    uses = ("device",)
+    reads = ("device",)
     libraries = ("onnx", "ai-edge-litert", "torch", "onnxscript", "matplotlib")
-    code = ("devices", "devices/calibration.json", "models")
 
     @classmethod
     def check(cls, p: ProfileConfig, cfg) -> list[str]:
@@ -36,19 +36,17 @@ class Profile(Stage):
         return []
 
     def run(self, ctx: StageContext) -> StageResult:
-        from omegaconf import OmegaConf
-
         from pipeline.devices import chart
         from pipeline.devices.coverage import coverage
         from pipeline.devices.estimator import NoEstimate, estimate
         from pipeline.devices.profiler import profile_artifact
 
         a = ctx.input
-        device = OmegaConf.to_container(ctx.cfg.device, resolve=True)
+        device = ctx.settings.device.to_dict()
         if a.format not in PROFILED:
             why = f"not profiled: a {a.format} artifact cannot be read on this host; profile its ONNX/TFLite export"
             ctx.log.info("%s: %s", a.stage, why)
-            return StageResult(about={a.stage: {"profile": why}})
+            return StageResult(about={a.stage: Findings(profile=why)})
         prof = profile_artifact(a.format, a.path, a.meta)
         totals = prof.totals()
         try:
@@ -92,4 +90,4 @@ class Profile(Stage):
             metrics["estimate_latency_ms"] = est.latency_ms
         if cov:
             metrics.update(coverage_supported=cov["supported"], coverage_total=cov["total"])
-        return StageResult(metrics=metrics, about={a.stage: facts}, files=["profile.json", "profile.png"])
+        return StageResult(metrics=metrics, about={a.stage: Findings(**facts)}, files=["profile.json", "profile.png"])

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from pipeline.artifacts import Artifact
-from pipeline.stages._compress import FinetuneConfig, check_finetune
+from pipeline.training import FinetuneConfig, check_finetune
 from pipeline.stages.base import Stage, StageContext, StageResult
 
 METHODS = ("structured", "unstructured")
@@ -42,9 +42,8 @@ class Prune(Stage):
     accepts = ("torch",)
     produces = "torch"
     min_inputs = max_inputs = 1
-    uses = ("data", "seed")
+    reads = ("data", "seed")
     libraries = ("torch", "torch-pruning", "numpy")
-    code = ("models", "stages/_compress.py", "stages/train.py")
 
     @classmethod
     def check(cls, p: PruneConfig, cfg) -> list[str]:
@@ -67,17 +66,17 @@ class Prune(Stage):
         from tqdm.auto import tqdm
 
         from pipeline import models
-        from pipeline.stages import _compress as C
-        from pipeline.stages.train import fit
+        from pipeline import training as C
+        from pipeline.training import fit
 
         p: PruneConfig = ctx.params
         src = ctx.input
-        torch.manual_seed(ctx.cfg.seed)
+        torch.manual_seed(ctx.settings.seed)
         C.set_threads(p)
         model, spec = C.load_rebuildable(src, ctx.name)
         data = ctx.data()
         shape = src.meta["input_shape"]
-        before = {**C.complexity(model, shape), **C.sizes(src.path), "accuracy": C.accuracy(model, data)}
+        before = {**C.complexity(model, shape), **C.sizes(src.path), "accuracy": C.val_accuracy(model, data)}
         skip = skipped_modules(model, p.skip_layers, data.num_classes)
         ctx.log.info("%s pruning of %s (%s, %s): %.0f%% %s; layers kept whole: %s", p.method, src.stage, p.schedule,
                      p.importance if p.method == "structured" else "global magnitude", 100 * p.amount,
@@ -91,9 +90,9 @@ class Prune(Stage):
             for step in range(steps):
                 pruner.step()
                 if step == 0 or step == steps - 1:
-                    acc_pruned = C.accuracy(model, data)
+                    acc_pruned = C.val_accuracy(model, data)
                 if step_epochs[step]:
-                    history += fit(model, data, C.train_config(p, epochs=step_epochs[step]), ctx.cfg.seed + step,
+                    history += fit(model, data, C.train_config(p, epochs=step_epochs[step]), ctx.settings.seed + step,
                                    ctx.log, tqdm)["history"]
         else:
             targets = [(m, "weight") for n, m in model.named_modules()
@@ -105,9 +104,9 @@ class Prune(Stage):
                 torch_prune.global_unstructured(targets, torch_prune.L1Unstructured, amount=zero_more)
                 done = goal
                 if step == 0 or step == steps - 1:
-                    acc_pruned = C.accuracy(model, data)
+                    acc_pruned = C.val_accuracy(model, data)
                 if step_epochs[step]:
-                    history += fit(model, data, C.train_config(p, epochs=step_epochs[step]), ctx.cfg.seed + step,
+                    history += fit(model, data, C.train_config(p, epochs=step_epochs[step]), ctx.settings.seed + step,
                                    ctx.log, tqdm)["history"]
             for m, name in targets:
                 torch_prune.remove(m, name)  # permanent: weight = weight_orig * mask
@@ -121,7 +120,7 @@ class Prune(Stage):
             x = torch.from_numpy(data.val_x[:8])
             if not torch.allclose(reloaded(x), model(x), atol=1e-5):
                 raise RuntimeError("the pruned model does not reload from its spec (model.json); please report this")
-        after = {**C.complexity(model, shape), **C.sizes(path), "accuracy": C.accuracy(model, data)}
+        after = {**C.complexity(model, shape), **C.sizes(path), "accuracy": C.val_accuracy(model, data)}
         sp = C.sparsity(model)
         metrics = {
             "sparsity": sp, "accuracy_before": before["accuracy"], "accuracy_pruned": acc_pruned,

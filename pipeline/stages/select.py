@@ -10,15 +10,12 @@ shipped silently.
 """
 from __future__ import annotations
 
-import json
-import logging
 import shutil
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from typing import List, Optional
 
 from pipeline.artifacts import Artifact, path_size
+from pipeline.results import Findings
 from pipeline.stages.base import Stage, StageContext, StageResult
 
 # candidate name -> quantize_onnx parameters (ONNX Runtime QDQ), or None for LiteRT full-integer int8
@@ -50,9 +47,7 @@ class SelectInt8(Stage):
     accepts = ("onnx",)
     implements = ("quantize", "measured")
     min_inputs = max_inputs = 1
-    uses = ("data", "seed", "device")
-    libraries = ("onnxruntime", "onnx", "litert-torch", "ai-edge-litert", "torch", "torchao", "numpy")
-    code = ("runtimes", "data", "models", "stages/quantize_onnx.py", "stages/export_tflite.py")
+    reads = ("data", "seed", "device.threads", "gate.max_accuracy_drop")
 
     @classmethod
     def output_format(cls, params, device):
@@ -77,19 +72,20 @@ class SelectInt8(Stage):
         return problems
 
     def run(self, ctx: StageContext) -> StageResult:
-        import numpy as np
+        import logging
 
-        from pipeline import runtimes
-        from pipeline.runtimes import host_threads
-        from pipeline.stages.base import StageContext as Ctx
-        from pipeline.stages.export_tflite import calibration_set, convert_torch
-        from pipeline.stages.quantize_onnx import QuantizeOnnx, QuantizeOnnxConfig, quiet_root_logger
+        from pipeline import calibration, runtimes
+        from pipeline.convert import onnx as onnx_convert
+        from pipeline.convert.tflite import export_source
+        from pipeline.runtimes import host_threads, isolated, tflite_rt
 
         p: SelectInt8Config = ctx.params
         src = ctx.input
         data = ctx.data()
-        budget = p.max_accuracy_drop if p.max_accuracy_drop is not None else float(ctx.cfg.gate.max_accuracy_drop)
+        budget = p.max_accuracy_drop if p.max_accuracy_drop is not None else float(ctx.settings.gate.max_accuracy_drop)
         torch_src = next((a for a in ctx.lineage(src.stage) if a.format == "torch"), None)
+        calib = calibration.sample(data, p.calibration_samples, ctx.settings.seed, ctx.name)
+        shape = src.meta["input_shape"]
         built: dict[str, dict] = {}
         root = ctx.workdir / "candidates"
         root.mkdir()
@@ -101,14 +97,8 @@ class SelectInt8(Stage):
                 if torch_src is None:
                     ctx.log.warning("%s: skipped (no PyTorch model upstream of %r to convert)", name, src.stage)
                     continue
-                from pipeline.models import load_torch
-
-                model, _ = load_torch(torch_src.path)
-                calib = calibration_set(data, p.calibration_samples, ctx.cfg.seed, ctx.name)
                 path = d / "model.int8.tflite"
-                facts = convert_torch(model, np.zeros(src.meta["input_shape"], np.float32), path, "int8", calib)
-                from pipeline.runtimes import tflite_rt
-
+                facts, _ = export_source("torch", torch_src.path, shape, path, "int8", calib)
                 info = tflite_rt.inspect(path)
                 meta = {**src.meta, "input_layout": "NCHW",
                         "tflite": {**facts, **{k: info[k] for k in ("operators", "operator_count", "float_operators",
@@ -117,19 +107,16 @@ class SelectInt8(Stage):
                                          "calibration_samples": p.calibration_samples, "io": "int8"}}
                 built[name] = {"format": "tflite", "path": path, "meta": meta}
             else:
-                sub = Ctx(name=ctx.name, params=QuantizeOnnxConfig(calibration_samples=p.calibration_samples,
-                                                                   method=p.method, **spec),
-                          cfg=ctx.cfg, inputs=ctx.inputs, workdir=d, lineage=ctx.lineage, log=ctx.log, _data=data)
-                with quiet_root_logger(logging.ERROR):  # the defaults candidate skips pre-processing on purpose
-                    a = QuantizeOnnx().run(sub).artifact
-                built[name] = {"format": "onnx", "path": a.path, "meta": a.meta}
+                path = d / "model.int8.onnx"
+                # ERROR: the defaults candidate skips ONNX Runtime's pre-processing on purpose, and it says so
+                facts = onnx_convert.quantize_qdq(src.path, path, calib,
+                                                  onnx_convert.QdqOptions(method=p.method, **spec), logging.ERROR)
+                facts.pop("duplicate_initializer_bytes_saved")
+                built[name] = {"format": "onnx", "path": path, "meta": {**src.meta, "quantization": facts}}
         baselines = {f"{src.stage} (fp32 onnx)": {"format": src.format, "path": src.path, "meta": src.meta}}
         if p.fp32_tflite_baseline and torch_src is not None:
-            from pipeline.models import load_torch
-
-            model, _ = load_torch(torch_src.path)
             path = root / "baseline.fp32.tflite"
-            convert_torch(model, np.zeros(src.meta["input_shape"], np.float32), path, "fp32")
+            export_source("torch", torch_src.path, shape, path, "fp32")
             baselines["fp32 tflite"] = {"format": "tflite", "path": path, "meta": {**src.meta, "input_layout": "NCHW"}}
 
         # accuracy of every model on the same validation images
@@ -144,15 +131,10 @@ class SelectInt8(Stage):
                 rows[name] = {"name": name, "kind": kind, "format": c["format"], "accuracy": acc,
                               "size_bytes": path_size(c["path"]), "runtime": model.runtime}
         # latency, all in one fresh process, round-robin
-        threads = host_threads(int(ctx.cfg.device.threads))
+        threads = host_threads(int(ctx.settings.device.threads))
         models = [{"name": n, "fmt": c["format"], "path": str(c["path"]), "meta": c["meta"],
                    "shape": list(c["meta"]["input_shape"])} for n, c in {**built, **baselines}.items()]
-        proc = subprocess.run([sys.executable, "-m", "pipeline.runtimes.measure",
-                               json.dumps({"models": models, "threads": threads, "warmup": p.warmup,
-                                           "iterations": p.iterations})], capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"the measuring process failed: {proc.stderr.strip()[-2000:]}")
-        measured = json.loads(proc.stdout.strip().splitlines()[-1])
+        measured = isolated.measure(models, threads, p.warmup, p.iterations)
         for name, m in measured["models"].items():
             rows[name]["latency_p50_ms"] = m["latency_p50_ms"]
             rows[name]["latency_p90_ms"] = m["latency_p90_ms"]
@@ -196,4 +178,4 @@ class SelectInt8(Stage):
         return StageResult(Artifact(ctx.name, chosen["format"], "int8", out, meta),
                            metrics={"speedup_vs_fastest_fp32": best["speedup_vs_fastest_fp32"],
                                     "candidates": len(built)},
-                           info={"selection": selection}, about={ctx.name: {"selection": selection}})
+                           info={"selection": selection}, about={ctx.name: Findings(selection=selection)})

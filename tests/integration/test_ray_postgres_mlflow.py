@@ -84,7 +84,7 @@ def test_four_job_sweep_on_ray_logs_to_mlflow_server_on_postgres(stack):
     out = run_cli("-m", "hydra/launcher=ray_cluster", f"hydra.launcher.ray.init.address={stack['ray']}",
                   "recipe=tiny_int8", "device=host,pixel7", "stages.quantize.calibration_samples=16,32",
                   "stages.train.threads=1", "tracking=server", f"tracking.uri={uri}", "tracking.experiment=integration",
-                  "objective.artifact=export",  # the fp32 export always passes its gate: registry outcome is fixed
+                  "gate.artifact=export",  # the fp32 export always passes its gate: registry outcome is fixed
                   f"paths.outputs={outputs}", env={**LOOPBACK_ONLY, "OMP_NUM_THREADS": "1"}, timeout=1500)
     text = out.stdout + out.stderr
     assert out.returncode == 0, text[-5000:]

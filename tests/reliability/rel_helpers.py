@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-import reliability_stubs  # noqa: F401  (registers the stub stage types)
+import reliability_stubs
 from conftest import ROOT, compose_cfg
 from pipeline import app
 from pipeline.cache import Cache
@@ -24,7 +24,7 @@ def outcome(cfg) -> tuple[int, str, dict | None]:
     """Run in-process as the command line would: (exit status, message, summary). Any other exception is a bug and
     propagates (the test fails with its traceback)."""
     try:
-        return 0, "", app.run(cfg)
+        return 0, "", app.run(cfg, stages=reliability_stubs.STAGES)
     except PipelineError as e:
         return e.exit_code, str(e), None
 

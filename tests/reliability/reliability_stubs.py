@@ -2,7 +2,8 @@
 
 They write their files in chunks with pauses, so that a kill can land in the middle of a write, and append one line
 per computation to $RELIABILITY_COMPUTE_LOG ("<key prefix> <stage> <pid>"), so that a test can prove each cache key was
-computed once. Imported by the tests and by stub_pipeline.py (the command line with these stages registered).
+computed once. The in-process tests hand them to the planner (`STAGES`); the command line (stub_pipeline.py) finds them
+as a plug-in: plugin/ holds the entry-point metadata of a tiny installed distribution naming this module.
 """
 from __future__ import annotations
 
@@ -169,3 +170,6 @@ class RelMischief(Stage):
             return StageResult(Artifact(ctx.name, "torch", "fp32", own, {}), files=[p.target])
         os.symlink(p.target, ctx.workdir / "link.bin")
         return StageResult(Artifact(ctx.name, "torch", "fp32", own, {}))
+
+
+STAGES = (RelSource, RelStep, RelReport, RelFile, RelMischief)

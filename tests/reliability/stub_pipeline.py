@@ -1,13 +1,15 @@
 """`python tests/reliability/stub_pipeline.py recipe=stub_chain ...`: the real command line (pipeline.__main__) with the
-reliability stub stages registered and tests/reliability/conf on Hydra's search path (it holds the stub recipes)."""
+reliability stub stages found as a plug-in (plugin/ holds a distribution's metadata whose `edge_pipeline.stages` entry
+point names reliability_stubs) and tests/reliability/conf on Hydra's search path (it holds the stub recipes)."""
+import os
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent.parent))  # this checkout's `pipeline`, whatever is installed
-
-import reliability_stubs  # noqa: E402,F401  (registers the stub stage types)
+ROOT = HERE.parent.parent
+PATHS = [str(HERE / "plugin"), str(HERE), str(ROOT)]  # the plug-in's metadata, its module, this checkout's `pipeline`
+sys.path[:0] = PATHS
+os.environ["PYTHONPATH"] = os.pathsep.join([*PATHS, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
 
 from pipeline.__main__ import main  # noqa: E402
 

@@ -16,7 +16,7 @@ from omegaconf.errors import OmegaConfBaseException
 from conftest import compose_cfg
 from pipeline import app
 from pipeline.errors import ConfigError
-from pipeline.stages import load_all
+from pipeline.stages import discover as load_all
 
 STAGE_NAMES = ["train", "export", "quantize", "evaluate", "benchmark"]
 KEYS = [

@@ -30,7 +30,7 @@ def onnx_model(tmp_path) -> Path:
 @pytest.fixture
 def int8_tflite(tmp_path) -> Path:
     keras = pytest.importorskip("keras")
-    from pipeline.stages.export_tflite import convert_keras
+    from pipeline.convert.tflite import convert_keras
 
     keras.utils.set_random_seed(0)
     inp = keras.Input((4, 4, 3))

@@ -35,7 +35,7 @@ def summary(tmp_path_factory):
         "qat": {"type": "qat", "inputs": ["fuse"], "epochs": 1, **ONE_THREAD},
         "qat_tflite": {"type": "qat", "inputs": ["train"], "format": "tflite", "epochs": 1, **ONE_THREAD},
         "export": {"type": "export_onnx", "inputs": ["prune"]},
-        # every model but the TFLite one, which the qat stage checks in LiteRT itself (issue 3 brings its runtime)
+        # every model but the TFLite one, which the qat stage checks in LiteRT itself
         "evaluate": {"type": "evaluate", "inputs": ["train", "prune", "gradual", "fuse", "distill", "qat", "export"]},
     })
     return run(cfg)

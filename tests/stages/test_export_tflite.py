@@ -44,7 +44,7 @@ def tiny():
 
 
 def test_torch_fp32_matches_pytorch(tiny, tmp_path):
-    from pipeline.stages.export_tflite import convert_torch
+    from pipeline.convert.tflite import convert_torch
 
     m, _, x, ref = tiny
     path = tmp_path / "fp32.tflite"
@@ -58,7 +58,7 @@ def test_torch_fp32_matches_pytorch(tiny, tmp_path):
 def test_torch_int8_every_operator_integer(tiny, tmp_path):
     """Full-integer int8 from the PT2E quantizer: checked operator by operator in the flatbuffer, int8 I/O scaled by
     the runtime with the file's scale and zero point, and still agreeing with PyTorch."""
-    from pipeline.stages.export_tflite import convert_torch
+    from pipeline.convert.tflite import convert_torch
 
     m, calib, x, ref = tiny
     path = tmp_path / "int8.tflite"
@@ -84,7 +84,7 @@ def test_torch_int8_every_operator_integer(tiny, tmp_path):
 
 
 def test_torch_fp16_and_dynamic(tiny, tmp_path):
-    from pipeline.stages.export_tflite import convert_torch
+    from pipeline.convert.tflite import convert_torch
 
     m, _, x, ref = tiny
     fp16 = tmp_path / "fp16.tflite"
@@ -101,7 +101,7 @@ def test_torch_fp16_and_dynamic(tiny, tmp_path):
 def test_keras_paths(tmp_path):
     """TFLiteConverter: fp32, dynamic range, fp16 and full-integer int8 with a representative dataset (NHWC)."""
     keras = pytest.importorskip("keras")
-    from pipeline.stages.export_tflite import convert_keras
+    from pipeline.convert.tflite import convert_keras
 
     keras.utils.set_random_seed(0)
     inp = keras.Input((16, 16, 3))

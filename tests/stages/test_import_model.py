@@ -115,7 +115,7 @@ def test_keras_file(tmp_path):
     cfg = compose_cfg(["recipe=tiny_int8", "tracking=none", "device=host", "model.input_size=16"],
                       tmp_path / "outputs")
     stages = {"mine": {"type": "import_model", "path": str(path)}}
-    if "keras" in runtimes.RUNTIMES:  # the Keras runtime lands with issue 3's export work
+    if "keras" in runtimes.RUNTIMES:
         stages["evaluate"] = {"type": "evaluate", "max_samples": 32}
     cfg.stages = OmegaConf.create(stages)
     s = run(cfg)

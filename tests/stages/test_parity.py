@@ -64,7 +64,7 @@ def cfg_for(outputs, noise):
 
 
 def test_faithful_chain_passes_and_reports_every_link(outputs):
-    s = app.run(cfg_for(outputs, 0.0))
+    s = app.run(cfg_for(outputs, 0.0), stages=[Damage])
     rows = {a["name"]: a for a in s["artifacts"]}
     assert rows["train"]["parity"] == {"source": None}
     for name, source in (("damage", "train"), ("export", "damage")):
@@ -75,7 +75,7 @@ def test_faithful_chain_passes_and_reports_every_link(outputs):
 
 def test_divergence_names_the_stage_that_broke_the_model(outputs):
     with pytest.raises(StageError) as e:
-        app.run(cfg_for(outputs, 3.0))
+        app.run(cfg_for(outputs, 3.0), stages=[Damage])
     msg = str(e.value)
     assert "stage 'parity' (parity) failed" in msg
     assert "stage 'damage' (torch fp32) diverged from its source 'train'" in msg

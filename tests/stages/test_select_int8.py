@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from conftest import compose_cfg
-from pipeline import app, report
+from pipeline import app, judge, report
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +47,24 @@ def test_slower_choice_is_flagged_red(host_run):
     s = host_run
     q = {a["name"]: a for a in s["artifacts"]}["quantize"]
     q["selection"] = {**q["selection"], "slower_than_fp32": True, "speedup_vs_fastest_fp32": 0.8}
-    report._compare(s["artifacts"], type("G", (), {"max_accuracy_drop": 100.0})())
+    judge.compare(s["artifacts"], type("G", (), {"max_accuracy_drop": 100.0})())
     assert not q["ok"] and any("slower than the fastest fp32 model" in p for p in q["problems"])
     assert "\033[31m" in report.table(s, color=True)
+
+
+@pytest.mark.slow
+def test_a_tighter_accuracy_budget_re_runs_the_choice_and_says_why(tmp_path):
+    """The choice depends on gate.max_accuracy_drop: a run with another budget must not reuse it (its key holds the
+    setting), and the reason names the setting that changed."""
+    base = ["recipe=tiny_int8", "device=host", "tracking=none", "stages.export.type=export",
+            "stages.quantize.type=quantize", "stages.quantize.candidates=[ort_defaults,ort_per_channel_u8]",
+            "stages.quantize.fp32_tflite_baseline=false", "stages.quantize.iterations=5", "stages.quantize.warmup=1",
+            "~stages.benchmark"]
+    out = tmp_path / "outputs"
+    first = app.run(compose_cfg([*base, "gate.max_accuracy_drop=100"], out))
+    second = app.run(compose_cfg([*base, "gate.max_accuracy_drop=99.5"], out))
+    stages = {s["name"]: s for s in second["stages"]}
+    assert {s["name"]: s["status"] for s in first["stages"]}["quantize"] == "ran"
+    assert stages["train"]["status"] == "reused" and stages["export"]["status"] == "reused"
+    assert stages["quantize"]["type"] == "select_int8" and stages["quantize"]["status"] == "ran"
+    assert "setting gate.max_accuracy_drop 100.0 -> 99.5" in stages["quantize"]["reason"]

@@ -1,0 +1,134 @@
+"""PyTorch -> ONNX (the dynamo exporter) and ONNX Runtime static int8 quantization (QDQ). Library functions: the
+export_onnx, quantize_onnx and select_int8 stages call them."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List
+
+from pipeline.quiet import quiet
+
+METHODS = ("minmax", "entropy", "percentile")
+TYPES = ("int8", "uint8")
+
+
+@dataclass
+class QdqOptions:
+    """How ONNX Runtime's quantize_static quantizes (the quantize_onnx stage's parameters besides calibration)."""
+
+    method: str = "minmax"  # calibration: minmax | entropy | percentile
+    per_channel: bool = True  # one weight scale per output channel (keeps depthwise convs accurate)
+    activation_type: str = "uint8"  # uint8 | int8 activations
+    weight_type: str = "int8"  # int8 | uint8 weights
+    reduce_range: bool = False  # 7-bit weights: for CPUs without VNNI, where u8s8 products can saturate
+    symmetric_activations: bool = False  # zero-point 0 for activations
+    exclude_op_types: List[str] = field(default_factory=list)  # operator types left in float, e.g. [Add]
+    preprocess: bool = True  # shape inference + graph optimisation (Conv/BN folding) before quantizing
+
+
+def check_options(p) -> list[str]:
+    problems = []
+    if p.method not in METHODS:
+        problems.append(f"method must be one of {', '.join(METHODS)}, got {p.method!r}")
+    for k in ("activation_type", "weight_type"):
+        if getattr(p, k) not in TYPES:
+            problems.append(f"{k} must be int8 or uint8, got {getattr(p, k)!r}")
+    return problems
+
+
+def export_torch(model, input_shape, path: Path, opset: int = 18, dynamic_batch: bool = True) -> float:
+    """Export `model` to `path`, check it with onnx.checker and against PyTorch; returns max |torch - onnx|."""
+    import warnings
+
+    import onnx
+    import torch
+
+    from pipeline.runtimes import load
+
+    x = torch.zeros(input_shape)
+    dyn = ({0: torch.export.Dim("batch", min=1, max=1024)},) if dynamic_batch else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prog = torch.onnx.export(model, (x,), input_names=["input"], output_names=["logits"], opset_version=opset,
+                                 dynamic_shapes=dyn, dynamo=True, verbose=False)
+        prog.save(str(path))
+    onnx.checker.check_model(str(path), full_check=True)
+    with torch.inference_mode():
+        ref = model(x).numpy()
+    got = load("onnx", path, threads=1).predict(x.numpy())
+    return float(abs(ref - got).max())
+
+
+def quantize_qdq(src: Path, out: Path, calibration, p: QdqOptions, log_level: int = logging.WARNING) -> dict:
+    """Static int8 quantization of the ONNX model `src` into `out`, calibrated on `calibration` (N, C, H, W).
+    Returns the `quantization` facts for the artifact's meta."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
+    from onnxruntime.quantization import quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self, x, name):
+            self.it = iter([{name: x[i : i + 1]} for i in range(len(x))])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    input_name = onnx.load(str(src), load_external_data=False).graph.input[0].name
+    model_in = Path(src)
+    if p.preprocess:
+        model_in = out.with_name("preprocessed.onnx")
+        quant_pre_process(str(src), str(model_in), skip_symbolic_shape=True)
+    qtype = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
+    ops = sorted({n.op_type for n in onnx.load(str(model_in)).graph.node} - set(p.exclude_op_types))
+    with quiet(("root",), log_level, silence_warnings=False):  # it logs every rewrite on the root logger
+        quantize_static(
+            str(model_in), str(out), Reader(calibration, input_name),
+            quant_format=QuantFormat.QDQ, per_channel=p.per_channel, reduce_range=p.reduce_range,
+            activation_type=qtype[p.activation_type], weight_type=qtype[p.weight_type],
+            calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                              "percentile": CalibrationMethod.Percentile}[p.method],
+            op_types_to_quantize=ops,
+            extra_options={"ActivationSymmetric": p.symmetric_activations},
+        )
+    if model_in != Path(src):
+        model_in.unlink()
+    saved = dedupe_initializers(out)
+    return {"tool": "onnxruntime.quantize_static", "format": "QDQ", "calibration_samples": len(calibration),
+            "method": p.method, "per_channel": p.per_channel, "activations": p.activation_type,
+            "weights": p.weight_type, "duplicate_initializer_bytes_saved": saved}
+
+
+def dedupe_initializers(path) -> int:
+    """Make nodes share initializers with identical contents; returns the bytes saved.
+
+    quantize_static stores every bias scale as a separate copy of its weight's scale (same values); at MobileNetV2
+    size that is ~2% of the int8 file.
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    g = model.graph
+    first: dict[tuple, str] = {}
+    rename: dict[str, str] = {}
+    keep = []
+    for t in g.initializer:
+        sig = (t.data_type, tuple(t.dims), t.raw_data) if t.raw_data else None
+        if sig is not None and sig in first:
+            rename[t.name] = first[sig]
+        else:
+            if sig is not None:
+                first[sig] = t.name
+            keep.append(t)
+    if not rename:
+        return 0
+    before = path.stat().st_size
+    for node in g.node:
+        for i, name in enumerate(node.input):
+            if name in rename:
+                node.input[i] = rename[name]
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    onnx.save(model, str(path))
+    return before - path.stat().st_size

@@ -1,0 +1,94 @@
+"""The run's listeners (see pipeline/events.py): MLflow tracking, the model registry and the console summary.
+mlflow is imported only by the tracker these listeners are given (pipeline/tracking.py)."""
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from pipeline import provenance, report
+from pipeline.events import Listener, RunInfo
+
+log = logging.getLogger("pipeline")
+MLFLOW_STATUS = {"success": "FINISHED", "failed": "FAILED", "killed": "KILLED"}
+
+
+class MlflowListener(Listener):
+    """One parent run per pipeline run (tags, the resolved config as params), one nested run per task, the summary's
+    headline metrics, tags and files on the parent, closed with the run's status on every path."""
+
+    def __init__(self, tracker):
+        self.tracker = tracker
+
+    def run_started(self, run: RunInfo) -> None:
+        t, cfg = self.tracker, run.cfg
+        tags = {"recipe": run.recipe, "device": run.device, "device.runtime": cfg.device.runtime,
+                "git.commit": provenance.git_commit(), "run_dir": str(run.run_dir), "command": run.command,
+                **{f"lib.{k}": v for k, v in provenance.library_versions().items()}}
+        if run.sweep:  # a sweep job is tagged with its sweep and nested under the sweep's parent run
+            from pipeline import sweep as sweep_mod
+
+            tags.update(sweep_mod.job_tags(run.sweep, t.uri))
+        run_id = t.start(f"{run.recipe}@{run.device}", OmegaConf.to_container(cfg), tags)
+        run.mlflow = {"tracking_uri": t.uri, "experiment": t.experiment, "run_id": run_id}
+        log.info("MLflow: %s  experiment=%s  run=%s", t.uri, t.experiment, run_id)
+        t.log_files([run.run_dir / "config.yaml"])
+        try:
+            t.close_orphans()
+        except Exception as e:  # housekeeping only
+            log.debug("could not close orphaned MLflow runs: %s", e)
+
+    def task_finished(self, run: RunInfo, record: Any, out: Path | None) -> None:
+        if out is None:  # a failed task: its own error is the one to report
+            try:
+                self.tracker.log_stage(record, None)
+            except Exception as e:
+                log.warning("could not log the failed stage %s to MLflow: %s", record.name, e)
+            return
+        self.tracker.log_stage(record, out)
+
+    def run_finished(self, run: RunInfo, summary: dict, path: Path | None) -> None:
+        t = self.tracker
+        if not t.run_id:
+            return
+        try:
+            t.log_metrics(t.run_id, {**report.headline_metrics(summary),
+                                     **{f"objective.{k}": v for k, v in summary["objective"]["values"].items()}})
+            # each format with the runtime that ran it (or why nothing ran it here), searchable as tags.artifact.<name>
+            t.set_tags({f"artifact.{a['name']}": f"{a['format']} {a['precision']}: "
+                        f"{a.get('runtime') or a.get('not_runnable') or 'not run'}" for a in summary["artifacts"]})
+            # each artifact's gate verdict as a tag (the metric <artifact>.gate_pass is 1/0)
+            t.set_tags({f"gate.{a['name']}": ("pass" if a["gate"]["pass"] else "fail: " + "; ".join(a["gate"]["failed"]))[:5000]
+                        for a in summary["artifacts"] if a.get("gate")})
+            t.log_files([p for p in (path, run.run_dir / "pipeline.log") if p is not None])
+        except Exception as e:  # keep going: closing the run with its status matters more than these files
+            log.warning("could not log the summary to MLflow: %s", e)
+
+    def run_closed(self, run: RunInfo, status: str) -> None:
+        if self.tracker.run_id:
+            with contextlib.suppress(Exception):
+                self.tracker.end(MLFLOW_STATUS[status])
+
+
+class RegistryListener(Listener):
+    """Registers the judged artifact of a successful run whose gates pass (pipeline/registry.py)."""
+
+    def __init__(self, tracker):
+        self.tracker = tracker
+
+    def summary_ready(self, run: RunInfo, summary: dict) -> None:
+        if self.tracker.run_id and summary["status"] == "success":
+            from pipeline import registry
+
+            summary["registry"] = registry.register(self.tracker, summary, run.cfg, run.outputs)
+
+
+class ConsoleListener(Listener):
+    """The summary table on standard output."""
+
+    def run_finished(self, run: RunInfo, summary: dict, path: Path | None) -> None:
+        if path is not None:
+            print(report.table(summary), flush=True)

@@ -1,0 +1,197 @@
+"""Training loops and the helpers of the fine-tuning stages (train, prune, distill, qat, fuse). A library: stages
+call these functions; frameworks are imported inside them, so importing this module stays cheap."""
+from __future__ import annotations
+
+import gzip
+import math
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10  # passes over the training split
+    batch_size: int = 64
+    lr: float = 0.003  # peak learning rate (one-cycle schedule)
+    weight_decay: float = 1e-4
+    optimizer: str = "adamw"  # adamw | sgd
+    label_smoothing: float = 0.1
+    augment: bool = True  # random shifts: pad by 1/8 of the input and crop back at a random offset
+    threads: int = 0  # CPU threads for training; 0 = all host cores
+
+
+def check_training(p: Any, min_epochs: int = 1, min_batch: int = 1) -> list[str]:
+    """The training knobs' checks, shared by the train stage and the fine-tuning stages."""
+    problems = []
+    if p.epochs < min_epochs:
+        problems.append(f"epochs must be >= {min_epochs}, got {p.epochs}")
+    if p.batch_size < min_batch:
+        why = " (batch norm trains on batches)" if min_batch > 1 else ""
+        problems.append(f"batch_size must be >= {min_batch}{why}, got {p.batch_size}")
+    if not p.lr > 0:
+        problems.append(f"lr must be > 0, got {p.lr}")
+    if p.optimizer not in ("adamw", "sgd"):
+        problems.append(f"optimizer must be 'adamw' or 'sgd', got {p.optimizer!r}")
+    return problems
+
+
+def train_zoo_model(spec: dict, data, p: TrainConfig, seed: int, log) -> tuple[Any, dict]:
+    """Build the zoo model `spec` names and train it from scratch; returns (model, fit's result)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from pipeline import models
+    from pipeline.runtimes.host import host_threads
+
+    torch.manual_seed(seed)
+    torch.set_num_threads(host_threads(p.threads))
+    model = models.build(spec["name"], spec["num_classes"], **spec["kwargs"])
+    return model, fit(model, data, p, seed, log, tqdm)
+
+
+def fit(model, data, p: TrainConfig, seed: int, log, tqdm, loss_fn=None) -> dict:
+    """Train `model` in place; `loss_fn(logits, xb, yb)` replaces cross-entropy (distillation uses it)."""
+    import torch
+    import torch.nn.functional as F
+
+    x, y = torch.from_numpy(data.train_x), torch.from_numpy(data.train_y)
+    steps_per_epoch = math.ceil(len(x) / p.batch_size)
+    if p.optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=p.lr, momentum=0.9, weight_decay=p.weight_decay, nesterov=True)
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=p.lr, total_steps=p.epochs * steps_per_epoch)
+    gen = torch.Generator().manual_seed(seed)
+    history = []
+    bar = tqdm(total=p.epochs * steps_per_epoch, desc="train", unit="batch", mininterval=2.0, leave=False)
+    for epoch in range(p.epochs):
+        model.train()
+        perm = torch.randperm(len(x), generator=gen)
+        total, n = 0.0, 0
+        for i in range(0, len(x), p.batch_size):
+            idx = perm[i : i + p.batch_size]
+            if len(idx) < 2:  # BatchNorm cannot train on a batch of one
+                continue
+            xb, yb = x[idx], y[idx]
+            if p.augment:
+                xb = random_shift(xb, gen)
+            logits = model(xb)
+            loss = loss_fn(logits, xb, yb) if loss_fn else F.cross_entropy(logits, yb, label_smoothing=p.label_smoothing)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"training loss became {loss.item()} at epoch {epoch + 1}; lower the learning rate "
+                    f"(stages.<train>.lr, now {p.lr:g}) or check the data for NaN/inf values")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(idx)
+            n += len(idx)
+            bar.update(1)
+        acc = accuracy(model, data.val_x, data.val_y)
+        history.append({"epoch": epoch + 1, "loss": total / max(n, 1), "val_accuracy": acc})
+        bar.set_postfix(loss=f"{total / max(n, 1):.3f}", val_acc=f"{acc:.3f}")
+        log.info("epoch %d/%d  loss %.4f  val top-1 %.4f", epoch + 1, p.epochs, total / max(n, 1), acc)
+    bar.close()
+    return {"val_accuracy": history[-1]["val_accuracy"], "train_loss": history[-1]["loss"], "history": history}
+
+
+def random_shift(xb, gen):
+    """Pad with the border value and crop back at a random offset (same offset for the whole batch: cheap on CPU)."""
+    import torch
+    import torch.nn.functional as F
+
+    pad = max(1, xb.shape[-1] // 8)
+    padded = F.pad(xb, (pad, pad, pad, pad), mode="replicate")
+    dy, dx = torch.randint(0, 2 * pad + 1, (2,), generator=gen).tolist()
+    return padded[..., dy : dy + xb.shape[-2], dx : dx + xb.shape[-1]]
+
+
+def accuracy(model, x, y, batch_size: int = 256) -> float:
+    import numpy as np
+    import torch
+
+    model.eval()
+    with torch.inference_mode():
+        pred = np.concatenate([model(torch.from_numpy(x[i : i + batch_size])).argmax(1).numpy()
+                               for i in range(0, len(x), batch_size)])
+    return float((pred == y).mean())
+
+
+@dataclass
+class FinetuneConfig:
+    """Fine-tuning knobs shared by prune, distill and qat; passed to fit() as a TrainConfig."""
+
+    epochs: int = 5  # fine-tuning passes over the training split
+    batch_size: int = 64
+    lr: float = 0.001  # peak learning rate (one-cycle schedule)
+    weight_decay: float = 1e-4
+    optimizer: str = "adamw"  # adamw | sgd
+    label_smoothing: float = 0.1
+    augment: bool = True  # random shifts (see the train stage)
+    threads: int = 0  # CPU threads; 0 = all host cores
+
+
+def train_config(p: Any, **override: Any) -> TrainConfig:
+    """The TrainConfig that fit() reads, taken from a stage config that extends FinetuneConfig."""
+    kw = {f.name: getattr(p, f.name) for f in fields(TrainConfig) if hasattr(p, f.name)}
+    return TrainConfig(**{**kw, **override})
+
+
+def check_finetune(p: Any, min_epochs: int = 0) -> list[str]:
+    return check_training(p, min_epochs=min_epochs, min_batch=2)
+
+
+def load_rebuildable(artifact, stage_name: str):
+    """Load an upstream PyTorch model that can be rebuilt and edited (zoo or `_target_` class, not a graph file)."""
+    from pipeline.models import load_torch
+
+    model, spec = load_torch(artifact.path)
+    if spec.get("kind", "state_dict") != "state_dict":
+        raise ValueError(
+            f"stage {stage_name!r} edits the network's modules, but input {artifact.stage!r} is a {spec['kind']} "
+            f"graph file; import the model as `_target_` (your nn.Module class) plus a state_dict checkpoint instead")
+    return model, spec
+
+
+def base_spec(spec: dict) -> dict:
+    """The spec without structural edits: what `resized` is measured against."""
+    return {k: v for k, v in spec.items() if k not in ("resized", "bn_folded")}
+
+
+def sizes(path: Path) -> dict[str, int]:
+    """Dense file size and gzip-compressed size (zeros of unstructured pruning compress; they do not shrink the file)."""
+    raw = Path(path).read_bytes()
+    return {"file_bytes": len(raw), "gzip_bytes": len(gzip.compress(raw, compresslevel=6, mtime=0))}
+
+
+def sparsity(model) -> float:
+    """Share of exactly-zero weights in the Conv2d and Linear layers."""
+    from torch import nn
+
+    zeros = total = 0
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            w = m.weight.detach()
+            zeros += int((w == 0).sum())
+            total += w.numel()
+    return zeros / max(total, 1)
+
+
+def complexity(model, input_shape) -> dict[str, int]:
+    from pipeline.models.complexity import count
+
+    return count(model, tuple(input_shape))
+
+
+def val_accuracy(model, data) -> float:
+    return accuracy(model, data.val_x, data.val_y)
+
+
+def set_threads(p: Any) -> None:
+    import torch
+
+    from pipeline.runtimes.host import host_threads
+
+    torch.set_num_threads(host_threads(p.threads))
