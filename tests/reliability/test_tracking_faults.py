@@ -111,9 +111,10 @@ def test_hanging_api_refuses_the_whole_run_in_time(tmp_path, hanging_api):
     assert cfg.tracking.timeout_s == 10
     import mlflow.tracking  # noqa: F401  (the clock measures waiting, not importing and planning)
 
+    import reliability_stubs
     from pipeline import app
 
-    app.prepare(cfg.copy())
+    app.prepare(cfg.copy(), stages=reliability_stubs.STAGES)
     t = time.perf_counter()
     code, msg, _ = outcome(cfg)
     assert code == 2, msg
