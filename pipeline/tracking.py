@@ -245,6 +245,22 @@ def explain(e: BaseException, uri: str, action: str) -> str:
     return f"MLflow: {action} failed on {uri}: {_first_line(e)}"
 
 
+FAULT_WORDS = ("database or disk is full", "no space left", "database is locked", "database table is locked",
+               "readonly database", "read-only file system", "permission denied", "malformed", "not a database",
+               "file is encrypted", "disk i/o error", "unable to open database", "max retries exceeded",
+               "api request to", "connection", "timed out")
+
+
+def is_fault(e: BaseException) -> bool:
+    """The store or the way to it failed (disk, lock, network), as opposed to an answer such as 'not found' that
+    callers handle themselves; only faults are turned into TrackingError."""
+    errs = _chain(e)
+    if any(isinstance(x, OSError) for x in errs):  # (requests' and urllib3's connection errors are OSErrors too)
+        return True
+    text = " ".join(str(x) for x in errs).lower()
+    return any(w in text for w in FAULT_WORDS)
+
+
 def _first_line(e: BaseException) -> str:
     t = str(e).strip()
     return (t.splitlines()[0] if t else type(e).__name__)[:300]
@@ -311,8 +327,8 @@ class _Deadline:
             raise self.error_type(self._timed_out(name, limit))
         if "error" in box:
             e = box["error"]
-            if isinstance(e, PipelineError):
-                raise e
+            if isinstance(e, PipelineError) or not is_fault(e):
+                raise e  # an answer (not found, already exists, invalid value): the caller's to handle
             raise self.error_type(explain(e, self.uri, name)) from e
         return box.get("value")
 
@@ -364,7 +380,7 @@ class Tracker:
             location = artifact_root.resolve().as_uri() if artifact_root else None
             try:
                 self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
-            except PipelineError as e:  # created concurrently by another run?
+            except Exception as e:  # created concurrently by another run?
                 exp = self.client.get_experiment_by_name(experiment)
                 if exp is None:
                     raise e
@@ -503,9 +519,9 @@ class Tracker:
                 if parent not in ended_parents:
                     try:
                         ended_parents[parent] = self.client.get_run(parent).info.status != "RUNNING"
-                    except TrackingError:
+                    except PipelineError:
                         raise
-                    except PipelineError:  # parent deleted
+                    except Exception:  # the parent was deleted
                         ended_parents[parent] = True
                 if ended_parents[parent]:
                     why = f"its parent run {parent} had ended"
