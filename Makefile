@@ -25,8 +25,10 @@ install: $(VENV)/.installed
 run: install
 	$(BIN)/python -m pipeline $(RUN_ARGS)
 
-# System packages the integration tests need (PostgreSQL behind an MLflow server). Installed with apt-get
-# when missing and we are root (CI runs on a fresh machine as root); otherwise says how, and those tests skip.
+# System packages some tests need: PostgreSQL behind an MLflow server (integration tests), OpenSSH's server
+# standing in for a board, Chromium and the DejaVu fonts (headless screenshots of the summary card and the
+# compare page). Installed with apt-get when missing and we are root (CI runs on a fresh machine as root);
+# otherwise says how, and those tests skip.
 system-deps:
 	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
@@ -38,6 +40,16 @@ system-deps:
 		echo "installing xfsprogs (apt-get): the reflink test mounts a small XFS image"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends xfsprogs >/dev/null; \
 	else echo "note: mkfs.xfs not found; the reflink test will skip (sudo apt-get install xfsprogs)"; fi
+	@if command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing openssh-server (apt-get; the SSH device test starts its own sshd on 127.0.0.1)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server openssh-client >/dev/null; \
+	else echo "note: OpenSSH server not found; the SSH device test will skip (sudo apt-get install openssh-server)"; fi
+	@if command -v chromium >/dev/null 2>&1 && fc-list | grep -q DejaVuSans; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium, fonts-dejavu-core (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null; \
+	else echo "note: chromium not found; the screenshot tests will skip (sudo apt-get install chromium fonts-dejavu-core)"; fi
 
 test: install system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

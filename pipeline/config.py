@@ -88,6 +88,12 @@ class DeviceConfig:
     estimate_unit: Optional[str] = None  # compute unit the deployed model runs on (latency estimate); null = measured
     accelerator: AcceleratorConfig = field(default_factory=AcceleratorConfig)  # delegate whose op coverage is reported
     budgets: BudgetConfig = field(default_factory=BudgetConfig)  # default budgets; gate.* overrides them
+    # Measuring on the device itself (pipeline/remote): null = latency is estimated (or measured here on `host`).
+    connection: Optional[str] = None  # ssh://USER@HOST[:PORT] (a board) or adb://SERIAL (a phone); keys/agent only
+    known_hosts: Optional[str] = None  # known_hosts file the board's host key is checked against; null = ~/.ssh's
+    remote_python: str = "python3"  # interpreter on the device (with numpy and its runtime: LiteRT, onnxruntime ...)
+    remote_timeout_s: Positive = 600.0  # longest a copy or a benchmark run on the device may take
+    benchmark_model: Optional[str] = None  # adb: path of LiteRT's benchmark_model binary on the phone (no Python)
 
 
 @dataclass
@@ -115,6 +121,7 @@ class GateConfig:
     fps: Optional[Positive] = None  # min frames per second
     model_mb: Optional[Positive] = None  # max artifact size
     ram_mb: Optional[Positive] = None  # max inference memory
+    judge: str = "point"  # point: the estimate's value; upper: its whole 80% interval within budget (a measured number wins)
 
 
 # Sweeps and the registry: what a run is judged on, and where its final artifact is registered.

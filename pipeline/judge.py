@@ -57,7 +57,8 @@ def gate(rows: list[dict], device: Any, gate_cfg: Any) -> dict:
 
     limits = budgets.effective(device, gate_cfg)
     for r in rows:
-        r["gate"] = budgets.verdict(r, limits, device.name, catalog.measured_here(device))
+        r["gate"] = budgets.verdict(r, limits, device.name, catalog.measured_here(device),
+                                    judge=gate_cfg.get("judge", "point") if hasattr(gate_cfg, "get") else "point")
     row = judged(rows, gate_cfg.get("artifact") if hasattr(gate_cfg, "get") else None)
     return {"enforce": bool(gate_cfg.get("enforce", False)) if hasattr(gate_cfg, "get") else False,
             "budgets": limits, "artifact": row["name"] if row else None,

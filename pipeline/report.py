@@ -36,6 +36,11 @@ def _artifact_rows(records: list, gate_cfg: Any) -> list[dict]:
             "runtime": (lat.runtime if lat else None) or f.eval_runtime,
             "measured_on": lat.measured_on if lat else None,
             "latency_source": lat.source if lat else None,
+            # measured on the device itself (device.connection): own fields, never mixed with the host's numbers
+            "device_latency_ms": ({"p50": f.device_latency.p50_ms, "p90": f.device_latency.p90_ms}
+                                  if f.device_latency else None),
+            "device_load_ms": f.device_latency.load_ms if f.device_latency else None,
+            "measured_on_device": f.measured_on_device,
             "not_runnable": f.not_runnable,
             "parity": f.parity,
             # read back from the file by the export stage: does every operator compute in integers, how are weights stored
@@ -125,6 +130,10 @@ def headline_metrics(summary: dict) -> dict[str, float]:
             vals.update(latency_p50_ms=a["latency_ms"]["p50"], latency_p90_ms=a["latency_ms"]["p90"])
         if a.get("estimate"):  # named "estimate" so it is never read as a measurement
             vals["estimate_latency_ms"] = a["estimate"]["latency_ms"]
+            vals["estimate_upper_ms"] = a["estimate"].get("upper_ms")
+        if a.get("device_latency_ms"):  # measured on the device itself
+            vals.update(device_latency_p50_ms=a["device_latency_ms"]["p50"],
+                        device_latency_p90_ms=a["device_latency_ms"]["p90"])
         if a.get("gate"):
             vals["gate_pass"] = float(a["gate"]["pass"])
         out.update({f"{n}.{k}": v for k, v in vals.items() if v is not None})
@@ -139,7 +148,7 @@ def table(summary: dict, color: bool | None = None) -> str:
     """One row per produced artifact; a regression (slower or less accurate than allowed) is shown in red."""
     color = sys.stdout.isatty() if color is None else color
     head = ["stage", "format", "precision", "runtime", "size MB", "top-1 %", "p50 ms", "speed-up", "size ratio",
-            "est. ms*", "gate", "status"]
+            "device ms", "est. ms*", "gate", "status"]
     rows = []
     for a in summary["artifacts"]:
         lat = a["latency_ms"]["p50"] if a["latency_ms"] else None
@@ -151,6 +160,7 @@ def table(summary: dict, color: bool | None = None) -> str:
         rows.append([a["name"], a["format"], a["precision"], runtime, f"{a['size_bytes'] / 1e6:.2f}", _fmt(acc, ".2f"),
                      _fmt(lat, ".2f"), _fmt(a["speedup"], ".2f", "") + ("x" if a["speedup"] else ""),
                      _fmt(a["size_ratio"], ".2f", "") + ("x" if a["size_ratio"] else ""),
+                     _fmt((a.get("device_latency_ms") or {}).get("p50"), ".3g"),
                      _fmt((a.get("estimate") or {}).get("latency_ms"), ".3g"),
                      "-" if not a.get("gate") else ("pass" if a["gate"]["pass"] else "FAIL"), status])
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)] if rows else [len(h) for h in head]
@@ -171,6 +181,9 @@ def table(summary: dict, color: bool | None = None) -> str:
     out += [n for a in summary["artifacts"] for n in a.get("notes", [])]  # pruning pay-off in words
     measured = {a["measured_on"] for a in summary["artifacts"] if a.get("measured_on")}
     out += [f"latency: measured on {m}" for m in sorted(measured)]
+    on_dev = {(o["device"], o["connection"], o["runtime"], o["version"], o["threads"])
+              for o in (a.get("measured_on_device") for a in summary["artifacts"]) if o}
+    out += [f"device ms: measured on {d} ({c}), {rt} {v}, {t} thread(s)" for d, c, rt, v, t in sorted(on_dev)]
     # the estimate's provenance, accelerator coverage and failed budgets, one line each
     labels = {a["estimate"]["label"] for a in summary["artifacts"] if a.get("estimate")}
     out += [f"* est. ms: {l}" for l in sorted(labels)]

@@ -39,6 +39,8 @@ class Findings:
     accuracy: float | None = None  # evaluate: top-1 on the validation split, 0-1
     eval_runtime: str | None = None  # evaluate: the runtime that produced it
     latency: Latency | None = None  # benchmark
+    device_latency: Latency | None = None  # benchmark with device.connection: measured on that device (source "device")
+    measured_on_device: dict | None = None  # benchmark: {device, connection, runtime, version, threads, cpu}
     parity: dict | None = None  # parity: agreement with the model it was made from
     estimate: dict | None = None  # profile: latency estimate for the device, with its provenance label
     no_estimate: str | None = None  # profile: why there is no estimate
@@ -67,8 +69,9 @@ class Findings:
     def from_dict(cls, d: dict) -> "Findings":
         known = {f.name for f in fields(cls)}
         kw = {k: v for k, v in d.items() if k in known}
-        if isinstance(kw.get("latency"), dict):
-            kw["latency"] = Latency(**kw["latency"])
+        for k in ("latency", "device_latency"):
+            if isinstance(kw.get(k), dict):
+                kw[k] = Latency(**kw[k])
         extra = {**kw.pop("extra", {}), **{k: v for k, v in d.items() if k not in known}}
         return cls(**kw, extra=extra)
 

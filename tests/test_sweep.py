@@ -70,7 +70,7 @@ def test_grid_sweep_shares_cache_and_groups_runs(grid_sweep, shared):
     assert {r.data.tags["sweep.overrides"].split()[1] for r in job_runs} == {"device=host", "device=pixel7"}
     files = {f.path for f in client.list_artifacts(parent.info.run_id, "compare")}
     assert files == {"compare/leaderboard.png", "compare/leaderboard.html", "compare/leaderboard.json"}
-    assert "top-1 %" in grid_sweep.stdout and "job overrides" in grid_sweep.stdout  # the leaderboard is printed
+    assert "top-1 %" in grid_sweep.stdout and "p50 ms (95% CI)" in grid_sweep.stdout  # the leaderboard is printed
 
 
 def test_failing_job_does_not_stop_the_sweep(grid_sweep, shared):

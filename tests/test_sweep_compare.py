@@ -53,18 +53,19 @@ def test_compare_prints_ranked_leaderboard_and_writes_png_and_html(store, capsys
     out = outputs / "cmp"
     assert compare.main(["experiment=demo", "sweep=s1", f"paths.outputs={outputs}", f"out={out}"]) == 0
     text = capsys.readouterr().out
-    lines = [l for l in text.splitlines() if re.match(r"^\d+\s", l)]
+    lines = [l for l in text.splitlines() if re.match(r"^=?\d+\s", l)]
     assert len(lines) == 4  # the other sweep's run is not part of this comparison
-    # ranked by accuracy of each run's final artifact; only the overrides that vary are shown
-    assert "device=host stages.quantize.calibration_samples=256" in lines[0] and "96.00" in lines[0]
-    assert "device=pixel7 stages.quantize.calibration_samples=64" in lines[3]
-    assert "recipe=demo" not in text
+    # ranked by accuracy of each run's final artifact; only the overrides that vary are shown (wrapped to fit)
+    rows = json.loads((out / "leaderboard.json").read_text())["rows"]
+    assert rows[0]["overrides"] == "device=host calibration_samples=256" and "96.00" in lines[0]
+    assert rows[3]["overrides"] == "device=pixel7 calibration_samples=64"
+    assert "recipe=demo" not in text and max(len(l) for l in text.split("\nwrote")[0].splitlines()) <= 120
     assert "top-1 %" in text and "p50 ms" in text and "latency: measured on this host" in text
     png = (out / "leaderboard.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     page = (out / "leaderboard.html").read_text()
-    assert "data:image/png;base64," in page and "<table>" in page
-    assert not re.search(r"""(src|href)=["']?(https?:|//|file:)""", page)  # self-contained
+    assert "data:image/png;base64," in page and "<table" in page
+    assert not re.search(r"""src=["']?(https?:|//|file:)""", page)  # self-contained (links to MLflow runs only)
     data = json.loads((out / "leaderboard.json").read_text())
     assert data["plot"]["plotted"] == 8 and data["plot"]["front"]  # 4 runs x 2 models, Pareto front found
 
@@ -73,7 +74,7 @@ def test_compare_all_artifacts_and_whole_experiment(store, capsys):
     outputs, _ = store
     assert compare.main(["experiment=demo", "artifacts=all", f"paths.outputs={outputs}",
                          f"out={outputs / 'all'}"]) == 0
-    lines = [l for l in capsys.readouterr().out.splitlines() if re.match(r"^\d+\s", l)]
+    lines = [l for l in capsys.readouterr().out.splitlines() if re.match(r"^=?\d+\s", l)]
     assert len(lines) == 10 and "99.00" in lines[0]  # 5 runs x 2 models; the other sweep's best run first
 
 

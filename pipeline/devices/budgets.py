@@ -33,13 +33,26 @@ def effective(device: Any, gate: Any) -> dict[str, float | None]:
 
 
 def verdict(row: dict[str, Any], budgets: dict[str, float | None], device_name: str,
-            measured_here: bool = False) -> dict[str, Any]:
-    """Check one artifact row of the summary against the budgets. Latency: the device estimate when there is one,
-    else (a device measured here, like `host`) the host measurement; a budget with no number to check is listed as not checked."""
+            measured_here: bool = False, judge: str = "point") -> dict[str, Any]:
+    """Check one artifact row of the summary against the budgets. Latency: the number measured on the device itself
+    (device.connection) when there is one; else the device estimate (`judge`: point = its value, upper = the top of its
+    80% interval, so the whole interval must be within budget); else (a device measured here, like `host`) the host
+    measurement. A budget with no number to check is listed as not checked."""
     checks, unchecked = [], []
     est = row.get("estimate") or {}
-    if est.get("latency_ms") is not None:
-        lat, where = est["latency_ms"], est.get("label", f"estimate for {device_name}")
+    dev_lat = (row.get("device_latency_ms") or {}).get("p50")
+    if dev_lat is not None:
+        on = row.get("measured_on_device") or {}
+        lat, where = dev_lat, (f"measured on {on.get('device', device_name)} ({on.get('connection', '?')}), "
+                               f"{on.get('runtime', '?')} {on.get('version', '')}").rstrip()
+    elif est.get("latency_ms") is not None:
+        if judge == "upper" and est.get("upper_ms") is not None:
+            lat, where = est["upper_ms"], f"upper end of the {est.get('label', f'estimate for {device_name}')}"
+        elif judge == "upper":
+            lat, where = est["latency_ms"], (f"{est.get('label', f'estimate for {device_name}')} (gate.judge=upper "
+                                             f"but the estimate has no interval: its value is judged)")
+        else:
+            lat, where = est["latency_ms"], est.get("label", f"estimate for {device_name}")
     elif measured_here and row.get("latency_ms"):
         lat, where = row["latency_ms"]["p50"], f"measured on {row.get('measured_on') or 'this host'}"
     else:

@@ -80,6 +80,17 @@ def check(device: Any) -> list[str]:
     elif acc.get("delegate", "none") != "none" and acc.get("unit") not in units:
         problems.append(f"device.accelerator.unit: {acc.get('unit')!r} is not a compute unit of {where} "
                         f"(units: {', '.join(units) or 'none'})")
+    if d.get("connection") is not None:
+        from pipeline.remote.connection import ConnectionError_, parse
+
+        try:
+            conn = parse(d["connection"])
+        except ConnectionError_ as e:
+            problems.append(str(e))
+        else:
+            if d.get("measured_here"):
+                problems.append(f"device.connection: {where} is measured here (measured_here: true); a connection "
+                                f"makes no sense for it. Pick the board's profile (device=rpi4 ...) instead")
     for k, v in (d.get("budgets") or {}).items():
         if v is not None and not float(v) > 0:
             problems.append(f"device.budgets.{k}: must be > 0 or null, got {v}")
@@ -116,6 +127,9 @@ def plan_problems(cfg: Any, producers: list[str]) -> list[str]:
         v = gate.get(k)
         if v is not None and not float(v) > 0:
             problems.append(f"gate.{k}: a budget must be > 0 (or null for the device's default), got {v}")
+    if gate.get("judge", "point") not in ("point", "upper"):
+        problems.append(f"gate.judge: {gate.get('judge')!r} is not one of point, upper (point: the estimate's value; "
+                        f"upper: the top of its 80% interval)")
     art = gate.get("artifact")
     if art is not None and art not in producers:
         problems.append(f"gate.artifact: {art!r} is not a model of this recipe (models: {', '.join(producers)})")

@@ -1,5 +1,7 @@
-"""`benchmark`: latency p50/p90 after warm-up and load time of every input model, measured on this host in one fresh
-process with the device's thread count (capped to the host's cores), round-robin so that ratios are side by side."""
+"""`benchmark`: latency p50/p90 after warm-up and load time of every input model, round-robin so that ratios are side
+by side. Measured on this host in one fresh process with the device's thread count (capped to the host's cores), or,
+when `device.connection` is set, on the device itself (pipeline.remote), its numbers kept in their own fields
+(`device_latency_ms`, `measured_on_device`) and recorded in the measurement store (pipeline.devices.store)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,23 +17,27 @@ class BenchmarkConfig:
     warmup: NonNegativeInt = 10  # untimed runs of each model first
     iterations: PositiveInt = 50  # timed runs of each model; p50 and p90 are taken over these
     batch_size: PositiveInt = 1  # images per call (1 = the latency a camera app sees)
+    repeats: PositiveInt = 3  # on a device: rounds of `iterations` timed runs (p50/p90 over all, p50 per round kept)
 
 
 class Benchmark(Stage):
     type = "benchmark"
     Config = BenchmarkConfig
     accepts = FORMATS
-    reads = ("device.threads", "device.name")
+    reads = ("device.threads", "device.name", "device.display_name", "device.connection", "device.known_hosts",
+             "device.remote_python", "device.remote_timeout_s", "device.benchmark_model", "paths.outputs")
     min_inputs = 1
 
     @classmethod
     def check(cls, p: BenchmarkConfig, cfg) -> list[str]:
-        if p.iterations < 1 or p.warmup < 0 or p.batch_size < 1:
-            return [f"iterations and batch_size must be >= 1 and warmup >= 0 (got {p.iterations}, {p.batch_size}, "
-                    f"{p.warmup})"]
+        if p.iterations < 1 or p.warmup < 0 or p.batch_size < 1 or p.repeats < 1:
+            return [f"iterations, repeats and batch_size must be >= 1 and warmup >= 0 (got {p.iterations}, "
+                    f"{p.repeats}, {p.batch_size}, {p.warmup})"]
         return []
 
     def run(self, ctx: StageContext) -> StageResult:
+        if ctx.settings.device.connection:
+            return self._on_device(ctx)
         from pipeline.errors import NotRunnableHere
         from pipeline.runtimes import host_threads, isolated, not_runnable_reason
 
@@ -56,3 +62,45 @@ class Benchmark(Stage):
             ctx.log.info("%s: p50 %.3f ms  p90 %.3f ms — measured on %s", name, m["latency_p50_ms"],
                          m["latency_p90_ms"], measured_on)
         return StageResult(metrics=metrics, about=about, info={"threads": threads, "cpu": r["cpu"]})
+
+    def _on_device(self, ctx: StageContext) -> StageResult:
+        from pathlib import Path
+
+        from pipeline import remote
+        from pipeline.devices import store
+        from pipeline.errors import NotRunnableHere
+
+        p: BenchmarkConfig = ctx.params
+        device = {"name": ctx.settings.device.name, "display_name": ctx.settings.device.display_name,
+                  "connection": ctx.settings.device.connection, "known_hosts": ctx.settings.device.known_hosts,
+                  "remote_python": ctx.settings.device.remote_python,
+                  "remote_timeout_s": ctx.settings.device.remote_timeout_s,
+                  "benchmark_model": ctx.settings.device.benchmark_model}
+        skipped = {n: f"a {a.format} model cannot be timed on {device['display_name']} (the device runner takes "
+                      f"{', '.join(remote.SUFFIX)})" for n, a in ctx.inputs.items() if a.format not in remote.SUFFIX}
+        if len(skipped) == len(ctx.inputs):
+            raise NotRunnableHere(next(iter(skipped.values())))
+        models = [{"name": n, "fmt": a.format, "path": str(a.path), "meta": a.meta, "precision": a.precision,
+                   "shape": [p.batch_size, *a.meta["input_shape"][1:]]} for n, a in ctx.inputs.items()
+                  if n not in skipped]
+        r = remote.measure(device, models, int(ctx.settings.device.threads), p.warmup, p.iterations, repeats=p.repeats)
+        # recorded only after the whole measurement came back: a failed run leaves nothing in the store
+        db = store.path_in(Path(ctx.settings.paths.outputs))
+        store.record_measurement(db, device, r, models, run=ctx.name)
+        about = {n: Findings(not_runnable=why) for n, why in skipped.items()}
+        metrics = {"device_peak_rss_mb": r["peak_rss_mb"], "device_threads": r["threads"]}
+        for name, m in r["models"].items():
+            on = m["measured_on"]
+            words = (f"{on['device']} ({on['connection']}), {on['runtime']} {on['version']}, {on['threads']} "
+                     f"thread(s), batch {p.batch_size}")
+            lat = Latency.from_measurement({**m, "runtime": f"{on['runtime']} {on['version']}"}, threads=on["threads"],
+                                           source="device", measured_on=words)
+            about[name] = Findings(device_latency=lat, measured_on_device=on)
+            metrics.update({f"{name}.device_latency_p50_ms": m["latency_p50_ms"],
+                            f"{name}.device_latency_p90_ms": m["latency_p90_ms"],
+                            f"{name}.device_load_ms": m["load_ms"]})
+            ctx.log.info("%s: p50 %.3f ms  p90 %.3f ms — measured on %s (%s), %s %s, %d thread(s)", name,
+                         m["latency_p50_ms"], m["latency_p90_ms"], on["device"], on["connection"], on["runtime"],
+                         on["version"], on["threads"])
+        return StageResult(metrics=metrics, about=about,
+                           info={"device": r["connection"], "cpu": r["cpu"], "threads": r["threads"], "store": str(db)})

@@ -1,0 +1,143 @@
+"""The measurement store: every latency measured on a device, in SQLite under the outputs folder
+(outputs/measurements.db), with its device, runtime and version, the model's fingerprint and profile, precision,
+threads and latency. `python -m pipeline.devices.fit` refits the estimator from it plus the published figures.
+
+SQLite from the standard library: one file next to MLflow's own store, no server, and a write is one transaction, so a
+failed run records nothing. Imports no ML framework.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import zlib
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+FILENAME = "measurements.db"
+COLUMNS = ("recorded_at", "device", "unit", "connection", "runtime", "runtime_version", "model", "format",
+           "fingerprint", "precision", "threads", "latency_p50_ms", "latency_p90_ms", "latency_mean_ms", "load_ms",
+           "peak_rss_mb", "samples", "cpu", "run")
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS measurements (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  recorded_at TEXT NOT NULL, device TEXT NOT NULL, unit TEXT, connection TEXT, runtime TEXT NOT NULL,
+  runtime_version TEXT, model TEXT, format TEXT, fingerprint TEXT NOT NULL, precision TEXT, threads INTEGER,
+  latency_p50_ms REAL, latency_p90_ms REAL, latency_mean_ms REAL, load_ms REAL, peak_rss_mb REAL, samples INTEGER,
+  cpu TEXT, run TEXT);
+CREATE INDEX IF NOT EXISTS measurements_device ON measurements(device, runtime);
+CREATE TABLE IF NOT EXISTS profiles (fingerprint TEXT PRIMARY KEY, profile BLOB NOT NULL);
+"""
+
+
+def path_in(outputs: str | Path) -> Path:
+    return Path(outputs) / FILENAME
+
+
+def fingerprint(path: str | Path) -> str:
+    """sha256 of the model file (or of every file of a package directory, in name order), 16 hex digits."""
+    p, h = Path(path), hashlib.sha256()
+    files = [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file())
+    for f in files:
+        h.update(f.relative_to(p).as_posix().encode() if f != p else b"")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def generation(runtime: str) -> str:
+    """Runtime generation of a measurement (estimator.GENERATIONS) from its runtime string."""
+    r = (runtime or "").lower()
+    if "onnxruntime" in r or "onnx runtime" in r:
+        return "onnxruntime"
+    return "xnnpack"  # LiteRT / tflite-runtime / TensorFlow Lite since 2.3 run XNNPACK on the CPU by default
+
+
+def _connect(db: str | Path) -> sqlite3.Connection:
+    Path(db).parent.mkdir(parents=True, exist_ok=True)
+    con = sqlite3.connect(str(db), timeout=30)
+    con.executescript(SCHEMA)
+    return con
+
+
+def record(db: str | Path, measurements: list[dict[str, Any]], profiles: dict[str, Any] | None = None) -> int:
+    """Insert measurements (dicts with COLUMNS' keys) and the profiles of their models (fingerprint -> Profile or its
+    to_dict()), all in one transaction. Returns the number of rows written."""
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    con = _connect(db)
+    try:
+        with con:  # one transaction: all rows or none
+            for fp, prof in (profiles or {}).items():
+                d = prof.to_dict() if hasattr(prof, "to_dict") else prof
+                con.execute("INSERT OR IGNORE INTO profiles VALUES (?, ?)",
+                            (fp, zlib.compress(json.dumps(d).encode())))
+            for m in measurements:
+                row = {**{c: None for c in COLUMNS}, "recorded_at": now, **{k: m[k] for k in COLUMNS if k in m}}
+                missing = [k for k in ("device", "runtime", "fingerprint") if not row[k]]
+                if missing:
+                    raise ValueError(f"a measurement without {', '.join(missing)} cannot be stored: {m}")
+                con.execute(f"INSERT INTO measurements ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
+                            [row[c] for c in COLUMNS])
+    finally:
+        con.close()
+    return len(measurements)
+
+
+def rows(db: str | Path, device: str | None = None) -> list[dict[str, Any]]:
+    if not Path(db).exists():
+        return []
+    con = _connect(db)
+    con.row_factory = sqlite3.Row
+    try:
+        q = "SELECT * FROM measurements" + (" WHERE device = ?" if device else "") + " ORDER BY id"
+        return [dict(r) for r in con.execute(q, (device,) if device else ())]
+    finally:
+        con.close()
+
+
+def profile(db: str | Path, fp: str):
+    """The stored profile of a model (pipeline.devices.profiler.Profile), or None."""
+    from pipeline.devices.profiler import Layer, Profile
+
+    con = _connect(db)
+    try:
+        r = con.execute("SELECT profile FROM profiles WHERE fingerprint = ?", (fp,)).fetchone()
+    finally:
+        con.close()
+    if r is None:
+        return None
+    d = json.loads(zlib.decompress(r[0]))
+    fields = set(Layer.__dataclass_fields__)
+    return Profile(d["format"], d["precision"], [Layer(**{k: v for k, v in l.items() if k in fields})
+                                                 for l in d["layers"]], d.get("source", ""))
+
+
+def record_measurement(db: str | Path, device: Any, result: dict[str, Any], models: list[dict[str, Any]],
+                       run: str = "") -> int:
+    """Store what pipeline.remote.measure returned for `models` ([{name, fmt, path, precision}]): one row per model
+    with its file's fingerprint and per-layer profile (profiled here; a format the profiler cannot read is stored
+    without a profile and is left out of refits). One transaction."""
+    from pipeline.devices.profiler import profile_artifact
+
+    get = (lambda k: device.get(k)) if hasattr(device, "get") else (lambda k: getattr(device, k, None))
+    rows, profiles = [], {}
+    for m in models:
+        r = result["models"].get(m["name"])
+        if r is None:
+            continue
+        fp = fingerprint(m["path"])
+        try:
+            profiles[fp] = profile_artifact(m["fmt"], m["path"], m.get("meta"))
+        except Exception:  # noqa: BLE001 - an unreadable profile must not lose the measurement
+            pass
+        on = r.get("measured_on") or {}
+        rows.append({"device": get("name"), "unit": "cpu", "connection": on.get("connection"),
+                     "runtime": r.get("runtime"), "runtime_version": r.get("version"), "model": m["name"],
+                     "format": m["fmt"], "fingerprint": fp, "precision": m.get("precision"),
+                     "threads": on.get("threads", result.get("threads")), "latency_p50_ms": r.get("latency_p50_ms"),
+                     "latency_p90_ms": r.get("latency_p90_ms"), "latency_mean_ms": r.get("latency_mean_ms"),
+                     "load_ms": r.get("load_ms"), "peak_rss_mb": result.get("peak_rss_mb"),
+                     "samples": r.get("samples"), "cpu": result.get("cpu"), "run": run})
+    return record(db, rows, profiles)

@@ -1,0 +1,337 @@
+"""MLflow as a report: what the tracking listener logs so that a run reads like one. Pure functions over the
+resolved config and summary.json, plus two that write through an MlflowClient. mlflow is imported lazily.
+
+- `curated_params`: at most ~30 parameters: the recipe's knobs (model, data, seed, each stage's settings), the
+  command-line overrides, the device by name and a few facts; `device_catalog_json` holds the whole device entry as
+  one artifact instead of 40-60 `device.*` strings.
+- `run_name`: the recipe, the device and the overrides that make this run different (`mobilenet_int8@pixel7
+  calib=64`), so the jobs of a sweep are told apart in every MLflow list.
+- `card_markdown` / `card_html`: the summary table (every artifact: format, precision, size, top-1 %, host p50 with
+  its interval, device estimate, gate, file) and the plots, for the parent run; `log_card` logs both and sets the run
+  description.
+- `log_logged_models`: one MLflow 3 LoggedModel per artifact with its metrics linked (searchable per model:
+  `client.search_logged_models([exp], filter_string="metrics.top1_pct > 95")`).
+Accuracy is a percentage everywhere here (`top1_pct`), like on the console.
+"""
+from __future__ import annotations
+
+import base64
+import html as html_mod
+import json
+import mimetypes
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+MAX_PARAMS = 30
+# Short names for the run name; anything else keeps its last key component.
+ABBREV = {"calibration_samples": "calib", "width_mult": "width", "input_size": "px", "learning_rate": "lr",
+          "per_channel": "per_ch", "activation_type": "act", "weight_type": "w", "max_accuracy_drop": "max_drop",
+          "epochs": "ep", "batch_size": "bs", "temperature": "T"}
+DEVICE_FACTS = ("name", "display_name", "runtime", "soc", "threads", "formats", "estimate_unit")
+IGNORED_OVERRIDES = ("paths.", "hydra.", "tracking.", "verbose")
+
+
+def _plain(cfg: Any) -> Any:
+    """A DictConfig (resolved) or a dict -> plain containers."""
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(cfg, (DictConfig, ListConfig)):
+            return OmegaConf.to_container(cfg, resolve=True)
+    except ImportError:  # pragma: no cover - omegaconf is a core dependency
+        pass
+    return cfg
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if isinstance(d, dict):
+        for k, v in d.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+    else:
+        out[prefix[:-1]] = json.dumps(d) if isinstance(d, (list, tuple)) else d
+    return out
+
+
+def _value(v: Any) -> Any:
+    """A device figure is often {value, source}: its value is the parameter."""
+    if isinstance(v, dict) and "value" in v:
+        return v["value"]
+    return v
+
+
+def _override_tokens(overrides: Iterable[str] | str | None) -> list[str]:
+    if not overrides:
+        return []
+    tokens = overrides.split() if isinstance(overrides, str) else list(overrides)
+    return [t for t in tokens if "=" in t and not t.lstrip("+~").startswith(IGNORED_OVERRIDES)]
+
+
+def curated_params(cfg: Any, overrides: Iterable[str] | str | None = None,
+                   max_params: int = MAX_PARAMS) -> tuple[dict[str, str], dict[str, Any]]:
+    """(params for the run, the rest): the recipe's knobs and the device by name, at most `max_params`.
+
+    Order of precedence when there are more: the overrides of this run, recipe/model/data/seed, the device facts,
+    then each stage's settings in recipe order. What does not fit goes into the second dict (log it as one JSON
+    artifact with the device catalogue). Values are strings (what MLflow stores).
+    """
+    c = _plain(cfg) or {}
+    picked: dict[str, Any] = {}
+    for t in _override_tokens(overrides):
+        k, _, v = t.lstrip("+~").partition("=")
+        picked[f"override.{k}"] = v
+    picked["recipe"] = c.get("recipe")
+    model = c.get("model") or {}
+    for k in ("name", "input_size", "width_mult"):
+        if k in model:
+            picked[f"model.{k}"] = model[k]
+    data = c.get("data") or {}
+    for k in ("name", "path", "max_per_class"):
+        if data.get(k) is not None:
+            picked[f"data.{k}"] = data[k]
+    if "seed" in c:
+        picked["seed"] = c["seed"]
+    device = c.get("device") or {}
+    for k in DEVICE_FACTS:
+        if device.get(k) is not None:
+            picked[f"device.{k}"] = _value(device[k])
+    if device.get("ram_gb") is not None:
+        picked["device.ram_gb"] = _value(device["ram_gb"])
+    stages = c.get("stages") or {}
+    stage_params: dict[str, Any] = {}
+    for name, st in stages.items():
+        if not isinstance(st, dict):
+            continue
+        for k, v in st.items():
+            if k == "inputs":
+                continue
+            stage_params[f"stages.{name}.{k}"] = v
+    params: dict[str, str] = {}
+    rest: dict[str, Any] = {}
+    for k, v in list(picked.items()) + list(stage_params.items()):
+        if v is None:
+            continue
+        s = json.dumps(v) if isinstance(v, (list, dict)) else str(v)
+        if len(params) < max_params:
+            params[k] = s[:6000]
+        else:
+            rest[k] = v
+    return params, rest
+
+
+def device_catalog_json(cfg: Any, rest: dict[str, Any] | None = None) -> str:
+    """The whole device entry (every figure with its source) and the parameters that did not fit, as one JSON
+    document: log it as the artifact `device.json` instead of one parameter per figure."""
+    c = _plain(cfg) or {}
+    return json.dumps({"device": c.get("device"), "gate": c.get("gate"), "more_params": rest or {}}, indent=2,
+                      default=str, sort_keys=False)
+
+
+def run_name(recipe: str, device: str, overrides: Iterable[str] | str | None = None, max_len: int = 100) -> str:
+    """`mobilenet_int8@pixel7 calib=64 method=entropy`: the overrides that make this run different, shortened."""
+    parts = []
+    for t in _override_tokens(overrides):
+        key, _, value = t.lstrip("+~").partition("=")
+        if key in ("recipe", "device"):
+            continue
+        last = key.rsplit(".", 1)[-1]
+        parts.append(f"{ABBREV.get(last, last)}={value}")
+    name = f"{recipe}@{device}" + ("" if not parts else " " + " ".join(parts))
+    return name if len(name) <= max_len else name[: max_len - 1] + "…"
+
+
+def description(summary: dict, recipe_description: str | None = None) -> str:
+    """The run description (Markdown, MLflow's `mlflow.note.content`): what the recipe does and what came out."""
+    lines = []
+    if recipe_description:
+        lines.append(recipe_description.strip())
+    dev = summary.get("device") or {}
+    final = deployable(summary)
+    lines.append(f"Recipe `{summary.get('recipe')}` for {dev.get('display_name') or dev.get('name')} "
+                 f"({dev.get('runtime', '-')}), status **{summary.get('status')}**.")
+    if final:
+        lines.append(f"Deployable artifact: `{final['name']}` ({final['format']} {final['precision']}, "
+                     f"{_mb(final)} MB) at `{final.get('path')}`.")
+    lines.append("The summary card (summary_card.html, summary_card.md) lists every artifact.")
+    return "\n\n".join(lines)
+
+
+def deployable(summary: dict) -> dict | None:
+    """The artifact a user ships: the objective's judged artifact, else the gate's, else the last one."""
+    rows = summary.get("artifacts") or []
+    want = (summary.get("objective") or {}).get("artifact") or (summary.get("gate") or {}).get("artifact")
+    return next((r for r in rows if r.get("name") == want), rows[-1] if rows else None)
+
+
+# --- the summary card -------------------------------------------------------------------------------------------
+CARD_HEAD = ["stage", "format", "precision", "size MB", "top-1 %", "host p50 ms (95% CI)", "speed-up", "device est. ms*",
+             "gate", "status", "file"]
+
+
+def _mb(a: dict) -> str:
+    return "-" if a.get("size_bytes") is None else f"{a['size_bytes'] / 1e6:.2f}"
+
+
+def _p50(a: dict) -> str:
+    lat = a.get("latency_ms") or {}
+    if lat.get("p50") is None:
+        return "not run here" if a.get("not_runnable") else "-"
+    ci = lat.get("p50_ci")
+    return f"{lat['p50']:.3g}" + (f" ({ci[0]:.3g}-{ci[1]:.3g})" if ci else "")
+
+
+def card_rows(summary: dict) -> list[list[str]]:
+    rows = []
+    for a in summary.get("artifacts") or []:
+        acc = "-" if a.get("accuracy") is None else f"{100 * a['accuracy']:.2f}"
+        est = (a.get("estimate") or {}).get("latency_ms")
+        gate = a.get("gate") or {}
+        status = "✓ pass" if a.get("ok", True) else "✗ FAIL: " + "; ".join(a.get("problems") or [])
+        rows.append([a["name"], a["format"], a["precision"], _mb(a), acc, _p50(a),
+                     "" if not a.get("speedup") else f"{a['speedup']:.2f}x",
+                     "-" if est is None else f"{est:.3g}",
+                     "-" if not gate else ("pass" if gate.get("pass") else "FAIL"), status, str(a.get("path") or "-")])
+    return rows
+
+
+def _notes(summary: dict) -> list[str]:
+    arts = summary.get("artifacts") or []
+    out = [f"latency: measured on {m}" for m in sorted({a["measured_on"] for a in arts if a.get("measured_on")})]
+    out += [f"* device est. ms: {l}" for l in sorted({a["estimate"]["label"] for a in arts
+                                                       if a.get("estimate") and a["estimate"].get("label")})]
+    final = deployable(summary)
+    if final:
+        out.append(f"deployable artifact: {final['name']} -> {final.get('path')}")
+    return out
+
+
+def card_markdown(summary: dict, plots: dict[str, str] | None = None) -> str:
+    """The summary as Markdown: a title, the table, its notes, and the plots by artifact path (logged next to it)."""
+    def esc(c: str) -> str:
+        return c.replace("|", "\\|")
+
+    dev = summary.get("device") or {}
+    lines = [f"# {summary.get('recipe')} @ {dev.get('display_name') or dev.get('name')}", "",
+             f"status: **{summary.get('status')}**", "",
+             "| " + " | ".join(CARD_HEAD) + " |", "|" + "|".join("---" for _ in CARD_HEAD) + "|"]
+    lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in card_rows(summary)]
+    lines += [""] + [f"- {n}" for n in _notes(summary)]
+    for title, path in (plots or {}).items():
+        lines += ["", f"## {title}", "", f"![{title}]({Path(path).name})"]
+    return "\n".join(lines) + "\n"
+
+
+CARD_CSS = """body{font-family:"DejaVu Sans",Arial,sans-serif;margin:1.5em;color:#222}h1{font-size:20px}
+table{border-collapse:collapse;font-size:13px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}
+th{background:#f3f3f3}tr.bad td{color:#b00020}.note{color:#555;font-size:12px;margin:2px 0}
+img{max-width:100%;border:1px solid #ddd;margin-top:.5em}"""
+
+
+def card_html(summary: dict, plots: dict[str, str] | None = None) -> str:
+    """The summary as one self-contained HTML page (MLflow shows HTML artifacts inline): the plots embedded."""
+    e = html_mod.escape
+    dev = summary.get("device") or {}
+    trs = []
+    for a, r in zip(summary.get("artifacts") or [], card_rows(summary)):
+        cls = "" if a.get("ok", True) else " class='bad'"
+        trs.append(f"<tr{cls}>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>")
+    imgs = []
+    for title, path in (plots or {}).items():
+        p = Path(path)
+        if p.exists():
+            mime = mimetypes.guess_type(p.name)[0] or "image/png"
+            data = base64.b64encode(p.read_bytes()).decode()
+            imgs.append(f"<h2>{e(title)}</h2><img alt='{e(title)}' src='data:{mime};base64,{data}'>")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{e(str(summary.get('recipe')))}</title>"
+            f"<style>{CARD_CSS}</style></head><body>"
+            f"<h1>{e(str(summary.get('recipe')))} @ {e(str(dev.get('display_name') or dev.get('name')))}</h1>"
+            f"<p>status: <b>{e(str(summary.get('status')))}</b></p>"
+            f"<table><thead><tr>{''.join(f'<th>{e(h)}</th>' for h in CARD_HEAD)}</tr></thead>"
+            f"<tbody>{''.join(trs)}</tbody></table>"
+            + "".join(f"<p class='note'>{e(n)}</p>" for n in _notes(summary))
+            + "".join(imgs) + "</body></html>")
+
+
+def log_card(client, run_id: str, summary: dict, plots: dict[str, str] | None = None,
+             recipe_description: str | None = None) -> list[str]:
+    """Log summary_card.html and .md (with the plots as files next to them) on a run and set its description.
+    Returns the artifact paths written."""
+    written = []
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "summary_card.html").write_text(card_html(summary, plots))
+        (Path(d) / "summary_card.md").write_text(card_markdown(summary, plots))
+        for name in ("summary_card.html", "summary_card.md"):
+            client.log_artifact(run_id, str(Path(d) / name))
+            written.append(name)
+    for path in (plots or {}).values():
+        if Path(path).exists():
+            client.log_artifact(run_id, str(path))
+            written.append(Path(path).name)
+    client.set_tag(run_id, "mlflow.note.content", description(summary, recipe_description))
+    return written
+
+
+# --- MLflow 3 LoggedModels ------------------------------------------------------------------------------------------
+def model_metrics(a: dict) -> dict[str, float]:
+    """The numbers of one artifact under plain names (top-1 in %, like the console)."""
+    lat = a.get("latency_ms") or {}
+    est = (a.get("estimate") or {}).get("latency_ms")
+    vals = {"top1_pct": None if a.get("accuracy") is None else 100.0 * a["accuracy"],
+            "size_mb": None if a.get("size_bytes") is None else a["size_bytes"] / 1e6,
+            "latency_p50_ms": lat.get("p50"), "latency_p90_ms": lat.get("p90"),
+            "latency_p50_ci_low_ms": (lat.get("p50_ci") or [None, None])[0],
+            "latency_p50_ci_high_ms": (lat.get("p50_ci") or [None, None])[1],
+            "speedup": a.get("speedup"), "size_ratio": a.get("size_ratio"),
+            "device_estimate_ms": est if isinstance(est, (int, float)) else None,
+            "gate_pass": None if not a.get("gate") else float(bool(a["gate"].get("pass")))}
+    return {k: float(v) for k, v in vals.items() if isinstance(v, (int, float))}
+
+
+def _model_name(recipe: str, artifact: str) -> str:
+    """LoggedModel names: letters, digits, -, _ and . only."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{recipe}-{artifact}")[:200]
+
+
+def log_logged_models(client, experiment_id: str, run_id: str, summary: dict,
+                      stage_runs: dict[str, str] | None = None) -> dict[str, str]:
+    """One LoggedModel per artifact of `summary`: name `<recipe>-<artifact>`, tags (format, precision, device, stage,
+    file, cache key), its metrics linked (logged to the artifact's stage run when `stage_runs` names it, else to
+    `run_id`, each with model_id) and recorded as an output of `run_id`. Returns {artifact name: model_id}.
+
+    The model files stay where the stage runs logged them (tag `artifact_path`); nothing is copied twice.
+    """
+    from mlflow.entities import LoggedModelOutput, Metric
+
+    stage_runs = stage_runs or {}
+    dev = (summary.get("device") or {}).get("name", "")
+    out: dict[str, str] = {}
+    now = int(time.time() * 1000)
+    outputs = []
+    for a in summary.get("artifacts") or []:
+        source = stage_runs.get(a.get("stage") or a["name"])
+        tags = {"format": a["format"], "precision": a["precision"], "device": dev, "stage": a.get("stage") or a["name"],
+                "artifact_path": str(a.get("path") or ""), "cache_key": str(a.get("cache_key") or ""),
+                "pipeline_run_id": run_id, "gate": "" if not a.get("gate") else
+                ("pass" if a["gate"].get("pass") else "FAIL"), "recipe": str(summary.get("recipe"))}
+        if a.get("measured_on"):
+            tags["measured_on"] = a["measured_on"][:5000]
+        params = {"format": a["format"], "precision": a["precision"], "runtime": str(a.get("runtime") or "")}
+        lm = client.create_logged_model(experiment_id, name=_model_name(str(summary.get("recipe")), a["name"]),
+                                        source_run_id=source or run_id, tags=tags, params=params,
+                                        model_type=f"{a['format']}-{a['precision']}")
+        metrics = model_metrics(a)
+        target = source or run_id
+        # on the shared parent run, plain names of several models would overwrite each other: prefix them there
+        key = (lambda k: k) if source else (lambda k: f"{a['name']}.{k}")
+        ms = [Metric(key(k), v, now, 0, model_id=lm.model_id) for k, v in metrics.items()]
+        if ms:
+            client.log_batch(target, metrics=ms)
+        client.finalize_logged_model(lm.model_id, "READY")
+        outputs.append(LoggedModelOutput(lm.model_id, 0))
+        out[a["name"]] = lm.model_id
+    if outputs:
+        client.log_outputs(run_id, outputs)
+    return out

@@ -1,0 +1,113 @@
+"""The summary card and the compare HTML as a browser draws them (Debian's chromium, headless): the table is in the
+rendered DOM and visibly drawn, and every character the pages show has a glyph in an installed font (a missing glyph
+is drawn as the same box as a code point no font has). Skips when chromium is not installed (make system-deps)."""
+from __future__ import annotations
+
+import html as html_mod
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (make system-deps, or apt-get "
+                                                         "install chromium)")
+NO_FONT = "\U0010FFFD"  # a private-use code point: no font draws it, so it shows the missing-glyph box
+
+
+def _chromium(args: list[str], timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                           "--no-first-run", "--disable-extensions", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def screenshot(page: Path, out: Path, size: str = "1400,1600") -> "Image":
+    from PIL import Image
+
+    p = _chromium([f"--window-size={size}", f"--screenshot={out}", page.resolve().as_uri()])
+    assert out.exists(), p.stderr[-2000:]
+    return Image.open(out).convert("L")
+
+
+def dom(page: Path) -> str:
+    return _chromium(["--dump-dom", page.resolve().as_uri()]).stdout
+
+
+def visible_chars(page_html: str) -> set[str]:
+    text = re.sub(r"<(script|style)[^>]*>.*?</\1>", " ", page_html, flags=re.S)
+    text = re.sub(r"data:[^'\"]+", " ", text)
+    text = html_mod.unescape(re.sub(r"<[^>]+>", " ", text))
+    return {c for c in text if ord(c) > 127 and not c.isspace()}
+
+
+def missing_glyphs(chars: set[str], tmp: Path) -> list[str]:
+    """Draw each character in its own cell next to NO_FONT's box; a cell identical to the box has no glyph."""
+    chars = sorted(chars)
+    cells = [NO_FONT] + chars
+    spans = "".join(f"<span style='display:inline-block;width:80px;height:80px'>{html_mod.escape(c)}</span>"
+                    for c in cells)
+    page = tmp / "glyphs.html"
+    page.write_text("<!doctype html><html><head><meta charset='utf-8'></head><body style='margin:0;background:#fff'>"
+                    f"<div style=\"font:56px 'DejaVu Sans',sans-serif;line-height:80px;white-space:nowrap\">{spans}"
+                    "</div></body></html>")
+    img = screenshot(page, tmp / "glyphs.png", f"{80 * len(cells) + 20},100")
+    crop = lambda i: img.crop((80 * i, 0, 80 * i + 80, 80)).tobytes()
+    box = crop(0)
+    assert len(set(box)) > 1, "the missing-glyph box was not drawn: cannot tell missing glyphs"
+    return [c for i, c in enumerate(chars, start=1) if crop(i) == box or len(set(crop(i))) == 1]
+
+
+def _ink(img) -> float:
+    hist = img.histogram()
+    return 1.0 - sum(hist[230:]) / max(1, sum(hist))
+
+
+def _check(page: Path, tmp: Path, rows: int) -> None:
+    text = page.read_text()
+    rendered = dom(page)
+    assert "<table" in rendered and rendered.count("<tr") >= rows + 1  # header + rows, after the page's script ran
+    shot = screenshot(page, tmp / f"{page.stem}.png")
+    # the table is drawn: the page without it looks different
+    bare = tmp / f"{page.stem}-no-table.html"
+    bare.write_text(re.sub(r"<table.*?</table>", "", text, flags=re.S))
+    assert shot.tobytes() != screenshot(bare, tmp / f"{page.stem}-no-table.png").tobytes()
+    assert _ink(shot) > 0.01
+    chars = visible_chars(text)
+    assert not missing_glyphs(chars, tmp), f"no installed font draws: {missing_glyphs(chars, tmp)}"
+
+
+def test_detector_finds_a_missing_glyph(tmp_path):
+    assert missing_glyphs({"\U0010FFFC"}, tmp_path) == ["\U0010FFFC"]
+    assert missing_glyphs({"✓", "±"}, tmp_path) == []
+
+
+def test_compare_html_renders(tmp_path):
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_compare_report import make_sweep_store
+
+    from pipeline import compare
+    from mlflow.tracking import MlflowClient
+
+    from pipeline import tracking
+
+    outputs, _ = make_sweep_store(tmp_path)
+    client = MlflowClient(tracking.local_uri(outputs))
+    exp = client.get_experiment_by_name("demo")
+    r = compare.report(client, [exp.experiment_id], "s1", tmp_path / "cmp", "demo: accuracy vs latency")
+    _check(r["html"], tmp_path, len(r["rows"]))
+
+
+def test_summary_card_renders(tmp_path):
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_mlflow_report import _plot, _summary
+
+    from pipeline import mlflow_report
+
+    png = tmp_path / "plot.png"
+    _plot(png)
+    page = tmp_path / "summary_card.html"
+    page.write_text(mlflow_report.card_html(_summary(), {"accuracy vs latency": str(png)}))
+    _check(page, tmp_path, len(_summary()["artifacts"]))
