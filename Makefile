@@ -35,6 +35,11 @@ system-deps:
 		echo "installing postgresql (apt-get)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
 	else echo "note: PostgreSQL not found; the integration tests will skip (sudo apt-get install postgresql)"; fi
+	@if command -v mkfs.xfs >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing xfsprogs (apt-get): the reflink test mounts a small XFS image"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends xfsprogs >/dev/null; \
+	else echo "note: mkfs.xfs not found; the reflink test will skip (sudo apt-get install xfsprogs)"; fi
 	@if command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		echo "installing openssh-server (apt-get; the SSH device test starts its own sshd on 127.0.0.1)"; \

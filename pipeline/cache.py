@@ -11,6 +11,11 @@ Layout under <root>:
   locks/<key>.lock           flock held while a key is computed, so concurrent runs compute it once
   index/<recipe>/<stage>.json the components of the last run of that stage, to explain why it re-ran
 Entries are made visible by one atomic rename of a finished directory: a killed run leaves at most a stray tmp/ dir.
+
+Results are immutable: an entry's files are made read-only when it is committed, and `publish` puts them into run folders
+as reflinks (copy-on-write clones, where the filesystem has them) or copies, never hard links, so that nothing written
+through a run folder reaches a cache entry or the reverse. `verify_run` checks a run folder against the sha256 values
+its summary.json records (`python -m pipeline.verify RUN_DIR`).
 """
 from __future__ import annotations
 
@@ -21,6 +26,8 @@ import json
 import os
 import shutil
 import socket
+import stat
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -97,14 +104,44 @@ class Cache:
 
     @contextlib.contextmanager
     def lock(self, key: str) -> Iterator[None]:
-        """Hold an exclusive lock on `key`: a second process computing the same key waits, then finds the entry."""
-        (self.root / "locks").mkdir(parents=True, exist_ok=True)
-        with open(self.root / "locks" / f"{key}.lock", "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
+        """Hold an exclusive lock on `key`: a second process computing the same key waits, then finds the entry.
+
+        Re-entrant within a thread (flock would otherwise block on a second open of the same lock file), so that
+        `invalidate` can be called with or without the lock already held."""
+        path = str((self.root / "locks" / f"{key}.lock").absolute())
+        held = _held()
+        if held.get(path):
+            held[path] += 1
             try:
                 yield
             finally:
+                held[path] -= 1
+            return
+        (self.root / "locks").mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            held[path] = 1
+            try:
+                yield
+            finally:
+                held.pop(path, None)
                 fcntl.flock(f, fcntl.LOCK_UN)
+
+    def invalidate(self, key: str) -> bool:
+        """Move the entry of `key` out of entries/ under its lock (cache.force), so that no other process is computing
+        or committing it meanwhile, then delete it. Returns whether there was one."""
+        with self.lock(key):
+            final = self.entry_dir(key)
+            if not final.exists():
+                return False
+            self._move_away(key, final)
+            return True
+
+    def _move_away(self, key: str, final: Path) -> None:
+        (self.root / "tmp").mkdir(parents=True, exist_ok=True)
+        trash = self.root / "tmp" / f"stale.{key[:16]}.{uuid.uuid4().hex[:8]}"
+        os.rename(final, trash)
+        shutil.rmtree(trash, ignore_errors=True)
 
     def workdir(self, key: str) -> Path:
         """A fresh private directory for a stage to write into (named after this host and process, so that the
@@ -124,15 +161,15 @@ class Cache:
             files[rel] = {"size": p.stat().st_size, "sha256": file_sha256(p)}
             with open(p, "rb") as f:
                 os.fsync(f.fileno())
+            _read_only(p)
         manifest = {**manifest, "key": key, "schema": SCHEMA, "files": files, "created": time.time()}
         write_json_atomic(work / "entry.json", manifest)
         final = self.entry_dir(key)
         final.parent.mkdir(parents=True, exist_ok=True)
-        if final.exists():  # a stale or corrupt entry (lookup refused it): replace it
-            trash = self.root / "tmp" / f"stale.{key[:16]}.{uuid.uuid4().hex[:8]}"
-            os.rename(final, trash)
-            shutil.rmtree(trash, ignore_errors=True)
-        os.rename(work, final)
+        with self.lock(key):  # (the runner holds it already; re-entrant)
+            if final.exists():  # a stale or corrupt entry (lookup refused it), or a forced re-run: replace it
+                self._move_away(key, final)
+            os.rename(work, final)
         dfd = os.open(final.parent, os.O_RDONLY)
         try:
             os.fsync(dfd)
@@ -173,6 +210,99 @@ class Cache:
             return "cache entry missing or failed its integrity check"
         shown = "; ".join(changes[:4]) + (f"; and {len(changes) - 4} more" if len(changes) > 4 else "")
         return f"changed since last run: {shown}"
+
+
+_LOCAL = threading.local()
+
+
+def _held() -> dict[str, int]:
+    """Lock files this thread holds (see Cache.lock)."""
+    if not hasattr(_LOCAL, "held"):
+        _LOCAL.held = {}
+    return _LOCAL.held
+
+
+def _read_only(p: Path) -> None:
+    os.chmod(p, stat.S_IMODE(os.lstat(p).st_mode) & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+
+
+# --- publishing into run folders ------------------------------------------------------------------------------------
+FICLONE = 0x40049409  # Linux ioctl: make dest a copy-on-write clone of src (btrfs, XFS, bcachefs, OCFS2 ...)
+
+
+def publish(src: Path, dest: Path) -> str:
+    """Put a read-only copy of cache file `src` at `dest` (a run folder): a reflink where the filesystem can clone,
+    else a byte copy; never a hard link, which would share the bytes both ways. Written under a temporary name and
+    renamed, so a killed run never leaves half a model under the final name. Returns "reflink" or "copy".
+
+    Done by hand: shutil.copy2 never clones (it uses sendfile on Linux), and GNU `cp --reflink=auto` would be a
+    process per file; the FICLONE ioctl is the same call cp makes."""
+    src, dest = Path(src), Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    how = "copy"
+    try:
+        with open(src, "rb") as fi, open(tmp, "wb") as fo:
+            try:
+                fcntl.ioctl(fo.fileno(), FICLONE, fi.fileno())
+                how = "reflink"
+            except OSError:  # EOPNOTSUPP / EXDEV / EINVAL: this filesystem (or pair) cannot clone
+                shutil.copyfileobj(fi, fo, 1 << 20)
+        shutil.copystat(src, tmp)
+        _read_only(tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    return how
+
+
+def path_sha256(path: Path) -> str:
+    """sha256 of a file, or of a folder (a Core ML .mlpackage) as the digest of its files' relative paths and hashes."""
+    path = Path(path)
+    if path.is_dir():
+        return digest({rel: file_sha256(path / rel) for rel in _files_under(path)})
+    return file_sha256(path)
+
+
+def verify_run(run_dir: Path) -> list[str]:
+    """Every artifact of a run folder against the sha256 its summary.json records, as a list of problems (empty: the
+    run folder holds exactly what the run produced). Each artifact of summary["artifacts"] has "path" (relative to the
+    run folder; a file or a folder) and "sha256" (`path_sha256` of it)."""
+    run_dir = Path(run_dir)
+    where = run_dir / "summary.json"
+    try:
+        summary = json.loads(where.read_text())
+    except FileNotFoundError:
+        return [f"{where}: missing: the run did not finish (or this is not a run folder)"]
+    except (OSError, ValueError) as e:
+        return [f"{where}: unreadable ({e})"]
+    problems = []
+    artifacts = summary.get("artifacts") if isinstance(summary, dict) else None
+    if not isinstance(artifacts, list):
+        return [f"{where}: no 'artifacts' list"]
+    for i, a in enumerate(artifacts):
+        name = a.get("name", f"artifacts[{i}]") if isinstance(a, dict) else f"artifacts[{i}]"
+        rel, want = (a.get("path"), a.get("sha256")) if isinstance(a, dict) else (None, None)
+        if not isinstance(rel, str) or not _contained(run_dir, rel):
+            problems.append(f"{name}: path {rel!r} is not a relative path inside the run folder")
+            continue
+        if not want:
+            problems.append(f"{name}: summary.json records no sha256 for {rel} (written by an older version?)")
+            continue
+        p = run_dir / rel
+        if not p.exists():
+            problems.append(f"{name}: {rel} is missing")
+            continue
+        try:
+            got = path_sha256(p)
+        except OSError as e:
+            problems.append(f"{name}: {rel} unreadable ({e.strerror})")
+            continue
+        if got != want:
+            problems.append(f"{name}: {rel} was modified: sha256 {got[:16]}..., summary.json records {want[:16]}...")
+    return problems
 
 
 _HOST = "".join(c if c.isalnum() or c == "-" else "-" for c in socket.gethostname())[:40] or "host"

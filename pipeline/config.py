@@ -12,30 +12,38 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
+from pipeline import bounds
+from pipeline.bounds import (Dropout, Finite, NonNegative, OpenUnitInterval, Positive, PositiveInt,
+                             Seed, at_least)
+
 
 @dataclass
 class DataConfig:
     name: str = MISSING  # digits | imagefolder
     path: Optional[str] = None  # imagefolder: a folder with one sub-folder of images per class
-    val_fraction: float = 0.2  # share of each class held out for validation (fixed, seeded split)
-    seed: int = 0  # split seed
-    mean: List[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])  # per-channel normalisation
-    std: List[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
-    max_per_class: Optional[int] = None  # cap images per class (quick experiments on big folders)
+    val_fraction: OpenUnitInterval = 0.2  # share of each class held out for validation (fixed, seeded split)
+    seed: Seed = 0  # split seed
+    mean: List[Finite] = field(default_factory=lambda: [0.5, 0.5, 0.5])  # per-channel normalisation
+    std: List[Positive] = field(default_factory=lambda: [0.5, 0.5, 0.5])  # per-channel divisor, > 0
+    max_per_class: Optional[at_least(2, integer=True)] = None  # cap images per class (quick experiments on big folders)
+    # an unreadable, truncated, oversized or unconvertible image: error = refuse the plan listing every such file;
+    # skip = leave them out (each one and the count are logged)
+    on_bad_image: str = "error"
+    max_image_pixels: PositiveInt = 89_478_485  # larger images are refused as oversized (Pillow's bomb limit)
 
 
 @dataclass
 class ModelConfig:
     name: str = MISSING  # a model of the zoo (pipeline/models)
-    input_size: int = 224  # square input resolution
-    width_mult: float = 1.0  # channel width multiplier
-    dropout: float = 0.2  # dropout before the classifier
+    input_size: PositiveInt = 224  # square input resolution
+    width_mult: Positive = 1.0  # channel width multiplier
+    dropout: Dropout = 0.2  # dropout before the classifier
 
 
 # --- device catalog. A figure carries its source; an unpublished one says so instead of a value. ----------
 @dataclass
 class FigureConfig:
-    value: Optional[float] = None  # the figure; null only together with unpublished: true
+    value: Optional[Positive] = None  # the figure; null only together with unpublished: true
     source: Optional[str] = None  # [P] vendor/official, [S] third-party, [E] derived (say how); required
     unpublished: bool = False  # true: no published figure exists (source says where one was looked for)
 
@@ -44,7 +52,7 @@ class FigureConfig:
 class ComputeUnitConfig:
     kind: str = MISSING  # cpu | gpu | npu | edgetpu
     description: str = ""  # e.g. "2x Cortex-X1 2.85 GHz + 2x A78 2.35 GHz"
-    cores: int = 1  # CPU: cores the peak figures count; threads beyond this add nothing
+    cores: PositiveInt = 1  # CPU: cores the peak figures count; threads beyond this add nothing
     peak_gops: Dict[str, FigureConfig] = field(default_factory=dict)  # precision (fp32|fp16|int8) -> peak G ops/s
 
 
@@ -56,10 +64,10 @@ class AcceleratorConfig:
 
 @dataclass
 class BudgetConfig:
-    latency_ms: Optional[float] = 50.0  # per-inference latency on the device (estimate; measured on `host`)
-    fps: Optional[float] = 30.0  # sustained frames per second (1000 / latency)
-    model_mb: Optional[float] = 20.0  # artifact size on disk
-    ram_mb: Optional[float] = None  # inference memory (weights + largest activations); null = the device's RAM
+    latency_ms: Optional[Positive] = 50.0  # per-inference latency on the device (estimate; measured on `host`)
+    fps: Optional[Positive] = 30.0  # sustained frames per second (1000 / latency)
+    model_mb: Optional[Positive] = 20.0  # artifact size on disk
+    ram_mb: Optional[Positive] = None  # inference memory (weights + largest activations); null = the device's RAM
 
 
 @dataclass
@@ -68,7 +76,8 @@ class DeviceConfig:
     display_name: str = MISSING  # human name
     runtime: str = MISSING  # deployment runtime: onnxruntime | litert | coreml
     formats: List[str] = field(default_factory=list)  # artifact formats the device can deploy, preferred first
-    threads: int = 1  # CPU threads the deployed model runs with (benchmarks use this, capped to host cores)
+    # CPU threads the deployed model runs with (benchmarks use this, capped to host cores); 0 = all cores
+    threads: at_least(0, integer=True, note="0 = all cores") = 1
     measured_here: bool = False  # this machine is the device: latency is measured here, never estimated
     deployment_target: Optional[str] = None  # Core ML minimum deployment target (e.g. iOS17); null elsewhere
     # Hardware model (pipeline/devices): validated at plan time, every figure with its source.
@@ -83,7 +92,7 @@ class DeviceConfig:
     connection: Optional[str] = None  # ssh://USER@HOST[:PORT] (a board) or adb://SERIAL (a phone); keys/agent only
     known_hosts: Optional[str] = None  # known_hosts file the board's host key is checked against; null = ~/.ssh's
     remote_python: str = "python3"  # interpreter on the device (with numpy and its runtime: LiteRT, onnxruntime ...)
-    remote_timeout_s: float = 600.0  # longest a copy or a benchmark run on the device may take
+    remote_timeout_s: Positive = 600.0  # longest a copy or a benchmark run on the device may take
     benchmark_model: Optional[str] = None  # adb: path of LiteRT's benchmark_model binary on the phone (no Python)
 
 
@@ -92,7 +101,7 @@ class TrackingConfig:
     enabled: bool = True  # false: log nothing to MLflow (summary.json is still written)
     uri: Optional[str] = None  # MLflow tracking URI; null = embedded SQLite store under paths.outputs
     experiment: Optional[str] = None  # experiment name; null = the recipe name
-    timeout_s: float = 10.0  # how long to wait for a tracking server before giving up
+    timeout_s: Positive = 10.0  # deadline of every call to the tracking server (health check and each API call)
     fallback_to_local: bool = False  # server unreachable: log to the embedded store instead of failing
 
 
@@ -104,14 +113,14 @@ class CacheConfig:
 
 @dataclass
 class GateConfig:
-    max_accuracy_drop: float = 1.0  # top-1 points an optimized artifact may lose against its fp32 baseline
+    max_accuracy_drop: NonNegative = 1.0  # top-1 points an optimized artifact may lose against its fp32 baseline
     # Budgets: null = the device's default (device.budgets); set to override per recipe or command line.
     enforce: bool = False  # true: exit 1 when the final artifact misses a budget
     artifact: Optional[str] = None  # the artifact a run is judged on (gate, objective, registry); null = the last model
-    latency_ms: Optional[float] = None  # max latency on the device (estimate for the device; measured on `host`)
-    fps: Optional[float] = None  # min frames per second
-    model_mb: Optional[float] = None  # max artifact size
-    ram_mb: Optional[float] = None  # max inference memory
+    latency_ms: Optional[Positive] = None  # max latency on the device (estimate for the device; measured on `host`)
+    fps: Optional[Positive] = None  # min frames per second
+    model_mb: Optional[Positive] = None  # max artifact size
+    ram_mb: Optional[Positive] = None  # max inference memory
     judge: str = "point"  # point: the estimate's value; upper: its whole 80% interval within budget (a measured number wins)
 
 
@@ -138,7 +147,7 @@ class PathsConfig:
 class PipelineConfig:
     recipe: str = MISSING  # the recipe's name (set from the `recipe` group choice)
     description: str = ""  # one line on what the recipe is for
-    seed: int = 0  # global seed for training and sampling
+    seed: Seed = 0  # global seed for training and sampling
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     device: DeviceConfig = field(default_factory=DeviceConfig)
@@ -149,6 +158,12 @@ class PipelineConfig:
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     stages: Dict[str, Any] = field(default_factory=dict)  # stage name -> {type, inputs, parameters}
+
+
+def problems(cfg: Any) -> list[str]:
+    """Every number of a composed config outside the range its schema field declares (pipeline.bounds), each as
+    'gate.max_accuracy_drop: must be a finite number >= 0, got nan'. Stage parameters are checked per stage."""
+    return bounds.problems(cfg, "", PipelineConfig)
 
 
 def register() -> None:

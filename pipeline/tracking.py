@@ -2,30 +2,81 @@
 
 Uses MlflowClient with explicit run ids (no fluent global state), so several pipelines in one process or in parallel
 processes cannot log into each other's runs.
+
+Under faults: every MLflow call has a deadline (`tracking.timeout_s`; calls that move files get more, see `_Deadline`),
+so a server that answers /health but hangs on its API fails the call in time naming the URI and the fix; a full disk
+and a locked SQLite store are named with theirs (`explain`); every run this process opens is closed FINISHED, FAILED
+or KILLED on every path, and the next run marks KILLED what a killed process left RUNNING (`close_orphans`).
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import logging
+import math
 import os
 import socket
+import sqlite3
 import tempfile
+import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, PipelineError
 
 log = logging.getLogger("pipeline")
 PARENT_TAG = "mlflow.parentRunId"
 
 
+class TrackingError(PipelineError):
+    """An MLflow call failed or missed its deadline while the run was going on (exit 1; finished stages stay cached)."""
+
+    exit_code = 1
+
+
+class TrackingOpenError(ConfigError):
+    """The MLflow store could not be opened before any stage ran (exit 2). The message names the cause and the fix."""
+
+
+# Characters SQLAlchemy reads as URL syntax in a SQLite URI (the database part ends at '?' and is percent-decoded).
+# Quoting them would make SQLAlchemy open the right file, but MLflow creates the store's parent folder from the quoted
+# text (a stray folder named with %3F outside outputs/), so such paths are refused instead.
+URI_UNSAFE = "?%"
+
+
 def local_uri(outputs: Path) -> str:
-    return f"sqlite:///{(outputs / 'mlflow.db').resolve()}"
+    """The embedded store's URI. Spaces, '#' and non-ASCII characters stand as they are (SQLAlchemy and MLflow read
+    them literally); a path holding '?' or '%' is refused (ConfigError) because no URI of it keeps MLflow inside it."""
+    db = (Path(outputs) / "mlflow.db").resolve()
+    bad = sorted({c for c in str(db) if c in URI_UNSAFE})
+    if bad:
+        raise ConfigError(
+            f"paths.outputs: {str(outputs)!r} holds {' and '.join(repr(c) for c in bad)}, which a SQLite URI cannot "
+            f"carry (SQLAlchemy cuts it at '?' and decodes '%', and MLflow would create folders outside outputs/). "
+            f"Choose paths.outputs=DIR without them, log to a server (tracking.uri=http://HOST:PORT), or run with "
+            f"tracking=none.")
+    return f"sqlite:///{db}"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file a sqlite:/// URI opens, decoded as SQLAlchemy decodes it; None for other stores."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    from sqlalchemy.engine import make_url
+
+    database = make_url(uri).database
+    return Path(database) if database and database != ":memory:" else None
+
+
+def _sqlite_uri(path: Path) -> str:
+    """A sqlite:/// URI SQLAlchemy decodes back to `path` (only '%' and '?' are URL syntax to it)."""
+    return "sqlite:///" + str(path).replace("%", "%25").replace("?", "%3F")
 
 
 def check_server(uri: str, timeout_s: float) -> str | None:
@@ -56,6 +107,9 @@ def check_server(uri: str, timeout_s: float) -> str | None:
 
 def resolve_uri(tracking_cfg: Any, outputs: Path) -> str:
     """The URI to log to; refuses (exit 2) an unreachable server unless tracking.fallback_to_local is set."""
+    timeout = tracking_cfg.timeout_s
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0:
+        raise ConfigError(f"tracking.timeout_s: must be a finite number > 0, got {timeout!r}")
     uri = tracking_cfg.uri or local_uri(outputs)
     problem = check_server(uri, float(tracking_cfg.timeout_s))
     if problem is None:
@@ -101,10 +155,10 @@ def store_init_lock(uri: str):
     MLflow creates and migrates the schema of a new SQLite store on first use; two processes doing that at once leave
     the store broken for good ("table _alembic_tmp_tags already exists"). Other stores need no lock.
     """
-    if not uri.startswith("sqlite:///"):
+    db = sqlite_path(uri)
+    if db is None:
         yield
         return
-    db = Path(uri[len("sqlite:///"):])
     db.parent.mkdir(parents=True, exist_ok=True)
     with open(db.with_name(db.name + ".lock"), "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
@@ -126,7 +180,7 @@ def _create_sqlite_store(db: Path) -> None:
     from mlflow.tracking import MlflowClient
 
     tmp = db.with_name(f".{db.name}.{os.getpid()}.creating")
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp}")  # creates and migrates the schema
+    client = MlflowClient(tracking_uri=_sqlite_uri(tmp))  # creates and migrates the schema
     with contextlib.suppress(Exception):  # close its connections before the file moves
         client._tracking_client.store.engine.dispose()
     with open(tmp, "rb") as fh:
@@ -134,18 +188,191 @@ def _create_sqlite_store(db: Path) -> None:
     os.replace(tmp, db)
 
 
+# --- faults: deadlines and what an error means -------------------------------------------------------------------
+FILE_METHODS = {"log_artifact", "log_artifacts", "download_artifacts", "create_model_version", "log_inputs",
+                "copy_model_version"}
+MIN_TRANSFER_BYTES_PER_S = 1e6  # a file-moving call gets timeout_s x 6 plus 1 s per MB it sends
+# The embedded SQLite store: a call waits at least this long (its first call imports and opens the store, which takes
+# seconds on a loaded machine); a lock held by another process is reported by SQLite itself after 5 s anyway.
+LOCAL_MIN_DEADLINE_S = 30.0
+
+
+def _bytes_under(args: tuple) -> int:
+    total = 0
+    for a in args:
+        if isinstance(a, (str, Path)) and len(str(a)) < 4096:
+            with contextlib.suppress(OSError, ValueError):
+                p = Path(a)
+                if p.is_file():
+                    total += p.stat().st_size
+                elif p.is_dir():
+                    total += sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+    return total
+
+
+def _chain(e: BaseException) -> list[BaseException]:
+    out, seen = [], set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        out.append(e)
+        e = e.__cause__ or e.__context__
+    return out
+
+
+def explain(e: BaseException, uri: str, action: str) -> str:
+    """One sentence naming what went wrong with the store at `uri` and the fix, from any MLflow/SQLAlchemy error."""
+    errs = _chain(e)
+    text = " ".join(str(x) for x in errs).lower()
+    db = sqlite_path(uri)
+    where = str(db.parent) if db else None
+    if any(isinstance(x, OSError) and x.errno in (errno.ENOSPC, errno.EDQUOT) for x in errs) or \
+            "database or disk is full" in text or "no space left" in text:
+        return (f"MLflow: {action} failed: the disk holding {where or 'the artifact folder'} is full. Free space "
+                f"there or move paths.outputs to a bigger disk (paths.outputs=DIR), or run with tracking=none; then "
+                f"re-run (finished stages are reused)")
+    if "database is locked" in text or "database table is locked" in text:
+        return (f"MLflow: {action} failed: the store {db or uri} is locked by another process holding a write "
+                f"transaction on it (a `mlflow ui`/`mlflow server` or sqlite3 shell on that file, or a stuck run). "
+                f"The store itself is fine: wait for or stop that process, serve the store to every run instead "
+                f"(mlflow server --backend-store-uri {uri}, then tracking.uri=http://HOST:PORT), or run with "
+                f"tracking=none")
+    if "readonly database" in text or "read-only file system" in text or "permission denied" in text:
+        return (f"MLflow: {action} failed: the store {db or uri} cannot be written ({_first_line(e)}). Make it "
+                f"writable, choose paths.outputs=DIR elsewhere, or run with tracking=none")
+    if "malformed" in text or "not a database" in text or "file is encrypted" in text:
+        return (f"MLflow: {action} failed: {db or uri} is not a healthy MLflow store ({_first_line(e)}). Move it "
+                f"away (a fresh one is created), point tracking.uri at another store, or run with tracking=none")
+    return f"MLflow: {action} failed on {uri}: {_first_line(e)}"
+
+
+FAULT_WORDS = ("database or disk is full", "no space left", "database is locked", "database table is locked",
+               "readonly database", "read-only file system", "permission denied", "malformed", "not a database",
+               "file is encrypted", "disk i/o error", "unable to open database", "max retries exceeded",
+               "api request to", "connection", "timed out")
+
+
+def is_fault(e: BaseException) -> bool:
+    """The store or the way to it failed (disk, lock, network), as opposed to an answer such as 'not found' that
+    callers handle themselves; only faults are turned into TrackingError."""
+    errs = _chain(e)
+    if any(isinstance(x, OSError) for x in errs):  # (requests' and urllib3's connection errors are OSErrors too)
+        return True
+    text = " ".join(str(x) for x in errs).lower()
+    return any(w in text for w in FAULT_WORDS)
+
+
+def _first_line(e: BaseException) -> str:
+    t = str(e).strip()
+    return (t.splitlines()[0] if t else type(e).__name__)[:300]
+
+
+def _sqlite_locked(db: Path) -> bool:
+    """Whether another connection holds a write lock on `db` right now (checked, never waited for)."""
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=rw", uri=True, timeout=0.05)
+    except sqlite3.Error:
+        return False
+    try:
+        con.execute("BEGIN IMMEDIATE")
+        con.rollback()
+        return False
+    except sqlite3.OperationalError as e:
+        return "locked" in str(e)
+    finally:
+        con.close()
+
+
+class _Deadline:
+    """MlflowClient with a deadline on every call: the call runs in a daemon thread and is given up on at
+    `timeout_s` (file-moving calls: 6 x timeout_s + 1 s per MB; the embedded store: at least 30 s), raising
+    `error_type` naming the URI and the fix.
+
+    MLflow's own HTTP timeout is per socket operation and its retries (7 by default, with backoff) add up to minutes;
+    they are capped below as well so an abandoned call ends soon after. A thread rather than a signal alarm: it works
+    off the main thread (sweep launchers) and leaves SIGINT/SIGTERM to the caller, which stays responsive."""
+
+    def __init__(self, client, uri: str, timeout_s: float):
+        self._client, self.uri, self.timeout_s = client, uri, float(timeout_s)
+        self._local = uri.startswith("sqlite:")
+        self.error_type: type[PipelineError] = TrackingOpenError  # until the store is open; then TrackingError
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._client, name)
+        if not callable(attr) or name.startswith("_"):
+            return attr
+
+        def call(*args, **kwargs):
+            return self.call(name, attr, *args, **kwargs)
+
+        return call
+
+    def call(self, name: str, fn, *args, **kwargs):
+        limit = self.timeout_s
+        if name in FILE_METHODS:
+            limit = 6 * self.timeout_s + _bytes_under(args) / MIN_TRANSFER_BYTES_PER_S
+        if self._local:
+            limit = max(limit, LOCAL_MIN_DEADLINE_S)
+        box: dict[str, Any] = {}
+
+        def target():
+            try:
+                box["value"] = fn(*args, **kwargs)
+            except BaseException as e:  # handed to the caller's thread
+                box["error"] = e
+
+        t = threading.Thread(target=target, daemon=True, name=f"mlflow-{name}")
+        t.start()
+        t.join(limit)
+        if t.is_alive():
+            raise self.error_type(self._timed_out(name, limit))
+        if "error" in box:
+            e = box["error"]
+            if isinstance(e, PipelineError) or not is_fault(e):
+                raise e  # an answer (not found, already exists, invalid value): the caller's to handle
+            raise self.error_type(explain(e, self.uri, name)) from e
+        return box.get("value")
+
+    def _timed_out(self, name: str, limit: float) -> str:
+        db = sqlite_path(self.uri)
+        if db is not None and db.exists() and _sqlite_locked(db):
+            return explain(sqlite3.OperationalError("database is locked"), self.uri, f"{name} (waited {limit:g} s)")
+        if db is not None:
+            return (f"MLflow: {name} on the store {db} did not finish within {limit:g} s (tracking.timeout_s="
+                    f"{self.timeout_s:g}); check that disk, raise tracking.timeout_s, or run with tracking=none")
+        parsed = urlparse(self.uri)
+        return (f"tracking.uri: the MLflow server at {self.uri} did not answer {name} within {limit:g} s "
+                f"(tracking.timeout_s={self.timeout_s:g}; its /health may answer while its API hangs, e.g. a stuck "
+                f"database behind it). Restart it (mlflow server --host {parsed.hostname} --port {parsed.port or 80}),"
+                f" raise tracking.timeout_s, or add tracking.fallback_to_local=true to log locally")
+
+
+def _cap_http_retries(timeout_s: float) -> None:
+    """MLflow's REST client: a per-request timeout of tracking.timeout_s and 2 retries (unless the user set them)."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(1, math.ceil(timeout_s))))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+
+
 class Tracker:
     """Parent run + nested stage runs in one experiment."""
 
-    def __init__(self, uri: str, experiment: str, artifact_root: Path | None):
+    def __init__(self, uri: str, experiment: str, artifact_root: Path | None, timeout_s: float = 10.0):
         import mlflow
         from mlflow.tracking import MlflowClient
 
         self.mlflow = mlflow
         self.uri = uri
-        with store_init_lock(uri):  # MlflowClient opens (and on first use creates) the store
-            self.client = MlflowClient(tracking_uri=uri)
-            self._open_experiment(experiment, artifact_root)
+        self.run_id: str | None = None
+        self._open_runs: set[str] = set()  # stage runs created and not yet terminated
+        if uri.startswith(("http://", "https://")):
+            _cap_http_retries(timeout_s)
+        self.client = _Deadline(None, uri, timeout_s)
+        try:
+            with store_init_lock(uri):  # MlflowClient opens (and on first use creates) the store
+                self.client._client = self.client.call("open", MlflowClient, tracking_uri=uri)
+                self._open_experiment(experiment, artifact_root)
+        except OSError as e:  # the lock file or the store's folder
+            raise TrackingOpenError(explain(e, uri, "opening the store")) from e
+        self.client.error_type = TrackingError
 
     def _open_experiment(self, experiment: str, artifact_root: Path | None) -> None:
         exp = self.client.get_experiment_by_name(experiment)
@@ -153,23 +380,35 @@ class Tracker:
             location = artifact_root.resolve().as_uri() if artifact_root else None
             try:
                 self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
-            except Exception:  # created concurrently by another run
+            except Exception as e:  # created concurrently by another run?
                 exp = self.client.get_experiment_by_name(experiment)
                 if exp is None:
-                    raise
+                    raise e
                 self.experiment_id = exp.experiment_id
         else:
             self.experiment_id = exp.experiment_id
         self.experiment = experiment
-        self.run_id: str | None = None
+
+    @staticmethod
+    def _owner_tags() -> dict[str, str]:
+        """host + pid let a later run recognise a run as orphaned if this process is killed (close_orphans)."""
+        return {"pipeline.host": socket.gethostname(), "pipeline.pid": str(os.getpid())}
 
     def start(self, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
-        # host + pid let a later run recognise this one as orphaned if the process is killed (close_orphans)
-        tags = {**tags, "pipeline.host": socket.gethostname(), "pipeline.pid": str(os.getpid())}
-        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags={**tags, **self._owner_tags()})
         self.run_id = run.info.run_id
-        self.log_params(self.run_id, params)
+        try:
+            self.log_params(self.run_id, params)
+        except BaseException as e:
+            self._terminate_quietly(self.run_id, _status_of(e))
+            raise
         return self.run_id
+
+    def start_parent(self, run_name: str, tags: dict[str, str]) -> str:
+        """A run that is not this Tracker's own pipeline run (a sweep's parent): tagged with this process so that the
+        next run closes it if this process is killed. Close it with `terminate(run_id, status)`."""
+        return self.client.create_run(self.experiment_id, run_name=run_name,
+                                      tags={**tags, **self._owner_tags()}).info.run_id
 
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
@@ -180,7 +419,6 @@ class Tracker:
 
     def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
         from mlflow.entities import Metric
-        import time
 
         now = int(time.time() * 1000)
         ms = [Metric(k, float(v), now, 0) for k, v in metrics.items() if v is not None]
@@ -188,26 +426,36 @@ class Tracker:
             self.client.log_batch(run_id, metrics=ms[i : i + 500])
 
     def log_stage(self, rec, out_dir: Path | None) -> None:
-        """A nested run for one task: parameters, metrics, wall time, cache hit/miss, produced files."""
+        """A nested run for one task: parameters, metrics, wall time, cache hit/miss, produced files. The run is closed
+        on every path: FINISHED/FAILED as the task went, KILLED when interrupted while logging, FAILED when logging
+        itself failed."""
         tags = {PARENT_TAG: self.run_id, "stage.type": rec.type, "stage.status": rec.status,
-                "cache.hit": str(rec.status == "reused").lower(), "cache.key": rec.cache_key, "cache.reason": rec.reason[:5000]}
+                "cache.hit": str(rec.status == "reused").lower(), "cache.key": rec.cache_key,
+                "cache.reason": rec.reason[:5000], **self._owner_tags()}
         if rec.error:
             tags["error"] = rec.error[:5000]
         run = self.client.create_run(self.experiment_id, run_name=rec.name, tags=tags)
         rid = run.info.run_id
-        self.log_params(rid, {"type": rec.type, "inputs": ",".join(rec.inputs), **rec.params})
-        self.log_metrics(rid, {**rec.metrics, "wall_seconds": rec.seconds, "cache_hit": float(rec.status == "reused")})
-        if out_dir is not None and rec.artifact is not None:
-            self.client.log_artifacts(rid, str(out_dir), artifact_path=rec.stage)
-            self.log_model(rid, rec.artifact)
-        for f in rec.files:
-            self.client.log_artifact(rid, str(f))
-        if rec.info:
-            with tempfile.TemporaryDirectory() as d:
-                p = Path(d) / "info.json"
-                p.write_text(json.dumps(rec.info, indent=2, default=str))
-                self.client.log_artifact(rid, str(p))
+        self._open_runs.add(rid)
+        try:
+            self.log_params(rid, {"type": rec.type, "inputs": ",".join(rec.inputs), **rec.params})
+            self.log_metrics(rid, {**rec.metrics, "wall_seconds": rec.seconds,
+                                   "cache_hit": float(rec.status == "reused")})
+            if out_dir is not None and rec.artifact is not None:
+                self.client.log_artifacts(rid, str(out_dir), artifact_path=rec.stage)
+                self.log_model(rid, rec.artifact)
+            for f in rec.files:
+                self.client.log_artifact(rid, str(f))
+            if rec.info:
+                with tempfile.TemporaryDirectory() as d:
+                    p = Path(d) / "info.json"
+                    p.write_text(json.dumps(rec.info, indent=2, default=str))
+                    self.client.log_artifact(rid, str(p))
+        except BaseException as e:
+            self._terminate_quietly(rid, _status_of(e))
+            raise
         self.client.set_terminated(rid, "FAILED" if rec.status == "failed" else "FINISHED")
+        self._open_runs.discard(rid)
 
     def log_model(self, run_id: str, artifact) -> None:
         """ONNX: MLflow's onnx flavor with a signature (loadable with mlflow.onnx.load_model). TFLite and Core ML have no
@@ -234,6 +482,8 @@ class Tracker:
                     mlflow.onnx.save_model(onnx.load(str(artifact.path)), str(Path(d) / "onnx_model"), signature=sig,
                                            save_as_external_data=False)
                     self.client.log_artifacts(run_id, str(Path(d) / "onnx_model"), artifact_path="onnx_model")
+        except TrackingError:  # the store itself failed (deadline, full disk): that is the run's problem
+            raise
         except Exception as e:  # the model files are logged already; a flavor problem must not fail the run
             log.warning("MLflow: could not log %s model metadata for %s: %s", artifact.format, artifact.stage, e)
 
@@ -245,25 +495,83 @@ class Tracker:
         for k, v in tags.items():
             self.client.set_tag(self.run_id, k, v)
 
-    def close_orphans(self) -> list[str]:
-        """Mark KILLED the runs of this experiment left RUNNING by a pipeline process of this host that no longer
-        exists (SIGKILL, power loss: nothing could close them). Returns their ids."""
+    def close_orphans(self, experiment_ids: list[str] | None = None) -> list[str]:
+        """Mark KILLED the runs left RUNNING that nothing will ever close: those of a pipeline process of this host
+        that no longer exists (SIGKILL, power loss; pipeline runs, stage runs and sweep parents all carry the
+        process's host and pid), and stage runs still RUNNING under a parent that has ended (a run killed while it
+        logged a stage). Searches this experiment, or `experiment_ids`. Returns the ids closed."""
         host = socket.gethostname().replace("'", "")
-        runs = self.client.search_runs([self.experiment_id], max_results=1000,
-                                       filter_string=f"attributes.status = 'RUNNING' and tags.`pipeline.host` = '{host}'")
+        ids = list(experiment_ids or [self.experiment_id])
+        running = self._search(ids, "attributes.status = 'RUNNING'")
+        ended_parents: dict[str, bool] = {}
         closed = []
-        for r in runs:
-            pid = r.data.tags.get("pipeline.pid", "")
-            if r.info.run_id == self.run_id or not pid.isdigit() or _alive(int(pid)):
+        for r in running:
+            rid, tags = r.info.run_id, r.data.tags
+            if rid == self.run_id or rid in self._open_runs:
                 continue
-            self.client.set_tag(r.info.run_id, "pipeline.closed_by", f"run {self.run_id}: process {pid} was gone")
-            self.client.set_terminated(r.info.run_id, "KILLED")
-            closed.append(r.info.run_id)
+            pid = tags.get("pipeline.pid", "")
+            why = None
+            if tags.get("pipeline.host") == host and pid.isdigit() and not _alive(int(pid)):
+                why = f"process {pid} was gone"
+            elif tags.get(PARENT_TAG) and not (pid.isdigit() and tags.get("pipeline.host") == host and
+                                                _alive(int(pid))):
+                parent = tags[PARENT_TAG]
+                if parent not in ended_parents:
+                    try:
+                        ended_parents[parent] = self.client.get_run(parent).info.status != "RUNNING"
+                    except PipelineError:
+                        raise
+                    except Exception:  # the parent was deleted
+                        ended_parents[parent] = True
+                if ended_parents[parent]:
+                    why = f"its parent run {parent} had ended"
+            if why is None:
+                continue
+            self.client.set_tag(rid, "pipeline.closed_by", f"run {self.run_id}: {why}")
+            self.client.set_terminated(rid, "KILLED")
+            closed.append(rid)
         if closed:
             log.info("MLflow: marked %d run(s) left RUNNING by killed processes as KILLED", len(closed))
         return closed
 
+    def _search(self, experiment_ids: list[str], filter_string: str) -> list:
+        out, token = [], None
+        while True:
+            page = self.client.search_runs(experiment_ids, filter_string=filter_string, max_results=1000,
+                                           page_token=token)
+            out += list(page)
+            token = getattr(page, "token", None)
+            if not token:
+                return out
+
+    def terminate(self, run_id: str, status: str) -> None:
+        """Close any run (e.g. a sweep parent from `start_parent`) with FINISHED | FAILED | KILLED."""
+        self.client.set_terminated(run_id, status)
+
+    def _terminate_quietly(self, run_id: str, status: str) -> None:
+        with contextlib.suppress(Exception):
+            self.client.set_terminated(run_id, status)
+        self._open_runs.discard(run_id)
+
     def end(self, status: str) -> None:
-        """status: FINISHED | FAILED | KILLED."""
+        """status: FINISHED | FAILED | KILLED. Stage runs still open (interrupted while logging) end as KILLED or
+        FAILED with it; the pipeline run last, so that no stage run outlives its parent RUNNING."""
+        for rid in list(self._open_runs):
+            self._terminate_quietly(rid, "KILLED" if status == "KILLED" else "FAILED")
         if self.run_id:
             self.client.set_terminated(self.run_id, status)
+
+
+def _status_of(e: BaseException) -> str:
+    return "KILLED" if isinstance(e, (KeyboardInterrupt, SystemExit)) else "FAILED"
+
+
+def terminate(uri: str, run_id: str, status: str, timeout_s: float = 10.0) -> None:
+    """Close run `run_id` of the store at `uri` with a deadline (for code that holds no Tracker, e.g. a sweep's
+    launcher at exit)."""
+    from mlflow.tracking import MlflowClient
+
+    client = _Deadline(None, uri, timeout_s)
+    client.error_type = TrackingError
+    client._client = client.call("open", MlflowClient, tracking_uri=uri)
+    client.set_terminated(run_id, status)

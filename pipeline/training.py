@@ -10,18 +10,19 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import threads as threads_mod
+from pipeline.bounds import NonNegative, Positive, PositiveInt, at_least, between
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 10  # passes over the training split
-    batch_size: int = 64
-    lr: float = 0.003  # peak learning rate (one-cycle schedule)
-    weight_decay: float = 1e-4
+    epochs: PositiveInt = 10  # passes over the training split
+    batch_size: PositiveInt = 64
+    lr: Positive = 0.003  # peak learning rate (one-cycle schedule)
+    weight_decay: NonNegative = 1e-4
     optimizer: str = "adamw"  # adamw | sgd
-    label_smoothing: float = 0.1
+    label_smoothing: between(0, 1, hi_open=True) = 0.1
     augment: bool = True  # random shifts: pad by 1/8 of the input and crop back at a random offset
-    threads: int = 0  # CPU threads for training; 0 = measured: the fastest of 1..cores on a few real steps
+    threads: at_least(0, integer=True, note="0 = measured") = 0  # CPU threads; 0 = the fastest of 1..cores on real steps
 
 
 def check_training(p: Any, min_epochs: int = 1, min_batch: int = 1) -> list[str]:
@@ -153,14 +154,14 @@ def accuracy(model, x, y, batch_size: int = 256) -> float:
 class FinetuneConfig:
     """Fine-tuning knobs shared by prune, distill and qat; passed to fit() as a TrainConfig."""
 
-    epochs: int = 5  # fine-tuning passes over the training split
-    batch_size: int = 64
-    lr: float = 0.001  # peak learning rate (one-cycle schedule)
-    weight_decay: float = 1e-4
+    epochs: PositiveInt = 5  # fine-tuning passes over the training split
+    batch_size: PositiveInt = 64
+    lr: Positive = 0.001  # peak learning rate (one-cycle schedule)
+    weight_decay: NonNegative = 1e-4
     optimizer: str = "adamw"  # adamw | sgd
-    label_smoothing: float = 0.1
+    label_smoothing: between(0, 1, hi_open=True) = 0.1
     augment: bool = True  # random shifts (see the train stage)
-    threads: int = 0  # CPU threads; 0 = measured: the fastest of 1..cores on a few real steps
+    threads: at_least(0, integer=True, note="0 = measured") = 0  # CPU threads; 0 = the fastest of 1..cores on real steps
 
 
 def train_config(p: Any, **override: Any) -> TrainConfig:

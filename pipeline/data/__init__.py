@@ -1,10 +1,14 @@
 """Datasets: scikit-learn's bundled digits (the offline default) and a folder of images per class.
 
-`check` and `fingerprint` are cheap and import nothing heavy (they run while planning); `load` builds arrays.
+`check` and `fingerprint` are cheap and import nothing heavy (they run while planning): `check` reads every image's
+header and file end (pipeline/data/imagefolder.py) so that every unreadable, truncated, oversized or unconvertible file
+is listed at once before any work; `load` decodes and builds arrays. `data.on_bad_image=skip` leaves such files out
+instead (each one and the count are logged).
 """
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -15,6 +19,7 @@ import numpy as np
 
 from pipeline.data.files import IMAGE_SUFFIXES, _class_dirs, _images
 
+log = logging.getLogger("pipeline")
 DATASETS = ("digits", "imagefolder")
 # Images per class of scikit-learn's bundled digits (unchanged since it shipped): planning knows the split sizes from
 # these without importing scikit-learn. tests/reliability/test_bad_inputs.py checks them against load_digits().
@@ -37,25 +42,88 @@ class Dataset:
         return len(self.classes)
 
 
+ON_BAD_IMAGE = ("error", "skip")
+DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's decompression-bomb limit
+
+
+def _opt(data_cfg: Any, key: str, default: Any) -> Any:
+    """A DataConfig field that older configs (or hand-built ones) may not have."""
+    try:
+        v = data_cfg.get(key, default) if hasattr(data_cfg, "get") else getattr(data_cfg, key, default)
+    except Exception:
+        return default
+    return default if v is None else v
+
+
+@dataclass
+class Scan:
+    """The plan-time view of an image folder: per class the usable files, and every bad file with its reason."""
+
+    usable: dict[str, list[Path]]
+    bad: list[tuple[Path, str]]
+
+
+_SCANS: dict[tuple, tuple[Path, str] | None] = {}  # (path, size, mtime_ns, max_pixels) -> problem or None
+
+
+def scan(data_cfg: Any) -> Scan:
+    """Headers of every image of the folder (after max_per_class), remembered per file size and mtime within the
+    process so that planning, the split sizes, the fingerprint and loading scan once."""
+    from pipeline.data import imagefolder
+
+    root = Path(os.path.expanduser(str(data_cfg.path)))
+    max_pixels = int(_opt(data_cfg, "max_image_pixels", DEFAULT_MAX_PIXELS))
+    skip = _opt(data_cfg, "on_bad_image", "error") == "skip"
+    cap = data_cfg.max_per_class
+    usable: dict[str, list[Path]] = {}
+    bad: list[tuple[Path, str]] = []
+    for c in _class_dirs(root):
+        ok = []
+        for p in _images(c):
+            if cap and len(ok) >= cap:  # (with skip, a bad file's place is taken by the next good one)
+                break
+            st = p.stat()
+            k = (str(p), st.st_size, st.st_mtime_ns, max_pixels)
+            if k not in _SCANS:
+                _SCANS[k] = imagefolder.inspect(p, max_pixels)
+            if _SCANS[k] is None:
+                ok.append(p)
+            else:
+                bad.append((p, _SCANS[k]))
+                if not skip and cap:
+                    ok.append(p)  # error mode: the count is what it would be; the plan is refused anyway
+        usable[c.name] = ok
+    return Scan(usable, bad)
+
+
 def check(data_cfg: Any) -> list[str]:
     """Problems with the data configuration, each naming the fix. Cheap: lists folders, opens no image."""
     if data_cfg.name not in DATASETS:
         return [f"data.name: unknown dataset {data_cfg.name!r}. Available: {', '.join(DATASETS)} "
                 f"(choose with data=digits or data=imagefolder data.path=DIR)."]
-    if not 0.0 < data_cfg.val_fraction < 1.0:
+    if not 0.0 < data_cfg.val_fraction < 1.0:  # (NaN fails this too)
         return [f"data.val_fraction: must be between 0 and 1 (exclusive), got {data_cfg.val_fraction}"]
     problems = []
+    on_bad = _opt(data_cfg, "on_bad_image", "error")
+    if on_bad not in ON_BAD_IMAGE:
+        problems.append(f"data.on_bad_image: must be one of {', '.join(ON_BAD_IMAGE)}, got {on_bad!r} (error: refuse "
+                        f"the plan listing every bad image; skip: leave them out and log each one)")
+    problems += _bounds(data_cfg)
     for key in ("mean", "std"):  # the images are RGB: one value per channel
         vals = list(data_cfg[key])
         if len(vals) != 3 or not all(isinstance(v, (int, float)) and np.isfinite(v) for v in vals):
             problems.append(f"data.{key}: needs 3 finite numbers (one per RGB channel), got {vals}")
     if not problems and not all(v > 0 for v in data_cfg.std):
         problems.append(f"data.std: every value must be > 0 (the images are divided by it), got {list(data_cfg.std)}")
+    if problems:
+        return problems
     if data_cfg.max_per_class is not None and data_cfg.max_per_class < 2:
         problems.append(f"data.max_per_class: must be at least 2 (one image to train on, one to validate) or null "
                         f"for no cap, got {data_cfg.max_per_class}")
-    if problems or data_cfg.name != "imagefolder":
+    if problems:
         return problems
+    if data_cfg.name != "imagefolder":
+        return _split_problems(data_cfg, dict(zip((str(i) for i in range(10)), DIGITS_PER_CLASS)))
     if not data_cfg.path:
         return ["data.path: data=imagefolder needs a folder: add data.path=DIR (one sub-folder of images per class)"]
     root = Path(os.path.expanduser(str(data_cfg.path)))
@@ -74,16 +142,54 @@ def check(data_cfg: Any) -> list[str]:
     if single:
         return [f"data.path: class folder(s) {', '.join(single)} in {str(root)!r} hold only one image; each class "
                 f"needs at least 2 (one to train on, one to validate): add images or remove the folder"]
-    return []
+    found = scan(data_cfg)
+    if found.bad and _opt(data_cfg, "on_bad_image", "error") == "error":
+        shown = [f"{os.path.relpath(p, root)}: {why}" for p, why in found.bad[:50]]
+        more = f"\n    ... and {len(found.bad) - 50} more" if len(found.bad) > 50 else ""
+        return [f"data.path: {len(found.bad)} image(s) in {str(root)!r} cannot be used:\n    " + "\n    ".join(shown)
+                + more + "\n  Remove or replace them, or set data.on_bad_image=skip to leave them out (each is logged)."]
+    if found.bad:
+        short = [c for c, files in found.usable.items() if len(files) < 2]
+        if short:
+            return [f"data.path: with data.on_bad_image=skip, class folder(s) {', '.join(short)} in {str(root)!r} keep "
+                    f"fewer than 2 usable images ({len(found.bad)} bad image(s) left out); add images or remove the "
+                    f"folder(s)"]
+    return _split_problems(data_cfg, {c: len(f) for c, f in found.usable.items()})
+
+
+def _bounds(data_cfg: Any) -> list[str]:
+    """The ranges DataConfig's fields declare (pipeline.bounds), for the fields not checked by hand above."""
+    from pipeline import bounds
+    from pipeline.config import DataConfig
+
+    own = ("data.val_fraction", "data.mean", "data.std", "data.max_per_class")  # checked here with their own words
+    try:
+        found = bounds.problems(data_cfg, "data", DataConfig)
+    except TypeError:
+        return []
+    return [p for p in found if not p.startswith(own)]
+
+
+def _split_problems(data_cfg: Any, counts: dict[str, int]) -> list[str]:
+    """Every class keeps at least one training image after the seeded split (see `_split`)."""
+    vf = data_cfg.val_fraction
+    empty = {c: n for c, n in counts.items() if n - max(1, int(round(n * vf))) < 1}
+    if not empty:
+        return []
+    # round(n * vf) <= n - 1 holds for vf < (n - 0.5) / n: the largest fraction that leaves every class an image
+    limit = min((n - 0.5) / n for n in counts.values())
+    names = ", ".join(f"{c} ({n} image{'s' if n != 1 else ''})" for c, n in list(empty.items())[:10])
+    more = f" and {len(empty) - 10} more" if len(empty) > 10 else ""
+    return [f"data.val_fraction: {vf:g} leaves no training image in class(es) {names}{more}: every class gives "
+            f"max(1, round(n x val_fraction)) images to validation. Set data.val_fraction below {limit:.2f}, or add "
+            f"images to these classes"]
 
 
 def class_counts(data_cfg: Any) -> list[int]:
     """Images per class as `load` will see them (after max_per_class). Cheap: lists folders, decodes nothing."""
     if data_cfg.name == "digits":
         return list(DIGITS_PER_CLASS)
-    root = Path(os.path.expanduser(str(data_cfg.path)))
-    cap = data_cfg.max_per_class
-    return [min(len(_images(c)), cap) if cap else len(_images(c)) for c in _class_dirs(root)]
+    return [len(files) for files in scan(data_cfg).usable.values()]
 
 
 def split_sizes(data_cfg: Any) -> tuple[int, int] | None:
@@ -117,6 +223,10 @@ def fingerprint(data_cfg: Any, input_size: int) -> str:
             for p in _images(c):
                 st = p.stat()
                 h.update(f"{c.name}/{p.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+        bad = scan(data_cfg).bad
+        if bad:  # (data.on_bad_image=skip) which files are left out, and under which size limit
+            h.update(repr((sorted(str(p.relative_to(root)) for p, _ in bad),
+                           _opt(data_cfg, "max_image_pixels", DEFAULT_MAX_PIXELS))).encode())
     return h.hexdigest()[:16]
 
 
@@ -155,8 +265,21 @@ def load(data_cfg: Any, input_size: int) -> Dataset:
     else:
         from pipeline.data.imagefolder import read_folder
 
-        x, y, classes = read_folder(Path(os.path.expanduser(str(data_cfg.path))), input_size, data_cfg.max_per_class)
+        root = Path(os.path.expanduser(str(data_cfg.path)))
+        found = scan(data_cfg)
+        skip = _opt(data_cfg, "on_bad_image", "error") == "skip"
+        if found.bad and not skip:  # check() refused this plan; a folder changed since: same message, same fixes
+            raise ValueError(check(data_cfg)[0])
+        for p, why in found.bad:
+            log.warning("data.on_bad_image=skip: skipping %s: %s", p, why)
+        if found.bad:
+            log.warning("data.on_bad_image=skip: skipped %d image(s) of %s", len(found.bad), root)
+        x, y, classes, late = read_folder(root, found.usable, input_size,
+                                          int(_opt(data_cfg, "max_image_pixels", DEFAULT_MAX_PIXELS)), skip)
+        skipped = [f"{os.path.relpath(p, root)}: {why}" for p, why in found.bad] + late
     x = _normalize(x, data_cfg.mean, data_cfg.std)
     tr, va = _split(y, data_cfg.val_fraction, data_cfg.seed)
-    return Dataset(x[tr], y[tr], x[va], y[va], classes,
-                   meta={"name": data_cfg.name, "input_size": input_size, "train": len(tr), "val": len(va)})
+    meta = {"name": data_cfg.name, "input_size": input_size, "train": len(tr), "val": len(va)}
+    if data_cfg.name != "digits":
+        meta["skipped_images"] = skipped
+    return Dataset(x[tr], y[tr], x[va], y[va], classes, meta=meta)

@@ -136,3 +136,48 @@ def plan_problems(cfg: Any, producers: list[str]) -> list[str]:
     if gate.get("enforce") and not producers:
         problems.append("gate.enforce: the recipe produces no model to judge; remove gate.enforce=true")
     return problems
+
+
+def merge_error_hint(text: str, dirs: list[Path] | None = None) -> str | None:
+    """OmegaConf reports a scalar where a device file needs a mapping (`ram_gb: 8`) as "Merge error: int is not a
+    subclass of FigureConfig" with an empty key. Name the key, the file and the shape it needs instead; None if `text`
+    is not such an error. `dirs`: where device files are looked for (default: the catalog; add Hydra search paths)."""
+    import dataclasses
+    import re
+    import typing
+
+    from pipeline import config
+
+    m = re.search(r"In 'device/([\w.-]+)'.*?Merge error: (\w+) is not a subclass of (\w+)\. value: (.*)", text, re.S)
+    if not m:
+        return None
+    name, got, want, value = m.group(1), m.group(2), m.group(3), m.group(4).splitlines()[0].strip()
+    schema = getattr(config, want, None)
+    files = [d / "device" / f"{name}.yaml" for d in (dirs or [])] + [CATALOG_DIR / f"{name}.yaml"]
+    path = next((f for f in files if f.is_file()), None)
+    keys: list[str] = []
+
+    def walk(node: Any, cls: type, prefix: str) -> None:  # fields of type `want` holding something else
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if not isinstance(node, dict) or f.name not in node:
+                continue
+            v, t = node[f.name], hints[f.name]
+            args = typing.get_args(t)
+            if t is schema and not isinstance(v, dict):
+                keys.append(f"{prefix}{f.name}")
+            elif typing.get_origin(t) is dict and args and args[1] is schema and isinstance(v, dict):
+                keys.extend(f"{prefix}{f.name}.{k}" for k, x in v.items() if not isinstance(x, dict))
+            elif dataclasses.is_dataclass(t) and isinstance(v, dict):
+                walk(v, t, f"{prefix}{f.name}.")
+            elif typing.get_origin(t) is dict and args and dataclasses.is_dataclass(args[1]) and isinstance(v, dict):
+                for k, x in v.items():
+                    walk(x, args[1], f"{prefix}{f.name}.{k}.")
+
+    if path is not None and schema is not None:
+        walk(OmegaConf.to_container(OmegaConf.load(path)), config.DeviceConfig, "device.")
+    fields = ", ".join(f.name for f in dataclasses.fields(schema)) if dataclasses.is_dataclass(schema) else want
+    where = f"{', '.join(keys) or 'a key'} in {path or f'device/{name}.yaml'}"
+    example = " (e.g. {value: 8, source: \"[P] vendor datasheet\"})" if want == "FigureConfig" else ""
+    return (f"{where}: expects a mapping of {want} ({fields}), got the {got} {value}. Write it as a mapping"
+            f"{example}, then re-run.")

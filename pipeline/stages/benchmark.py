@@ -7,16 +7,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.artifacts import FORMATS
+from pipeline.bounds import NonNegativeInt, PositiveInt
 from pipeline.results import Findings, Latency
 from pipeline.stages.base import Stage, StageContext, StageResult
 
 
 @dataclass
 class BenchmarkConfig:
-    warmup: int = 10  # untimed runs of each model first
-    iterations: int = 50  # timed runs of each model; p50 and p90 are taken over these
-    batch_size: int = 1  # images per call (1 = the latency a camera app sees)
-    repeats: int = 3  # on a device: rounds of `iterations` timed runs (p50/p90 over all, p50 per round kept)
+    warmup: NonNegativeInt = 10  # untimed runs of each model first
+    iterations: PositiveInt = 50  # timed runs of each model; p50 and p90 are taken over these
+    batch_size: PositiveInt = 1  # images per call (1 = the latency a camera app sees)
+    repeats: PositiveInt = 3  # on a device: rounds of `iterations` timed runs (p50/p90 over all, p50 per round kept)
 
 
 class Benchmark(Stage):

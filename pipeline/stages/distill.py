@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from pipeline.artifacts import Artifact
+from pipeline.bounds import Dropout, Positive, PositiveInt, UnitInterval
 from pipeline.training import FinetuneConfig, check_finetune
 from pipeline.stages.base import Stage, StageContext, StageResult
 
@@ -17,14 +18,14 @@ from pipeline.stages.base import Stage, StageContext, StageResult
 @dataclass
 class DistillConfig(FinetuneConfig):
     student: str = "mobilenet_v3_small"  # zoo model trained as the student
-    student_width_mult: float = 1.0  # the student's channel width multiplier
-    student_dropout: float = 0.2  # the student's dropout before its classifier
-    temperature: float = 4.0  # softens both distributions; T^2 keeps the gradient scale
-    alpha: float = 0.7  # weight of the soft-target loss (1 - alpha: cross-entropy with the labels)
+    student_width_mult: Positive = 1.0  # the student's channel width multiplier
+    student_dropout: Dropout = 0.2  # the student's dropout before its classifier
+    temperature: Positive = 4.0  # softens both distributions; T^2 keeps the gradient scale
+    alpha: UnitInterval = 0.7  # weight of the soft-target loss (1 - alpha: cross-entropy with the labels)
     teacher_checkpoint: Optional[str] = None  # a saved PyTorch artifact (model.pt with its model.json) instead of an input
     compare_scratch: bool = True  # also train the student from scratch with the same budget (twice the time)
-    epochs: int = 10
-    lr: float = 0.003
+    epochs: PositiveInt = 10
+    lr: Positive = 0.003
 
 
 class Distill(Stage):

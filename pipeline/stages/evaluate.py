@@ -5,14 +5,15 @@ from dataclasses import dataclass
 from typing import Optional
 
 from pipeline.artifacts import FORMATS
+from pipeline.bounds import PositiveInt
 from pipeline.results import Findings
 from pipeline.stages.base import Stage, StageContext, StageResult
 
 
 @dataclass
 class EvaluateConfig:
-    batch_size: int = 64  # images per inference call
-    max_samples: Optional[int] = None  # evaluate on the first N validation images only (null = all)
+    batch_size: PositiveInt = 64  # images per inference call
+    max_samples: Optional[PositiveInt] = None  # evaluate on the first N validation images only (null = all)
 
 
 class Evaluate(Stage):

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from pipeline.artifacts import Artifact, path_size
+from pipeline.bounds import PositiveInt, between
 from pipeline.convert.coreml import package_facts
 from pipeline.stages.base import Stage, StageContext, StageResult
 
@@ -27,9 +28,9 @@ class ExportCoremlConfig:
 @dataclass
 class QuantizeCoremlConfig:
     mode: str = "int8"  # int8: linear (symmetric, per-channel) int8 weights | palettize: n-bit k-means look-up tables
-    nbits: int = 4  # palettize: bits per weight index (1, 2, 3, 4, 6 or 8)
+    nbits: between(1, 8, integer=True) = 4  # palettize: bits per weight index (1, 2, 3, 4, 6 or 8)
     per_channel: bool = True  # int8: one scale per output channel
-    calibration_samples: int = 128  # recipe-wide calibration size; Core ML weight compression is data-free (unused)
+    calibration_samples: PositiveInt = 128  # recipe-wide calibration size; Core ML weight compression is data-free (unused)
 
 
 class ExportCoreml(Stage):

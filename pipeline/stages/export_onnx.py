@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.artifacts import Artifact
+from pipeline.bounds import at_least
 from pipeline.stages.base import Stage, StageContext, StageResult
 
 
 @dataclass
 class ExportOnnxConfig:
-    opset: int = 18  # ONNX opset version
+    opset: at_least(7, integer=True) = 18  # ONNX opset version
     dynamic_batch: bool = True  # batch dimension left symbolic
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.artifacts import Artifact
+from pipeline.bounds import PositiveInt
 from pipeline.convert.tflite import PRECISIONS, SOURCE_FORMATS
 from pipeline.stages.base import Stage, StageContext, StageResult
 
@@ -23,7 +24,7 @@ IO_TYPES = ("int8", "float")
 @dataclass
 class ExportTfliteConfig:
     precision: str = "fp32"  # fp32 | fp16 (float16 weights) | int8 (full integer, calibrated) | dynamic (int8 weights)
-    calibration_samples: int = 128  # int8: training images used to calibrate activation ranges
+    calibration_samples: PositiveInt = 128  # int8: training images used to calibrate activation ranges
     io: str = "int8"  # int8 models: int8 (integer input/output, scale and zero point in the file) | float
     per_channel: bool = True  # int8: one weight scale per output channel (keeps depthwise convolutions accurate)
     require_integer_only: bool = True  # int8: fail if any operator of the file still computes in float

@@ -10,15 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.artifacts import Artifact
+from pipeline.bounds import NonNegative, NonNegativeInt, PositiveInt
 from pipeline.stages.base import Stage, StageContext, StageResult
 
 
 @dataclass
 class FuseConfig:
-    tolerance: float = 1e-4  # largest max-absolute output difference accepted; larger fails the stage
-    samples: int = 256  # validation images the fused and unfused outputs are compared on
-    latency_iterations: int = 30  # timed single-image runs of each model (side by side, round-robin); 0 = skip
-    threads: int = 1  # PyTorch threads for the latency comparison
+    tolerance: NonNegative = 1e-4  # largest max-absolute output difference accepted; larger fails the stage
+    samples: PositiveInt = 256  # validation images the fused and unfused outputs are compared on
+    latency_iterations: NonNegativeInt = 30  # timed single-image runs of each model (side by side, round-robin); 0 = skip
+    threads: PositiveInt = 1  # PyTorch threads for the latency comparison
 
 
 class Fuse(Stage):

@@ -21,6 +21,7 @@ from typing import Any, Dict, Optional
 from omegaconf import MISSING
 
 from pipeline.artifacts import Artifact
+from pipeline.bounds import PositiveInt
 from pipeline.cache import file_sha256
 from pipeline.stages.base import Stage, StageContext, StageResult
 
@@ -33,8 +34,8 @@ class ImportModelConfig:
     path: str = MISSING  # the model file (required): .onnx, .pt2, TorchScript (.ts/.pt), .keras, or a state_dict with _target_
     _target_: Optional[str] = None  # your nn.Module class as a dotted path (mypkg.nets.MyNet); `path` is then its state_dict
     init: Dict[str, Any] = field(default_factory=dict)  # keyword arguments for the _target_ class
-    input_size: Optional[int] = None  # square input resolution; null = model.input_size (or the file's fixed size)
-    channels: int = 3  # input channels
+    input_size: Optional[PositiveInt] = None  # square input resolution; null = model.input_size (or the file's fixed size)
+    channels: PositiveInt = 3  # input channels
 
 
 def _resolve(path: str) -> Path:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from pipeline.artifacts import FORMATS
+from pipeline.bounds import NonNegative, PositiveInt, UnitInterval, between
 from pipeline.errors import NotRunnableHere
 from pipeline.results import Findings
 from pipeline.stages.base import Stage, StageContext, StageResult
@@ -18,11 +19,11 @@ from pipeline.stages.base import Stage, StageContext, StageResult
 
 @dataclass
 class ParityConfig:
-    samples: int = 256  # validation images every model and its source run on (the first N of the split)
-    min_top1_agreement: Optional[float] = None  # fail below this share of identical top-1 predictions, e.g. 0.97
-    min_cosine: Optional[float] = None  # fail below this mean cosine similarity of the logits, e.g. 0.99
-    max_abs_error: Optional[float] = None  # fail above this largest absolute logit difference
-    batch_size: int = 64  # images per inference call
+    samples: PositiveInt = 256  # validation images every model and its source run on (the first N of the split)
+    min_top1_agreement: Optional[UnitInterval] = None  # fail below this share of identical top-1 predictions, e.g. 0.97
+    min_cosine: Optional[between(-1, 1)] = None  # fail below this mean cosine similarity of the logits, e.g. 0.99
+    max_abs_error: Optional[NonNegative] = None  # fail above this largest absolute logit difference
+    batch_size: PositiveInt = 64  # images per inference call
 
 
 def compare(ref, got) -> dict[str, float]:

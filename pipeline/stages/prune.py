@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from pipeline.artifacts import Artifact
+from pipeline.bounds import PositiveInt, between
 from pipeline.training import FinetuneConfig, check_finetune
 from pipeline.stages.base import Stage, StageContext, StageResult
 
@@ -27,13 +28,13 @@ SCHEDULES = ("oneshot", "gradual")
 @dataclass
 class PruneConfig(FinetuneConfig):
     method: str = "structured"  # structured (remove channels) | unstructured (zero single weights)
-    amount: float = 0.5  # structured: share of channels removed per layer; unstructured: share of weights zeroed
+    amount: between(0, 1, hi_open=True) = 0.5  # structured: share of channels removed per layer; unstructured: share of weights zeroed
     importance: str = "l1"  # structured channel ranking: l1 | l2 (weight norms) | bn_scale (|gamma| of the BN)
     skip_layers: List[str] = field(default_factory=list)  # module paths (or prefixes) never pruned; the classifier
     #                                                       output layer is always kept
     schedule: str = "oneshot"  # oneshot: prune, then fine-tune | gradual: over the first half of the fine-tune
     #                            epochs, a pruning step before each epoch; the second half only fine-tunes
-    round_to: Optional[int] = None  # structured: keep channel counts multiples of N (runtimes like 4 or 8)
+    round_to: Optional[PositiveInt] = None  # structured: keep channel counts multiples of N (runtimes like 4 or 8)
 
 
 class Prune(Stage):

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.artifacts import Artifact
+from pipeline.bounds import Positive, PositiveInt, at_least, between
 from pipeline.training import FinetuneConfig, check_finetune
 from pipeline.stages.base import Stage, StageContext, StageResult
 
@@ -25,10 +26,10 @@ FORMATS = ("onnx", "tflite")
 class QatConfig(FinetuneConfig):
     format: str = "onnx"  # int8 artifact to export: onnx (QDQ, ONNX Runtime) | tflite (LiteRT)
     per_channel: bool = True  # one weight scale per output channel
-    opset: int = 18  # ONNX opset (format=onnx)
-    epochs: int = 3  # quantization-aware fine-tuning epochs
-    lr: float = 0.0005  # peak learning rate: small, the model is already trained
-    label_smoothing: float = 0.0
+    opset: at_least(7, integer=True) = 18  # ONNX opset (format=onnx)
+    epochs: PositiveInt = 3  # quantization-aware fine-tuning epochs
+    lr: Positive = 0.0005  # peak learning rate: small, the model is already trained
+    label_smoothing: between(0, 1, hi_open=True) = 0.0
 
 
 class Qat(Stage):

@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.artifacts import Artifact
+from pipeline.bounds import PositiveInt
 from pipeline.convert.onnx import QdqOptions, check_options
 from pipeline.stages.base import Stage, StageContext, StageResult
 
 
 @dataclass
 class QuantizeOnnxConfig(QdqOptions):
-    calibration_samples: int = 128  # training images used to calibrate activation ranges
+    calibration_samples: PositiveInt = 128  # training images used to calibrate activation ranges
 
 
 class QuantizeOnnx(Stage):

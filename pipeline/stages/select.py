@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from pipeline.artifacts import Artifact, path_size
+from pipeline.bounds import NonNegative, NonNegativeInt, PositiveInt
 from pipeline.results import Findings
 from pipeline.stages.base import Stage, StageContext, StageResult
 
@@ -31,14 +32,14 @@ CANDIDATES: dict[str, Optional[dict]] = {
 
 @dataclass
 class SelectInt8Config:
-    calibration_samples: int = 128  # training images every candidate is calibrated on (the same images for all)
+    calibration_samples: PositiveInt = 128  # training images every candidate is calibrated on (the same images for all)
     method: str = "minmax"  # ONNX Runtime calibration: minmax | entropy | percentile
     candidates: List[str] = field(default_factory=lambda: list(CANDIDATES))  # which int8 candidates to build
-    max_accuracy_drop: Optional[float] = None  # top-1 points a candidate may lose vs fp32; null = gate.max_accuracy_drop
-    eval_samples: Optional[int] = None  # validation images for the accuracy check (null = all)
+    max_accuracy_drop: Optional[NonNegative] = None  # top-1 points a candidate may lose vs fp32; null = gate.max_accuracy_drop
+    eval_samples: Optional[PositiveInt] = None  # validation images for the accuracy check (null = all)
     fp32_tflite_baseline: bool = True  # also time an fp32 .tflite, so "faster than fp32" means the fastest fp32
-    warmup: int = 10  # untimed runs of each model
-    iterations: int = 50  # timed runs of each model (p50 decides)
+    warmup: NonNegativeInt = 10  # untimed runs of each model
+    iterations: PositiveInt = 50  # timed runs of each model (p50 decides)
 
 
 class SelectInt8(Stage):

@@ -285,12 +285,13 @@ TRAIN = {"type": "train", "epochs": 1, "batch_size": 4, "augment": False}
 
 
 def test_unreadable_image(tmp_path, photos):
+    """Found by the plan-time header scan: exit 2 before any work (test_images.py lists several at once)."""
     (photos / "dog" / "003.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
     outputs = tmp_path / "outputs"
     code, msg, _ = outcome(_real(outputs, photos, {"train": TRAIN}))
-    assert code == 1, msg
-    assert f"cannot read image {photos / 'dog' / '003.png'}" in msg and "Remove or replace the file" in msg
-    assert_nothing_partial(outputs, failed="train")
+    assert code == 2, msg
+    assert "dog/003.png: unreadable" in msg and "Remove or replace them" in msg
+    assert_nothing_written(outputs)
 
 
 def test_truncated_image(tmp_path, photos):
@@ -298,7 +299,21 @@ def test_truncated_image(tmp_path, photos):
     f.write_bytes(f.read_bytes()[:60])
     outputs = tmp_path / "outputs"
     code, msg, _ = outcome(_real(outputs, photos, {"train": TRAIN}))
-    assert code == 1 and str(f) in msg and "Remove or replace the file" in msg, msg
+    assert code == 2 and "owl/001.png: truncated" in msg and "Remove or replace them" in msg, msg
+    assert_nothing_written(outputs)
+
+
+def test_image_damaged_past_its_header_fails_naming_the_file(tmp_path, photos):
+    """Intact header and end, damaged pixel data (only decoding finds it): exit 1 naming the file and both fixes."""
+    f = photos / "owl" / "001.png"
+    raw = bytearray(f.read_bytes())
+    idat = raw.index(b"IDAT")
+    raw[idat + 8 : idat + 30] = b"\xff" * 22
+    f.write_bytes(bytes(raw))
+    outputs = tmp_path / "outputs"
+    code, msg, _ = outcome(_real(outputs, photos, {"train": TRAIN}))
+    assert code == 1, msg
+    assert f"cannot read image {f}" in msg and "Remove or replace the file" in msg and "data.on_bad_image=skip" in msg
     assert_nothing_partial(outputs, failed="train")
 
 
