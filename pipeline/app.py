@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline import objective, report
 from pipeline.artifacts import safe_name
 from pipeline.cache import Cache
-from pipeline.errors import ConfigError, GateFailed, StageError
+from pipeline.errors import ConfigError, GateFailed, PipelineError, StageError
 from pipeline.events import Events, RunInfo
 from pipeline.plan import build_plan
 from pipeline.provenance import command_line
@@ -39,11 +39,13 @@ def _file_logging(run_dir: Path) -> logging.Handler:
     return h
 
 
-def _open_tracker(tracking, uri: str, experiment: str, outputs: Path):
+def _open_tracker(tracking, uri: str, experiment: str, outputs: Path, timeout_s: float):
     """The MLflow store, or exit 2 naming it: a broken store is refused before any stage runs."""
     local = not uri.startswith(("http://", "https://"))
     try:
-        return tracking.Tracker(uri, experiment, outputs / "mlartifacts" if local else None)
+        return tracking.Tracker(uri, experiment, outputs / "mlartifacts" if local else None, timeout_s=timeout_s)
+    except PipelineError:  # a fault the tracker already named with its fix (a locked store, a full disk, a deadline)
+        raise
     except Exception as e:  # SQLAlchemy/MLflow raise many types; what matters is the store and the fix
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"tracking.uri: cannot open the MLflow store {uri} ({reason[:300]}). Repair or move it away, "
@@ -160,7 +162,7 @@ def run(cfg: DictConfig, sweep: dict | None = None, stages: Iterable[type] = ())
         uri = tracking.resolve_uri(cfg.tracking, outputs)  # a dead server is refused before anything is written
     check_outputs_writable(outputs)
     if cfg.tracking.enabled:
-        tracker = _open_tracker(tracking, uri, cfg.tracking.experiment or recipe, outputs)
+        tracker = _open_tracker(tracking, uri, cfg.tracking.experiment or recipe, outputs, cfg.tracking.timeout_s)
 
     run_dir, handler = _start_run_dir(outputs, recipe, device, cfg)
     log.info("run directory: %s", run_dir)

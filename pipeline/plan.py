@@ -12,6 +12,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from pipeline import bounds, config
 from pipeline import data as data_mod
 from pipeline import devices
 from pipeline import models
@@ -143,18 +144,6 @@ def _validate_params(name: str, stage_type: str, cls: type[Stage], raw: dict) ->
         return None, [f"stages.{name}.{key}: {msg}"]
 
 
-def _check_model(model_cfg: Any) -> list[str]:
-    """Architecture knobs every zoo model shares (caught at plan time, not as a shape error in a stage)."""
-    problems = []
-    if model_cfg.input_size < 1:
-        problems.append(f"model.input_size: must be a positive number of pixels, got {model_cfg.input_size}")
-    if not model_cfg.width_mult > 0:
-        problems.append(f"model.width_mult: must be > 0, got {model_cfg.width_mult}")
-    if not 0 <= model_cfg.dropout < 1:
-        problems.append(f"model.dropout: must be in [0, 1), got {model_cfg.dropout}")
-    return problems
-
-
 def _check_calibration(name: str, params: Any, cfg: DictConfig, found: list[str]) -> list[str]:
     """Any stage with a `calibration_samples` parameter draws that many images from the training split, whose size is
     known cheaply (pipeline.data.split_sizes): a count that cannot be met is a plan error, not a failure minutes in."""
@@ -225,7 +214,7 @@ def build_plan(cfg: DictConfig, registry: dict[str, type[Stage]] | None = None) 
         problems.append(f"model.name: unknown model {cfg.model.name!r}.{_suggest(cfg.model.name, models.ZOO)} "
                         f"Available: {', '.join(sorted(models.ZOO))}.")
     problems += data_mod.check(cfg.data)
-    problems += _check_model(cfg.model)
+    problems += config.problems(cfg)  # every number of the config within the range its field declares
 
     specs: dict[str, dict] = {}
     deps: dict[str, list[str]] = {}
@@ -265,6 +254,8 @@ def build_plan(cfg: DictConfig, registry: dict[str, type[Stage]] | None = None) 
             continue
         params, errs = _validate_params(name, stage_type, registry[stage_type], {k: v for k, v in raw.items() if k not in RESERVED})
         problems += errs
+        if params is not None:
+            problems += bounds.problems(params, f"stages.{name}")
         specs[name] = {"type": stage_type, "cls": registry[stage_type], "params": params, "inputs": inputs}
 
     names = list(specs)

@@ -146,6 +146,8 @@ class Runner:
         rec.cache_key = key = cache_mod.digest(comp)
         start = time.perf_counter()
         with self.cache.lock(key):
+            if self.use_cache and task.stage in self.forced:
+                self.cache.invalidate(key)  # under the key's lock: no other process is reading or committing it
             entry = self.cache.lookup(key) if self.use_cache and task.stage not in self.forced else None
             if entry is not None:
                 rec.status = "reused"
@@ -240,16 +242,14 @@ class Runner:
         return err
 
     def _publish(self, rec: TaskRecord, entry: cache_mod.Entry) -> None:
-        """Hard-link (or copy) a producer's files into <run_dir>/artifacts/<stage>/ so each run is self-contained."""
+        """Reflink (or copy, never hard-link) a producer's files into <run_dir>/artifacts/<stage>/: each run is
+        self-contained, and nothing done to a run folder can alter the cache entry, or the reverse."""
         if rec.artifact is None:
             # an analysis stage's extra files (device profile JSON/PNG) go to <run_dir>/reports/<task>/
             for f in rec.files:
                 dest = self.run_dir / "reports" / rec.name / f.name
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    os.link(f, dest)
-                except OSError:
-                    shutil.copy2(f, dest)
+                cache_mod.publish(f, dest)
             return
         dest_root = self.run_dir / "artifacts" / rec.stage
         for src in entry.out.rglob("*"):
@@ -257,10 +257,7 @@ class Runner:
                 dest = dest_root / src.relative_to(entry.out)
                 try:
                     dest.parent.mkdir(parents=True, exist_ok=True)
-                    try:
-                        os.link(src, dest)
-                    except OSError:
-                        shutil.copy2(src, dest)
+                    cache_mod.publish(src, dest)
                 except OSError as e:  # no half-copied model in the run folder; the cache entry itself is complete
                     shutil.rmtree(dest_root, ignore_errors=True)
                     err = StageError(f"stage '{rec.name}': could not copy its result into {dest_root} ({e.strerror}); "

@@ -107,8 +107,6 @@ class SweepCallback(Callback):
         log.info("sweep %s: %s (jobs write to %s)", self.sweep_id, overrides, self.sweep_dir)
         if not config.tracking.enabled:
             return
-        from mlflow.tracking import MlflowClient
-
         from pipeline import tracking
 
         self.tracking_uri = _tracking_uri(config)
@@ -120,16 +118,18 @@ class SweepCallback(Callback):
                         "%r. Add tracking.experiment=NAME to keep every job nested under it.", experiment)
         outputs = Path(os.path.expanduser(str(config.paths.outputs))).resolve()
         local = not self.tracking_uri.startswith(("http://", "https://"))
-        tracker = tracking.Tracker(self.tracking_uri, experiment, outputs / "mlartifacts" if local else None)
+        tracker = tracking.Tracker(self.tracking_uri, experiment, outputs / "mlartifacts" if local else None,
+                                   timeout_s=float(config.tracking.timeout_s))
         self.experiment_id = tracker.experiment_id
+        self.timeout_s = float(config.tracking.timeout_s)
         from pipeline.provenance import command_line
 
-        run = MlflowClient(self.tracking_uri).create_run(
-            self.experiment_id, run_name=f"sweep {self.sweep_id}",
-            tags={ID_TAG: self.sweep_id, ROLE_TAG: "parent", "sweep.overrides": overrides,
-                  "sweep.dir": self.sweep_dir, "command": command_line(sweep=True),
-                  "mlflow.note.content": f"Sweep `{command_line(sweep=True)}`: one nested run per job."})
-        self.parent_run_id = run.info.run_id
+        # tagged with this process, so that the next run closes it (KILLED) if this launcher is killed
+        self.parent_run_id = tracker.start_parent(
+            f"sweep {self.sweep_id}",
+            {ID_TAG: self.sweep_id, ROLE_TAG: "parent", "sweep.overrides": overrides,
+             "sweep.dir": self.sweep_dir, "command": command_line(sweep=True),
+             "mlflow.note.content": f"Sweep `{command_line(sweep=True)}`: one nested run per job."})
         log.info("MLflow: sweep parent run %s in experiment %s (%s)", self.parent_run_id, experiment,
                  self.tracking_uri)
 
@@ -153,6 +153,8 @@ class SweepCallback(Callback):
             return
         from mlflow.tracking import MlflowClient
 
+        from pipeline import tracking
+
         client = MlflowClient(self.tracking_uri)
         try:
             from pipeline import compare
@@ -168,7 +170,8 @@ class SweepCallback(Callback):
             log.warning("sweep %s: could not build the comparison report: %s", self.sweep_id, e)
         for k, v in {"jobs": len(jobs), "jobs_failed": len(bad)}.items():
             client.log_metric(self.parent_run_id, k, v)
-        client.set_terminated(self.parent_run_id, "FAILED" if failed else "FINISHED")
+        tracking.terminate(self.tracking_uri, self.parent_run_id, "FAILED" if failed else "FINISHED",
+                           getattr(self, "timeout_s", 10.0))
 
     def job_records(self) -> list[dict]:
         """job.json of every job of this sweep that wrote one (all of them when the sweep dir is shared)."""
