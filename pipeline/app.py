@@ -17,7 +17,7 @@ from pipeline.cache import Cache
 from pipeline.errors import ConfigError, GateFailed, PipelineError, StageError
 from pipeline.events import Events, RunInfo
 from pipeline.plan import build_plan
-from pipeline.provenance import command_line
+from pipeline.provenance import command_line, overrides
 from pipeline.runner import Runner, check_outputs_writable
 from pipeline.stages import discover
 
@@ -166,7 +166,7 @@ def run(cfg: DictConfig, sweep: dict | None = None, stages: Iterable[type] = ())
 
     run_dir, handler = _start_run_dir(outputs, recipe, device, cfg)
     log.info("run directory: %s", run_dir)
-    info = RunInfo(recipe, device, cfg, run_dir, outputs, command_line(sweep), sweep)
+    info = RunInfo(recipe, device, cfg, run_dir, outputs, command_line(sweep), sweep, overrides(sweep))
     events = Events(info, _listeners(cfg, tracker))
     status, path = "failed", None
     try:

@@ -29,6 +29,7 @@ class RunInfo:
     outputs: Path
     command: str
     sweep: dict | None = None  # the sweep job's context, if this run is one job of a multirun
+    overrides: list[str] = field(default_factory=list)  # the command line's overrides (what makes this run differ)
     mlflow: dict = field(default_factory=lambda: {"tracking_uri": None, "experiment": None, "run_id": None})
 
 

@@ -7,8 +7,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
 from pipeline import provenance, report
 from pipeline.events import Listener, RunInfo
 
@@ -22,8 +20,11 @@ class MlflowListener(Listener):
 
     def __init__(self, tracker):
         self.tracker = tracker
+        self.stage_runs: dict[str, str] = {}  # stage -> the nested run holding its artifact
 
     def run_started(self, run: RunInfo) -> None:
+        from pipeline import mlflow_report
+
         t, cfg = self.tracker, run.cfg
         tags = {"recipe": run.recipe, "device": run.device, "device.runtime": cfg.device.runtime,
                 "git.commit": provenance.git_commit(), "run_dir": str(run.run_dir), "command": run.command,
@@ -32,10 +33,14 @@ class MlflowListener(Listener):
             from pipeline import sweep as sweep_mod
 
             tags.update(sweep_mod.job_tags(run.sweep, t.uri))
-        run_id = t.start(f"{run.recipe}@{run.device}", OmegaConf.to_container(cfg), tags)
+        # a curated set of parameters (the run's overrides, the recipe's knobs, the device by name); the whole device
+        # catalogue entry and whatever did not fit go into device.json
+        params, rest = mlflow_report.curated_params(cfg, run.overrides)
+        run_id = t.start(mlflow_report.run_name(run.recipe, run.device, run.overrides), params, tags)
         run.mlflow = {"tracking_uri": t.uri, "experiment": t.experiment, "run_id": run_id}
         log.info("MLflow: %s  experiment=%s  run=%s", t.uri, t.experiment, run_id)
-        t.log_files([run.run_dir / "config.yaml"])
+        (run.run_dir / "device.json").write_text(mlflow_report.device_catalog_json(cfg, rest))
+        t.log_files([run.run_dir / "config.yaml", run.run_dir / "device.json"])
         try:
             t.close_orphans()
         except Exception as e:  # housekeeping only
@@ -48,7 +53,9 @@ class MlflowListener(Listener):
             except Exception as e:
                 log.warning("could not log the failed stage %s to MLflow: %s", record.name, e)
             return
-        self.tracker.log_stage(record, out)
+        rid = self.tracker.log_stage(record, out)
+        if record.artifact is not None:
+            self.stage_runs[record.stage] = rid
 
     def run_finished(self, run: RunInfo, summary: dict, path: Path | None) -> None:
         t = self.tracker
@@ -66,6 +73,14 @@ class MlflowListener(Listener):
             t.log_files([p for p in (path, run.run_dir / "pipeline.log") if p is not None])
         except Exception as e:  # keep going: closing the run with its status matters more than these files
             log.warning("could not log the summary to MLflow: %s", e)
+        try:  # the run as a report: a summary card with the profile plots, a description, a LoggedModel per artifact
+            from pipeline import mlflow_report
+
+            plots = {p.parent.name: str(p) for p in sorted(run.run_dir.glob("reports/*/profile.png"))}
+            mlflow_report.log_card(t.client, t.run_id, summary, plots, recipe_description=run.cfg.get("description"))
+            mlflow_report.log_logged_models(t.client, t.experiment_id, t.run_id, summary, self.stage_runs)
+        except Exception as e:
+            log.warning("could not log the summary card or the LoggedModels to MLflow: %s", e)
 
     def run_closed(self, run: RunInfo, status: str) -> None:
         if self.tracker.run_id:

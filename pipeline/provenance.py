@@ -36,3 +36,10 @@ def command_line(sweep: dict | bool | None = None) -> str:
         return "python -m pipeline " + " ".join(sweep["overrides"])
     args = [a for a in sys.argv[1:] if a not in ("-m", "--multirun")]
     return "python -m pipeline " + ("-m " if sweep else "") + " ".join(args)
+
+
+def overrides(sweep: dict | None = None) -> list[str]:
+    """The key=value overrides of this run's command line (a sweep job: its own)."""
+    if isinstance(sweep, dict):
+        return list(sweep["overrides"])
+    return [a for a in sys.argv[1:] if "=" in a and not a.startswith("-")]

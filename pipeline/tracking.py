@@ -306,7 +306,7 @@ class _Deadline:
 
         return call
 
-    def call(self, name: str, fn, *args, **kwargs):
+    def call(self, name: str, fn, /, *args, **kwargs):  # positional-only: MLflow calls take name= too
         limit = self.timeout_s
         if name in FILE_METHODS:
             limit = 6 * self.timeout_s + _bytes_under(args) / MIN_TRANSFER_BYTES_PER_S
@@ -425,7 +425,7 @@ class Tracker:
         for i in range(0, len(ms), 500):
             self.client.log_batch(run_id, metrics=ms[i : i + 500])
 
-    def log_stage(self, rec, out_dir: Path | None) -> None:
+    def log_stage(self, rec, out_dir: Path | None) -> str:
         """A nested run for one task: parameters, metrics, wall time, cache hit/miss, produced files. The run is closed
         on every path: FINISHED/FAILED as the task went, KILLED when interrupted while logging, FAILED when logging
         itself failed."""
@@ -456,6 +456,7 @@ class Tracker:
             raise
         self.client.set_terminated(rid, "FAILED" if rec.status == "failed" else "FINISHED")
         self._open_runs.discard(rid)
+        return rid
 
     def log_model(self, run_id: str, artifact) -> None:
         """ONNX: MLflow's onnx flavor with a signature (loadable with mlflow.onnx.load_model). TFLite and Core ML have no
@@ -479,8 +480,13 @@ class Tracker:
                     spec = lambda vs: Schema([TensorSpec(np.dtype(v["dtype"]), tuple(
                         s if isinstance(s, int) and s > 0 else -1 for s in v["shape"]), v["name"]) for v in vs])
                     sig = ModelSignature(inputs=spec(desc["inputs"]), outputs=spec(desc["outputs"]))
+                    # the requirements named, not inferred: inference starts a Python subprocess per model, which was
+                    # half the time of a fully cached re-run
+                    from importlib.metadata import version
+
+                    reqs = [f"onnx=={version('onnx')}", f"onnxruntime=={version('onnxruntime')}"]
                     mlflow.onnx.save_model(onnx.load(str(artifact.path)), str(Path(d) / "onnx_model"), signature=sig,
-                                           save_as_external_data=False)
+                                           save_as_external_data=False, pip_requirements=reqs)
                     self.client.log_artifacts(run_id, str(Path(d) / "onnx_model"), artifact_path="onnx_model")
         except TrackingError:  # the store itself failed (deadline, full disk): that is the run's problem
             raise

@@ -68,12 +68,23 @@ def test_mlflow_layout_in_embedded_store(first_run, shared_outputs):
     assert tags["device"] == "pixel7" and tags["recipe"] == "tiny_int8"
     assert tags["artifact.quantize"].startswith("onnx int8: onnxruntime")  # each format with the runtime that ran it
     assert tags["lib.torch"].startswith("2.13") and "lib.onnxruntime" in tags and "git.commit" in tags
-    assert parent.data.params["stages.quantize.calibration_samples"] == "32"
+    # a report, not a dump: curated parameters (the whole device entry is one JSON file), a description, the card
+    assert len(parent.data.params) <= 30 and parent.data.params["stages.quantize.calibration_samples"] == "32"
+    assert "tiny_int8" in tags["mlflow.note.content"]
     metrics = parent.data.metrics
     for k in ("quantize.accuracy", "quantize.latency_p50_ms", "quantize.size_mb", "export.accuracy"):
         assert k in metrics, sorted(metrics)
     top = {f.path for f in client.list_artifacts(m["run_id"])}
-    assert {"config.yaml", "summary.json", "pipeline.log"} <= top
+    assert {"config.yaml", "summary.json", "pipeline.log", "device.json", "summary_card.html",
+            "summary_card.md"} <= top
+    card = client.download_artifacts(m["run_id"], "summary_card.html")
+    assert "<table" in Path(card).read_text() and "quantize" in Path(card).read_text()
+    # an MLflow 3 LoggedModel per artifact, its metrics searchable per model
+    models = {lm.name: lm for lm in client.search_logged_models(experiment_ids=[parent.info.experiment_id])
+              if lm.tags.get("pipeline_run_id") == m["run_id"]}
+    assert {"tiny_int8-train", "tiny_int8-export", "tiny_int8-quantize"} <= set(models)
+    assert models["tiny_int8-quantize"].tags["precision"] == "int8"
+    assert any(x.key == "size_mb" for x in models["tiny_int8-quantize"].metrics or [])
     children = client.search_runs([parent.info.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{m['run_id']}'")
     by_name = {r.info.run_name: r for r in children}

@@ -58,7 +58,7 @@ CASES = {
     "wrong type for another backend": (["device=pixel7", "stages.quantize.per_channel=maybe"],
                                        ["stages.quantize.per_channel", "maybe"]),
     "pinned format with no implementation": (["device=pixel7", "stages.export.format=tensorrt"],
-                                             ["no 'export' stage builds 'tensorrt' models", "coreml, onnx, tflite"]),
+                                             ["no 'export' stage builds 'tensorrt' models", "coreml, executorch, onnx, openvino, tflite"]),
     "pinned format the input cannot feed": (["device=pixel7", "stages.quantize.format=coreml"],
                                             ["'quantize_coreml' takes coreml models", "input 'export' produces a tflite",
                                              "resolved to for device 'pixel7'"]),

@@ -91,16 +91,16 @@ PLAN_CASES = {
     "format mismatch": (["stages.quantize.inputs=[train]"],
                         ["takes onnx models", "produces a torch model", "Add an export stage"]),
     "unknown input": (["stages.quantize.inputs=[exprt]"], ["'exprt' is not a stage", "Did you mean 'export'"]),
-    "calibration_samples = 0": (["stages.quantize.calibration_samples=0"], ["calibration_samples must be > 0"]),
-    "calibration_samples < 0": (["stages.quantize.calibration_samples=-5"], ["calibration_samples must be > 0"]),
+    "calibration_samples = 0": (["stages.quantize.calibration_samples=0"], ["stages.quantize.calibration_samples", "must be an integer >= 1"]),
+    "calibration_samples < 0": (["stages.quantize.calibration_samples=-5"], ["stages.quantize.calibration_samples", "must be an integer >= 1"]),
     "calibration_samples > training split (digits)": (
         ["stages.quantize.calibration_samples=5000"],
         ["stages.quantize.calibration_samples", "5000 is more than the 1438 images", "calibration_samples=1438 or less"]),
     "calibration_samples > training split (folder)": (
         ["data=imagefolder", "data.path={tiny}", "stages.quantize.calibration_samples=64"],
         ["64 is more than the 8 images of the training split", "calibration_samples=8 or less"]),
-    "epochs = 0": (["stages.train.epochs=0"], ["stages.train", "epochs must be >= 1"]),
-    "benchmark iterations = 0": (["stages.benchmark.iterations=0"], ["stages.benchmark", "must be >= 1"]),
+    "epochs = 0": (["stages.train.epochs=0"], ["stages.train.epochs", "must be an integer >= 1"]),
+    "benchmark iterations = 0": (["stages.benchmark.iterations=0"], ["stages.benchmark.iterations", "must be an integer >= 1"]),
     "imagefolder without a path": (["data=imagefolder"], ["data.path", "add data.path=DIR"]),
     "missing data folder": (["data=imagefolder", "data.path=/nonexistent/photos"],
                             ["data.path", "does not exist", "one sub-folder of images per class"]),
@@ -114,7 +114,7 @@ PLAN_CASES = {
     "val_fraction out of range": (["data.val_fraction=1.5"], ["data.val_fraction", "between 0 and 1"]),
     "std of zero": (["data.std=[0.5,0,0.5]"], ["data.std", "must be > 0"]),
     "mean with two values": (["data.mean=[0.5,0.5]"], ["data.mean", "needs 3 finite numbers"]),
-    "input size of zero": (["model.input_size=0"], ["model.input_size", "positive number of pixels"]),
+    "input size of zero": (["model.input_size=0"], ["model.input_size", "must be an integer >= 1"]),
     "force an unknown stage": (["cache.force=[quantise]"], ["cache.force", "'quantise' is not a stage"]),
     "interpolation to nowhere": (["description=${nowhere.at.all}"], ["does not resolve", "nowhere"]),
     "device name escaping outputs/": (["device.name=../../etc"], ["device.name", "cannot be used as a file name"]),
@@ -264,7 +264,7 @@ def test_corrupt_mlflow_store(tmp_path):
     (outputs / "mlflow.db").write_bytes(b"this is not a database" * 100)
     code, msg, _ = outcome(compose_stub(outputs, "recipe=stub_chain", "tracking=local"))
     assert code == 2, msg
-    assert f"sqlite:///{outputs / 'mlflow.db'}" in msg and "tracking=none" in msg
+    assert str(outputs / 'mlflow.db') in msg and "tracking=none" in msg and "Move it away" in msg
     assert sorted(p.name for p in outputs.iterdir() if not p.name.endswith(".lock")) == ["mlflow.db"]
 
 
