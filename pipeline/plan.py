@@ -24,7 +24,8 @@ from pipeline.stages import Stage, discover
 
 RESERVED = ("type", "inputs")
 # The deployment runtime a device profile names -> the artifact format it loads.
-RUNTIME_FORMAT = {"litert": "tflite", "coreml": "coreml", "onnxruntime": "onnx"}
+RUNTIME_FORMAT = {"litert": "tflite", "coreml": "coreml", "onnxruntime": "onnx", "openvino": "openvino",
+                  "executorch": "executorch"}
 MEASURED = "measured"  # pseudo-format of a generic stage that builds several candidates and keeps the fastest here
 
 
@@ -78,16 +79,23 @@ def deploy_format(generic: str, impls: dict[str, type[Stage]], device) -> str | 
     return RUNTIME_FORMAT.get(str(device.runtime), formats[0] if formats else None)
 
 
-def _resolve_generic(name: str, raw: dict, cfg, registry: dict[str, type[Stage]]) -> tuple[str | None, dict, list[str]]:
+def _resolve_generic(name: str, raw: dict, cfg, registry: dict[str, type[Stage]],
+                     pinned_upstream: dict[str, str] | None = None) -> tuple[str | None, dict, list[str]]:
     """`type: quantize` -> the stage type that quantizes for the device's format, with the recipe's parameters.
 
     Parameters may belong to any implementation (`method` is ONNX Runtime's, `io` LiteRT's): each is type-checked
     against every implementation that has it and passed only to the chosen one, so one recipe serves every device.
-    `format: tflite` pins the format instead of taking the device's."""
+    `format: tflite` pins the format instead of taking the device's; a generic stage whose first input was pinned to
+    a format it also builds follows that input (`stages.export.format=executorch` gives an ExecuTorch quantize)."""
     generic = raw["type"]
     impls = {c.implements[1]: c for c in registry.values() if c.implements and c.implements[0] == generic}
     pinned = raw.get("format") or "auto"
-    fmt = deploy_format(generic, impls, cfg.device) if pinned == "auto" else pinned
+    inputs = raw.get("inputs") or []
+    upstream = (pinned_upstream or {}).get(inputs[0] if isinstance(inputs, list) and inputs else inputs)
+    if pinned == "auto" and upstream in impls:
+        fmt = upstream
+    else:
+        fmt = deploy_format(generic, impls, cfg.device) if pinned == "auto" else pinned
     params = {k: v for k, v in raw.items() if k not in (*RESERVED, "format")}
     if fmt not in impls:
         why = (f"format: {pinned!r} was pinned" if pinned != "auto"
@@ -220,6 +228,7 @@ def build_plan(cfg: DictConfig, registry: dict[str, type[Stage]] | None = None) 
     deps: dict[str, list[str]] = {}
     generic_types = {c.implements[0] for c in registry.values() if c.implements}
     resolved: dict[str, str] = {}  # stage name -> concrete type a generic type resolved to
+    pinned_formats: dict[str, str] = {}  # generic stage -> the format the recipe or command line pinned
     for name, raw in stages_cfg.items():
         name = str(name)
         if not isinstance(raw, DictConfig):
@@ -231,7 +240,10 @@ def build_plan(cfg: DictConfig, registry: dict[str, type[Stage]] | None = None) 
         raw = OmegaConf.to_container(raw, resolve=True)
         stage_type = raw.get("type")
         if isinstance(stage_type, str) and stage_type in generic_types:
-            stage_type, raw, errs = _resolve_generic(name, raw, cfg, registry)
+            fmt_pinned = raw.get("format")
+            stage_type, raw, errs = _resolve_generic(name, raw, cfg, registry, pinned_formats)
+            if fmt_pinned and fmt_pinned != "auto":
+                pinned_formats[name] = str(fmt_pinned)
             problems += errs
             if stage_type is None:
                 continue

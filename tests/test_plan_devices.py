@@ -83,3 +83,12 @@ def test_keras_recipe_trains_keras_and_converts_to_tflite(make_cfg):
     t = tasks(build_plan(make_cfg("recipe=keras_mobilenet_int8", "device=pixel7")))
     assert t["train"].output_format == "keras"  # the train stage produces its model's framework
     assert (t["export"].cls.type, t["quantize"].cls.type) == ("export_tflite", "quantize_tflite")
+
+
+def test_quantize_follows_a_pinned_export_format(make_cfg):
+    """stages.export.format=executorch on a LiteRT phone: the generic quantize follows its input to ExecuTorch instead
+    of the device's TFLite (which could not read a .pte)."""
+    t = tasks(build_plan(make_cfg("recipe=mobilenet_int8", "device=pixel7", "stages.export.format=executorch")))
+    assert t["export"].cls.type == "export_executorch" and t["quantize"].cls.type == "quantize_executorch"
+    t = tasks(build_plan(make_cfg("recipe=mobilenet_int8", "device=pixel7")))
+    assert t["quantize"].cls.type == "quantize_tflite"  # unpinned: the device decides, as before
