@@ -18,6 +18,19 @@ def judged(rows: list[dict], name: str | None = None) -> dict | None:
     return rows[-1] if rows else None
 
 
+def _speed_verdict(r: dict, base: dict) -> str:
+    """faster | slower | no measurable difference. The interval of the speed-up measured side by side decides when
+    there is one, else the p50 intervals; a latency timed without intervals (an older entry) is judged by its ratio."""
+    from pipeline import stats  # (numpy, imported only when there is a latency to judge)
+
+    if r.get("speedup_ci"):
+        return stats.verdict_from_ratio(*r["speedup_ci"][:2])
+    a, b = r["latency_ms"].get("p50_ci"), base["latency_ms"].get("p50_ci")
+    if a and b:
+        return stats.compare({"ci": a}, {"ci": b})
+    return stats.FASTER if r["speedup"] >= 1.0 else stats.SLOWER
+
+
 def compare(rows: list[dict], gate_cfg: Any) -> None:
     """Ratios against the fp32 baseline (same format if there is one) and a pass/fail verdict with reasons."""
     fp32 = [r for r in rows if r["precision"] == "fp32"]
@@ -30,14 +43,18 @@ def compare(rows: list[dict], gate_cfg: Any) -> None:
                                                    r["precision"] != "fp16" else timed[0] if timed and r["latency_ms"]
                                                    else fp32[0] if fp32 else None)
         r["baseline"] = base["name"] if base else None
-        r["speedup"] = r["size_ratio"] = r["accuracy_delta"] = None
+        r["speedup"] = r["size_ratio"] = r["accuracy_delta"] = r["speedup_ci"] = r["speed_verdict"] = None
         problems = []
         if base and base is not r:
             r["size_ratio"] = r["size_bytes"] / base["size_bytes"] if base["size_bytes"] else None
             if r["latency_ms"] and base["latency_ms"]:
                 r["speedup"] = base["latency_ms"]["p50"] / r["latency_ms"]["p50"]
-                if r["speedup"] < 1.0:
-                    problems.append(f"slower than its fp32 baseline {base['name']!r} ({r['speedup']:.2f}x)")
+                r["speedup_ci"] = (r.get("ratio_ci") or {}).get(base["name"])
+                r["speed_verdict"] = _speed_verdict(r, base)
+                if r["speed_verdict"] == "slower":
+                    problems.append(f"slower than its fp32 baseline {base['name']!r} ({r['speedup']:.2f}x"
+                                    + (f", interval {r['speedup_ci'][0]:.2f}-{r['speedup_ci'][1]:.2f}x)"
+                                       if r["speedup_ci"] else ")"))
             if r["accuracy"] is not None and base["accuracy"] is not None:
                 r["accuracy_delta"] = 100.0 * (r["accuracy"] - base["accuracy"])
                 if -r["accuracy_delta"] > gate_cfg.max_accuracy_drop:

@@ -31,7 +31,9 @@ def _artifact_rows(records: list, gate_cfg: Any) -> list[dict]:
             "path": r.info.get("run_path", str(a.path)), "size_bytes": a.size_bytes,
             "sha256": r.info.get("sha256"),
             "accuracy": f.accuracy,
-            "latency_ms": {"p50": lat.p50_ms, "p90": lat.p90_ms} if lat else None,
+            "latency_ms": {"p50": lat.p50_ms, "p90": lat.p90_ms,
+                           **({"p50_ci": list(lat.p50_ci)} if lat and lat.p50_ci else {})} if lat else None,
+            "ratio_ci": lat.ratio_ci if lat else None,
             "load_ms": lat.load_ms if lat else None, "load_rss_mb": lat.load_rss_mb if lat else None,
             "runtime": (lat.runtime if lat else None) or f.eval_runtime,
             "measured_on": lat.measured_on if lat else None,
@@ -154,6 +156,8 @@ def table(summary: dict, color: bool | None = None) -> str:
         lat = a["latency_ms"]["p50"] if a["latency_ms"] else None
         acc = None if a["accuracy"] is None else 100 * a["accuracy"]
         status = "✅" if a["ok"] else "❌ " + "; ".join(a["problems"])
+        if a.get("speed_verdict") == "no measurable difference":
+            status += " speed: no measurable difference from its baseline"
         if a.get("not_runnable"):
             status += f" ({a['not_runnable']})" if "not runnable" in a["not_runnable"] else " (not run on this host)"
         runtime = " ".join((a.get("runtime") or "-").split()[:2])

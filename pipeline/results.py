@@ -24,12 +24,16 @@ class Latency:
     threads: int | None = None
     source: str = "host"  # host | device
     measured_on: str = ""  # in words: where, with what runtime, threads and batch
+    p50_ci: tuple | None = None  # bootstrap interval of p50 over interleaved trials (pipeline.stats)
+    ratio_ci: dict | None = None  # other model timed side by side -> interval of its p50 / this p50
 
     @classmethod
     def from_measurement(cls, m: dict, **kw) -> "Latency":
         """From pipeline.runtimes.measure's per-model result."""
+        ci = (m.get("latency_p50_ci_low_ms"), m.get("latency_p50_ci_high_ms"))
         return cls(p50_ms=m["latency_p50_ms"], p90_ms=m["latency_p90_ms"], mean_ms=m.get("latency_mean_ms"),
-                   load_ms=m.get("load_ms"), load_rss_mb=m.get("load_rss_mb"), runtime=m.get("runtime", ""), **kw)
+                   load_ms=m.get("load_ms"), load_rss_mb=m.get("load_rss_mb"), runtime=m.get("runtime", ""),
+                   p50_ci=ci if None not in ci else None, **kw)
 
 
 @dataclass

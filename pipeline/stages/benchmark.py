@@ -56,8 +56,9 @@ class Benchmark(Stage):
         metrics = {"peak_rss_mb": r["peak_rss_mb"], "threads": threads}
         for name, m in r["models"].items():
             measured_on = f"this host ({r['cpu']}), {m['runtime']}, {threads} thread(s){capped}, batch {p.batch_size}"
+            ratios = {b: s["ci"] for b, s in (r.get("speedups") or {}).get(name, {}).items() if s.get("ci")}
             about[name] = Findings(latency=Latency.from_measurement(m, threads=threads, source="host",
-                                                                    measured_on=measured_on))
+                                                                    measured_on=measured_on, ratio_ci=ratios or None))
             metrics.update({f"{name}.{k}": v for k, v in m.items() if isinstance(v, float)})
             ctx.log.info("%s: p50 %.3f ms  p90 %.3f ms — measured on %s", name, m["latency_p50_ms"],
                          m["latency_p90_ms"], measured_on)
