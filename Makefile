@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 RUN_ARGS ?= recipe=mobilenet_int8 device=pixel7
 PYTEST_ARGS ?=
 
-.PHONY: run test install system-deps bench bench-sweep ui clean
+.PHONY: run test test-quick install system-deps bench bench-sweep ui clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or: make PYTHON=/path/to/python3.11 ...)"; exit 2; }
@@ -59,6 +59,9 @@ system-deps:
 
 test: install system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-quick: install
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python bench/bench_int8.py
