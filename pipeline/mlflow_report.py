@@ -46,16 +46,6 @@ def _plain(cfg: Any) -> Any:
     return cfg
 
 
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if isinstance(d, dict):
-        for k, v in d.items():
-            out.update(_flat(v, f"{prefix}{k}."))
-    else:
-        out[prefix[:-1]] = json.dumps(d) if isinstance(d, (list, tuple)) else d
-    return out
-
-
 def _value(v: Any) -> Any:
     """A device figure is often {value, source}: its value is the parameter."""
     if isinstance(v, dict) and "value" in v:

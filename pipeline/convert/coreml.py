@@ -16,9 +16,9 @@ def target(name: str):
 
 
 def package_facts(path) -> dict:
-    from pipeline.runtimes import coreml_rt
+    from pipeline.runtimes.coreml_rt import inspect
 
-    info = coreml_rt.inspect(path)
+    info = inspect(path)
     return {**{k: info[k] for k in ("model_type", "specification_version", "inputs", "outputs") if k in info},
             **{k: info.get(k) for k in ("opset", "operator_count", "operators", "weight_elements_by_dtype",
                                         "weight_share_by_dtype", "compressed_weight_ops")}}

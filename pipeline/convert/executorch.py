@@ -10,15 +10,13 @@ The program is exported for batch 1 (what a phone runs); `pipeline.runtimes.exec
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import re
 import tempfile
-import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -26,18 +24,11 @@ PARTITIONERS = ("xnnpack", "coreml")
 FORMAT = "executorch"
 
 
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
+def quiet():
     """torch.export and the ExecuTorch passes warn about deprecated pytree registrations on every call."""
-    lg = logging.getLogger("executorch")
-    old = lg.level
-    lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        lg.setLevel(old)
+    from pipeline.quiet import quiet as quiet_loggers
+
+    return quiet_loggers(("executorch",), logging.ERROR)
 
 
 def _partitioner(name: str, deployment_target: str | None = None):

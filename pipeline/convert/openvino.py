@@ -9,12 +9,10 @@ fp32 artifact (f32 pinned) and as OpenVINO's default (the plugin picks bf16 wher
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import shutil
-import warnings
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -22,18 +20,11 @@ FORMAT = "openvino"
 PRESETS = ("performance", "mixed")
 
 
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
+def quiet():
     """NNCF logs every step at INFO and draws progress bars; torch tracing warns."""
-    lg = logging.getLogger("nncf")
-    old = lg.level
-    lg.setLevel(logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        lg.setLevel(old)
+    from pipeline.quiet import quiet as quiet_loggers
+
+    return quiet_loggers(("nncf",), logging.WARNING)
 
 
 def version() -> str:

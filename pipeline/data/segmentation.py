@@ -10,11 +10,13 @@ appear at the edges).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from pipeline.data import Dataset
 
 from pipeline.data._common import (check_norm, expand, fingerprint_files, images_under, normalize, read_rgb,
                                    seeded_split, settings_of)
@@ -24,15 +26,9 @@ IGNORE_INDEX = 255
 
 
 @dataclass
-class SegmentationDataset:
-    """float32 NCHW images; int64 masks [N, H, W] of class indices (255 = ignore)."""
+class SegmentationDataset(Dataset):
+    """float32 NCHW images; int64 masks [N, H, W] of class indices (255 = ignore) as the labels."""
 
-    train_x: np.ndarray
-    train_y: np.ndarray
-    val_x: np.ndarray
-    val_y: np.ndarray
-    classes: list[str]
-    meta: dict[str, Any] = field(default_factory=dict)
     task: str = "segmentation"
 
     @property
