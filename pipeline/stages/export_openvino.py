@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from pipeline.artifacts import Artifact
+from pipeline.bounds import PositiveInt
 from pipeline.runtimes.openvino_rt import DEVICES, MODES, PRECISIONS
 from pipeline.stages.base import Stage, StageContext, StageResult
 
@@ -18,7 +19,7 @@ class ExportOpenvinoConfig:
     inference_precision: Optional[str] = "f32"
     performance_mode: str = "LATENCY"  # OpenVINO performance hint: LATENCY | THROUGHPUT | CUMULATIVE_THROUGHPUT
     device: str = "CPU"  # OpenVINO device plugin: CPU | GPU | NPU | AUTO (GPU/NPU run where that hardware is)
-    num_streams: Optional[int] = None  # parallel inference streams; null = what the hint picks
+    num_streams: Optional[PositiveInt] = None  # parallel inference streams; null = what the hint picks
     dynamic_batch: bool = True  # batch dimension left dynamic in the IR
 
 

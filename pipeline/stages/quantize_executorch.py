@@ -6,12 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.artifacts import Artifact
+from pipeline.bounds import PositiveInt
 from pipeline.stages.base import Stage, StageContext, StageResult
 
 
 @dataclass
 class QuantizeExecutorchConfig:
-    calibration_samples: int = 128  # training images used to calibrate activation ranges
+    calibration_samples: PositiveInt = 128  # training images used to calibrate activation ranges
     per_channel: bool = True  # one weight scale per output channel (XNNPACK's recommended int8 scheme)
 
 

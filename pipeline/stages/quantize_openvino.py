@@ -7,17 +7,18 @@ from dataclasses import dataclass
 from typing import Optional
 
 from pipeline.artifacts import Artifact
+from pipeline.bounds import NonNegative, PositiveInt
 from pipeline.convert.openvino import PRESETS
 from pipeline.stages.base import Stage, StageContext, StageResult
 
 
 @dataclass
 class QuantizeOpenvinoConfig:
-    calibration_samples: int = 128  # training images used to calibrate activation ranges
+    calibration_samples: PositiveInt = 128  # training images used to calibrate activation ranges
     preset: str = "performance"  # NNCF preset: performance (symmetric) | mixed (asymmetric activations)
     accuracy_control: bool = False  # keep the costliest operations in float until the top-1 drop is within budget
-    max_accuracy_drop: Optional[float] = None  # accuracy control: top-1 points; null = gate.max_accuracy_drop
-    accuracy_control_samples: int = 300  # labelled training images NNCF validates on (not the validation split)
+    max_accuracy_drop: Optional[NonNegative] = None  # accuracy control: top-1 points; null = gate.max_accuracy_drop
+    accuracy_control_samples: PositiveInt = 300  # labelled training images NNCF validates on (not the validation split)
 
 
 class QuantizeOpenvino(Stage):
