@@ -101,6 +101,11 @@ def _describe_invalid(e: BaseException) -> str:
     text = str(e).strip()
     if isinstance(e.__cause__, Exception) and str(e.__cause__) not in text:
         text += "\n" + str(e.__cause__).strip()
+    from pipeline.devices.catalog import merge_error_hint
+
+    device_hint = merge_error_hint(text)  # a number where a device file needs a figure
+    if device_hint:
+        return f"error: {device_hint}"
     hint = _unknown_key_hint(text)
     if hint:
         text = "\n".join(line for line in text.splitlines() if not line.startswith("To append to your config"))
