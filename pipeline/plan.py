@@ -90,8 +90,9 @@ def _resolve_generic(name: str, raw: dict, cfg, registry: dict[str, type[Stage]]
     generic = raw["type"]
     impls = {c.implements[1]: c for c in registry.values() if c.implements and c.implements[0] == generic}
     pinned = raw.get("format") or "auto"
-    inputs = raw.get("inputs") or []
-    upstream = (pinned_upstream or {}).get(inputs[0] if isinstance(inputs, list) and inputs else inputs)
+    inputs = raw.get("inputs")
+    first = inputs if isinstance(inputs, str) else inputs[0] if isinstance(inputs, list) and inputs else None
+    upstream = (pinned_upstream or {}).get(first) if isinstance(first, str) else None
     if pinned == "auto" and upstream in impls:
         fmt = upstream
     else:
