@@ -7,6 +7,8 @@ count before it runs when another model changed it, so models timed round-robin 
 """
 from __future__ import annotations
 
+_RAN = False  # a program has run in this process: the thread pool keeps its size from then on
+
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +46,12 @@ class ExecutorchModel:
         self.runtime = f"ExecuTorch {metadata.version('executorch')} CPU ({backends.replace('Backend', '')})"
 
     def _set_threads(self) -> None:
-        if self.pool._threadpool_get_thread_count() != self.threads:
+        """XNNPACK's thread pool is one per process and resizing it after a program has run can crash the process
+        (the binding calls it unsafe): it is sized once, before the first inference; a later model asking for another
+        count shares it, and `threads` says what it really gets."""
+        if not _RAN and self.pool._threadpool_get_thread_count() != self.threads:
             self.pool._unsafe_reset_threadpool(self.threads)
+        self.threads = self.pool._threadpool_get_thread_count()
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """float32 NCHW batch -> float32 logits, image by image (the program's batch is 1)."""
@@ -57,6 +63,8 @@ class ExecutorchModel:
             raise ValueError(f"the program takes input {want} but the data is {'x'.join(map(str, x.shape))}: set "
                              f"model.input_size to the model's resolution, or export the model for this input size")
         self._set_threads()
+        global _RAN
+        _RAN = True
         # copied: the output tensor may alias the program's planned memory, which the next call overwrites
         outs = [self.method.execute([torch.from_numpy(x[i : i + 1])])[0].numpy().copy() for i in range(len(x))]
         return np.concatenate(outs).astype(np.float32, copy=False)
