@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import threads as threads_mod
-from pipeline.bounds import NonNegative, Positive, PositiveInt, at_least, between
+from pipeline.bounds import NonNegative, NonNegativeInt, Positive, PositiveInt, at_least, between
 
 
 @dataclass
@@ -154,7 +154,7 @@ def accuracy(model, x, y, batch_size: int = 256) -> float:
 class FinetuneConfig:
     """Fine-tuning knobs shared by prune, distill and qat; passed to fit() as a TrainConfig."""
 
-    epochs: PositiveInt = 5  # fine-tuning passes over the training split
+    epochs: NonNegativeInt = 5  # fine-tuning passes over the training split (0: prune or fold only)
     batch_size: PositiveInt = 64
     lr: Positive = 0.001  # peak learning rate (one-cycle schedule)
     weight_decay: NonNegative = 1e-4
