@@ -226,6 +226,7 @@ def build_plan(cfg: DictConfig, registry: dict[str, type[Stage]] | None = None) 
     problems += config.problems(cfg)  # every number of the config within the range its field declares
 
     specs: dict[str, dict] = {}
+    out_of_bounds: dict[str, list[str]] = {}
     deps: dict[str, list[str]] = {}
     generic_types = {c.implements[0] for c in registry.values() if c.implements}
     resolved: dict[str, str] = {}  # stage name -> concrete type a generic type resolved to
@@ -268,7 +269,7 @@ def build_plan(cfg: DictConfig, registry: dict[str, type[Stage]] | None = None) 
         params, errs = _validate_params(name, stage_type, registry[stage_type], {k: v for k, v in raw.items() if k not in RESERVED})
         problems += errs
         if params is not None:
-            problems += bounds.problems(params, f"stages.{name}")
+            out_of_bounds[name] = bounds.problems(params, f"stages.{name}")
         specs[name] = {"type": stage_type, "cls": registry[stage_type], "params": params, "inputs": inputs}
 
     names = list(specs)
@@ -290,9 +291,9 @@ def build_plan(cfg: DictConfig, registry: dict[str, type[Stage]] | None = None) 
     if cycle:
         problems.append(f"stages: the inputs form a cycle: {' -> '.join(cycle)}. Remove one of these inputs.")
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(problems + [p for ps in out_of_bounds.values() for p in ps])
 
-    # Formats along every edge, and the stages' own cross-field rules.
+    # Formats along every edge (reported together with any out-of-bounds number, so that one run names every problem), and the stages' own cross-field rules.
     out_fmt = {n: s["cls"].planned_format(s["params"], cfg) for n, s in specs.items()}
     for name, spec in specs.items():
         accepts = spec["cls"].input_formats(spec["params"], cfg.device)
@@ -310,6 +311,7 @@ def build_plan(cfg: DictConfig, registry: dict[str, type[Stage]] | None = None) 
                         if exporters else "")
                 problems.append(f"stages.{name}: stage type {spec['type']!r} takes {'/'.join(accepts)} models, but "
                                 f"input {inp!r} produces a {shown} model.{hint}{via}")
+        problems += out_of_bounds.get(name, [])
         problems += [f"stages.{name}: {p}" for p in spec["cls"].check(spec["params"], cfg)]
         problems += _check_calibration(name, spec["params"], cfg, problems)
     for fmt in {f for v in out_fmt.values() for f in _formats(v)}:

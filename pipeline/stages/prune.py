@@ -51,14 +51,12 @@ class Prune(Stage):
         problems = check_finetune(p, min_epochs=2 if p.schedule == "gradual" else 0)
         if p.method not in METHODS:
             problems.append(f"method must be one of {', '.join(METHODS)}, got {p.method!r}")
-        if not 0.0 < p.amount < 1.0:
-            problems.append(f"amount must be between 0 and 1 (exclusive), got {p.amount}")
+        if p.amount == 0:  # the bounds refuse the rest of the range outside (0, 1)
+            problems.append("amount 0 prunes nothing: give a share in (0, 1), or remove the prune stage")
         if p.importance not in IMPORTANCES:
             problems.append(f"importance must be one of {', '.join(IMPORTANCES)}, got {p.importance!r}")
         if p.schedule not in SCHEDULES:
             problems.append(f"schedule must be one of {', '.join(SCHEDULES)}, got {p.schedule!r}")
-        if p.round_to is not None and p.round_to < 1:
-            problems.append(f"round_to must be >= 1 or null, got {p.round_to}")
         return problems
 
     def run(self, ctx: StageContext) -> StageResult:
