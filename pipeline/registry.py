@@ -20,6 +20,7 @@ from typing import Any
 
 from pipeline import objective
 from pipeline.cache import Cache
+from pipeline.tracking import LOGGED_BY_TAG
 
 log = logging.getLogger("pipeline")
 CANDIDATE, CHAMPION = "candidate", "champion"
@@ -43,7 +44,10 @@ def _stage_run_id(client, tracker, stage: str) -> str | None:
     runs = client.search_runs([tracker.experiment_id],
                               filter_string=f"tags.mlflow.parentRunId = '{tracker.run_id}' and "
                                             f"attributes.run_name = '{stage}'", max_results=1)
-    return runs[0].info.run_id if runs else None
+    if not runs:
+        return None
+    # a reused stage points at the run that logged its files (the same bytes, same cache key)
+    return runs[0].data.tags.get(LOGGED_BY_TAG) or runs[0].info.run_id
 
 
 def _version_value(mv, metric: str) -> float | None:

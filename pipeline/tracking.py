@@ -32,6 +32,7 @@ from pipeline.errors import ConfigError, PipelineError
 
 log = logging.getLogger("pipeline")
 PARENT_TAG = "mlflow.parentRunId"
+LOGGED_BY_TAG = "cache.logged_by"  # a reused stage run: the run whose artifacts hold its files
 
 
 class TrackingError(PipelineError):
@@ -434,6 +435,11 @@ class Tracker:
                 "cache.reason": rec.reason[:5000], **self._owner_tags()}
         if rec.error:
             tags["error"] = rec.error[:5000]
+        # A reused task's files are the bytes an earlier run logged under the same cache key: point at that run
+        # instead of copying them again (re-logging was most of what a fully cached re-run spent in MLflow).
+        origin = self._logged_by(rec.cache_key) if rec.status == "reused" and out_dir is not None else None
+        if origin:
+            tags[LOGGED_BY_TAG] = origin
         run = self.client.create_run(self.experiment_id, run_name=rec.name, tags=tags)
         rid = run.info.run_id
         self._open_runs.add(rid)
@@ -441,12 +447,12 @@ class Tracker:
             self.log_params(rid, {"type": rec.type, "inputs": ",".join(rec.inputs), **rec.params})
             self.log_metrics(rid, {**rec.metrics, "wall_seconds": rec.seconds,
                                    "cache_hit": float(rec.status == "reused")})
-            if out_dir is not None and rec.artifact is not None:
+            if out_dir is not None and rec.artifact is not None and not origin:
                 self.client.log_artifacts(rid, str(out_dir), artifact_path=rec.stage)
                 self.log_model(rid, rec.artifact)
-            for f in rec.files:
+            for f in ([] if origin else rec.files):
                 self.client.log_artifact(rid, str(f))
-            if rec.info:
+            if rec.info and not origin:
                 with tempfile.TemporaryDirectory() as d:
                     p = Path(d) / "info.json"
                     p.write_text(json.dumps(rec.info, indent=2, default=str))
@@ -457,6 +463,14 @@ class Tracker:
         self.client.set_terminated(rid, "FAILED" if rec.status == "failed" else "FINISHED")
         self._open_runs.discard(rid)
         return rid
+
+    def _logged_by(self, cache_key: str) -> str | None:
+        """The finished stage run of this experiment that computed `cache_key` and logged its files, if any."""
+        if not cache_key or "'" in cache_key:
+            return None
+        runs = self.client.search_runs([self.experiment_id], max_results=1, filter_string=(
+            f"tags.`cache.key` = '{cache_key}' and tags.`stage.status` = 'ran' and attributes.status = 'FINISHED'"))
+        return runs[0].info.run_id if runs else None
 
     def log_model(self, run_id: str, artifact) -> None:
         """ONNX: MLflow's onnx flavor with a signature (loadable with mlflow.onnx.load_model). TFLite and Core ML have no

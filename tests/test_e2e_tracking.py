@@ -107,6 +107,14 @@ def test_second_run_reuses_every_stage(first_run, shared_outputs):
                                filter_string=f"tags.mlflow.parentRunId = '{summary['mlflow']['run_id']}' "
                                              f"and attributes.run_name = 'train'")[0]
     assert child.data.tags["cache.hit"] == "true" and child.data.metrics["cache_hit"] == 1.0
+    # a reused stage's files are not logged twice: its run points at the run that logged them
+    q = client.search_runs([child.info.experiment_id],
+                           filter_string=f"tags.mlflow.parentRunId = '{summary['mlflow']['run_id']}' "
+                                         f"and attributes.run_name = 'quantize'")[0]
+    origin = q.data.tags["cache.logged_by"]
+    assert origin != q.info.run_id and client.get_run(origin).data.tags["stage.status"] == "ran"
+    assert [f.path for f in client.list_artifacts(origin, "quantize")] == ["quantize/model.int8.onnx"]
+    assert client.list_artifacts(q.info.run_id) == []
 
 
 def test_logs_to_a_real_mlflow_server(first_run, shared_outputs, mlflow_server):
