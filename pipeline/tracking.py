@@ -418,6 +418,19 @@ class Tracker:
         for i in range(0, len(flat), 100):
             self.client.log_batch(run_id, params=flat[i : i + 100])
 
+    def log_params_and_metrics(self, run_id: str, params: dict[str, Any], metrics: dict[str, float]) -> None:
+        """Both in one store transaction when they fit MLflow's batch limits (100 params, 1000 entities)."""
+        from mlflow.entities import Metric, Param
+
+        flat = [Param(k, str(v)[:6000]) for k, v in _flatten(params).items()]
+        now = int(time.time() * 1000)
+        ms = [Metric(k, float(v), now, 0) for k, v in metrics.items() if v is not None]
+        if len(flat) > 100 or len(flat) + len(ms) > 1000:
+            self.log_params(run_id, params)
+            self.log_metrics(run_id, metrics)
+            return
+        self.client.log_batch(run_id, params=flat, metrics=ms)
+
     def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
         from mlflow.entities import Metric
 
@@ -444,9 +457,9 @@ class Tracker:
         rid = run.info.run_id
         self._open_runs.add(rid)
         try:
-            self.log_params(rid, {"type": rec.type, "inputs": ",".join(rec.inputs), **rec.params})
-            self.log_metrics(rid, {**rec.metrics, "wall_seconds": rec.seconds,
-                                   "cache_hit": float(rec.status == "reused")})
+            self.log_params_and_metrics(rid, {"type": rec.type, "inputs": ",".join(rec.inputs), **rec.params},
+                                        {**rec.metrics, "wall_seconds": rec.seconds,
+                                         "cache_hit": float(rec.status == "reused")})
             if out_dir is not None and rec.artifact is not None and not origin:
                 self.client.log_artifacts(rid, str(out_dir), artifact_path=rec.stage)
                 self.log_model(rid, rec.artifact)
@@ -512,8 +525,11 @@ class Tracker:
             self.client.log_artifact(self.run_id, str(p))
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        for k, v in tags.items():
-            self.client.set_tag(self.run_id, k, v)
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)) for k, v in tags.items()]
+        for i in range(0, len(items), 100):  # one store transaction per 100 tags (MLflow's batch limit)
+            self.client.log_batch(self.run_id, tags=items[i : i + 100])
 
     def close_orphans(self, experiment_ids: list[str] | None = None) -> list[str]:
         """Mark KILLED the runs left RUNNING that nothing will ever close: those of a pipeline process of this host
