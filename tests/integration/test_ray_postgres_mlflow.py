@@ -112,8 +112,8 @@ def test_four_job_sweep_on_ray_logs_to_mlflow_server_on_postgres(stack):
     # artifacts are served by the server: listed and downloaded through it
     # (a quantize that computed its model: a reused one points at it with cache.logged_by instead of a copy)
     q = next(r for r in stage_runs if r["info"]["run_name"] == "quantize" and tags(r)["cache.hit"] == "false")
-    for r in stage_runs:
-        if tags(r)["cache.hit"] == "true" and r["info"]["run_name"] == "quantize":
+    for r in stage_runs:  # (a job that reused a stage while its first run was still logging it logs a copy)
+        if "cache.logged_by" in tags(r):
             assert tags(r)["cache.logged_by"] in {s["info"]["run_id"] for s in stage_runs}
     listed = get(uri, "/api/2.0/mlflow/artifacts/list", run_id=q["info"]["run_id"], path="quantize")["files"]
     assert [f["path"] for f in listed] == ["quantize/model.int8.onnx"] and int(listed[0]["file_size"]) > 1000
