@@ -11,7 +11,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from pipeline import config
+from pipeline import config, console
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 PLAN_FLAG = "--plan"  # print the resolved plan and what the cache will reuse, run nothing
@@ -23,6 +23,8 @@ _preview = False
 def _task(cfg: DictConfig):
     global _entered
     _entered = True
+    console.set_verbose(cfg.verbose)  # (also in a launcher's worker process, where main() did not run)
+    console.quiet_environment()
     from pipeline import sweep
     from pipeline.app import run
     from pipeline.errors import PipelineError
@@ -121,6 +123,7 @@ def _describe_invalid(e: BaseException) -> str:
 
 def main() -> None:
     global _preview
+    console.quiet_environment()  # C++ log levels, read when a framework is first imported; verbose=true takes them back
     config.register()
     if sys.argv[1:] in (["--help"], ["-h"]):
         from pipeline.cli_help import text

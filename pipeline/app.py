@@ -11,7 +11,7 @@ from typing import Any, Iterable
 
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import objective, report
+from pipeline import console, objective, report
 from pipeline.artifacts import safe_name
 from pipeline.cache import Cache
 from pipeline.errors import ConfigError, GateFailed, PipelineError, StageError
@@ -153,6 +153,7 @@ def run(cfg: DictConfig, sweep: dict | None = None, stages: Iterable[type] = ())
     stay cached either way. Once the MLflow run is open it is always closed: FINISHED, FAILED, or KILLED on Ctrl-C.
     """
     cfg, plan = prepare(cfg, stages)
+    console.set_verbose(cfg.verbose)  # verbose=true: every library's output on the console, as printed
     recipe, device = plan.recipe, cfg.device.name
     outputs = Path(os.path.expanduser(cfg.paths.outputs)).resolve()
     tracker = None

@@ -157,6 +157,7 @@ class PipelineConfig:
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    verbose: bool = False  # true: every library's output on the console as it prints it (default: in pipeline.log)
     stages: Dict[str, Any] = field(default_factory=dict)  # stage name -> {type, inputs, parameters}
 
 
