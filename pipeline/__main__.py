@@ -108,6 +108,17 @@ def _describe_invalid(e: BaseException) -> str:
     device_hint = merge_error_hint(text)  # a number where a device file needs a figure
     if device_hint:
         return f"error: {device_hint}"
+    m = re.search(r"(?:Sweeping over Hydra's configuration is not supported|Could not override)[^']*"
+                  r"'hydra\.sweeper\.params\.([^'=]+)(?:=([^']*))?'", text)
+    if m:  # Hydra reads the dots of a search parameter's name as nesting, and refuses sweeps of hydra.* keys
+        from pipeline.sweep import range_problem
+
+        name, expr = m.group(1), m.group(2) or "RANGE"
+        also = range_problem(name, f"{name}={expr}") if m.group(2) else None
+        return (f"error: hydra.sweeper.params.{name}: a search range cannot be set under hydra.sweeper.params on the "
+                f"command line. Pass it as {name}={expr} (the sweeper searches the command line's sweeps "
+                f"too), or set it under hydra.sweeper.params in a sweep config (conf/sweep/*.yaml)."
+                + (f"\nerror: {also}" if also else ""))
     hint = _unknown_key_hint(text)
     if hint:
         text = "\n".join(line for line in text.splitlines() if not line.startswith("To append to your config"))
@@ -141,6 +152,9 @@ def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         _task()
+    except sweep.SweepRefused as e:  # an invalid search space, before any job ran: the message names key and fix
+        print(f"error: {e.error}", file=sys.stderr)
+        sys.exit(e.code)
     except SystemExit as e:
         # A sweeper that raised on a failed job skips Hydra's on_multirun_end: close the sweep here.
         sweep.finish_active(failed=e.code not in (0, None))
