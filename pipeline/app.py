@@ -161,7 +161,7 @@ def run(cfg: DictConfig, sweep: dict | None = None, stages: Iterable[type] = ())
         from pipeline import tracking
 
         uri = tracking.resolve_uri(cfg.tracking, outputs)  # a dead server is refused before anything is written
-    check_outputs_writable(outputs)
+    check_outputs_writable(outputs, cfg.paths.min_free_mb)
     if cfg.tracking.enabled:
         tracker = _open_tracker(tracking, uri, cfg.tracking.experiment or recipe, outputs, cfg.tracking.timeout_s)
 

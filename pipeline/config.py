@@ -141,6 +141,8 @@ class RegistryConfig:
 @dataclass
 class PathsConfig:
     outputs: str = "outputs"  # run directories, the embedded MLflow store and the stage cache
+    # a run does not start when the disk holding `outputs` has less free space than this (0: no check)
+    min_free_mb: at_least(0, integer=True, note="0 = no check") = 200
 
 
 @dataclass

@@ -299,8 +299,9 @@ def _inside_workdir(out: Path, path: Any, what: str) -> str:
     return str(rel)
 
 
-def check_outputs_writable(root: Path) -> None:
-    """Fail before any work if the outputs folder cannot be written."""
+def check_outputs_writable(root: Path, min_free_mb: int = 0) -> None:
+    """Fail before any work if the outputs folder cannot be written, or if its disk has less than `min_free_mb` MB
+    free (paths.min_free_mb): a run that fills the disk halfway fails later and slower."""
     probe = root / f".write-probe.{os.getpid()}"
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -311,3 +312,26 @@ def check_outputs_writable(root: Path) -> None:
     except OSError as e:
         raise ConfigError(f"paths.outputs: cannot write to {str(root)!r} ({e.strerror}); choose a writable folder "
                           f"with paths.outputs=DIR") from e
+    if min_free_mb:
+        free_mb = shutil.disk_usage(root).free / 1e6
+        if free_mb < min_free_mb:
+            raise ConfigError(
+                f"paths.outputs: the disk holding {str(root)!r} ({_disk_of(root)}) has {free_mb:.0f} MB free, less than "
+                f"the {min_free_mb} MB a run needs (paths.min_free_mb). Free space there, choose a folder on another "
+                f"disk with paths.outputs=DIR, or lower paths.min_free_mb (0 turns the check off)")
+
+
+def _disk_of(path: Path) -> str:
+    """'mounted at /mnt/data from /dev/sdb1' for the file system holding `path` (as far as /proc/self/mounts says)."""
+    mount = path.resolve()
+    while not os.path.ismount(mount) and mount != mount.parent:
+        mount = mount.parent
+    source = None
+    try:
+        for line in Path("/proc/self/mounts").read_text().splitlines():
+            fields = line.split()
+            if len(fields) >= 3 and fields[1].replace("\\040", " ") == str(mount):
+                source = f"{fields[0]} ({fields[2]})"  # the last entry wins: a later mount hides an earlier one
+    except OSError:
+        pass
+    return f"mounted at {mount}" + (f" from {source}" if source else "")
