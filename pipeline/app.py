@@ -171,36 +171,37 @@ def run(cfg: DictConfig, sweep: dict | None = None, stages: Iterable[type] = ())
     events = Events(info, _listeners(cfg, tracker))
     status, path = "failed", None
     try:
-        status, error, exc, records = _execute(plan, cfg, outputs, run_dir, events)
-        summary = report.build_summary(recipe=recipe, device=cfg.device, status=status, mlflow=info.mlflow,
-                                       records=records, gate_cfg=cfg.gate, run_dir=run_dir, error=error)
-        summary["objective"] = objective.summarize(summary, cfg)  # what sweepers, the registry and compare rank by
-        events.summary_ready(summary)
         try:
-            path = report.write_summary(run_dir, summary)
-        except OSError as e:  # a full disk: the status still reaches MLflow and the console
-            log.error("could not write %s: %s", run_dir / "summary.json", e)
-            if exc is None:
-                status, error = "failed", f"could not write summary.json: {e.strerror}"
-                exc = StageError(f"{error}; free space under {outputs} or choose paths.outputs=DIR, then re-run")
-        events.run_finished(summary, path)
-    finally:
-        events.run_closed(status)  # runs even on a second Ctrl-C here
+            status, error, exc, records = _execute(plan, cfg, outputs, run_dir, events)
+            summary = report.build_summary(recipe=recipe, device=cfg.device, status=status, mlflow=info.mlflow,
+                                           records=records, gate_cfg=cfg.gate, run_dir=run_dir, error=error)
+            summary["objective"] = objective.summarize(summary, cfg)  # what sweepers, the registry and compare rank by
+            events.summary_ready(summary)
+            try:
+                path = report.write_summary(run_dir, summary)
+            except OSError as e:  # a full disk: the status still reaches MLflow and the console
+                log.error("could not write %s: %s", run_dir / "summary.json", e)
+                if exc is None:
+                    status, error = "failed", f"could not write summary.json: {e.strerror}"
+                    exc = StageError(f"{error}; free space under {outputs} or choose paths.outputs=DIR, then re-run")
+            events.run_finished(summary, path)  # (the console's table, summary path and deployable artifact)
+        finally:
+            events.run_closed(status)  # runs even on a second Ctrl-C here
+        if exc is not None:
+            done = sum(1 for r in records if r.status in ("ran", "reused"))
+            log.error("%s\n%d finished stage(s) are cached. Fix the problem and run the same command again to "
+                      "resume:\n  %s\nsummary: %s", error, done, info.command, path or "(not written)")
+            raise exc
+        gate = summary.get("gate") or {}
+        if cfg.gate.enforce and gate.get("pass") is False:  # an enforced budget was missed
+            msg = (f"gate: artifact {gate['artifact']!r} misses its budget(s) on {cfg.device.name}: "
+                   + "; ".join(gate["failed"]) + f"\nsummary: {path}")
+            log.error(msg)
+            raise GateFailed(msg)
+        return summary
+    finally:  # after the error lines: pipeline.log keeps them too
         logging.getLogger().removeHandler(handler)
         handler.close()
-    if exc is not None:
-        done = sum(1 for r in records if r.status in ("ran", "reused"))
-        log.error("%s\n%d finished stage(s) are cached. Fix the problem and run the same command again to resume:\n"
-                  "  %s\nsummary: %s", error, done, info.command, path or "(not written)")
-        raise exc
-    gate = summary.get("gate") or {}
-    if cfg.gate.enforce and gate.get("pass") is False:  # an enforced budget was missed
-        msg = (f"gate: artifact {gate['artifact']!r} misses its budget(s) on {cfg.device.name}: "
-               + "; ".join(gate["failed"]) + f"\nsummary: {path}")
-        log.error(msg)
-        raise GateFailed(msg)
-    log.info("summary: %s", path)
-    return summary
 
 
 def preview(cfg: DictConfig, stages: Iterable[type] = ()) -> list[dict]:

@@ -102,12 +102,14 @@ class RegistryListener(Listener):
 
 
 class ConsoleListener(Listener):
-    """The summary table on standard output, then one line naming the deployable artifact."""
+    """The summary table on standard output, where summary.json is, and last one line naming the deployable
+    artifact."""
 
     def run_finished(self, run: RunInfo, summary: dict, path: Path | None) -> None:
-        if path is not None:
-            print(report.table(summary), flush=True)
-            line = deployable_line(summary)
+        if path is None:  # (the error says it was not written)
+            return
+        print(report.table(summary), flush=True)
+        for line in (f"summary: {path}", deployable_line(summary)):
             if line:
                 print(line, flush=True)
 
