@@ -188,11 +188,11 @@ class _Stderr(io.TextIOBase):
             with contextlib.suppress(Exception):
                 stream.flush()
 
-    def isatty(self) -> bool:  # tqdm sizes and redraws its bar for the terminal it ends up on
+    def isatty(self) -> bool:  # tqdm redraws its bar for the terminal it ends up on
         return terminal().isatty()
 
-    def fileno(self) -> int:
-        return terminal().fileno()
+    def fileno(self) -> int:  # descriptor 2: what a child process or C code handed sys.stderr writes goes to the log
+        return self.log_stream.fileno()
 
     @property
     def encoding(self) -> str:
