@@ -164,6 +164,7 @@ def run(cfg: DictConfig, sweep: dict | None = None, stages: Iterable[type] = ())
     check_outputs_writable(outputs, cfg.paths.min_free_mb)
     if cfg.tracking.enabled:
         tracker = _open_tracker(tracking, uri, cfg.tracking.experiment or recipe, outputs, cfg.tracking.timeout_s)
+        console.route_library_loggers()  # mlflow's own stderr handler off: its records reach the filtered console
 
     run_dir, handler = _start_run_dir(outputs, recipe, device, cfg)
     log.info("run directory: %s", run_dir)

@@ -123,9 +123,9 @@ def route_library_loggers() -> list[str]:
     for name, lg in list(logging.root.manager.loggerDict.items()):
         if not isinstance(lg, logging.Logger) or not name.split(".")[0] in LIBRARIES:
             continue
-        terminal = [h for h in lg.handlers if type(h) is logging.StreamHandler and
-                    (getattr(h, "stream", None) in (sys.stderr, sys.stdout, sys.__stderr__, sys.__stdout__)
-                     or isinstance(getattr(h, "stream", None), _Stderr))]
+        # a plain StreamHandler (not a FileHandler) of a library is its console handler, whatever stream object it
+        # holds: sys.stderr as it was when the library was imported, or a wrapper of it (mlflow's)
+        terminal = [h for h in lg.handlers if type(h) is logging.StreamHandler]
         for h in terminal:
             lg.removeHandler(h)
         if terminal or not lg.propagate:
