@@ -11,7 +11,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from pipeline import config
+from pipeline import config, console
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 PLAN_FLAG = "--plan"  # print the resolved plan and what the cache will reuse, run nothing
@@ -23,6 +23,8 @@ _preview = False
 def _task(cfg: DictConfig):
     global _entered
     _entered = True
+    console.set_verbose(cfg.verbose)  # (also in a launcher's worker process, where main() did not run)
+    console.quiet_environment()
     from pipeline import sweep
     from pipeline.app import run
     from pipeline.errors import PipelineError
@@ -106,6 +108,17 @@ def _describe_invalid(e: BaseException) -> str:
     device_hint = merge_error_hint(text)  # a number where a device file needs a figure
     if device_hint:
         return f"error: {device_hint}"
+    m = re.search(r"(?:Sweeping over Hydra's configuration is not supported|Could not override)[^']*"
+                  r"'hydra\.sweeper\.params\.([^'=]+)(?:=([^']*))?'", text)
+    if m:  # Hydra reads the dots of a search parameter's name as nesting, and refuses sweeps of hydra.* keys
+        from pipeline.sweep import range_problem
+
+        name, expr = m.group(1), m.group(2) or "RANGE"
+        also = range_problem(name, f"{name}={expr}") if m.group(2) else None
+        return (f"error: hydra.sweeper.params.{name}: a search range cannot be set under hydra.sweeper.params on the "
+                f"command line. Pass it as {name}={expr} (the sweeper searches the command line's sweeps "
+                f"too), or set it under hydra.sweeper.params in a sweep config (conf/sweep/*.yaml)."
+                + (f"\nerror: {also}" if also else ""))
     hint = _unknown_key_hint(text)
     if hint:
         text = "\n".join(line for line in text.splitlines() if not line.startswith("To append to your config"))
@@ -121,6 +134,7 @@ def _describe_invalid(e: BaseException) -> str:
 
 def main() -> None:
     global _preview
+    console.quiet_environment()  # C++ log levels, read when a framework is first imported; verbose=true takes them back
     config.register()
     if sys.argv[1:] in (["--help"], ["-h"]):
         from pipeline.cli_help import text
@@ -138,6 +152,9 @@ def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         _task()
+    except sweep.SweepRefused as e:  # an invalid search space, before any job ran: the message names key and fix
+        print(f"error: {e.error}", file=sys.stderr)
+        sys.exit(e.code)
     except SystemExit as e:
         # A sweeper that raised on a failed job skips Hydra's on_multirun_end: close the sweep here.
         sweep.finish_active(failed=e.code not in (0, None))

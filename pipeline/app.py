@@ -11,7 +11,7 @@ from typing import Any, Iterable
 
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import objective, report
+from pipeline import console, objective, report
 from pipeline.artifacts import safe_name
 from pipeline.cache import Cache
 from pipeline.errors import ConfigError, GateFailed, PipelineError, StageError
@@ -153,6 +153,7 @@ def run(cfg: DictConfig, sweep: dict | None = None, stages: Iterable[type] = ())
     stay cached either way. Once the MLflow run is open it is always closed: FINISHED, FAILED, or KILLED on Ctrl-C.
     """
     cfg, plan = prepare(cfg, stages)
+    console.set_verbose(cfg.verbose)  # verbose=true: every library's output on the console, as printed
     recipe, device = plan.recipe, cfg.device.name
     outputs = Path(os.path.expanduser(cfg.paths.outputs)).resolve()
     tracker = None
@@ -160,9 +161,10 @@ def run(cfg: DictConfig, sweep: dict | None = None, stages: Iterable[type] = ())
         from pipeline import tracking
 
         uri = tracking.resolve_uri(cfg.tracking, outputs)  # a dead server is refused before anything is written
-    check_outputs_writable(outputs)
+    check_outputs_writable(outputs, cfg.paths.min_free_mb)
     if cfg.tracking.enabled:
         tracker = _open_tracker(tracking, uri, cfg.tracking.experiment or recipe, outputs, cfg.tracking.timeout_s)
+        console.route_library_loggers()  # mlflow's own stderr handler off: its records reach the filtered console
 
     run_dir, handler = _start_run_dir(outputs, recipe, device, cfg)
     log.info("run directory: %s", run_dir)
@@ -170,36 +172,37 @@ def run(cfg: DictConfig, sweep: dict | None = None, stages: Iterable[type] = ())
     events = Events(info, _listeners(cfg, tracker))
     status, path = "failed", None
     try:
-        status, error, exc, records = _execute(plan, cfg, outputs, run_dir, events)
-        summary = report.build_summary(recipe=recipe, device=cfg.device, status=status, mlflow=info.mlflow,
-                                       records=records, gate_cfg=cfg.gate, run_dir=run_dir, error=error)
-        summary["objective"] = objective.summarize(summary, cfg)  # what sweepers, the registry and compare rank by
-        events.summary_ready(summary)
         try:
-            path = report.write_summary(run_dir, summary)
-        except OSError as e:  # a full disk: the status still reaches MLflow and the console
-            log.error("could not write %s: %s", run_dir / "summary.json", e)
-            if exc is None:
-                status, error = "failed", f"could not write summary.json: {e.strerror}"
-                exc = StageError(f"{error}; free space under {outputs} or choose paths.outputs=DIR, then re-run")
-        events.run_finished(summary, path)
-    finally:
-        events.run_closed(status)  # runs even on a second Ctrl-C here
+            status, error, exc, records = _execute(plan, cfg, outputs, run_dir, events)
+            summary = report.build_summary(recipe=recipe, device=cfg.device, status=status, mlflow=info.mlflow,
+                                           records=records, gate_cfg=cfg.gate, run_dir=run_dir, error=error)
+            summary["objective"] = objective.summarize(summary, cfg)  # what sweepers, the registry and compare rank by
+            events.summary_ready(summary)
+            try:
+                path = report.write_summary(run_dir, summary)
+            except OSError as e:  # a full disk: the status still reaches MLflow and the console
+                log.error("could not write %s: %s", run_dir / "summary.json", e)
+                if exc is None:
+                    status, error = "failed", f"could not write summary.json: {e.strerror}"
+                    exc = StageError(f"{error}; free space under {outputs} or choose paths.outputs=DIR, then re-run")
+            events.run_finished(summary, path)  # (the console's table, summary path and deployable artifact)
+        finally:
+            events.run_closed(status)  # runs even on a second Ctrl-C here
+        if exc is not None:
+            done = sum(1 for r in records if r.status in ("ran", "reused"))
+            log.error("%s\n%d finished stage(s) are cached. Fix the problem and run the same command again to "
+                      "resume:\n  %s\nsummary: %s", error, done, info.command, path or "(not written)")
+            raise exc
+        gate = summary.get("gate") or {}
+        if cfg.gate.enforce and gate.get("pass") is False:  # an enforced budget was missed
+            msg = (f"gate: artifact {gate['artifact']!r} misses its budget(s) on {cfg.device.name}: "
+                   + "; ".join(gate["failed"]) + f"\nsummary: {path}")
+            log.error(msg)
+            raise GateFailed(msg)
+        return summary
+    finally:  # after the error lines: pipeline.log keeps them too
         logging.getLogger().removeHandler(handler)
         handler.close()
-    if exc is not None:
-        done = sum(1 for r in records if r.status in ("ran", "reused"))
-        log.error("%s\n%d finished stage(s) are cached. Fix the problem and run the same command again to resume:\n"
-                  "  %s\nsummary: %s", error, done, info.command, path or "(not written)")
-        raise exc
-    gate = summary.get("gate") or {}
-    if cfg.gate.enforce and gate.get("pass") is False:  # an enforced budget was missed
-        msg = (f"gate: artifact {gate['artifact']!r} misses its budget(s) on {cfg.device.name}: "
-               + "; ".join(gate["failed"]) + f"\nsummary: {path}")
-        log.error(msg)
-        raise GateFailed(msg)
-    log.info("summary: %s", path)
-    return summary
 
 
 def preview(cfg: DictConfig, stages: Iterable[type] = ()) -> list[dict]:

@@ -141,6 +141,8 @@ class RegistryConfig:
 @dataclass
 class PathsConfig:
     outputs: str = "outputs"  # run directories, the embedded MLflow store and the stage cache
+    # a run does not start when the disk holding `outputs` has less free space than this (0: no check)
+    min_free_mb: at_least(0, integer=True, note="0 = no check") = 200
 
 
 @dataclass
@@ -157,6 +159,7 @@ class PipelineConfig:
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    verbose: bool = False  # true: every library's output on the console as it prints it (default: in pipeline.log)
     stages: Dict[str, Any] = field(default_factory=dict)  # stage name -> {type, inputs, parameters}
 
 

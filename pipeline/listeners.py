@@ -102,8 +102,29 @@ class RegistryListener(Listener):
 
 
 class ConsoleListener(Listener):
-    """The summary table on standard output."""
+    """The summary table on standard output, where summary.json is, and last one line naming the deployable
+    artifact."""
 
     def run_finished(self, run: RunInfo, summary: dict, path: Path | None) -> None:
-        if path is not None:
-            print(report.table(summary), flush=True)
+        if path is None:  # (the error says it was not written)
+            return
+        print(report.table(summary), flush=True)
+        for line in (f"summary: {path}", deployable_line(summary)):
+            if line:
+                print(line, flush=True)
+
+
+def deployable_line(summary: dict) -> str | None:
+    """`deployable: <path> (onnx int8, 0.52 MB), gate: pass` for the artifact the run is judged on (gate.artifact,
+    pipeline.judge); says FAILED and what it misses when its gate failed. None for a failed run or one without models."""
+    gate = summary.get("gate") or {}
+    row = next((a for a in summary["artifacts"] if a["name"] == gate.get("artifact")), None)
+    if summary["status"] != "success" or row is None:
+        return None
+    path = Path(summary["run_dir"]) / row["path"]  # (a relative run path, or the cache entry's absolute path)
+    with contextlib.suppress(ValueError):
+        path = path.relative_to(Path.cwd())
+    verdict = f"gate FAILED: misses {'; '.join(gate['failed'])}" if gate.get("pass") is False else "gate: pass"
+    problems = f"; {'; '.join(row['problems'])}" if row.get("problems") else ""
+    return (f"deployable: {path} ({row['format']} {row['precision']}, {row['size_bytes'] / 1e6:.2f} MB), "
+            f"{verdict}{problems}")

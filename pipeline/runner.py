@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import cache as cache_mod
+from pipeline import console
 from pipeline import data as data_mod
 from pipeline import results
 from pipeline import settings as settings_mod
@@ -22,6 +23,7 @@ from pipeline.results import Findings
 from pipeline.stages import StageContext, StageResult
 
 log = logging.getLogger("pipeline")
+HEARTBEAT_S = 30.0  # a stage that shows nothing for this long gets a "still running" line on the console
 
 
 @dataclass
@@ -166,6 +168,8 @@ class Runner:
         rec.seconds = time.perf_counter() - start
         if rec.status == "reused":
             log.info("✔ %s (%s): reused — %s", task.name, task.cls.type, rec.reason)
+        else:
+            log.info("✔ %s (%s): done in %s", task.name, task.cls.type, console.duration(rec.seconds))
         rec.artifact = self._artifact_from(entry, key, task.stage)
         rec.metrics = dict(entry.manifest.get("metrics", {}))
         rec.info = dict(entry.manifest.get("info", {}))
@@ -188,7 +192,9 @@ class Runner:
         t0 = time.perf_counter()
         try:
             try:
-                result = task.cls().run(ctx)
+                # library chatter of the stage into pipeline.log (verbose=true: shown); a line if it goes silent
+                with console.quiet(), console.heartbeat(f"{task.name} ({task.cls.type})", HEARTBEAT_S):
+                    result = task.cls().run(ctx)
             except NotRunnableHere as e:  # e.g. Core ML on Linux: a reported fact, not a failure
                 result = StageResult(info={"not_runnable": str(e)},
                                      about={a.stage: Findings(not_runnable=str(e)) for a in ctx.inputs.values()})
@@ -230,11 +236,14 @@ class Runner:
                           f"to a bigger disk (paths.outputs=DIR), then re-run")
         rec.reason = rec.reason or "ran"
         log.debug("stage %s failed:\n%s", task.name, traceback.format_exc())
+        where = self.run_dir / "logs" / f"{task.name}.traceback.txt"
         try:
-            (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "logs" / f"{task.name}.traceback.txt").write_text(traceback.format_exc())
+            where.parent.mkdir(parents=True, exist_ok=True)
+            where.write_text(traceback.format_exc())
         except OSError:  # a full disk must not hide the stage's own error
-            pass
+            where = self.run_dir / "pipeline.log"
+        log.info("✘ %s (%s): failed after %s (traceback: %s)", task.name, task.cls.type,
+                 console.duration(rec.seconds), where)
         if self.events:
             self.events.task_finished(rec, None)
         err = StageError(f"stage '{task.name}' ({task.cls.type}) failed: {rec.error}")
@@ -290,8 +299,9 @@ def _inside_workdir(out: Path, path: Any, what: str) -> str:
     return str(rel)
 
 
-def check_outputs_writable(root: Path) -> None:
-    """Fail before any work if the outputs folder cannot be written."""
+def check_outputs_writable(root: Path, min_free_mb: int = 0) -> None:
+    """Fail before any work if the outputs folder cannot be written, or if its disk has less than `min_free_mb` MB
+    free (paths.min_free_mb): a run that fills the disk halfway fails later and slower."""
     probe = root / f".write-probe.{os.getpid()}"
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -302,3 +312,26 @@ def check_outputs_writable(root: Path) -> None:
     except OSError as e:
         raise ConfigError(f"paths.outputs: cannot write to {str(root)!r} ({e.strerror}); choose a writable folder "
                           f"with paths.outputs=DIR") from e
+    if min_free_mb:
+        free_mb = shutil.disk_usage(root).free / 1e6
+        if free_mb < min_free_mb:
+            raise ConfigError(
+                f"paths.outputs: the disk holding {str(root)!r} ({_disk_of(root)}) has {free_mb:.0f} MB free, less than "
+                f"the {min_free_mb} MB a run needs (paths.min_free_mb). Free space there, choose a folder on another "
+                f"disk with paths.outputs=DIR, or lower paths.min_free_mb (0 turns the check off)")
+
+
+def _disk_of(path: Path) -> str:
+    """'mounted at /mnt/data from /dev/sdb1' for the file system holding `path` (as far as /proc/self/mounts says)."""
+    mount = path.resolve()
+    while not os.path.ismount(mount) and mount != mount.parent:
+        mount = mount.parent
+    source = None
+    try:
+        for line in Path("/proc/self/mounts").read_text().splitlines():
+            fields = line.split()
+            if len(fields) >= 3 and fields[1].replace("\\040", " ") == str(mount):
+                source = f"{fields[0]} ({fields[2]})"  # the last entry wins: a later mount hides an earlier one
+    except OSError:
+        pass
+    return f"mounted at {mount}" + (f" from {source}" if source else "")

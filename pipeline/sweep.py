@@ -48,6 +48,15 @@ class JobFailed(CompactHydraException):
         return (JobFailed, (str(self), self.exit_code))
 
 
+class SweepRefused(SystemExit):
+    """An invalid sweep, refused in on_multirun_start before any job: Hydra turns a callback's exceptions into
+    warnings and goes on, so this leaves as an exit (status 2) that pipeline.__main__ reports with `error`'s text."""
+
+    def __init__(self, error: Exception):
+        super().__init__(2)
+        self.error = error
+
+
 def job_context() -> dict | None:
     """{'id', 'parent_run_id', 'tracking_uri', 'job', 'overrides'} in a sweep job; None in a single run."""
     return _job
@@ -76,6 +85,62 @@ def job_tags(job: dict, uri: str) -> dict[str, str]:
     return tags
 
 
+def search_space_problems(config: DictConfig) -> list[str]:
+    """Every search range of an Optuna sweep that Optuna cannot sample (`range(64,8)`, `interval(1,0)`, a choice over
+    nothing ...), one sentence each naming the parameter and the fix; [] for another sweeper."""
+    sweeper = config.hydra.sweeper
+    if "optuna" not in str(sweeper.get("_target_", "")).lower():
+        return []
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    # what the sweeper searches: hydra.sweeper.params (as it reads them), then the command line's sweeps
+    cli = {}
+    for text in config.hydra.overrides.task:
+        o = parser.parse_override(text)
+        if o.is_sweep_override():
+            cli[o.get_key_element()] = (f"{o.get_key_element()} (a sweep on the command line)", text)
+    entries = [(f"hydra.sweeper.params.{k}", f"{k!s}={v}") for k, v in (sweeper.get("params") or {}).items()
+               if str(k) not in cli]  # a command-line sweep of the same key replaces the config's
+    entries += cli.values()
+    return [p for p in (range_problem(where, text) for where, text in entries) if p]
+
+
+def range_problem(where: str, override: str) -> str | None:
+    """None if the Optuna sweeper can sample `override` ("name=range(8,64)"), else one sentence starting with `where`
+    that says why and how to write it. Uses the sweeper's own parser and distribution factory, so what passes here
+    is exactly what the sweeper accepts."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra_plugins.hydra_optuna_sweeper._impl import create_optuna_distribution_from_override
+
+    expr = override.split("=", 1)[1]
+    try:
+        parsed = OverridesParser.create().parse_override(override)
+    except Exception as e:
+        reason = next((ln.strip() for ln in str(e).splitlines() if "while evaluating" in ln), str(e).splitlines()[0])
+        return (f"{where}: {expr!r} is not a valid search range ({reason}). Write choice(A,B,...), "
+                f"range(START,STOP[,STEP]) or interval(LOW,HIGH) (Hydra's override grammar)")
+    try:
+        create_optuna_distribution_from_override(parsed)
+    except Exception as e:
+        return (f"{where}: {expr!r} is not a search range Optuna can sample ({str(e).rstrip('.')}). "
+                f"{_search_range_fix(parsed.value())}")
+    return None
+
+
+def _search_range_fix(value: Any) -> str:
+    from hydra.core.override_parser.types import IntervalSweep, RangeSweep
+
+    if isinstance(value, RangeSweep) and not value.shuffle:
+        swap = f", e.g. range({value.stop},{value.start})" if value.start > value.stop else ""
+        return f"Use range(START,STOP[,STEP]) with START <= STOP and a STEP > 0{swap}"
+    if isinstance(value, IntervalSweep):
+        swap = f", e.g. interval({value.end},{value.start})" if value.start > value.end else ""
+        log = "; tag(log, interval(...)) also needs LOW > 0" if "log" in value.tags else ""
+        return f"Use interval(LOW,HIGH) with LOW <= HIGH{swap}{log}"
+    return "List at least one value: choice(A,B,...)"
+
+
 def _tracking_uri(config: DictConfig) -> str:
     from pipeline import tracking
 
@@ -99,6 +164,11 @@ class SweepCallback(Callback):
     # --- launching process ----------------------------------------------------------------------------------
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global _active, _started
+        problems = search_space_problems(config)  # before any job runs, and before anything is written
+        if problems:
+            from pipeline.errors import ConfigError
+
+            raise SweepRefused(ConfigError(problems))
         _active, _started = self, True
         self._config = config
         self.sweep_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -31,6 +33,12 @@ SCRIPT = textwrap.dedent("""
         print("progress-bar line", file=console.terminal(), flush=True)
         print("litert-torch pass 3/12")
         logging.getLogger("pipeline").info("export: exported model.onnx")
+        sys.stderr.write("\\rtrain:  50%|#####     | 5/10 [00:01<00:01]")  # a tqdm bar on sys.stderr: redraws
+        sys.stderr.write("a library's own text on sys.stderr\\n")
+        from pipeline.quiet import quiet  # a converter's block inside the stage's: routes too, hides nothing of ours
+        with quiet(("root",), logging.WARNING, env={{"TF_CPP_MIN_LOG_LEVEL": "3"}}):
+            logging.info("onnxruntime.quantization rewrite on the root logger")
+            logging.getLogger("pipeline").info("quantize: inside the converter's block")
     logging.getLogger("pipeline").info("after the block")
 """)
 
@@ -47,17 +55,53 @@ def _run(tmp_path, verbose):
 def test_chatter_goes_to_the_log_not_the_console(tmp_path):
     shown, logged = _run(tmp_path, False)
     for chatter in ("Replaced initializer", "root-logger chatter", "torchvision is not installed", "oneDNN",
-                    "a library warning", "litert-torch pass"):
+                    "a library warning", "litert-torch pass", "a library's own text", "rewrite on the root logger"):
         assert chatter not in shown, chatter
         assert chatter in logged, chatter
     assert "export: exported model.onnx" in shown and "after the block" in shown
+    assert "quantize: inside the converter's block" in shown  # (the converter's block raised no logger level)
     assert "progress-bar line" in shown  # progress() / terminal() still reach the terminal inside the block
+    assert "train:  50%" in shown and "train:  50%" not in logged  # a tqdm bar on sys.stderr stays visible
 
 
 def test_verbose_shows_everything(tmp_path):
     shown, _ = _run(tmp_path, True)
     for line in ("Replaced initializer", "torchvision is not installed", "oneDNN", "export: exported model.onnx"):
         assert line in shown, line
+
+
+def test_outside_a_run_the_named_loggers_are_raised_and_restored(caplog, monkeypatch):
+    """No console filter (a bench script, a notebook): nowhere to route to, so quiet() drops the named loggers' records
+    below `level` and ignores warnings, as the converters' quiet always did; all of it is put back after."""
+    import warnings
+
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    noisy = logging.getLogger("noisy.converter")
+    with caplog.at_level(logging.INFO):
+        with console.quiet(("noisy",), logging.ERROR, env={"TF_CPP_MIN_LOG_LEVEL": "3"}):
+            assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3"
+            noisy.info("a pass ran")
+            noisy.error("a real error")
+            warnings.warn("deprecated")  # ignored (pytest would otherwise record it)
+        noisy.info("after")
+    assert [r.getMessage() for r in caplog.records if r.name == "noisy.converter"] == ["a real error", "after"]
+    assert "TF_CPP_MIN_LOG_LEVEL" not in os.environ and logging.getLogger("noisy").level == logging.NOTSET
+
+
+def test_verbose_takes_back_the_quiet_environment(monkeypatch):
+    for k in console.QUIET_ENV:
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("GLOG_minloglevel", "0")  # the user's own setting: kept either way
+    monkeypatch.setitem(console._state, "env_set", {})
+    try:
+        console.quiet_environment()
+        assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3" and os.environ["GLOG_minloglevel"] == "0"
+        console.set_verbose(True)
+        assert "TF_CPP_MIN_LOG_LEVEL" not in os.environ and os.environ["GLOG_minloglevel"] == "0"
+        console.quiet_environment()  # verbose: nothing is set
+        assert "TF_CPP_MIN_LOG_LEVEL" not in os.environ
+    finally:
+        console.set_verbose(False)
 
 
 def test_filter_passes_own_records_and_errors_of_others():
@@ -79,26 +123,53 @@ def test_working_says_when_a_step_takes_long(caplog):
     assert any("convert: still running" in l for l in lines) and any("convert: done in" in l for l in lines)
 
 
-REAL = textwrap.dedent("""
-    import logging, logging.config, sys, yaml
-    from pipeline import console
-    logging.config.dictConfig(yaml.safe_load(open("conf/hydra/job_logging/pipeline.yaml")))
-    fh = logging.FileHandler(sys.argv[1]); fh.setLevel(logging.DEBUG); logging.getLogger().addHandler(fh)
-    with console.quiet():
-        import torch
-        m = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 4, 3))
-        torch.onnx.export(m.eval(), (torch.randn(1, 3, 16, 16),), sys.argv[2], dynamo=True)
-        logging.getLogger("pipeline").info("exported")
-""")
+# What the libraries of a real tiny run print (torch.onnx, onnx_ir, onnxscript, ONNX Runtime's quantizer, warnings).
+CHATTER = ("torchvision is not installed", "Replaced initializer", "Warning:", "warnings.warn", "onnxscript",
+           "absl", "oneDNN")
+STAMP = re.compile(r"^\[\d\d:\d\d:\d\d\] ")  # the console format of the pipeline's log lines
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """`python -m pipeline recipe=tiny_int8 device=host tracking=none` as a user runs it: (console lines, the run's
+    pipeline.log, outputs folder)."""
+    from conftest import run_cli
+
+    outputs = tmp_path_factory.mktemp("console") / "outputs"
+    out = run_cli("recipe=tiny_int8", "device=host", "tracking=none", "stages.train.threads=1",
+                  f"paths.outputs={outputs}", env={"OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
+    (log,) = (outputs / "runs").rglob("pipeline.log")
+    return out, log.read_text(), outputs
 
 
 @pytest.mark.slow
-def test_a_real_onnx_export_prints_only_the_pipeline_line(tmp_path):
-    """torch.onnx's own stderr handler ("torchvision is not installed"), onnxscript's optimizer lines: in the log."""
-    env = {**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1"}
-    p = subprocess.run([sys.executable, "-c", REAL, str(tmp_path / "pipeline.log"), str(tmp_path / "m.onnx")],
-                       capture_output=True, text=True, env=env, timeout=600)
-    assert p.returncode == 0, p.stderr[-3000:]
-    shown = [line for line in (p.stdout + p.stderr).splitlines() if line.strip()]
-    assert len(shown) == 1 and shown[0].endswith("exported"), shown
-    assert "torchvision is not installed" in (tmp_path / "pipeline.log").read_text()
+def test_a_real_run_shows_the_pipeline_and_logs_the_libraries(tiny_run):
+    out, logged, _ = tiny_run
+    for chatter in CHATTER:
+        assert chatter not in out.stdout + out.stderr, chatter
+    assert any(c in logged for c in CHATTER[:3]), "the libraries' lines went missing instead of into pipeline.log"
+    # standard error: only the training bar's redraws; standard output: the pipeline's log lines, then the report
+    assert all(l.lstrip().startswith("train:") for l in out.stderr.splitlines() if l.strip()), out.stderr[-2000:]
+    shown = [l for l in out.stdout.splitlines() if l.strip()]
+    table = next(i for i, l in enumerate(shown) if l.startswith("stage ") and "format" in l)
+    assert all(STAMP.match(l) for l in shown[:table]), shown[:table]
+    for task in ("train", "export", "quantize", "evaluate[export]", "evaluate[quantize]", "benchmark"):
+        assert any(f"▶ {task} (" in l for l in shown) and any(f"✔ {task} (" in l and "done in" in l for l in shown)
+    assert shown[-2].startswith("summary: ") and shown[-1].startswith("deployable: "), shown[-3:]
+    assert "(onnx int8, " in shown[-1] and shown[-1].endswith("gate: pass"), shown[-1]
+    assert Path(shown[-1].split()[1]).is_file()
+
+
+@pytest.mark.slow
+def test_verbose_shows_what_the_libraries_print(tiny_run):
+    """verbose=true on the same outputs, the export re-run (and what depends on it): the libraries' lines are shown."""
+    from conftest import run_cli
+
+    _, _, outputs = tiny_run
+    out = run_cli("recipe=tiny_int8", "device=host", "tracking=none", "stages.train.threads=1", "verbose=true",
+                  "cache.force=[export]", f"paths.outputs={outputs}", env={"OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
+    shown = out.stdout + out.stderr
+    assert any(c in shown for c in CHATTER[:3]), shown[-3000:]
+    assert "✔ train (train): reused" in shown and "✔ export (export_onnx): done in" in shown

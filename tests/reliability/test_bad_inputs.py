@@ -41,6 +41,22 @@ CLI_CASES = {
     "unknown recipe": (["recipe=tiny_int9"], ["Could not find 'recipe/tiny_int9'", "Available options", "tiny_int8"]),
     "unknown device": (["recipe=tiny_int8", "device=pixel99"], ["Could not find 'device/pixel99'", "pixel7"]),
     "recipe without stages": (["recipe=no_stages", SEARCH], ["declares no stages", "add a `stages:` mapping"]),
+    # an Optuna sweep whose search range Optuna cannot sample: refused before any job runs
+    "sweep range upside down": (
+        ["-m", "recipe=tiny_int8", "+sweep=quant_search", "stages.quantize.calibration_samples=range(64,8)"],
+        ["stages.quantize.calibration_samples (a sweep on the command line): 'range(64,8)'", "low=64, high=8",
+         "START <= STOP", "e.g. range(8,64)"]),
+    "sweep interval upside down": (
+        ["-m", "recipe=tiny_int8", "+sweep=quant_search", "gate.max_accuracy_drop=interval(1,0)"],
+        ["gate.max_accuracy_drop (a sweep on the command line): 'interval(1,0)'", "LOW <= HIGH", "interval(0.0,1.0)"]),
+    "sweep choice over nothing": (
+        ["-m", "recipe=tiny_int8", "+sweep=quant_search", "stages.quantize.method=shuffle(range(3,1))"],
+        ["stages.quantize.method (a sweep on the command line)", "one or more elements", "choice(A,B,...)"]),
+    "sweep range under hydra.sweeper.params": (
+        ["-m", "recipe=tiny_int8", "+sweep=quant_search",
+         "hydra.sweeper.params.stages.quantize.calibration_samples=range(64,8)"],
+        ["hydra.sweeper.params.stages.quantize.calibration_samples: a search range cannot be set",
+         "Pass it as stages.quantize.calibration_samples=range(64,8)", "e.g. range(8,64)"]),
 }
 
 
@@ -54,6 +70,27 @@ def test_command_line(case, tmp_path):
     for frag in fragments:
         assert frag in msg, f"{frag!r} missing from:\n{msg}"
     assert_nothing_written(tmp_path)
+
+
+def test_sweep_config_with_invalid_ranges_names_each(tmp_path):
+    """A sweep config (conf/sweep/*.yaml) with a range upside down and an empty choice: both named, no job runs."""
+    (tmp_path / "conf" / "sweep").mkdir(parents=True)
+    (tmp_path / "conf" / "sweep" / "bad_search.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /hydra/sweeper: optuna\n"
+        "hydra:\n  sweeper:\n    n_trials: 2\n    params:\n"
+        "      stages.quantize.calibration_samples: range(64,8)\n"
+        "      stages.quantize.method: choice()\n"
+        "      stages.quantize.per_channel: choice(true, false)\n")
+    outputs = tmp_path / "outputs"
+    out = run_cli("-m", "recipe=tiny_int8", "+sweep=bad_search", f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
+                  f"paths.outputs={outputs}", cwd=tmp_path)
+    msg = out.stdout + out.stderr
+    assert out.returncode == 2, msg
+    assert "Traceback" not in msg, msg
+    assert "hydra.sweeper.params.stages.quantize.calibration_samples: 'range(64,8)'" in msg and "range(8,64)" in msg
+    assert "hydra.sweeper.params.stages.quantize.method: 'choice()'" in msg and "empty choice is not legal" in msg
+    assert "per_channel" not in msg  # the valid one is not blamed
+    assert_nothing_written(outputs)
 
 
 # --- 2. the plan: exit 2 before anything is written ----------------------------------------------------------------
@@ -118,6 +155,7 @@ PLAN_CASES = {
     "force an unknown stage": (["cache.force=[quantise]"], ["cache.force", "'quantise' is not a stage"]),
     "interpolation to nowhere": (["description=${nowhere.at.all}"], ["does not resolve", "nowhere"]),
     "device name escaping outputs/": (["device.name=../../etc"], ["device.name", "cannot be used as a file name"]),
+    "negative free-space minimum": (["paths.min_free_mb=-1"], ["paths.min_free_mb", "must be an integer >= 0"]),
 }
 
 
@@ -191,7 +229,8 @@ def test_disk_full_before_any_stage(tmp_path):
                 while True:
                     f.write(b"\0" * 65536)
                     f.flush()
-        code, msg, _ = outcome(compose_stub(disk / "outputs", "recipe=stub_chain", "tracking=none"))
+        cfg = compose_stub(disk / "outputs", "recipe=stub_chain", "tracking=none", "paths.min_free_mb=0")
+        code, msg, _ = outcome(cfg)  # (the free-space minimum off: the write itself fails)
         assert code == 2, msg
         assert "No space left on device" in msg and "paths.outputs=DIR" in msg
         assert not (disk / "outputs" / "runs").exists() or list((disk / "outputs" / "runs").rglob("*")) == []
@@ -201,7 +240,8 @@ def test_disk_full_during_a_stage(tmp_path):
     """A stage's output does not fit: exit 1 saying the disk is full; the finished stage stays cached, nothing partial."""
     with mounted_tmpfs(tmp_path / "disk", "size=3m") as disk:
         outputs = disk / "outputs"
-        cfg = compose_stub(outputs, "recipe=stub_chain", "tracking=local", "stages.a.seconds=0", "stages.b.seconds=0")
+        cfg = compose_stub(outputs, "recipe=stub_chain", "tracking=local", "stages.a.seconds=0", "stages.b.seconds=0",
+                           "paths.min_free_mb=0")  # (a run may start on this small disk: it fills during stage b)
         cfg.stages.b.factor = 40  # 512 KB x 40, capped at 4 MB: more than is left after the ~1 MB store and a
         code, msg, _ = outcome(cfg)
         assert code == 1, msg
@@ -209,6 +249,25 @@ def test_disk_full_during_a_stage(tmp_path):
         assert "is full: free space there or move paths.outputs to a bigger disk" in msg
         summary = assert_nothing_partial(outputs, failed="b")
         assert {s["name"]: s["status"] for s in summary["stages"]} == {"a": "ran", "b": "failed"}
+
+
+def test_outputs_disk_below_the_free_space_minimum(tmp_path):
+    """Less than paths.min_free_mb free (default 200 MB) on the outputs disk: refused before any work, naming the
+    disk, the free and needed space and the fixes; a lower minimum lets the same run start."""
+    import shutil
+
+    with mounted_tmpfs(tmp_path / "small", "size=32m") as disk:
+        outputs = disk / "outputs"
+        code, msg, _ = outcome(compose_stub(outputs, "recipe=stub_chain", "tracking=local"))
+        assert code == 2, msg
+        assert f"the disk holding {str(outputs)!r} (mounted at {disk} from tmpfs (tmpfs))" in msg, msg
+        free = shutil.disk_usage(disk).free / 1e6
+        assert f"has {free:.0f} MB free, less than the 200 MB a run needs (paths.min_free_mb)" in msg, msg
+        assert "paths.outputs=DIR" in msg and "lower paths.min_free_mb (0 turns the check off)" in msg
+        assert_nothing_written(outputs)
+        code, msg, _ = outcome(compose_stub(outputs, "recipe=stub_chain", "tracking=none", "paths.min_free_mb=1",
+                                            *(f"stages.{s}.seconds=0" for s in "abcd")))
+        assert code == 0, msg
 
 
 class SilentServer:
