@@ -163,8 +163,8 @@ def run(cfg: DictConfig, sweep: dict | None = None, stages: Iterable[type] = ())
         uri = tracking.resolve_uri(cfg.tracking, outputs)  # a dead server is refused before anything is written
     check_outputs_writable(outputs, cfg.paths.min_free_mb)
     if cfg.tracking.enabled:
-        tracker = _open_tracker(tracking, uri, cfg.tracking.experiment or recipe, outputs, cfg.tracking.timeout_s)
-        console.route_library_loggers()  # mlflow's own stderr handler off: its records reach the filtered console
+        with console.quiet():  # mlflow's import installs its own stderr handler, its first use creates the tables
+            tracker = _open_tracker(tracking, uri, cfg.tracking.experiment or recipe, outputs, cfg.tracking.timeout_s)
 
     run_dir, handler = _start_run_dir(outputs, recipe, device, cfg)
     log.info("run directory: %s", run_dir)
