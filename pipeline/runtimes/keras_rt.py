@@ -22,10 +22,14 @@ class KerasModel:
         self.runtime = f"keras {keras.__version__} (TensorFlow CPU)"
         self.threads = threads
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
+    def predict_outputs(self, x: np.ndarray) -> list[np.ndarray]:
+        """Every output of the model, in the order of model.outputs (NCHW batch in, transposed to NHWC here)."""
         from pipeline.models import keras_zoo
 
-        return keras_zoo.predict(self.model, np.asarray(x, dtype=np.float32))
+        return keras_zoo.predict_outputs(self.model, np.asarray(x, dtype=np.float32))
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.predict_outputs(x)[0]
 
 
 def load(path: Path, meta: dict[str, Any], threads: int) -> KerasModel:
