@@ -54,9 +54,16 @@ def save(model, directory: Path) -> Path:
     return path
 
 
-def load(path: Path):
-    """Keras' own format, loaded in safe mode (no arbitrary code from the file)."""
+def load(path: Path, modules: list[str] | tuple[str, ...] = ()):
+    """Keras' own format, loaded in safe mode (no arbitrary code from the file). `modules`: the user's modules that
+    register the model's custom layers (keras.saving.register_keras_serializable), imported first: a custom layer
+    comes back as the user's own class, never as code deserialised from the file."""
+    import importlib
+
     import keras
+
+    for m in modules:
+        importlib.import_module(m)
 
     return keras.models.load_model(path, compile=False, safe_mode=True)
 

@@ -8,14 +8,14 @@ import numpy as np
 
 
 class KerasModel:
-    def __init__(self, path: Path, threads: int):
+    def __init__(self, path: Path, threads: int, modules: list[str] | tuple[str, ...] = ()):
         import keras
 
         from pipeline.models import keras_zoo
 
         keras_zoo.set_threads(threads)
         try:
-            self.model = keras_zoo.load(path)
+            self.model = keras_zoo.load(path, modules)
         except Exception as e:  # keras raises ValueError/OSError/zipfile errors for corrupt files
             raise ValueError(f"Keras cannot load {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}. "
                              f"Re-create it (re-run with cache.force=[STAGE]).") from e
@@ -33,4 +33,4 @@ class KerasModel:
 
 
 def load(path: Path, meta: dict[str, Any], threads: int) -> KerasModel:
-    return KerasModel(path, threads)
+    return KerasModel(path, threads, tuple(meta.get("keras_modules") or ()))
