@@ -299,14 +299,9 @@ def fingerprint(data_cfg: Any, input_size: int) -> str:
 
 def _split(y: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Stratified split: the same share of every class goes to validation, reproducibly."""
-    rng = np.random.default_rng(seed)
-    train, val = [], []
-    for c in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == c))
-        n_val = max(1, int(round(len(idx) * val_fraction)))
-        val.append(idx[:n_val])
-        train.append(idx[n_val:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+    from pipeline.data._common import stratified_split
+
+    return stratified_split(y, val_fraction, seed)
 
 
 def _normalize(x: np.ndarray, mean, std) -> np.ndarray:
@@ -349,7 +344,8 @@ def load(data_cfg: Any, input_size: int) -> Dataset:
         skipped = [f"{os.path.relpath(p, root)}: {why}" for p, why in found.bad] + late
     x = _normalize(x, data_cfg.mean, data_cfg.std)
     tr, va = _split(y, data_cfg.val_fraction, data_cfg.seed)
-    meta = {"name": data_cfg.name, "input_size": input_size, "train": len(tr), "val": len(va)}
+    meta = {"name": data_cfg.name, "input_size": input_size,
+            "mean": [float(v) for v in data_cfg.mean], "std": [float(v) for v in data_cfg.std], "train": len(tr), "val": len(va)}
     if data_cfg.name != "digits":
         meta["skipped_images"] = skipped
     return Dataset(x[tr], y[tr], x[va], y[va], classes, meta=meta)

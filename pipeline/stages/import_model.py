@@ -97,7 +97,7 @@ class ImportModel(Stage):
     type = "import_model"
     Config = ImportModelConfig
     produces = "torch"  # the actual format follows the file (output_format)
-    reads = ("data", "data.mean", "data.std", "model.input_size", "task")
+    reads = ("data", "model.input_size", "task")
     libraries = ("torch", "onnx", "onnxruntime", "tensorflow-cpu", "ai-edge-litert", "numpy")
 
     @classmethod
@@ -184,12 +184,20 @@ class ImportModel(Stage):
         else:
             path = self._torch_graph(src, ctx.workdir)
         meta: dict[str, Any] = {"input_shape": [1, p.channels, size, size], "imported_from": src.name,
-                                "sha256": digest, "task": ctx.settings.task,
-                                "data_norm": {"mean": list(ctx.settings.data.mean), "std": list(ctx.settings.data.std)}}
+                                "sha256": digest, "task": ctx.settings.task}
+        norm = ctx.data().meta
+        if "mean" in norm:  # what the pipeline's images were normalised with (the adapter recovers pixels from it)
+            meta["data_norm"] = {"mean": norm["mean"], "std": norm["std"]}
         if p.modules:
             meta["keras_modules"] = list(p.modules)
         if fmt == "keras":
             meta["input_layout"] = "NHWC"
+        if fmt == "tflite":
+            from pipeline.runtimes import tflite_rt
+
+            info = tflite_rt.inspect(path)
+            meta["tflite"] = {k: info[k] for k in ("operators", "operator_count", "float_operators", "integer_only",
+                                                   "inputs", "outputs")}
         sig = signature.read(fmt, path, meta, dict(p.signature) or None)
         if sig.input_size:
             size = sig.input_size[0]  # a fixed input size in the file wins over model.input_size
@@ -366,8 +374,12 @@ def plan_signature(p: ImportModelConfig, f: Path, size: int):
 
     fmt = source_format(p)
     override = dict(p.signature) or None
-    if fmt in ("onnx", "tflite"):
+    if fmt == "onnx":
         return signature.read(fmt, f, {}, override)
+    if fmt == "tflite":
+        from pipeline.runtimes import tflite_rt
+
+        return signature.read(fmt, f, {"tflite": tflite_rt.inspect(f)}, override)
     if fmt != "torch":
         return None
     import torch
