@@ -55,3 +55,36 @@ def test_segmenter_on_jetson_int8_onnx(tmp_path):
     s = _run(tmp_path, "segmenter_int8", "jetson_orin_nano", "stages.parity.min_pixel_agreement=0.5")
     arts = _check(s, "segmentation", ("miou", "pixel_acc"), ["logits"], "onnx")
     assert "pixel_agreement" in arts["quantize"]["parity"] and "miou_agreement" in arts["quantize"]["parity"]
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("overrides, words", [
+    (["recipe=mobilenet_int8", "model=centernet_mobilenet_v2"],
+     ["'centernet_mobilenet_v2' is a detection model but task='classification'", "set task=detection"]),
+    (["recipe=detector_int8", "data=digits"],
+     ["task 'detection' cannot read data set 'digits'", "data=digits_detection"]),
+    (["recipe=segmenter_int8", "stages.parity.min_map50_agreement=0.9"],
+     ["min_map50_agreement applies to task detection, but task='segmentation'", "min_pixel_agreement"]),
+    (["recipe=tiny_int8", "task=depth"], ["unknown task 'depth'", "classification, detection, segmentation, none"]),
+])
+def test_a_model_or_data_that_does_not_fit_the_task_is_refused_at_plan_time(tmp_path, overrides, words):
+    from pipeline.errors import ConfigError
+    from pipeline.plan import build_plan
+
+    with pytest.raises(ConfigError) as e:
+        build_plan(compose_cfg([*overrides, "device=pixel7", "tracking=none"], tmp_path / "outputs"))
+    assert all(w in str(e.value) for w in words), str(e.value)
+
+
+def test_the_task_is_in_the_key_of_every_stage_that_reads_it(tmp_path):
+    from pipeline import settings
+    from pipeline.stages import discover
+
+    cfg = compose_cfg(["recipe=tiny_int8", "device=host", "tracking=none"], tmp_path / "outputs")
+    other = compose_cfg(["recipe=tiny_int8", "device=host", "tracking=none", "task=detection"], tmp_path / "outputs")
+    reg = discover()
+    for stage_type in ("train", "evaluate", "parity", "quantize_onnx", "quantize_tflite", "import_model"):
+        cls = reg[stage_type]
+        assert "task" in cls.reads, stage_type
+        assert (settings.resolve(stage_type, cls.reads, cfg).values
+                != settings.resolve(stage_type, cls.reads, other).values), stage_type
