@@ -30,6 +30,14 @@ class DataConfig:
     # skip = leave them out (each one and the count are logged)
     on_bad_image: str = "error"
     max_image_pixels: PositiveInt = 89_478_485  # larger images are refused as oversized (Pillow's bomb limit)
+    # The task data sets' own keys (pipeline/data/{detection,segmentation,unlabelled,composed}.py); null elsewhere.
+    annotations: Optional[str] = None  # coco: the instances JSON
+    classes: Optional[List[str]] = None  # yolo / masks: class names in label order
+    max_images: Optional[PositiveInt] = None  # images: cap on the images read
+    train_images: Optional[PositiveInt] = None  # digits_detection / digits_segmentation: composed training canvases
+    val_images: Optional[PositiveInt] = None  # the same: composed validation canvases
+    digits_per_image: Optional[List[PositiveInt]] = None  # the same: [min, max] digits per canvas
+    digit_size: Optional[List[Positive]] = None  # the same: [min, max] digit side as a share of the canvas
 
 
 @dataclass
@@ -149,6 +157,7 @@ class PathsConfig:
 class PipelineConfig:
     recipe: str = MISSING  # the recipe's name (set from the `recipe` group choice)
     description: str = ""  # one line on what the recipe is for
+    task: str = "classification"  # what the model's outputs mean: classification | detection | segmentation | none
     seed: Seed = 0  # global seed for training and sampling
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)

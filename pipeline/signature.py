@@ -4,7 +4,8 @@ the model expects; plus the adapter that feeds any model from the pipeline's one
 `read(fmt, path, meta)` reads what the file itself holds:
   onnx    graph inputs/outputs (initializers excluded); preprocessing from the model's metadata_props key
           "preprocessing" (JSON, written by the pipeline's exports) when present
-  tflite  the flatbuffer's input/output tensors with their int8/uint8 scale and zero point (pipeline.runtimes.tflite_rt)
+  tflite  the flatbuffer's input/output tensors with their int8/uint8 scale and zero point, as
+          pipeline.runtimes.tflite_rt.inspect reads them (handed in as meta["tflite"])
   keras   the .keras archive's config.json (no TensorFlow import): input shapes, and a Rescaling layer right after the
           input gives the pixel scale/offset
   torch   the artifact's metadata (input shape); output shapes by running the rebuilt module once on zeros
@@ -131,10 +132,13 @@ def _onnx(path: Path) -> tuple[list, list, dict]:
     return [spec(v) for v in g.input if v.name not in inits], [spec(v) for v in g.output], pre
 
 
-def _tflite(path: Path) -> tuple[list, list, dict]:
-    from pipeline.runtimes import tflite_rt
-
-    info = tflite_rt.inspect(path)
+def _tflite(path: Path, meta: dict) -> tuple[list, list, dict]:
+    """From the flatbuffer's tensors as pipeline.runtimes.tflite_rt.inspect reads them, handed in as meta["tflite"]
+    (the export stage stores them; import_model reads them): this module stays below the runtime layer."""
+    info = meta.get("tflite") or {}
+    if not info.get("inputs"):
+        raise ValueError(f"{path.name}: give the .tflite's tensors in meta['tflite'] "
+                         f"(pipeline.runtimes.tflite_rt.inspect(path))")
     conv = lambda t: TensorSpec(t["name"], list(t["shape"]), t["dtype"], t.get("quantization"))
     return [conv(t) for t in info["inputs"]], [conv(t) for t in info["outputs"]], {}
 
@@ -186,9 +190,11 @@ def read(fmt: str, path: Path | str, meta: dict[str, Any] | None = None,
     """The signature of an artifact: what its file holds, then its metadata, then the recipe's `override`
     (keys: layout, scale, mean, std, channel_order)."""
     meta, path = meta or {}, Path(path)
-    readers = {"onnx": _onnx, "tflite": _tflite, "keras": _keras}
+    readers = {"onnx": _onnx, "keras": _keras}
     if fmt == "torch":
         inputs, outputs, pre = _torch(path, meta)
+    elif fmt == "tflite":
+        inputs, outputs, pre = _tflite(path, meta)
     elif fmt in readers:
         inputs, outputs, pre = readers[fmt](path)
     elif meta.get("signature"):

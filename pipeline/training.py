@@ -40,8 +40,9 @@ def check_training(p: Any, min_epochs: int = 1, min_batch: int = 1) -> list[str]
     return problems
 
 
-def train_zoo_model(spec: dict, data, p: TrainConfig, seed: int, log) -> tuple[Any, dict]:
-    """Build the zoo model `spec` names and train it from scratch; returns (model, fit's result)."""
+def train_zoo_model(spec: dict, data, p: TrainConfig, seed: int, log, task=None) -> tuple[Any, dict]:
+    """Build the zoo model `spec` names and train it from scratch; returns (model, fit's result). `task`: a
+    pipeline.tasks plug-in other than classification trains with its own loss and is scored by its own metric."""
     import torch
     from tqdm.auto import tqdm
 
@@ -49,7 +50,116 @@ def train_zoo_model(spec: dict, data, p: TrainConfig, seed: int, log) -> tuple[A
 
     torch.manual_seed(seed)
     model = models.build(spec["name"], spec["num_classes"], **spec["kwargs"])
-    return model, fit(model, data, p, seed, log, tqdm)
+    return model, train_for_task(model, data, p, seed, log, task, tqdm)
+
+
+def train_for_task(model, data, p: TrainConfig, seed: int, log, task=None, tqdm=None) -> dict:
+    """fit() for a classifier, fit_task() for a detector or segmenter (or any task with its own loss)."""
+    if tqdm is None:
+        from tqdm.auto import tqdm
+    if task is None or task.name == "classification":
+        return fit(model, data, p, seed, log, tqdm)
+    return fit_task(model, data, p, seed, log, task, tqdm)
+
+
+def finetune_from(artifact, num_classes: int, stage_name: str, log) -> tuple[Any, dict, dict]:
+    """An upstream PyTorch model ready to be trained on data with `num_classes` classes: its last layer replaced by a
+    new one when the counts differ (a pretrained 1000-class network fine-tuned on a 5-class folder). Returns (model,
+    the spec to save it with, facts about what changed)."""
+    from pipeline import models
+
+    model, spec = load_rebuildable(artifact, stage_name)
+    before = artifact.meta.get("num_classes")
+    facts: dict[str, Any] = {"init_from": artifact.stage, "source_classes": before}
+    if before is not None and int(before) != int(num_classes):
+        layer, had = models.replace_head(model, int(num_classes))
+        reference = models.build_from_spec(base_spec(spec))
+        spec = {**spec, "resized": models.resized_layers(model, reference)}
+        facts.update(head_replaced=layer, head_classes=[had, int(num_classes)])
+        log.info("%s: fine-tuning %r with a new head %r: %d -> %d classes", stage_name, artifact.stage, layer, had,
+                 num_classes)
+    return model, spec, facts
+
+
+def fit_task(model, data, p: TrainConfig, seed: int, log, task, tqdm) -> dict:
+    """Train a dense-prediction model in place with `task.loss` on per-image labels (boxes, masks); the validation
+    score per epoch is the task's primary metric (COCO mAP, mIoU). No random shifts: they would have to move the
+    boxes and masks with the pixels."""
+    import numpy as np
+    import torch
+
+    x = torch.from_numpy(data.train_x)
+    size = tuple(data.train_x.shape[-2:])
+    steps_per_epoch = math.ceil(len(x) / p.batch_size)
+    if p.optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=p.lr, momentum=0.9, weight_decay=p.weight_decay, nesterov=True)
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=p.lr, total_steps=p.epochs * steps_per_epoch)
+    gen = torch.Generator().manual_seed(seed)
+
+    def forward_backward(xb, yb):
+        out = model(xb)
+        loss = task.loss(list(out) if isinstance(out, (tuple, list)) else [out], yb, size)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss
+
+    model.train()
+    first = np.arange(min(p.batch_size, len(x)))
+    choice = _choose_threads(model, opt, forward_backward, x[: p.batch_size], task.take(data.train_y, first), p.threads)
+    log.info("%s", choice.describe())
+    watch = threads_mod.Watch(total_steps=p.epochs * steps_per_epoch, threads=choice.threads)
+    history = []
+    bar = tqdm(total=p.epochs * steps_per_epoch, desc="train", unit="batch", mininterval=2.0, leave=False)
+    for epoch in range(p.epochs):
+        model.train()
+        perm = torch.randperm(len(x), generator=gen).numpy()
+        total, n = 0.0, 0
+        for i in range(0, len(x), p.batch_size):
+            idx = perm[i : i + p.batch_size]
+            if len(idx) < 2:  # BatchNorm cannot train on a batch of one
+                continue
+            t0 = time.perf_counter()
+            loss = forward_backward(x[idx], task.take(data.train_y, idx))
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"training loss became {loss.item()} at epoch {epoch + 1}; lower the learning rate "
+                    f"(stages.<train>.lr, now {p.lr:g}) or check the data for NaN/inf values")
+            sched.step()
+            fewer = watch.step(time.perf_counter() - t0)
+            if fewer:
+                torch.set_num_threads(fewer)
+            total += loss.item() * len(idx)
+            n += len(idx)
+            bar.update(1)
+        score = task_score(model, data, task)
+        history.append({"epoch": epoch + 1, "loss": total / max(n, 1), task.primary: score})
+        bar.set_postfix(loss=f"{total / max(n, 1):.3f}", **{task.primary: f"{score:.3f}"})
+        log.info("epoch %d/%d  loss %.4f  val %s %.4f", epoch + 1, p.epochs, total / max(n, 1), task.primary, score)
+    bar.close()
+    return {"val_accuracy": history[-1][task.primary], "metric": task.primary, "train_loss": history[-1]["loss"],
+            "history": history}
+
+
+def task_outputs(model, x, batch_size: int = 64) -> list:
+    """Every output of a torch module on `x` (numpy), batched, in the module's order."""
+    import numpy as np
+    import torch
+
+    model.eval()
+    parts = []
+    with torch.inference_mode():
+        for i in range(0, len(x), batch_size):
+            out = model(torch.from_numpy(x[i : i + batch_size]))
+            parts.append([o.numpy() for o in (out if isinstance(out, (tuple, list)) else [out])])
+    return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
+
+
+def task_score(model, data, task) -> float:
+    """The task's primary metric of a torch module on the validation split."""
+    return float(task.evaluate(task_outputs(model, data.val_x), data.val_y)[task.primary])
 
 
 def fit(model, data, p: TrainConfig, seed: int, log, tqdm, loss_fn=None) -> dict:

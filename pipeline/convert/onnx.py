@@ -37,27 +37,34 @@ def check_options(p) -> list[str]:
     return problems
 
 
-def export_torch(model, input_shape, path: Path, opset: int = 18, dynamic_batch: bool = True) -> float:
-    """Export `model` to `path`, check it with onnx.checker and against PyTorch; returns max |torch - onnx|."""
+def export_torch(model, input_shape, path: Path, opset: int = 18, dynamic_batch: bool = True,
+                 output_names: list[str] | None = None) -> float:
+    """Export `model` to `path`, check it with onnx.checker and against PyTorch; returns max |torch - onnx| over
+    every output. `output_names`: one per output the module returns, in order (default: the module's
+    `output_names`, else "logits" for a one-output model)."""
     import warnings
 
+    import numpy as np
     import onnx
     import torch
 
-    from pipeline.runtimes import load
+    from pipeline.runtimes import load, outputs_of
 
     x = torch.zeros(input_shape)
+    with torch.inference_mode():
+        out = model(x)
+    ref = [o.numpy() for o in (out if isinstance(out, (tuple, list)) else [out])]
+    names = list(output_names or getattr(model, "output_names", None) or
+                 (["logits"] if len(ref) == 1 else [f"output_{i}" for i in range(len(ref))]))
     dyn = ({0: torch.export.Dim("batch", min=1, max=1024)},) if dynamic_batch else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        prog = torch.onnx.export(model, (x,), input_names=["input"], output_names=["logits"], opset_version=opset,
+        prog = torch.onnx.export(model, (x,), input_names=["input"], output_names=names, opset_version=opset,
                                  dynamic_shapes=dyn, dynamo=True, verbose=False)
         prog.save(str(path))
     onnx.checker.check_model(str(path), full_check=True)
-    with torch.inference_mode():
-        ref = model(x).numpy()
-    got = load("onnx", path, threads=1).predict(x.numpy())
-    return float(abs(ref - got).max())
+    got = outputs_of(load("onnx", path, threads=1), x.numpy())
+    return float(max(np.abs(r - g).max() for r, g in zip(ref, got)))
 
 
 def quantize_qdq(src: Path, out: Path, calibration, p: QdqOptions, log_level: int = logging.WARNING) -> dict:

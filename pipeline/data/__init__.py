@@ -20,7 +20,13 @@ import numpy as np
 from pipeline.data.files import IMAGE_SUFFIXES, _class_dirs, _images
 
 log = logging.getLogger("pipeline")
-DATASETS = ("digits", "imagefolder")
+DATASETS = ("digits", "imagefolder")  # the classification sets, defined here
+# The task data sets, each defined in its own module with the same check / fingerprint / load functions (their names
+# are repeated in pipeline.tasks.DATA_MODULES, which says which task reads which set).
+TASK_DATASETS = {"digits_detection": "pipeline.data.detection", "coco": "pipeline.data.detection",
+                 "yolo": "pipeline.data.detection", "digits_segmentation": "pipeline.data.segmentation",
+                 "masks": "pipeline.data.segmentation", "images": "pipeline.data.unlabelled"}
+ALL_DATASETS = (*DATASETS, *TASK_DATASETS)
 # Images per class of scikit-learn's bundled digits (unchanged since it shipped): planning knows the split sizes from
 # these without importing scikit-learn. tests/reliability/test_bad_inputs.py checks them against load_digits().
 DIGITS_PER_CLASS = (178, 182, 177, 183, 181, 182, 181, 179, 174, 180)
@@ -96,10 +102,21 @@ def scan(data_cfg: Any) -> Scan:
     return Scan(usable, bad)
 
 
+def _task_module(data_cfg: Any):
+    """The module of a task data set (detection, segmentation, unlabelled), or None for the classification sets."""
+    import importlib
+
+    name = str(data_cfg.name)
+    return importlib.import_module(TASK_DATASETS[name]) if name in TASK_DATASETS else None
+
+
 def check(data_cfg: Any) -> list[str]:
     """Problems with the data configuration, each naming the fix. Cheap: lists folders, opens no image."""
+    mod = _task_module(data_cfg) if data_cfg.name in TASK_DATASETS else None
+    if mod is not None:
+        return mod.check(data_cfg)
     if data_cfg.name not in DATASETS:
-        return [f"data.name: unknown dataset {data_cfg.name!r}. Available: {', '.join(DATASETS)} "
+        return [f"data.name: unknown dataset {data_cfg.name!r}. Available: {', '.join(ALL_DATASETS)} "
                 f"(choose with data=digits or data=imagefolder data.path=DIR)."]
     if not 0.0 < data_cfg.val_fraction < 1.0:  # (NaN fails this too)
         return [f"data.val_fraction: must be between 0 and 1 (exclusive), got {data_cfg.val_fraction}"]
@@ -185,6 +202,33 @@ def _split_problems(data_cfg: Any, counts: dict[str, int]) -> list[str]:
             f"images to these classes"]
 
 
+def num_classes(data_cfg: Any) -> int | None:
+    """The class count the data's labels use, known before loading (None: no labels, or not known cheaply). Planning
+    checks a model's outputs against it (a 1000-class head on 5-class data is refused before any work)."""
+    name = str(data_cfg.name)
+    if check(data_cfg):
+        return None
+    if name in ("digits", "digits_detection"):
+        return 10
+    if name == "digits_segmentation":
+        return 11  # background + 10 digits
+    if name == "imagefolder":
+        return len(_class_dirs(Path(os.path.expanduser(str(data_cfg.path)))))
+    if name in ("yolo", "masks"):
+        if data_cfg.get("classes"):
+            return len(data_cfg.classes)
+        f = Path(os.path.expanduser(str(data_cfg.path))) / "classes.txt"
+        return len([l for l in f.read_text().splitlines() if l.strip()]) if f.is_file() else None
+    if name == "coco":
+        import json
+
+        try:
+            return len(json.loads(Path(os.path.expanduser(str(data_cfg.annotations))).read_text()).get("categories", []))
+        except (OSError, ValueError):
+            return None
+    return None  # images: unlabelled
+
+
 def class_counts(data_cfg: Any) -> list[int]:
     """Images per class as `load` will see them (after max_per_class). Cheap: lists folders, decodes nothing."""
     if data_cfg.name == "digits":
@@ -195,15 +239,36 @@ def class_counts(data_cfg: Any) -> list[int]:
 def split_sizes(data_cfg: Any) -> tuple[int, int] | None:
     """(training, validation) image counts of the seeded split, known before loading; None if `check` finds problems.
 
-    Mirrors `_split`: every class gives max(1, round(n * val_fraction)) images to validation.
+    Mirrors `_split`: every class gives max(1, round(n * val_fraction)) images to validation; the task data sets
+    hold out max(1, round(n * val_fraction)) images of the whole set (composed digits: their canvas counts).
     """
     if check(data_cfg):
         return None
+    if data_cfg.name in TASK_DATASETS:
+        return _task_split_sizes(data_cfg)
     train = val = 0
     for n in class_counts(data_cfg):
         n_val = max(1, int(round(n * data_cfg.val_fraction)))
         train, val = train + n - n_val, val + n_val
     return train, val
+
+
+def _task_split_sizes(data_cfg: Any) -> tuple[int, int] | None:
+    from pipeline.data._common import expand, images_under
+
+    name = str(data_cfg.name)
+    if name.startswith("digits_"):
+        return int(data_cfg.train_images), int(data_cfg.val_images)
+    root = expand(data_cfg.path)
+    if name == "images":
+        n = len(images_under(root, recursive=True))
+        n = min(n, int(data_cfg.max_images)) if data_cfg.get("max_images") else n
+    elif name == "coco":
+        return None  # only the annotation file knows which images count
+    else:
+        n = len(images_under(root / "images"))
+    n_val = max(1, int(round(n * float(data_cfg.val_fraction))))
+    return n - n_val, n_val
 
 
 def fingerprint(data_cfg: Any, input_size: int) -> str:
@@ -212,6 +277,8 @@ def fingerprint(data_cfg: Any, input_size: int) -> str:
     Digits: scikit-learn's version (the data ships with it). Folders: every image's relative path, size and mtime
     (reading every byte of a large folder on each run would cost more than the stages it saves).
     """
+    if data_cfg.name in TASK_DATASETS:
+        return _task_module(data_cfg).fingerprint(data_cfg, input_size)
     h = hashlib.sha256()
     h.update(repr((data_cfg.name, data_cfg.val_fraction, data_cfg.seed, list(data_cfg.mean), list(data_cfg.std),
                    data_cfg.max_per_class, input_size)).encode())
@@ -232,14 +299,9 @@ def fingerprint(data_cfg: Any, input_size: int) -> str:
 
 def _split(y: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Stratified split: the same share of every class goes to validation, reproducibly."""
-    rng = np.random.default_rng(seed)
-    train, val = [], []
-    for c in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == c))
-        n_val = max(1, int(round(len(idx) * val_fraction)))
-        val.append(idx[:n_val])
-        train.append(idx[n_val:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+    from pipeline.data._common import stratified_split
+
+    return stratified_split(y, val_fraction, seed)
 
 
 def _normalize(x: np.ndarray, mean, std) -> np.ndarray:
@@ -251,6 +313,9 @@ def _normalize(x: np.ndarray, mean, std) -> np.ndarray:
 def load(data_cfg: Any, input_size: int) -> Dataset:
     """Load and preprocess: resize to the model's input, 3 channels, normalise with data.mean/std."""
     from PIL import Image
+
+    if data_cfg.name in TASK_DATASETS:
+        return _task_module(data_cfg).load(data_cfg, input_size)
 
     if data_cfg.name == "digits":
         from sklearn.datasets import load_digits
@@ -279,7 +344,8 @@ def load(data_cfg: Any, input_size: int) -> Dataset:
         skipped = [f"{os.path.relpath(p, root)}: {why}" for p, why in found.bad] + late
     x = _normalize(x, data_cfg.mean, data_cfg.std)
     tr, va = _split(y, data_cfg.val_fraction, data_cfg.seed)
-    meta = {"name": data_cfg.name, "input_size": input_size, "train": len(tr), "val": len(va)}
+    meta = {"name": data_cfg.name, "input_size": input_size,
+            "mean": [float(v) for v in data_cfg.mean], "std": [float(v) for v in data_cfg.std], "train": len(tr), "val": len(va)}
     if data_cfg.name != "digits":
         meta["skipped_images"] = skipped
     return Dataset(x[tr], y[tr], x[va], y[va], classes, meta=meta)

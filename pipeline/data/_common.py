@@ -9,7 +9,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from pipeline.data import IMAGE_SUFFIXES
+from pipeline.data.files import IMAGE_SUFFIXES
 
 
 def expand(path: Any) -> Path:
@@ -32,6 +32,12 @@ def check_norm(data_cfg: Any) -> list[str]:
     return problems
 
 
+def norm_of(data_cfg: Any) -> dict:
+    """The normalisation the images were given (for the data set's meta: an imported model's own preprocessing is
+    re-applied from the pixels it recovers)."""
+    return {"mean": [float(v) for v in data_cfg.mean], "std": [float(v) for v in data_cfg.std]}
+
+
 def normalize(x: np.ndarray, data_cfg: Any) -> np.ndarray:
     m = np.asarray(list(data_cfg.mean), np.float32).reshape(1, -1, 1, 1)
     s = np.asarray(list(data_cfg.std), np.float32).reshape(1, -1, 1, 1)
@@ -49,6 +55,18 @@ def read_rgb(path: Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
             return np.asarray(im, np.float32).transpose(2, 0, 1) / 255.0, wh
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise ValueError(f"cannot read image {path}: {e}. Remove or replace the file, then re-run.") from e
+
+
+def stratified_split(y: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified split: the same share of every class goes to validation, reproducibly."""
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        n_val = max(1, int(round(len(idx) * val_fraction)))
+        val.append(idx[:n_val])
+        train.append(idx[n_val:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
 
 
 def seeded_split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -33,7 +33,7 @@ def digit_split(val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray,
     """Training and held-out digit images ([n, 8, 8] in [0, 1]) with their classes, stratified by class."""
     from sklearn.datasets import load_digits
 
-    from pipeline.data import _split
+    from pipeline.data._common import stratified_split as _split
 
     d = load_digits()
     tr, va = _split(d.target, val_fraction, seed)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.data._common import (check_norm, expand, fingerprint_files, images_under, normalize, read_rgb,
+from pipeline.data._common import (check_norm, norm_of, expand, fingerprint_files, images_under, normalize, read_rgb,
                                    seeded_split, settings_of)
 
 NAMES = ("digits_detection", "coco", "yolo")
@@ -166,7 +166,7 @@ def load(data_cfg: Any, input_size: int) -> DetectionDataset:
         tr, va = composed_split(data_cfg, input_size)
         return DetectionDataset(normalize(tr.images, data_cfg), [{"boxes": b, "labels": l} for b, l in zip(tr.boxes, tr.labels)],
                                 normalize(va.images, data_cfg), [{"boxes": b, "labels": l} for b, l in zip(va.boxes, va.labels)],
-                                list(DIGIT_CLASSES), meta={"name": data_cfg.name, "input_size": input_size,
+                                list(DIGIT_CLASSES), meta={"name": data_cfg.name, "input_size": input_size, **norm_of(data_cfg),
                                                            "train": len(tr.images), "val": len(va.images)})
     root = expand(data_cfg.path)
     if data_cfg.name == "coco":
@@ -177,4 +177,4 @@ def load(data_cfg: Any, input_size: int) -> DetectionDataset:
     tr, va = seeded_split(len(x), float(data_cfg.val_fraction), int(data_cfg.seed))
     x = normalize(x, data_cfg)
     return DetectionDataset(x[tr], [y[i] for i in tr], x[va], [y[i] for i in va], classes,
-                            meta={"name": data_cfg.name, "input_size": input_size, "train": len(tr), "val": len(va)})
+                            meta={"name": data_cfg.name, "input_size": input_size, **norm_of(data_cfg), "train": len(tr), "val": len(va)})

@@ -10,15 +10,13 @@ appear at the edges).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipeline.data import Dataset
-
-from pipeline.data._common import (check_norm, expand, fingerprint_files, images_under, normalize, read_rgb,
+from pipeline.data._common import (check_norm, norm_of, expand, fingerprint_files, images_under, normalize, read_rgb,
                                    seeded_split, settings_of)
 
 NAMES = ("digits_segmentation", "masks")
@@ -26,9 +24,15 @@ IGNORE_INDEX = 255
 
 
 @dataclass
-class SegmentationDataset(Dataset):
+class SegmentationDataset:
     """float32 NCHW images; int64 masks [N, H, W] of class indices (255 = ignore) as the labels."""
 
+    train_x: np.ndarray
+    train_y: np.ndarray
+    val_x: np.ndarray
+    val_y: np.ndarray
+    classes: list[str]
+    meta: dict[str, Any] = field(default_factory=dict)
     task: str = "segmentation"
 
     @property
@@ -112,11 +116,11 @@ def load(data_cfg: Any, input_size: int) -> SegmentationDataset:
         tr, va = composed_split(data_cfg, input_size)
         return SegmentationDataset(normalize(tr.images, data_cfg), tr.masks, normalize(va.images, data_cfg), va.masks,
                                    ["background", *DIGIT_CLASSES],
-                                   meta={"name": data_cfg.name, "input_size": input_size, "train": len(tr.images),
+                                   meta={"name": data_cfg.name, "input_size": input_size, **norm_of(data_cfg), "train": len(tr.images),
                                          "val": len(va.images)})
     classes = [str(c) for c in data_cfg.classes]
     x, m = read_masks(expand(data_cfg.path), input_size, len(classes))
     tr, va = seeded_split(len(x), float(data_cfg.val_fraction), int(data_cfg.seed))
     x = normalize(x, data_cfg)
     return SegmentationDataset(x[tr], m[tr], x[va], m[va], classes,
-                               meta={"name": data_cfg.name, "input_size": input_size, "train": len(tr), "val": len(va)})
+                               meta={"name": data_cfg.name, "input_size": input_size, **norm_of(data_cfg), "train": len(tr), "val": len(va)})

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.data._common import (check_norm, expand, fingerprint_files, images_under, normalize, read_rgb,
+from pipeline.data._common import (check_norm, norm_of, expand, fingerprint_files, images_under, normalize, read_rgb,
                                    seeded_split, settings_of)
 
 NAMES = ("images",)
@@ -60,5 +60,5 @@ def load(data_cfg: Any, input_size: int) -> UnlabelledDataset:
     files = images_under(expand(data_cfg.path), recursive=True)[: data_cfg.get("max_images") or None]
     x = normalize(np.stack([read_rgb(f, input_size)[0] for f in files]), data_cfg)
     tr, va = seeded_split(len(x), float(data_cfg.val_fraction), int(data_cfg.seed))
-    return UnlabelledDataset(x[tr], x[va], meta={"name": data_cfg.name, "input_size": input_size, "train": len(tr),
+    return UnlabelledDataset(x[tr], x[va], meta={"name": data_cfg.name, "input_size": input_size, **norm_of(data_cfg), "train": len(tr),
                                                  "val": len(va)})

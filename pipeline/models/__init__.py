@@ -32,6 +32,14 @@ ZOO: dict[str, str] = {
 }
 # Models not written in PyTorch; the train stage dispatches on this and produces their format.
 FRAMEWORKS: dict[str, str] = {"keras_mobilenet_v2": "keras"}
+# The task a zoo model's outputs serve (pipeline.tasks); the others are classifiers. Known without importing torch,
+# so that planning refuses `model=centernet_mobilenet_v2 task=classification` before any work.
+TASKS: dict[str, str] = {"centernet_mobilenet_v2": "detection", "lraspp_mobilenet_v3": "segmentation"}
+
+
+def task_of(name: str) -> str:
+    """The task a zoo model is built for (classification unless TASKS says otherwise)."""
+    return TASKS.get(name, "classification")
 
 
 def framework(name: str) -> str:
@@ -61,6 +69,41 @@ def build(name: str, num_classes: int, **kwargs: Any):
 def arch_kwargs(model_cfg: Any) -> dict[str, Any]:
     """The architecture knobs of the model config (input size is a property of the data, not of the weights)."""
     return {"width_mult": float(model_cfg.width_mult), "dropout": float(model_cfg.dropout)}
+
+
+def output_facts(model) -> dict[str, Any]:
+    """What a module says about its outputs, for the artifact's metadata: their names in order and, for a detector,
+    how its raw outputs become boxes (`postprocess`, read by pipeline.tasks.detection)."""
+    out: dict[str, Any] = {}
+    names = getattr(model, "output_names", None)
+    if names:
+        out["output_names"] = list(names)
+    post = getattr(model, "postprocess", None)
+    if callable(post):
+        out["postprocess"] = post()
+    return out
+
+
+def replace_head(model, num_classes: int) -> tuple[str, int]:
+    """Give a classifier a new, freshly initialised last layer for `num_classes` (fine-tuning a pretrained network on
+    other classes). The last nn.Linear is replaced (or the last 1x1 nn.Conv2d of a fully convolutional head);
+    returns (its module path, the class count it had)."""
+    from torch import nn
+
+    last = None
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.groups == 1):
+            last = (name, m)
+    if last is None:
+        raise ValueError("the model has no nn.Linear or 1x1 nn.Conv2d layer to use as its classification head")
+    name, old = last
+    if isinstance(old, nn.Linear):
+        new, before = nn.Linear(old.in_features, num_classes, old.bias is not None), old.out_features
+    else:
+        new, before = nn.Conv2d(old.in_channels, num_classes, 1, bias=old.bias is not None), old.out_channels
+    parent_name, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, attr, new)
+    return name, before
 
 
 def save_torch(model, directory: Path, spec: dict[str, Any]) -> Path:

@@ -54,9 +54,16 @@ def save(model, directory: Path) -> Path:
     return path
 
 
-def load(path: Path):
-    """Keras' own format, loaded in safe mode (no arbitrary code from the file)."""
+def load(path: Path, modules: list[str] | tuple[str, ...] = ()):
+    """Keras' own format, loaded in safe mode (no arbitrary code from the file). `modules`: the user's modules that
+    register the model's custom layers (keras.saving.register_keras_serializable), imported first: a custom layer
+    comes back as the user's own class, never as code deserialised from the file."""
+    import importlib
+
     import keras
+
+    for m in modules:
+        importlib.import_module(m)
 
     return keras.models.load_model(path, compile=False, safe_mode=True)
 
@@ -71,10 +78,17 @@ def set_threads(threads: int) -> None:
         pass
 
 
+def predict_outputs(model, x_nchw: np.ndarray, batch_size: int = 256) -> list[np.ndarray]:
+    """Every output of a Keras model (NHWC inside) for an NCHW batch, in the order of model.outputs."""
+    parts = []
+    for i in range(0, len(x_nchw), batch_size):
+        out = model(np.ascontiguousarray(x_nchw[i : i + batch_size].transpose(0, 2, 3, 1)), training=False)
+        parts.append([np.asarray(o) for o in (out if isinstance(out, (list, tuple)) else [out])])
+    return [np.concatenate([p[k] for p in parts]).astype(np.float32) for k in range(len(parts[0]))]
+
+
 def predict(model, x_nchw: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    out = [np.asarray(model(np.ascontiguousarray(x_nchw[i : i + batch_size].transpose(0, 2, 3, 1)), training=False))
-           for i in range(0, len(x_nchw), batch_size)]
-    return np.concatenate(out).astype(np.float32)
+    return predict_outputs(model, x_nchw, batch_size)[0]
 
 
 def train(spec: dict, input_size: int, data, p, seed: int, log, directory: Path) -> tuple[Any, dict, Path]:

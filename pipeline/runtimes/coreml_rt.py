@@ -36,6 +36,14 @@ class CoremlModel:  # pragma: no cover - macOS only; tests/runtimes/test_coreml_
         self.runtime = f"Core ML (coremltools {ct.__version__}, CPU_ONLY, macOS {platform.mac_ver()[0]})"
         self.threads = threads
 
+    def predict_outputs(self, x: np.ndarray) -> list[np.ndarray]:
+        """Every output of the package, in the order of its spec, each with its own shape."""
+        x = np.asarray(x, dtype=np.float32)
+        names = [o.name for o in self.model.get_spec().description.output]
+        runs = [self.model.predict({self.input_name: x[i : i + 1]}) for i in range(len(x))]
+        return [np.concatenate([np.asarray(r[n], dtype=np.float32).reshape(1, *np.shape(r[n])[1:]) for r in runs])
+                for n in names]
+
     def predict(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)
         outs = [self.model.predict({self.input_name: x[i : i + 1]})[self.output_name] for i in range(len(x))]

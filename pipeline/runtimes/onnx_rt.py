@@ -30,6 +30,7 @@ class OnnxModel:
             raise ValueError(f"ONNX Runtime cannot load {path}: {str(e).splitlines()[0]}. The file is corrupt or not "
                              f"an ONNX model; re-create it (re-run with cache.force=[STAGE]) or supply a valid one.") from e
         inp = self.session.get_inputs()[0]
+        self.output_names = [o.name for o in self.session.get_outputs()]
         self.input_name, self.input_shape = inp.name, inp.shape
         self.fixed_batch = isinstance(inp.shape[0], int)
         self.runtime = f"onnxruntime {ort.__version__} CPUExecutionProvider" + (
@@ -37,6 +38,10 @@ class OnnxModel:
         self.threads = threads
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.predict_outputs(x)[0]
+
+    def predict_outputs(self, x: np.ndarray) -> list[np.ndarray]:
+        """Every graph output, in the graph's order."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         fixed = [(i, d) for i, d in enumerate(self.input_shape[1:], 1) if isinstance(d, int)]
         if x.ndim != len(self.input_shape) or any(x.shape[i] != d for i, d in fixed):
@@ -44,8 +49,9 @@ class OnnxModel:
             raise ValueError(f"the model takes input {want} but the data is {'x'.join(map(str, x.shape))}: set "
                              f"model.input_size to the model's resolution, or export the model for this input size")
         if self.fixed_batch and x.shape[0] != self.input_shape[0]:
-            return np.concatenate([self.predict(x[i : i + 1]) for i in range(len(x))])
-        return self.session.run(None, {self.input_name: x})[0]
+            parts = [self.predict_outputs(x[i : i + 1]) for i in range(len(x))]
+            return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
+        return list(self.session.run(None, {self.input_name: x}))
 
 
 def load(path: Path, meta: dict[str, Any], threads: int) -> OnnxModel:

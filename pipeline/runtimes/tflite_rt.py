@@ -28,7 +28,9 @@ class TfliteModel:
             raise ValueError(f"LiteRT cannot load {path}: {str(e).splitlines()[0]}. The file is corrupt or not a "
                              f"TFLite model; re-create it (re-run with cache.force=[STAGE]) or supply a valid one.") from e
         self.inp = self.interpreter.get_input_details()[0]
-        self.out = self.interpreter.get_output_details()[0]
+        self.outs = self.interpreter.get_output_details()
+        self.out = self.outs[0]
+        self.output_names = [o["name"] for o in self.outs]
         self.nhwc = meta.get("input_layout") == "NHWC"
         self.runtime = f"LiteRT {metadata.version('ai-edge-litert')} CPU (XNNPACK)"
         self.threads = threads
@@ -41,23 +43,30 @@ class TfliteModel:
             return np.clip(np.round(x / scale) + zero, info.min, info.max).astype(dtype)
         return x.astype(dtype)
 
-    def _dequantize(self, y: np.ndarray) -> np.ndarray:
-        if self.out["dtype"] in (np.int8, np.uint8, np.int16):
-            scale, zero = self.out["quantization"]
+    @staticmethod
+    def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
+        if detail["dtype"] in (np.int8, np.uint8, np.int16):
+            scale, zero = detail["quantization"]
             return (y.astype(np.float32) - zero) * scale
         return y.astype(np.float32)
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """float32 NCHW batch -> float32 logits; the file's batch is 1, so a batch runs sample by sample."""
+    def predict_outputs(self, x: np.ndarray) -> list[np.ndarray]:
+        """float32 NCHW batch -> every output as float32 (int8 outputs dequantized with their own scale), in the
+        file's output order; the file's batch is 1, so a batch runs sample by sample."""
         x = np.asarray(x, dtype=np.float32)
         if self.nhwc:
             x = x.transpose(0, 2, 3, 1)
-        it, outs = self.interpreter, []
+        it, outs = self.interpreter, [[] for _ in self.outs]
         for i in range(len(x)):
             it.set_tensor(self.inp["index"], np.ascontiguousarray(self._quantize(x[i : i + 1])))
             it.invoke()
-            outs.append(self._dequantize(it.get_tensor(self.out["index"])))
-        return np.concatenate(outs)
+            for k, d in enumerate(self.outs):
+                outs[k].append(self._dequantize(it.get_tensor(d["index"]), d))
+        return [np.concatenate(o) for o in outs]
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """float32 NCHW batch -> the first output (a classifier's logits)."""
+        return self.predict_outputs(x)[0]
 
 
 def load(path: Path, meta: dict[str, Any], threads: int) -> TfliteModel:

@@ -19,9 +19,15 @@ class TorchModel:
         self.runtime = f"torch {torch.__version__} eager"
         self.threads = threads
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
+    def predict_outputs(self, x: np.ndarray) -> list[np.ndarray]:
+        """Every output of the module, in the order it returns them (a detector returns a tuple)."""
         with self.torch.inference_mode():
-            return self.model(self.torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
+            out = self.model(self.torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+        outs = out if isinstance(out, (tuple, list)) else [out]
+        return [o.numpy() for o in outs]
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.predict_outputs(x)[0]
 
 
 def load(path: Path, meta: dict[str, Any], threads: int) -> TorchModel:

@@ -1,4 +1,11 @@
-"""`evaluate`: top-1 accuracy of a model on the validation split, run in its own runtime (one task per input)."""
+"""`evaluate`: the task metric of a model on the validation split, run in its own runtime (one task per input).
+
+The task (`task`, pipeline.tasks) decides what is scored from ALL the model's outputs: top-1/top-5 for a classifier,
+COCO mAP@[.5:.95] and mAP@.5 (pycocotools) for a detector, mIoU and pixel accuracy for a segmenter; `task=none` has
+no labels and no metric. The primary metric (top1, map50_95, miou) is the artifact's `accuracy` in the summary, so
+the accuracy gate (gate.max_accuracy_drop, in points) and the objective judge any task the same way; every metric is
+a metric of this stage.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,20 +28,42 @@ class Evaluate(Stage):
     Config = EvaluateConfig
     accepts = FORMATS
     per_input = True
-    reads = ("data",)
-    libraries = ("onnxruntime", "torch", "ai-edge-litert", "tensorflow-cpu", "coremltools", "numpy")
+    reads = ("data", "task")
+    libraries = ("onnxruntime", "torch", "ai-edge-litert", "tensorflow-cpu", "coremltools", "numpy", "pycocotools",
+                 "scikit-learn")
+
+    @classmethod
+    def check(cls, p: EvaluateConfig, cfg) -> list[str]:
+        from pipeline import tasks
+
+        return tasks.check_name(str(cfg.get("task", "classification")))
 
     def run(self, ctx: StageContext) -> StageResult:
-        from pipeline import runtimes
+        from pipeline import runtimes, tasks
 
         a = ctx.input
         data = ctx.data()
+        task = tasks.for_model(ctx.settings.task, a.meta, data.num_classes or None)
         model = runtimes.load(a.format, a.path, a.meta, threads=0)
         x, y = data.val_x, data.val_y
         if ctx.params.max_samples:
-            x, y = x[: ctx.params.max_samples], y[: ctx.params.max_samples]
-        logits = runtimes.predict_all(model, x, ctx.params.batch_size)
-        acc = float((logits.argmax(1) == y).mean())
-        ctx.log.info("%s: top-1 %.4f on %d validation images (%s)", a.stage, acc, len(y), model.runtime)
-        return StageResult(metrics={"accuracy": acc, "samples": len(y)},
-                           about={a.stage: Findings(accuracy=acc, eval_runtime=model.runtime)})
+            x = x[: ctx.params.max_samples]
+            y = None if y is None else y[: ctx.params.max_samples]
+        if not task.needs_labels or y is None:
+            ctx.log.info("%s: task %r has no labels to score; nothing to evaluate (%d images)", a.stage, task.name,
+                         len(x))
+            return StageResult(metrics={"samples": len(x)},
+                               about={a.stage: Findings(eval_runtime=model.runtime,
+                                                        extra={"task": {"name": task.name, "metrics": {}}})})
+        outputs = runtimes.predict_all_outputs(model, x, ctx.params.batch_size)
+        scores = task.evaluate(outputs, y)
+        primary = scores[task.primary]
+        ctx.log.info("%s: %s on %d validation images (%s)", a.stage,
+                     ", ".join(f"{k} {v:.4f}" for k, v in scores.items()), len(x), model.runtime)
+        metrics = {**scores, "samples": len(x)}
+        if task.name == "classification":
+            metrics["accuracy"] = primary  # the name the classification recipes' runs have always logged
+        return StageResult(metrics=metrics,
+                           about={a.stage: Findings(accuracy=primary, eval_runtime=model.runtime,
+                                                    extra={"task": {"name": task.name, "metric": task.primary,
+                                                                    "metrics": scores}})})

@@ -1,5 +1,5 @@
 """`export_onnx`: PyTorch -> ONNX (torch.onnx dynamo exporter), dynamic batch, checked with onnx.checker and against
-PyTorch (pipeline.convert.onnx.export_torch)."""
+PyTorch on every output (pipeline.convert.onnx.export_torch); the graph's outputs keep the model's output names."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -31,7 +31,8 @@ class ExportOnnx(Stage):
         src = ctx.input
         model, _ = load_torch(src.path)
         path = ctx.workdir / "model.onnx"
-        err = export_torch(model, src.meta["input_shape"], path, ctx.params.opset, ctx.params.dynamic_batch)
+        err = export_torch(model, src.meta["input_shape"], path, ctx.params.opset, ctx.params.dynamic_batch,
+                           src.meta.get("output_names"))
         ctx.log.info("exported %s (max |torch - onnx| = %.2e)", path.name, err)
         return StageResult(Artifact(ctx.name, "onnx", "fp32", path, {**src.meta, "opset": ctx.params.opset}),
                            metrics={"export_max_abs_error": err})

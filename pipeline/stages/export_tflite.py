@@ -2,8 +2,9 @@
 it was exported from).
 
 PyTorch goes through litert-torch: fp32; fp16 (weights stored as float16 by ai-edge-quantizer's float casting);
-full-integer int8 with its PT2E quantizer calibrated on N training images (int8 weights and activations, per-channel
-weights); dynamic-range (int8 weights, activations quantized at run time). Keras goes through TensorFlow's
+full-integer int8 with its PT2E quantizer calibrated on N training images (pipeline.convert.tflite_int8: int8 weights
+and activations, per-channel weights, conv + ReLU6 observed after the clamp, hard-sigmoid rewritten so that it
+quantizes); dynamic-range (int8 weights, activations quantized at run time). Keras goes through TensorFlow's
 TFLiteConverter with the same four precisions (a representative dataset for int8). Every int8 file is then read back
 from its flatbuffer: a float operator left inside fails the stage (`require_integer_only`), instead of being assumed away.
 
@@ -33,10 +34,10 @@ class ExportTfliteConfig:
 @dataclass
 class QuantizeTfliteConfig(ExportTfliteConfig):
     precision: str = "int8"  # int8 (full integer, calibrated) | dynamic (int8 weights) | fp16
-    # Per-tensor weights by default here: a per-channel scale and zero point (12 bytes, for weights and biases) per
-    # output channel is 0.4 MB of a 2.8 MB int8 MobileNetV2, and on the recipes' models it bought no accuracy (98.89%
-    # and 97.49% either way, measured); `parity` and `evaluate` show what it costs on yours. true = TFLite's default.
-    per_channel: bool = False
+    # Per-channel weights (TFLite's default): per-tensor saved 15% of the file on the digits MobileNetV2, but lost
+    # most of the agreement of pretrained EfficientNet-Lite0 (0.15 top-1 agreement with fp32 in LiteRT, 0.25 in ONNX
+    # Runtime; bench/RESULTS.md). false = per-tensor, smaller, for models that `parity` shows can afford it.
+    per_channel: bool = True
 
 
 def check_params(p: ExportTfliteConfig) -> list[str]:
@@ -58,12 +59,14 @@ class ExportTflite(Stage):
     produces = "tflite"
     implements = ("export", "tflite")
     min_inputs = max_inputs = 1
-    reads = ("data", "seed")
+    reads = ("data", "seed", "task")
     libraries = ("litert-torch", "ai-edge-litert", "ai-edge-quantizer", "tensorflow-cpu", "torchao")
 
     @classmethod
     def check(cls, p: ExportTfliteConfig, cfg) -> list[str]:
-        return check_params(p)
+        from pipeline import tasks
+
+        return check_params(p) + tasks.check_name(str(cfg.get("task", "classification")))
 
     def source(self, ctx: StageContext) -> Artifact:
         return ctx.input
@@ -80,28 +83,42 @@ class ExportTflite(Stage):
         path = ctx.workdir / f"model.{p.precision}.tflite"
         calib = calibration.sample(ctx.data(), p.calibration_samples, ctx.settings.seed, ctx.name) \
             if p.precision == "int8" else None
-        facts, layout = export_source(src.format, src.path, src.meta["input_shape"], path, p.precision, calib,
-                                      p.per_channel, p.io)
+        if src.format == "torch" and p.precision == "int8":
+            from pipeline.convert import tflite_int8
+            from pipeline.models import load_torch
+
+            model, _ = load_torch(src.path)
+            facts = tflite_int8.convert(model, np.zeros(src.meta["input_shape"], np.float32), path, calib,
+                                        p.per_channel, p.io)
+            layout = "NCHW"
+        else:
+            facts, layout = export_source(src.format, src.path, src.meta["input_shape"], path, p.precision, calib,
+                                          p.per_channel, p.io)
         info = tflite_rt.inspect(path)
         if p.precision == "int8" and p.require_integer_only and not info["integer_only"]:
             raise RuntimeError(
                 f"the int8 .tflite still computes in float: {info['float_operators']} (read from the flatbuffer). "
                 f"Set stages.{ctx.name}.require_integer_only=false to accept a mixed model")
         io_dtype = info["inputs"][0]["dtype"]
-        meta = {**src.meta, "input_layout": layout, "source_format": src.format,
+        meta = {**src.meta, "input_layout": layout, "source_format": src.format, "task": ctx.settings.task,
                 "tflite": {**facts, **{k: info[k] for k in ("operators", "operator_count", "float_operators",
                                                            "integer_only", "inputs", "outputs")}}}
         if p.precision in ("int8", "dynamic"):
             meta["quantization"] = {"tool": facts.get("quantizer"), "precision": p.precision,
                                     "calibration_samples": facts.get("calibration_samples"),
                                     "per_channel": p.per_channel, "io": io_dtype}
-        # a quick check that the file runs and agrees with its source (the parity stage does the full comparison)
-        x = (ctx.data().val_x[:8]).astype(np.float32)
-        got = tflite_rt.load(path, meta, threads=1).predict(x)
+        # a quick check that the file runs and agrees with its source on every output (the parity stage does the
+        # full comparison)
         from pipeline import runtimes
 
-        ref = runtimes.load(src.format, src.path, src.meta, threads=1).predict(x)
-        err = float(np.abs(ref - got).max())
+        x = (ctx.data().val_x[:8]).astype(np.float32)
+        got = runtimes.outputs_of(runtimes.load("tflite", path, meta, threads=1), x)
+        ref = runtimes.outputs_of(runtimes.load(src.format, src.path, src.meta, threads=1), x)
+        if len(got) != len(ref) or any(g.shape != r.shape for g, r in zip(got, ref)):
+            raise RuntimeError(f"the .tflite gives outputs {[list(g.shape) for g in got]} but its source "
+                               f"{src.stage!r} gives {[list(r.shape) for r in ref]}: the conversion changed the "
+                               f"model's outputs")
+        err = float(max(np.abs(r - g).max() for r, g in zip(ref, got)))
         ctx.log.info("exported %s (%s, %d operators, %s; max |source - tflite| on 8 images = %.3g)", path.name,
                      p.precision, info["operator_count"],
                      "every operator integer" if info["integer_only"] else f"float operators {info['float_operators']}",

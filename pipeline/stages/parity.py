@@ -1,9 +1,13 @@
 """`parity`: every produced model against the model it was made from, on the same validation images.
 
 For each input artifact, its source is the next artifact up its lineage (int8 .tflite <- fp32 .tflite <- PyTorch).
-Both run in their own runtimes on the same N images; the stage reports top-1 agreement, max absolute error and cosine
-similarity of the logits. With thresholds in the recipe, a link below them fails the run, and the error names the
-first stage along the lineage whose artifact diverged, so "accuracy fell" becomes "the int8 conversion broke it".
+Both run in their own runtimes on the same N images, and EVERY output tensor is compared with the source's output of
+the same position (a detector's heatmap and boxes, a segmenter's logits): cosine (mean and worst sample), max and mean
+absolute error, SNR in dB (pipeline.parity_metrics). The task (`task`, pipeline.tasks) adds what the outputs mean:
+top-1 agreement for a classifier, mAP@.5 of the model's detections against the source's confident ones for a
+detector, the share of pixels of the same class (and their mIoU) for a segmenter; none need labels. With thresholds
+in the recipe, a link below them fails the run, and the error names the first stage along the lineage whose artifact
+diverged, so "accuracy fell" becomes "the int8 conversion broke it", with the fixes worth trying.
 """
 from __future__ import annotations
 
@@ -16,30 +20,50 @@ from pipeline.errors import NotRunnableHere
 from pipeline.results import Findings
 from pipeline.stages.base import Stage, StageContext, StageResult
 
+# Task agreement thresholds: parameter -> (task, agreement metric it bounds from below)
+AGREEMENT = {"min_top1_agreement": ("classification", "top1_agreement"),
+             "min_map50_agreement": ("detection", "map50_agreement"),
+             "min_pixel_agreement": ("segmentation", "pixel_agreement"),
+             "min_miou_agreement": ("segmentation", "miou_agreement")}
+
 
 @dataclass
 class ParityConfig:
     samples: PositiveInt = 256  # validation images every model and its source run on (the first N of the split)
-    min_top1_agreement: Optional[UnitInterval] = None  # fail below this share of identical top-1 predictions, e.g. 0.97
-    min_cosine: Optional[between(-1, 1)] = None  # fail below this mean cosine similarity of the logits, e.g. 0.99
-    max_abs_error: Optional[NonNegative] = None  # fail above this largest absolute logit difference
+    min_top1_agreement: Optional[UnitInterval] = None  # classification: fail below this share of identical top-1, e.g. 0.97
+    min_map50_agreement: Optional[UnitInterval] = None  # detection: fail below this mAP@.5 against the source's detections
+    min_pixel_agreement: Optional[UnitInterval] = None  # segmentation: fail below this share of same-class pixels
+    min_miou_agreement: Optional[UnitInterval] = None  # segmentation: fail below this mIoU against the source's classes
+    min_cosine: Optional[between(-1, 1)] = None  # fail when any output's mean cosine similarity is below this, e.g. 0.99
+    min_snr_db: Optional[float] = None  # fail when any output's signal-to-noise ratio is below this (dB), e.g. 20
+    max_abs_error: Optional[NonNegative] = None  # fail when any output's largest absolute difference is above this
     batch_size: PositiveInt = 64  # images per inference call
 
 
 def compare(ref, got) -> dict[str, float]:
-    """Agreement of two logit arrays [N, classes]."""
+    """Agreement of two classifiers' logit arrays [N, classes]: top-1 agreement plus the tensor metrics."""
     import numpy as np
 
-    ref, got = np.asarray(ref, np.float64), np.asarray(got, np.float64)
-    cos = (ref * got).sum(1) / np.maximum(np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1), 1e-12)
-    return {"top1_agreement": float((ref.argmax(1) == got.argmax(1)).mean()),
-            "max_abs_error": float(np.abs(ref - got).max()), "cosine": float(cos.mean()), "cosine_min": float(cos.min())}
+    from pipeline import parity_metrics
+
+    m = parity_metrics.compare_tensor(ref, got, "logits")
+    return {"top1_agreement": float((np.asarray(ref).argmax(1) == np.asarray(got).argmax(1)).mean()),
+            "max_abs_error": m["max_abs_error"], "cosine": m["cosine"], "cosine_min": m["cosine_min"]}
 
 
-def violations(m: dict[str, float], p: ParityConfig) -> list[str]:
+def violations(m: dict[str, float], p: ParityConfig, per_output: dict | None = None) -> list[str]:
+    """Thresholds broken: task agreement first, then every output tensor's (or the worst values `m` holds)."""
+    from pipeline import parity_metrics
+
     out = []
-    if p.min_top1_agreement is not None and m["top1_agreement"] < p.min_top1_agreement:
-        out.append(f"top-1 agreement {m['top1_agreement']:.4f} < min_top1_agreement {p.min_top1_agreement:g}")
+    names = {"top1_agreement": "top-1 agreement", "map50_agreement": "mAP@.5 agreement",
+             "pixel_agreement": "pixel agreement", "miou_agreement": "mIoU agreement"}
+    for key, (_, metric) in AGREEMENT.items():
+        limit = getattr(p, key)
+        if limit is not None and metric in m and m[metric] < limit:
+            out.append(f"{names[metric]} {m[metric]:.4f} < {key} {limit:g}")
+    if per_output:
+        return out + parity_metrics.violations(per_output, p.min_cosine, p.min_snr_db, p.max_abs_error)
     if p.min_cosine is not None and m["cosine"] < p.min_cosine:
         out.append(f"cosine {m['cosine']:.4f} < min_cosine {p.min_cosine:g}")
     if p.max_abs_error is not None and m["max_abs_error"] > p.max_abs_error:
@@ -47,35 +71,58 @@ def violations(m: dict[str, float], p: ParityConfig) -> list[str]:
     return out
 
 
+def _finite(m: dict, drop: bool = False) -> dict:
+    """JSON and MLflow take no infinities: an identical output's SNR (inf) becomes None in the summary (with the
+    cosine of 1 and the error of 0 saying why) and is left out of the metrics."""
+    import math
+
+    out = {}
+    for k, v in m.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            if not drop:
+                out[k] = None
+        else:
+            out[k] = v
+    return out
+
+
 class Parity(Stage):
     type = "parity"
     Config = ParityConfig
     accepts = FORMATS
-    reads = ("data",)
-    libraries = ("onnxruntime", "torch", "ai-edge-litert", "tensorflow-cpu", "coremltools", "numpy")
+    reads = ("data", "task")
+    libraries = ("onnxruntime", "torch", "ai-edge-litert", "tensorflow-cpu", "coremltools", "numpy", "pycocotools",
+                 "scikit-learn")
     min_inputs = 1
 
     @classmethod
     def check(cls, p: ParityConfig, cfg) -> list[str]:
-        problems = []
-        if p.samples < 1 or p.batch_size < 1:
-            problems.append(f"samples and batch_size must be >= 1 (got {p.samples}, {p.batch_size})")
-        if p.min_top1_agreement is not None and not 0 <= p.min_top1_agreement <= 1:
-            problems.append(f"min_top1_agreement is a share between 0 and 1, got {p.min_top1_agreement}")
+        from pipeline import tasks
+
+        task = str(cfg.get("task", "classification"))
+        problems = tasks.check_name(task)
+        for key, (owner, _) in AGREEMENT.items():
+            if getattr(p, key) is not None and owner != task:
+                fits = [k for k, (t, _) in AGREEMENT.items() if t == task]
+                problems.append(f"{key} applies to task {owner}, but task={task!r}: remove it"
+                                + (f" or use {' / '.join(fits)}" if fits else " (per-output thresholds: min_cosine, "
+                                   "min_snr_db, max_abs_error)"))
         return problems
 
     def run(self, ctx: StageContext) -> StageResult:
-        from pipeline import runtimes
+        from pipeline import parity_metrics, runtimes, tasks
 
         p: ParityConfig = ctx.params
-        x = ctx.data().val_x[: p.samples]
+        data = ctx.data()
+        x = data.val_x[: p.samples]
+        labels = None if data.val_y is None else data.val_y[: p.samples]
         outputs: dict[str, object] = {}
 
         def run_model(a):
             if a.stage not in outputs:
                 try:
                     model = runtimes.load(a.format, a.path, a.meta, threads=0)
-                    outputs[a.stage] = (runtimes.predict_all(model, x, p.batch_size), model.runtime)
+                    outputs[a.stage] = (runtimes.predict_all_outputs(model, x, p.batch_size), model.runtime)
                 except NotRunnableHere as e:
                     outputs[a.stage] = (None, str(e))
             return outputs[a.stage]
@@ -93,27 +140,47 @@ class Parity(Stage):
                 about[a.stage] = Findings(parity={"source": src.stage, "not_runnable": why})
                 ctx.log.info("%s vs %s: %s", a.stage, src.stage, why)
                 continue
-            m = compare(ref, got)
-            bad = violations(m, p)
-            about[a.stage] = Findings(parity={"source": src.stage, **m, "samples": len(x), "runtime": rt_got,
-                                              "source_runtime": rt_ref, "ok": not bad})
-            metrics.update({f"{a.stage}.{k}": v for k, v in m.items()})
+            names = list(src.meta.get("output_names") or a.meta.get("output_names") or [])
+            if len(names) != len(ref):
+                names = ["logits"] if len(ref) == 1 else [f"output_{i}" for i in range(len(ref))]
+            if len(got) != len(ref):
+                raise ValueError(f"parity: stage '{a.stage}' gives {len(got)} outputs but its source '{src.stage}' "
+                                 f"gives {len(ref)} ({', '.join(names)}); a conversion dropped or added an output")
+            per_output = parity_metrics.compare_outputs(ref, got, names)
+            task = tasks.for_model(ctx.settings.task, src.meta, data.num_classes or None)
+            agreement = task.agreement(ref, got, labels if task.needs_labels else None)
+            m = {**parity_metrics.worst(per_output), **agreement}
+            bad = violations(m, p, per_output)
+            about[a.stage] = Findings(parity={"source": src.stage, **_finite(m), "task": task.name,
+                                              "outputs": {o: _finite(v) for o, v in per_output.items()},
+                                              "samples": len(x), "runtime": rt_got, "source_runtime": rt_ref,
+                                              "ok": not bad})
+            metrics.update({f"{a.stage}.{k}": v for k, v in _finite(m, drop=True).items()})
+            if len(per_output) > 1:
+                metrics.update({f"{a.stage}.{o}.{k}": v for o, vals in per_output.items()
+                                for k, v in _finite(vals, drop=True).items()})
             links.append((len(chain), a, src, m, bad))
-            ctx.log.info("%s (%s %s) vs %s (%s): top-1 agreement %.4f, max |error| %.4g, cosine %.5f%s", a.stage,
-                         a.format, a.precision, src.stage, src.format, m["top1_agreement"], m["max_abs_error"],
-                         m["cosine"], "" if not bad else "  <- " + "; ".join(bad))
+            shown = "; ".join(f"{o}: cosine {v['cosine']:.5f}, max |error| {v['max_abs_error']:.4g}, SNR "
+                              f"{v['snr_db']:.1f} dB" for o, v in per_output.items())
+            agreed = ", ".join(f"{k} {v:.4f}" for k, v in agreement.items())
+            ctx.log.info("%s (%s %s) vs %s (%s): %s%s%s", a.stage, a.format, a.precision, src.stage, src.format,
+                         shown, f"; {agreed}" if agreed else "", "" if not bad else "  <- " + "; ".join(bad))
             if bad:
                 failures.append((len(chain), a, src, bad))
         if failures:
             failures.sort(key=lambda f: f[0])  # nearest the root first: the first stage that broke the model
             depth, a, src, bad = failures[0]
-            ok = [f"{l[1].stage} ({l[3]['top1_agreement']:.3f})" for l in sorted(links, key=lambda l: l[0])
-                  if not l[4] and l[0] < depth]
+            key = next((k for k in ("top1_agreement", "map50_agreement", "pixel_agreement") if k in links[0][3]),
+                       "cosine")
+            ok = [f"{l[1].stage} ({l[3][key]:.3f})" for l in sorted(links, key=lambda l: l[0])
+                  if not l[4] and l[0] < depth and key in l[3]]
             later = [f[1].stage for f in failures[1:]]
+            fixes = parity_metrics.FIXES if a.precision.startswith("int8") else ()
             raise RuntimeError(
                 f"parity: stage '{a.stage}' ({a.format} {a.precision}) diverged from its source '{src.stage}' "
                 f"({src.format} {src.precision}) on {len(x)} validation images: {'; '.join(bad)}."
                 + (f" Upstream links agreed: {', '.join(ok)}." if ok else "")
                 + (f" Downstream stages also off: {', '.join(later)}." if later else "")
-                + f" Look at stage '{a.stage}' first (its parameters, calibration, operators).")
+                + f" Look at stage '{a.stage}' first (its parameters, calibration, operators)."
+                + (f" Fixes worth trying there: {'; '.join(fixes)}." if fixes else ""))
         return StageResult(metrics=metrics, about=about)

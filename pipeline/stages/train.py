@@ -1,6 +1,12 @@
-"""`train`: train a zoo model on the recipe's data (one-cycle AdamW/SGD, label smoothing). PyTorch models through
-pipeline.training, Keras models through pipeline/models/keras_zoo.py: the stage dispatches on the model's framework and
-produces its format."""
+"""`train`: train a zoo model on the recipe's data (one-cycle AdamW/SGD; label smoothing for classifiers), or fine-tune
+an upstream PyTorch model (`inputs: [<import stage>]`: a pretrained network gets a new head when the data has other
+classes). PyTorch models through pipeline.training, Keras models through pipeline/models/keras_zoo.py: the stage
+dispatches on the model's framework and produces its format.
+
+`task` (pipeline.tasks) decides the loss and the score: cross-entropy and top-1 for classification, the detector's
+CenterNet loss and COCO mAP, per-pixel cross-entropy and mIoU. The artifact's metadata carries the task, the output
+names and a detector's post-processing, so every later stage reads the model's outputs the same way.
+"""
 from __future__ import annotations
 
 from pipeline.artifacts import Artifact
@@ -12,12 +18,28 @@ class Train(Stage):
     type = "train"
     Config = TrainConfig
     produces = "torch"
-    reads = ("data", "model", "seed")
+    accepts = ("torch",)  # optional: a PyTorch model to fine-tune instead of a zoo model trained from scratch
+    max_inputs = 1
+    reads = ("data", "model", "seed", "task")
     libraries = ("keras",)  # Keras models train with TensorFlow through keras_zoo
 
     @classmethod
     def check(cls, p: TrainConfig, cfg) -> list[str]:
-        return check_training(p)
+        from pipeline import models, tasks
+
+        problems = check_training(p)
+        task = str(cfg.get("task", "classification"))
+        # a stage fine-tuning an upstream model takes that model's architecture, not model.name's
+        fine_tunes = any(s.get("type") == "train" and s.get("inputs") for s in (cfg.get("stages") or {}).values()
+                         if hasattr(s, "get"))
+        problems += tasks.plan_problems(task, str(cfg.data.name), None if fine_tunes else str(cfg.model.name))
+        if task != "classification" and models.framework(str(cfg.model.name)) == "keras" and not fine_tunes:
+            problems.append(f"model.name: {cfg.model.name!r} (Keras) trains as a classifier only; task={task!r} "
+                            f"needs a PyTorch model of the zoo")
+        if task == "none":
+            problems.append("task=none has no labels to train on: import a trained model (type: import_model) "
+                            "instead of a train stage")
+        return problems
 
     @classmethod
     def planned_format(cls, params: TrainConfig, cfg) -> str:
@@ -26,16 +48,19 @@ class Train(Stage):
         return framework(cfg.model.name)
 
     def run(self, ctx: StageContext) -> StageResult:
-        from pipeline import models
+        from pipeline import models, tasks
 
         model_cfg = ctx.settings.model
-        fw = models.framework(model_cfg.name)
         p: TrainConfig = ctx.params
         data = ctx.data()
-        spec = {"name": model_cfg.name, "num_classes": data.num_classes, "kwargs": models.arch_kwargs(model_cfg)}
         size = int(model_cfg.input_size)
+        task = tasks.for_model(ctx.settings.task, {"input_shape": [1, 3, size, size]}, data.num_classes)
+        if ctx.inputs:
+            return self._finetune(ctx, data, task)
+        fw = models.framework(model_cfg.name)
+        spec = {"name": model_cfg.name, "num_classes": data.num_classes, "kwargs": models.arch_kwargs(model_cfg)}
         meta = {"input_shape": [1, 3, size, size], "num_classes": data.num_classes, "classes": data.classes,
-                "arch": spec}
+                "arch": spec, "task": ctx.settings.task}
         if fw == "keras":
             from pipeline.models import keras_zoo
 
@@ -44,10 +69,31 @@ class Train(Stage):
         else:
             from pipeline import training
 
-            model, result = training.train_zoo_model(spec, data, p, ctx.settings.seed, ctx.log)
+            model, result = training.train_zoo_model(spec, data, p, ctx.settings.seed, ctx.log, task)
             path = models.save_torch(model, ctx.workdir, spec)
             meta["parameters"] = sum(t.numel() for t in model.parameters())
+            meta.update(models.output_facts(model))
+        return self._result(ctx, fw, path, meta, result, task)
+
+    def _finetune(self, ctx: StageContext, data, task) -> StageResult:
+        import torch
+
+        from pipeline import models, training
+
+        src = ctx.input
+        model, spec, facts = training.finetune_from(src, data.num_classes, ctx.name, ctx.log)
+        torch.manual_seed(ctx.settings.seed)
+        result = training.train_for_task(model, data, ctx.params, ctx.settings.seed, ctx.log, task)
+        path = models.save_torch(model, ctx.workdir, spec)
+        meta = {**{k: v for k, v in src.meta.items() if k not in ("sha256",)}, "num_classes": data.num_classes,
+                "classes": data.classes, "arch": spec, "task": ctx.settings.task, "finetune": facts,
+                "parameters": sum(t.numel() for t in model.parameters()), **models.output_facts(model)}
+        return self._result(ctx, "torch", path, meta, result, task)
+
+    @staticmethod
+    def _result(ctx, fw, path, meta, result, task) -> StageResult:
+        metric = "val_accuracy" if task.name == "classification" else f"val_{task.primary}"
         return StageResult(Artifact(ctx.name, fw, "fp32", path, meta),
-                           metrics={"val_accuracy": result["val_accuracy"], "train_loss": result["train_loss"],
+                           metrics={metric: result["val_accuracy"], "train_loss": result["train_loss"],
                                     "parameters": meta["parameters"]},
                            info={"history": result["history"]})

@@ -84,6 +84,34 @@ def data_module(data_name: str):
     return importlib.import_module(DATA_MODULES[data_name])
 
 
+def for_model(name: str, meta: dict[str, Any] | None = None, num_classes: int | None = None):
+    """The task plug-in for a model artifact: its options taken from the artifact's metadata (a detector's
+    `postprocess`, the input size its boxes are clipped to) and the data's class count."""
+    meta = meta or {}
+    shape = meta.get("input_shape") or []
+    size = tuple(shape[-2:]) if len(shape) == 4 else None
+    opts: dict[str, Any] = {"num_classes": num_classes if num_classes else meta.get("num_classes")}
+    if name == "detection":
+        opts.update(postprocess=meta.get("postprocess"), image_size=size)
+    return get(name, **opts)
+
+
+def plan_problems(task: str, data_name: str, model_name: str | None = None) -> list[str]:
+    """The recipe-level rules of a task, cheap (no framework): the task exists, the data carries its labels, and a zoo
+    model trained from scratch is built for it. Each sentence names both sides and the fix."""
+    problems = check_data(task, data_name)
+    if problems or model_name is None or task == "none":  # (any model's outputs can go unscored)
+        return problems
+    from pipeline import models
+
+    built_for = models.task_of(model_name)
+    if model_name in models.ZOO and built_for != task:
+        data = DATASETS[built_for][0]
+        problems.append(f"model.name: {model_name!r} is a {built_for} model but task={task!r}: set task={built_for} "
+                        f"(with data={data}) or choose a {task} model")
+    return problems
+
+
 def get(name: str, **options: Any):
     """An instance of the task plug-in `name`; options are the task's settings (e.g. detection's `postprocess`)."""
     problems = check_name(name)

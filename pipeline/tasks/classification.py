@@ -68,6 +68,6 @@ class Classification(Task):
         classes = outputs[0]["shape"][-1]
         if num_classes is not None and isinstance(classes, int) and classes > 0 and classes != num_classes:
             return [f"the model predicts {classes} classes but the data has {num_classes}: fine-tune it with a new "
-                    f"head (stages.train.init_from=<the import stage>, the head is rebuilt for {num_classes} classes) "
-                    f"or use data with the model's {classes} classes"]
+                    f"head (a stage {{type: train, inputs: [<the import stage>]}} rebuilds the head for {num_classes} "
+                    f"classes) or use data with the model's {classes} classes"]
         return []

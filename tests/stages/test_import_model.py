@@ -8,7 +8,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import compose_cfg
+from conftest import ROOT, compose_cfg
 
 NET = textwrap.dedent('''
     import torch
@@ -156,3 +156,204 @@ def test_replacing_the_file_invalidates_the_cache(tmp_path, user_module):
     third = run_import(tmp_path, {"path": str(path)})
     assert next(s for s in third["stages"] if s["name"] == "mine")["status"] == "ran"
     assert first["stages"][0]["cache_key"] != third["stages"][0]["cache_key"]
+
+
+# --- models of every kind, built by the tests themselves ----------------------------------------------------------
+class NhwcDetector(torch.nn.Module):
+    """An NHWC-input, two-output detector head (heatmap [N, 10, h, w], boxes [N, 4, h, w]) at stride 8."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, 2, 1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3, 2, 1),
+                                        torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3, 2, 1), torch.nn.ReLU())
+        self.heat, self.box = torch.nn.Conv2d(8, 10, 1), torch.nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):  # x: NHWC
+        f = self.body(x.permute(0, 3, 1, 2))
+        return self.heat(f), torch.relu(self.box(f))
+
+
+def test_nhwc_two_output_onnx_detector(tmp_path):
+    from pipeline.app import run
+
+    torch.manual_seed(0)
+    path = tmp_path / "det_nhwc.onnx"
+    torch.onnx.export(NhwcDetector().eval(), (torch.zeros(2, 32, 32, 3),), str(path), input_names=["image"],
+                      output_names=["heatmap", "boxes"], dynamo=True,
+                      dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=64)},)).save(str(path))
+    cfg = compose_cfg(["recipe=tiny_int8", "tracking=none", "device=host", "model.input_size=32", "task=detection",
+                       "data=digits_detection", "data.train_images=48", "data.val_images=16"], tmp_path / "outputs")
+    cfg.stages = OmegaConf.create({
+        "mine": {"type": "import_model", "path": str(path)},
+        "quantize": {"type": "quantize_onnx", "inputs": ["mine"], "calibration_samples": 16},
+        "parity": {"type": "parity", "samples": 16, "inputs": ["quantize"]},
+        "evaluate": {"type": "evaluate"}})
+    s = run(cfg)
+    par = _art(s, "quantize")["parity"]
+    assert par["source"] == "mine" and list(par["outputs"]) == ["heatmap", "boxes"]  # each output, by name, in order
+    assert all(v["cosine"] > 0.99 for v in par["outputs"].values())  # calibrated on NHWC images: int8 tracks fp32
+    ev = next(st for st in s["stages"] if st["name"] == "evaluate[mine]")["metrics"]
+    assert {"map50_95", "map50"} <= set(ev) and _art(s)["accuracy"] == ev["map50_95"]
+
+
+def test_float_and_int8_tflite_files(tmp_path, user_module):
+    import numpy as np
+
+    from pipeline.app import run
+    from pipeline.convert import tflite_int8
+    from pipeline.convert.tflite import convert_torch
+
+    x = np.zeros((1, 3, 16, 16), np.float32)
+    calib = np.random.default_rng(0).standard_normal((16, 3, 16, 16)).astype(np.float32)
+    convert_torch(user_module, x, tmp_path / "net.tflite")
+    facts = tflite_int8.convert(user_module, x, tmp_path / "net_int8.tflite", calib)
+    assert facts["integer_only"]
+    cfg = compose_cfg(["recipe=tiny_int8", "tracking=none", "device=host", "model.input_size=16"], tmp_path / "outputs")
+    cfg.stages = OmegaConf.create({"fp": {"type": "import_model", "path": str(tmp_path / "net.tflite")},
+                                   "q": {"type": "import_model", "path": str(tmp_path / "net_int8.tflite")},
+                                   "evaluate": {"type": "evaluate", "max_samples": 64}})
+    s = run(cfg)
+    fp, q = _art(s, "fp"), _art(s, "q")
+    assert (fp["format"], fp["precision"], q["format"], q["precision"]) == ("tflite", "fp32", "tflite", "int8")
+    assert fp["accuracy"] is not None and q["accuracy"] is not None
+
+
+KERAS_LAYER = textwrap.dedent('''
+    import keras
+
+    @keras.saving.register_keras_serializable(package="user_layers")
+    class ChannelScale(keras.layers.Layer):
+        """A learnt per-channel scale: a layer Keras does not know."""
+
+        def build(self, shape):
+            self.scale = self.add_weight(shape=(shape[-1],), initializer="ones", name="scale")
+
+        def call(self, x):
+            return x * self.scale
+''')
+
+
+def test_keras_model_with_a_custom_layer(tmp_path, monkeypatch):
+    import keras
+
+    from pipeline.app import run
+
+    d = tmp_path / "usercode"
+    d.mkdir()
+    (d / "user_layers.py").write_text(KERAS_LAYER)
+    monkeypatch.syspath_prepend(str(d))
+    monkeypatch.setenv("PYTHONPATH", str(d))
+    import user_layers
+
+    inp = keras.Input((16, 16, 3))
+    x = user_layers.ChannelScale()(keras.layers.Conv2D(4, 3, activation="relu")(inp))
+    path = tmp_path / "custom.keras"
+    keras.Model(inp, keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(x))).save(path)
+    cfg = compose_cfg(["recipe=tiny_int8", "tracking=none", "device=host", "model.input_size=16"], tmp_path / "outputs")
+    cfg.stages = OmegaConf.create({"mine": {"type": "import_model", "path": str(path), "modules": ["user_layers"]},
+                                   "evaluate": {"type": "evaluate", "max_samples": 32}})
+    s = run(cfg)
+    assert _art(s)["format"] == "keras" and _art(s)["accuracy"] is not None
+
+
+def _five_class_folder(root: Path, per_class: int = 24) -> Path:
+    """Five classes a small network can tell apart: a square of the class's colour, anywhere, on noise."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    colours = [(230, 30, 30), (30, 230, 30), (30, 30, 230), (230, 230, 30), (30, 230, 230)]
+    for c, colour in enumerate(colours):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(per_class):
+            img = rng.integers(0, 60, (32, 32, 3), dtype=np.uint8)
+            y, x = rng.integers(0, 16, 2)
+            img[y : y + 16, x : x + 16] = colour
+            Image.fromarray(img).save(root / f"class{c}" / f"{i}.png")
+    return root
+
+
+@pytest.fixture
+def checkpoint_1000(tmp_path, user_module):
+    import user_nets
+
+    torch.manual_seed(0)
+    path = tmp_path / "pretrained_1000.pt"
+    torch.save(user_nets.TinyNet(num_classes=1000, width=8).state_dict(), path)
+    return path
+
+
+def test_1000_class_checkpoint_fine_tuned_on_a_5_class_folder(tmp_path, checkpoint_1000):
+    from pipeline.app import run
+
+    folder = _five_class_folder(tmp_path / "five")
+    cfg = compose_cfg(["recipe=tiny_int8", "tracking=none", "device=host", "model.input_size=16", "data=imagefolder",
+                       f"data.path={folder}"], tmp_path / "outputs")
+    cfg.stages = OmegaConf.create({
+        "mine": {"type": "import_model", "path": str(checkpoint_1000), "_target_": "user_nets.TinyNet",
+                 "init": {"num_classes": 1000, "width": 8}},
+        "finetune": {"type": "train", "inputs": ["mine"], "epochs": 8, "batch_size": 16, "lr": 0.02, "threads": 1},
+        "evaluate": {"type": "evaluate", "inputs": ["finetune"]}})
+    s = run(cfg)
+    ft = _art(s, "finetune")
+    assert ft["accuracy"] > 0.5  # chance is 0.2 with five classes
+    train = next(st for st in s["stages"] if st["name"] == "finetune")
+    assert train["metrics"]["parameters"] < 2000  # a 5-class head, not the 1000-class one (16 * 1000 weights)
+
+
+@pytest.mark.bad_input
+def test_class_mismatch_is_refused_at_plan_time_naming_both_counts(tmp_path, checkpoint_1000):
+    from conftest import run_cli
+
+    folder = _five_class_folder(tmp_path / "five", per_class=4)
+    stages = (f"{{mine:{{type:import_model,path:'{checkpoint_1000}',_target_:user_nets.TinyNet,"
+              f"init:{{num_classes:1000,width:8}}}},evaluate:{{type:evaluate}}}}")
+    out = run_cli("recipe=tiny_int8", "tracking=none", "device=host", "model.input_size=16", "data=imagefolder",
+                  f"data.path={folder}", f"paths.outputs={tmp_path / 'outputs'}", f"stages={stages}",
+                  env={"PYTHONPATH": f"{ROOT}:{checkpoint_1000.parent / 'usercode'}"})
+    err = out.stdout + out.stderr
+    assert out.returncode == 2, err[-2000:]
+    assert "predicts 1000 classes but the data has 5" in err and "inputs: [mine]" in err, err[-2000:]
+    assert not (tmp_path / "outputs" / "runs").exists()
+
+
+def test_unlabelled_import_goes_through_quantize_parity_and_benchmark(tmp_path, user_module):
+    import numpy as np
+    from PIL import Image
+
+    from pipeline.app import run
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(folder / f"f{i}.png")
+
+    class Embedding(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.m = user_module
+
+        def forward(self, x):
+            m = self.m
+            x = torch.relu(m.bn(m.conv(x)))
+            x = torch.relu(m.bn2(m.conv2(x)))
+            return torch.flatten(m.pool(x), 1)  # a 16-number embedding: no labels score it
+
+    path = tmp_path / "embed.onnx"
+    torch.onnx.export(Embedding().eval(), (torch.zeros(2, 3, 16, 16),), str(path), input_names=["input"],
+                      output_names=["embedding"], dynamo=True,
+                      dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=64)},)).save(str(path))
+    cfg = compose_cfg(["recipe=tiny_int8", "tracking=none", "device=host", "model.input_size=16", "task=none",
+                       "data=images", f"data.path={folder}"], tmp_path / "outputs")
+    cfg.stages = OmegaConf.create({
+        "mine": {"type": "import_model", "path": str(path)},
+        "quantize": {"type": "quantize_onnx", "inputs": ["mine"], "calibration_samples": 16},
+        "parity": {"type": "parity", "inputs": ["quantize"], "min_cosine": 0.95},
+        "evaluate": {"type": "evaluate"},
+        "benchmark": {"type": "benchmark", "inputs": ["mine", "quantize"], "warmup": 2, "iterations": 10}})
+    s = run(cfg)
+    q = _art(s, "quantize")
+    assert q["precision"] == "int8" and q["accuracy"] is None  # no labels, no task metric
+    assert list(q["parity"]["outputs"]) == ["embedding"] and q["parity"]["cosine"] > 0.95
+    assert q["latency_ms"]["p50"] > 0 and _art(s)["latency_ms"]["p50"] > 0

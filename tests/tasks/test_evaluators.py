@@ -139,3 +139,44 @@ print("HEAVY:", heavy)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "HEAVY: []" in out.stdout, out.stdout
+
+
+def test_detection_map_averages_classes_and_a_wrong_class_is_a_miss():
+    # One image, two classes. Class 0: its box found exactly (AP 1). Class 1: its box found at the right place but
+    # labelled class 0 (a false positive of class 0 ranked below the true one) and never as class 1 (AP 0).
+    labels = [{"boxes": np.array([[0, 0, 10, 10], [20, 20, 30, 30]], float), "labels": np.array([0, 1])}]
+    preds = [{"boxes": np.array([[0, 0, 10, 10], [20, 20, 30, 30]], float), "scores": np.array([0.9, 0.8]),
+              "labels": np.array([0, 0])}]
+    m = detection.coco_map(preds, labels, num_classes=2)
+    # class 0: TP then FP -> precision 1 up to recall 1: AP 1 at every IoU; class 1: AP 0; the mean of the two
+    assert m["map50"] == pytest.approx(0.5) and m["map50_95"] == pytest.approx(0.5)
+
+
+def test_detection_agreement_scores_a_model_against_its_source():
+    heat = np.full((1, 2, 6, 6), -10.0, np.float32)
+    heat[0, 1, 2, 3] = 5.0
+    dist = np.zeros((1, 4, 6, 6), np.float32)
+    dist[0, :, 2, 3] = 1.0
+    task = tasks.get("detection", postprocess={"kind": "centernet", "stride": 8})
+    same = task.agreement([heat, dist], [heat, dist])
+    assert same["map50_agreement"] == pytest.approx(1.0)
+    moved = dist.copy()
+    moved[0, :, 2, 3] = [1.0, 1.0, -0.9, -0.9]  # a box of 0.1 x 0.1 cells: no overlap worth IoU 0.5
+    assert task.agreement([heat, dist], [heat, moved])["map50_agreement"] == pytest.approx(0.0)
+
+
+def test_segmentation_agreement_counts_pixels_of_the_same_class():
+    ref = np.zeros((1, 2, 2, 2), np.float32)
+    ref[0, 1] = 1.0  # every pixel class 1
+    got = ref.copy()
+    got[0, 0, 0, 0] = 2.0  # one of four pixels flips to class 0
+    a = tasks.get("segmentation").agreement([ref], [got])
+    assert a["pixel_agreement"] == pytest.approx(0.75)
+    # against the source's classes: class 1 IoU 3/4, class 0 (predicted once, never in the source) IoU 0
+    assert a["miou_agreement"] == pytest.approx((0.75 + 0.0) / 2)
+
+
+def test_unlabelled_task_scores_nothing_and_needs_no_labels():
+    none = tasks.get("none")
+    assert not none.needs_labels and none.primary is None
+    assert none.evaluate([np.ones((2, 16))]) == {} and none.agreement([np.ones((2, 16))], [np.ones((2, 16))]) == {}
