@@ -175,7 +175,8 @@ def run(cfg: DictConfig, sweep: dict | None = None, stages: Iterable[type] = ())
         try:
             status, error, exc, records = _execute(plan, cfg, outputs, run_dir, events)
             summary = report.build_summary(recipe=recipe, device=cfg.device, status=status, mlflow=info.mlflow,
-                                           records=records, gate_cfg=cfg.gate, run_dir=run_dir, error=error)
+                                           records=records, gate_cfg=cfg.gate, run_dir=run_dir, error=error,
+                                           task=str(cfg.get("task") or "classification"))
             summary["objective"] = objective.summarize(summary, cfg)  # what sweepers, the registry and compare rank by
             events.summary_ready(summary)
             try:

@@ -31,7 +31,7 @@ def _speed_verdict(r: dict, base: dict) -> str:
     return stats.FASTER if r["speedup"] >= 1.0 else stats.SLOWER
 
 
-def compare(rows: list[dict], gate_cfg: Any) -> None:
+def compare(rows: list[dict], gate_cfg: Any, metric: str = "top-1") -> None:
     """Ratios against the fp32 baseline (same format if there is one) and a pass/fail verdict with reasons."""
     fp32 = [r for r in rows if r["precision"] == "fp32"]
     timed = sorted((b for b in fp32 if b["latency_ms"]), key=lambda b: b["latency_ms"]["p50"])
@@ -58,7 +58,7 @@ def compare(rows: list[dict], gate_cfg: Any) -> None:
             if r["accuracy"] is not None and base["accuracy"] is not None:
                 r["accuracy_delta"] = 100.0 * (r["accuracy"] - base["accuracy"])
                 if -r["accuracy_delta"] > gate_cfg.max_accuracy_drop:
-                    problems.append(f"loses {-r['accuracy_delta']:.2f} top-1 points (gate.max_accuracy_drop="
+                    problems.append(f"loses {-r['accuracy_delta']:.2f} {metric} points (gate.max_accuracy_drop="
                                     f"{gate_cfg.max_accuracy_drop:g})")
         sel = r.get("selection")
         if sel and sel.get("slower_than_fp32"):

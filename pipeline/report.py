@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline import judge
+from pipeline import judge, tasks
 from pipeline.cache import write_json_atomic
 from pipeline.results import Findings
 
@@ -14,7 +14,7 @@ SCHEMA_VERSION = 2  # summary.json's layout; README's "summary.json" table lists
 RED, GREEN, RESET = "\033[31m", "\033[32m", "\033[0m"
 
 
-def _artifact_rows(records: list, gate_cfg: Any) -> list[dict]:
+def _artifact_rows(records: list, gate_cfg: Any, metric: str = "top-1") -> list[dict]:
     found: dict[str, Findings] = {}  # artifact name -> what every analysis stage found about it
     for r in records:
         for name, f in r.about.items():
@@ -57,7 +57,7 @@ def _artifact_rows(records: list, gate_cfg: Any) -> list[dict]:
             "coverage": f.coverage_summary, "ram_estimate_mb": f.ram_estimate_mb,
             "pruning": a.meta.get("pruning"),  # set by the prune stage, inherited by exports of its model
         })
-    judge.compare(rows, gate_cfg)
+    judge.compare(rows, gate_cfg, metric)
     return rows
 
 
@@ -95,15 +95,17 @@ def _payoff(rows: list[dict], device: Any) -> None:
 
 
 def build_summary(*, recipe: str, device: Any, status: str, mlflow: dict, records: list, gate_cfg: Any,
-                  run_dir: Path, error: str | None = None) -> dict:
+                  run_dir: Path, error: str | None = None, task: str = "classification") -> dict:
     stages = [{"name": r.name, "type": r.type, "status": r.status, "seconds": round(r.seconds, 3),
                "cache_key": r.cache_key, "reason": r.reason, "inputs": r.inputs, "metrics": r.metrics,
                **({"error": r.error} if r.error else {})} for r in records]
-    rows = _artifact_rows(records, gate_cfg) if status != "invalid" else []
+    label = tasks.primary_label(task)
+    rows = _artifact_rows(records, gate_cfg, label) if status != "invalid" else []
     _payoff(rows, device)
     return {
         "schema_version": SCHEMA_VERSION,
         "recipe": recipe,
+        "task": {"name": task, "metric": label},  # `accuracy` of every artifact is this metric, a fraction
         "device": {"name": device.name, "display_name": device.display_name, "runtime": device.runtime},
         "status": status,
         "error": error,
@@ -149,7 +151,8 @@ def _fmt(v, spec: str, none: str = "-") -> str:
 def table(summary: dict, color: bool | None = None) -> str:
     """One row per produced artifact; a regression (slower or less accurate than allowed) is shown in red."""
     color = sys.stdout.isatty() if color is None else color
-    head = ["stage", "format", "precision", "runtime", "size MB", "top-1 %", "p50 ms", "speed-up", "size ratio",
+    metric = (summary.get("task") or {}).get("metric") or "top-1"
+    head = ["stage", "format", "precision", "runtime", "size MB", f"{metric} %", "p50 ms", "speed-up", "size ratio",
             "device ms", "est. ms*", "gate", "status"]
     rows = []
     for a in summary["artifacts"]:
@@ -178,7 +181,7 @@ def table(summary: dict, color: bool | None = None) -> str:
     for a in summary["artifacts"]:
         sel = a.get("selection")
         if sel:
-            losers = [f"{c['name']} ({c['format']}, {c['latency_p50_ms']:.2f} ms, top-1 {100 * c['accuracy']:.2f}%: "
+            losers = [f"{c['name']} ({c['format']}, {c['latency_p50_ms']:.2f} ms, {metric} {100 * c['accuracy']:.2f}%: "
                       f"{c['lost_because']})" for c in sel["candidates"] if c["kind"] == "int8" and not c["chosen"]]
             out.append(f"{a['name']}: measured choice {sel['chosen']} ({sel['speedup_vs_fastest_fp32']:.2f}x the "
                        f"fastest fp32, {sel['fastest_fp32']}); not chosen: {'; '.join(losers) or 'none'}")

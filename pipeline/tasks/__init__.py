@@ -30,6 +30,17 @@ METRICS: dict[str, tuple[str, ...]] = {
     "segmentation": ("miou", "pixel_acc"),
     "none": (),
 }
+# How the primary metric reads in tables and messages (its values are fractions, shown as percentages / points).
+LABELS: dict[str, str] = {"top1": "top-1", "top5": "top-5", "map50_95": "mAP@[.5:.95]", "map50": "mAP@.5",
+                          "miou": "mIoU", "pixel_acc": "pixel accuracy"}
+
+
+def primary_label(task: str) -> str:
+    """The primary metric's display name of a task ("top-1" for classification; "accuracy" for none)."""
+    metrics = METRICS.get(task) or ()
+    return LABELS.get(metrics[0], metrics[0]) if metrics else "accuracy"
+
+
 HIGHER_IS_BETTER: dict[str, bool] = {"top1": True, "top5": True, "map50_95": True, "map50": True, "miou": True,
                                      "pixel_acc": True}
 # The data sets each task reads (the `data.name` values), for the plan-time check of a recipe.
