@@ -1,6 +1,7 @@
 """Executes a plan: derive each task's key -> reuse or run -> store atomically -> record. Knows no ML framework."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -21,6 +22,7 @@ from pipeline.errors import ConfigError, NotRunnableHere, StageError
 from pipeline.plan import Plan, Task
 from pipeline.results import Findings
 from pipeline.stages import StageContext, StageResult
+from pipeline.stages.base import FAILURE_DIR
 
 log = logging.getLogger("pipeline")
 HEARTBEAT_S = 30.0  # a stage that shows nothing for this long gets a "still running" line on the console
@@ -227,7 +229,20 @@ class Runner:
         return manifest
 
     def _failed(self, task: Task, rec: TaskRecord, work: Path, e: Exception, t0: float) -> StageError:
-        """Discard the stage's partial output, record the failure (traceback kept in the run folder) and say why."""
+        """Discard the stage's partial output, record the failure (traceback kept in the run folder) and say why.
+        Files the stage wrote under `ctx.workdir / FAILURE_DIR` (a diagnosis of why it failed) are kept in the run
+        folder's reports/<task>/ first."""
+        kept = []
+        diag = work / "out" / FAILURE_DIR
+        if diag.is_dir():
+            with contextlib.suppress(OSError):
+                dest = self.run_dir / "reports" / task.name
+                dest.mkdir(parents=True, exist_ok=True)
+                for f in sorted(diag.iterdir()):
+                    if f.is_file() and not f.is_symlink():
+                        shutil.copyfile(f, dest / f.name)
+                        kept.append(dest / f.name)
+        rec.files = kept
         self.cache.discard(work)
         rec.status, rec.seconds = "failed", time.perf_counter() - t0
         rec.error = f"{type(e).__name__}: {e}"

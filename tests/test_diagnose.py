@@ -90,3 +90,47 @@ def test_onnx_accuracy_control_keeps_the_diverging_layer_in_float(tmp_path):
     assert facts["plain_int8_drop"] > 0.02 and facts["met"], facts
     assert facts["reverted_to_float"] == ["fc2"], facts  # the layer the per-layer comparison names first
     assert runtimes.load("onnx", tmp_path / "model.int8ac.onnx", {}, threads=1).predict(x[:4]).shape == (4, 4)
+
+
+class OutlierImageNet(nn.Module):
+    """Outlier on images: 3x8x8 pixels flattened into the same three layers, 10 classes (the digits')."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc0 = nn.Linear(3 * 8 * 8, 16)
+        self.fc1, self.fc2 = nn.Linear(16, 8), nn.Linear(8, 10)
+        with torch.no_grad():
+            self.fc1.weight[0] = 0.0
+            self.fc1.bias[0] = 1000.0
+            self.fc2.weight[:, 0] = 0.0
+            self.fc2.bias.zero_()
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(torch.relu(self.fc0(x.flatten(1))))))
+
+
+def test_a_parity_stage_failing_on_int8_names_the_first_diverging_layer(tmp_path):
+    from omegaconf import OmegaConf
+
+    from conftest import compose_cfg
+    from pipeline import app
+    from pipeline.errors import StageError
+
+    torch.manual_seed(0)
+    fp32 = tmp_path / "outlier.onnx"
+    export_torch(OutlierImageNet().eval(), (1, 3, 8, 8), fp32)
+    outputs = tmp_path / "outputs"
+    cfg = compose_cfg(["recipe=tiny_int8", "device=jetson_orin_nano", "tracking=none", "model.input_size=8"], outputs)
+    cfg.stages = OmegaConf.create({
+        "mine": {"type": "import_model", "path": str(fp32)},
+        "quantize": {"type": "quantize_onnx", "inputs": ["mine"], "calibration_samples": 32},
+        "parity": {"type": "parity", "inputs": ["quantize"], "min_cosine": 0.99, "samples": 64}})
+    with pytest.raises(StageError) as e:
+        app.run(cfg)
+    msg = str(e.value)
+    assert "stage 'quantize' (onnx int8) diverged from its source 'mine'" in msg
+    assert "Per-layer, int8 against float: first diverging layer: fc2 (Gemm)" in msg
+    (run_dir,) = (outputs / "runs" / "tiny_int8").iterdir()
+    report = json.loads((run_dir / "reports" / "parity" / "diverging_layer_quantize.json").read_text())
+    assert report["first_diverging"]["layer"] == "fc2"  # kept in the run folder although the stage failed
+    assert (run_dir / "reports" / "parity" / "diverging_layer_quantize.png").read_bytes()[:4] == b"\x89PNG"

@@ -27,6 +27,11 @@ class StageResult:
     about: dict[str, Findings] = field(default_factory=dict)  # analysis stages: artifact name -> what they found
 
 
+# A stage that fails may leave a diagnosis in ctx.workdir / FAILURE_DIR: the runner keeps those files in the run
+# folder (reports/<task>/) and logs them to MLflow before it discards the rest of the partial output.
+FAILURE_DIR = "failure"
+
+
 @dataclass
 class StageContext:
     """Everything a stage may read. Built by the runner; stages never look at global state."""

@@ -18,7 +18,7 @@ from pipeline.artifacts import FORMATS
 from pipeline.bounds import NonNegative, PositiveInt, UnitInterval, between
 from pipeline.errors import NotRunnableHere
 from pipeline.results import Findings
-from pipeline.stages.base import Stage, StageContext, StageResult
+from pipeline.stages.base import FAILURE_DIR, Stage, StageContext, StageResult
 
 # Task agreement thresholds: parameter -> (task, agreement metric it bounds from below)
 AGREEMENT = {"min_top1_agreement": ("classification", "top1_agreement"),
@@ -38,6 +38,7 @@ class ParityConfig:
     min_snr_db: Optional[float] = None  # fail when any output's signal-to-noise ratio is below this (dB), e.g. 20
     max_abs_error: Optional[NonNegative] = None  # fail when any output's largest absolute difference is above this
     batch_size: PositiveInt = 64  # images per inference call
+    diagnose_samples: PositiveInt = 8  # when an int8 model fails: images of the per-layer comparison with its float source
 
 
 def compare(ref, got) -> dict[str, float]:
@@ -176,11 +177,35 @@ class Parity(Stage):
                   if not l[4] and l[0] < depth and key in l[3]]
             later = [f[1].stage for f in failures[1:]]
             fixes = parity_metrics.FIXES if a.precision.startswith("int8") else ()
+            layer = _diverging_layer(ctx, a, src, x, p) if a.precision.startswith("int8") else ""
             raise RuntimeError(
                 f"parity: stage '{a.stage}' ({a.format} {a.precision}) diverged from its source '{src.stage}' "
                 f"({src.format} {src.precision}) on {len(x)} validation images: {'; '.join(bad)}."
                 + (f" Upstream links agreed: {', '.join(ok)}." if ok else "")
                 + (f" Downstream stages also off: {', '.join(later)}." if later else "")
+                + (f" {layer}." if layer else "")
                 + f" Look at stage '{a.stage}' first (its parameters, calibration, operators)."
                 + (f" Fixes worth trying there: {'; '.join(fixes)}." if fixes else ""))
         return StageResult(metrics=metrics, about=about)
+
+
+def _diverging_layer(ctx: StageContext, a, src, x, p) -> str:
+    """Where an int8 model that lost parity parts from its float source of the same format: the per-layer
+    comparison of pipeline.diagnose, written (JSON + PNG) where the runner keeps a failed stage's diagnosis. Returns
+    the sentence for the error message, or why there is none."""
+    from pipeline import diagnose
+
+    if a.format != src.format or a.format not in ("onnx", "tflite"):
+        return (f"No per-layer comparison: it needs an int8 and a float model of the same format (onnx or tflite), "
+                f"here {a.format} vs {src.format}")
+    try:
+        report = diagnose.first_diverging_layer(a.format, src.path, a.path, x[: min(len(x), p.diagnose_samples)],
+                                                meta=a.meta)
+        files = diagnose.write(report, ctx.workdir / FAILURE_DIR, stem=f"diverging_layer_{a.stage}")
+    except Exception as e:  # the diagnosis must not hide the parity failure itself
+        ctx.log.warning("per-layer comparison of %s with %s failed: %s", a.stage, src.stage, e)
+        return f"No per-layer comparison ({type(e).__name__}: {str(e)[:200]})"
+    ctx.log.info("%s: %s", a.stage, diagnose.message(report))
+    return (f"Per-layer, int8 against float: {diagnose.message(report)} "
+            f"(reports/{ctx.name}/{files[0].name} and .png in the run folder)")
+
