@@ -73,5 +73,7 @@ def test_full_integer_tflite(name, tmp_path):
     facts = tflite_int8.convert(model, rng.standard_normal((1, 3, 32, 32)).astype(np.float32), tmp_path / "m.tflite",
                                 rng.standard_normal((8, 3, 32, 32)).astype(np.float32))
     assert facts["integer_only"], facts["float_operators"]
-    sig = read("tflite", tmp_path / "m.tflite")
+    from pipeline.runtimes import tflite_rt
+
+    sig = read("tflite", tmp_path / "m.tflite", {"tflite": tflite_rt.inspect(tmp_path / "m.tflite")})
     assert len(sig.outputs) == len(model.output_names) and sig.input.dtype == "int8"
