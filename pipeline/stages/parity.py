@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from pipeline.artifacts import FORMATS
-from pipeline.bounds import NonNegative, PositiveInt, UnitInterval, between
+from pipeline.bounds import Finite, NonNegative, PositiveInt, UnitInterval, between
 from pipeline.errors import NotRunnableHere
 from pipeline.results import Findings
 from pipeline.stages.base import FAILURE_DIR, Stage, StageContext, StageResult
@@ -35,7 +35,7 @@ class ParityConfig:
     min_pixel_agreement: Optional[UnitInterval] = None  # segmentation: fail below this share of same-class pixels
     min_miou_agreement: Optional[UnitInterval] = None  # segmentation: fail below this mIoU against the source's classes
     min_cosine: Optional[between(-1, 1)] = None  # fail when any output's mean cosine similarity is below this, e.g. 0.99
-    min_snr_db: Optional[float] = None  # fail when any output's signal-to-noise ratio is below this (dB), e.g. 20
+    min_snr_db: Optional[Finite] = None  # fail when any output's signal-to-noise ratio is below this (dB), e.g. 20
     max_abs_error: Optional[NonNegative] = None  # fail when any output's largest absolute difference is above this
     batch_size: PositiveInt = 64  # images per inference call
     diagnose_samples: PositiveInt = 8  # when an int8 model fails: images of the per-layer comparison with its float source
