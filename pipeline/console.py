@@ -31,7 +31,7 @@ import warnings
 from typing import Any, Iterable, Iterator
 
 # Loggers shown on the console at INFO and above; anyone else's records only from ERROR up.
-OWN = ("pipeline", "__main__", "hydra")
+OWN = ("pipeline", "__main__", "hydra", "hydra_plugins")  # (hydra_plugins: the launchers and sweepers say what they start)
 # Libraries that attach their own console handlers or print through logging; their names, for routing.
 LIBRARIES = ("torch", "mlflow", "absl", "tensorflow", "keras", "litert_torch", "ai_edge_litert", "onnx", "onnx_ir",
              "onnxscript", "onnxruntime", "torchao", "triton", "coremltools", "alembic", "urllib3", "jax", "h5py")
