@@ -78,6 +78,9 @@ CANDIDATES: dict[str, Candidate] = {
 }
 # quantize_qdq options of the ONNX Runtime QDQ variants (bench/bench_runtimes.py builds the same ones)
 QDQ_VARIANTS = {n: dict(c.options) for n, c in CANDIDATES.items() if c.build == "ort_qdq"}
+# all but openvino_bf16 (OpenVINO's default already computes in bf16 wherever the CPU can) and ort_nncf_int8 (built
+# when ONNX accuracy control is, as what it is compared with)
+DEFAULT_CANDIDATES = [n for n in CANDIDATES if n not in ("openvino_bf16", "ort_nncf_int8")]
 REFERENCE = "ort_fp32"  # the input model: the accuracy every drop is measured from
 AC_WHEN = ("if_needed", "always")
 
@@ -86,7 +89,7 @@ AC_WHEN = ("if_needed", "always")
 class SelectInt8Config:
     calibration_samples: PositiveInt = 128  # training images every candidate is calibrated on (the same images for all)
     method: str = "minmax"  # ONNX Runtime calibration: minmax | entropy | percentile
-    candidates: List[str] = field(default_factory=lambda: list(CANDIDATES))  # which candidates to build and time
+    candidates: List[str] = field(default_factory=lambda: list(DEFAULT_CANDIDATES))  # which candidates to build and time
     # accuracy-controlled candidates: if_needed = only when no plain int8 candidate is within budget | always
     accuracy_control: str = "if_needed"
     accuracy_control_samples: PositiveInt = 300  # labelled training images NNCF validates on (not the validation split)
@@ -130,6 +133,8 @@ class SelectInt8(Stage):
         return problems
 
     def run(self, ctx: StageContext) -> StageResult:
+        import time
+
         import numpy as np
 
         from pipeline import calibration, runtimes
@@ -154,14 +159,12 @@ class SelectInt8(Stage):
         env["ir_dir"] = root / "_openvino_ir"  # the fp32 and int8 IRs the OpenVINO candidates share
         names = list(dict.fromkeys([REFERENCE, *p.candidates]))
         ac = [n for n in names if CANDIDATES[n].accuracy_control]
-        for n in ac:  # accuracy control is judged against its plain int8 counterpart, timed side by side
-            if CANDIDATES[n].counterpart not in names:
-                names.insert(names.index(n), CANDIDATES[n].counterpart)
         built: dict[str, dict] = {}
         skipped: dict[str, str] = {}
 
         def build_and_score(name: str) -> None:
             c = CANDIDATES[name]
+            t0 = time.perf_counter()
             why = _not_runnable(c.format, {"openvino": c.options} if c.format == "openvino" else {})
             if why is None:
                 try:
@@ -184,7 +187,10 @@ class SelectInt8(Stage):
                 skipped[name] = why
                 ctx.log.warning("%s: %s", name, why)
                 return
-            built[name] = {"path": path, "meta": meta, "accuracy": acc, "runtime": model.runtime}
+            seconds = time.perf_counter() - t0
+            ctx.log.info("%s: built and evaluated in %.1f s (top-1 %.4f)", name, seconds, acc)
+            built[name] = {"path": path, "meta": meta, "accuracy": acc, "runtime": model.runtime,
+                           "build_s": seconds}
 
         for name in names:
             if not CANDIDATES[name].accuracy_control:
@@ -198,13 +204,17 @@ class SelectInt8(Stage):
             if p.accuracy_control == "if_needed" and within:
                 skipped[name] = (f"not built: plain int8 already meets the budget ({within[0]}); "
                                  f"accuracy_control=always builds it anyway")
-            else:
+            else:  # judged against its plain int8 counterpart, timed side by side
+                if CANDIDATES[name].counterpart not in built and CANDIDATES[name].counterpart not in skipped:
+                    build_and_score(CANDIDATES[name].counterpart)
                 build_and_score(name)
 
         # latency: every built model in one fresh process per thread count, round-robin
         models = [{"name": n, "fmt": CANDIDATES[n].format, "path": str(b["path"]), "meta": b["meta"],
                    "shape": [1, *list(b["meta"]["input_shape"])[1:]]} for n, b in built.items()]
+        t0 = time.perf_counter()
         measured = isolated.measure(models, threads, p.warmup, p.iterations)
+        ctx.log.info("timed %d models side by side in %.1f s", len(models), time.perf_counter() - t0)
         extra = {t: isolated.measure(models, t, p.warmup, p.iterations)
                  for t in dict.fromkeys(host_threads(t) for t in p.threads) if t != threads}
 
@@ -424,7 +434,7 @@ def _rows(built: dict, measured: dict, extra: dict, ref_acc: float, budget: floa
              "accuracy_drop_points": 100.0 * (ref_acc - b["accuracy"]),
              "latency_p50_ms": m[n]["latency_p50_ms"], "latency_p90_ms": m[n]["latency_p90_ms"],
              "latency_p50_ci": [m[n].get("latency_p50_ci_low_ms"), m[n].get("latency_p50_ci_high_ms")],
-             "about": c.about}
+             "build_seconds": b["build_s"], "about": c.about}
         if extra:
             r["latency_p50_ms_at_threads"] = {str(t): e["models"][n]["latency_p50_ms"] for t, e in extra.items()}
         if c.precision == "int8":
