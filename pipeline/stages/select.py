@@ -93,6 +93,9 @@ class SelectInt8Config:
     # accuracy-controlled candidates: if_needed = only when no plain int8 candidate is within budget | always
     accuracy_control: str = "if_needed"
     accuracy_control_samples: PositiveInt = 300  # labelled training images NNCF validates on (not the validation split)
+    # top-1 points NNCF's accuracy control aims for on those training images; null = half the budget, because the choice
+    # is judged on the validation split, which NNCF never sees
+    accuracy_control_max_drop: Optional[NonNegative] = None
     max_accuracy_drop: Optional[NonNegative] = None  # top-1 points a candidate may lose vs fp32; null = gate.max_accuracy_drop
     eval_samples: Optional[PositiveInt] = None  # validation images for the accuracy check (null = all)
     threads: List[NonNegativeInt] = field(default_factory=list)  # more thread counts to time, each in its own process; the choice uses the device's
@@ -147,7 +150,8 @@ class SelectInt8(Stage):
         threads = host_threads(int(ctx.settings.device.threads))
         env = {"src": src, "torch": next((a for a in ctx.lineage(src.stage) if a.format == "torch"), None),
                "calib": calibration.sample(data, p.calibration_samples, ctx.settings.seed, ctx.name),
-               "method": p.method, "shared": {}, "budget": budget}
+               "method": p.method, "shared": {},
+               "ac_target": p.accuracy_control_max_drop if p.accuracy_control_max_drop is not None else budget / 2}
         n_ac = min(p.accuracy_control_samples, len(data.train_x))
         idx = np.random.default_rng(int(ctx.settings.seed) + 1).choice(len(data.train_x), n_ac, replace=False)
         env["ac_data"] = (data.train_x[idx], data.train_y[idx])
@@ -340,7 +344,8 @@ def _build(name: str, c: Candidate, d, env: dict) -> tuple[Any, dict]:
             facts = nncf_onnx.quantize(src.path, calib, path)
         else:
             vx, vy = env["ac_data"]
-            facts = nncf_onnx.quantize_with_accuracy_control(src.path, calib, vx, vy, path, env["budget"] / 100.0)
+            facts = nncf_onnx.quantize_with_accuracy_control(src.path, calib, vx, vy, path,
+                                                             min(env["ac_target"], 99.0) / 100.0)
         return path, {**src.meta, "quantization": facts}
     if c.build == "litert":
         from pipeline.convert.tflite import export_source
@@ -371,7 +376,7 @@ def _build(name: str, c: Candidate, d, env: dict) -> tuple[Any, dict]:
             path, qmeta = env["shared"]["int8_ir"]
             return path, {**qmeta, "openvino": {**qmeta["openvino"], **c.options}}
         vx, vy = env["ac_data"]
-        return ovc.accuracy_controlled_candidate(xml, meta, calib, vx, vy, d, env["budget"] / 100.0,
+        return ovc.accuracy_controlled_candidate(xml, meta, calib, vx, vy, d, min(env["ac_target"], 99.0) / 100.0,
                                                  layer_names=ovc.onnx_layer_names(src.path))
     if c.build in ("executorch", "executorch_int8"):
         from pipeline.convert import executorch as etc
@@ -527,7 +532,8 @@ def _markdown(table: list[dict], not_run: list[dict], sel: dict | None, budget: 
                f"all models round-robin; {describe_load(measured['load_average'])}. Accuracy budget: {budget:g} top-1 "
                f"points below {REFERENCE}.")
     if sel:
-        out.append(f"Chosen: {sel['chosen']} ({sel['backend']}, {sel['format']}, {sel['settings']}): "
+        where = ", ".join(dict.fromkeys([sel["backend"], sel["format"], sel["settings"]]))
+        out.append(f"Chosen: {sel['chosen']} ({where}): "
                    f"{sel['speedup_vs_fastest_fp32']:.2f}x the fastest fp32 model ({sel['fastest_fp32']})"
                    + (f", {sel['speedup_vs_fastest_peer_default']:.2f}x the fastest peer default "
                       f"({sel['fastest_peer_default']})" if sel.get("speedup_vs_fastest_peer_default") else "") + ".")

@@ -54,7 +54,8 @@ def selection(tmp_path_factory):
     cfg = compose_cfg(["device=host", "tracking=none", "gate.max_accuracy_drop=5"], tmp / "outputs")
     work = tmp / "work"
     work.mkdir()
-    params = SelectInt8Config(calibration_samples=32, accuracy_control_samples=100, warmup=2, iterations=20,
+    params = SelectInt8Config(calibration_samples=32, accuracy_control_samples=100, accuracy_control_max_drop=5,
+                              warmup=2, iterations=20,
                               candidates=["ort_per_channel_u8", "ort_nncf_int8", "ort_int8_accuracy_control",
                                           "openvino_int8", "openvino_int8_accuracy_control", "executorch_int8"])
     ctx = StageContext(name="quantize", params=params, settings=settings.resolve("select_int8", SelectInt8.reads, cfg),
