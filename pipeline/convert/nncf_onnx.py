@@ -28,6 +28,32 @@ def _top1(model_proto, items) -> tuple[float, list[float]]:
     return (float(np.mean(hits)) if hits else 0.0), hits
 
 
+def _calibration(model, calibration: np.ndarray):
+    import nncf
+
+    name = model.graph.input[0].name
+    return nncf.Dataset([{name: np.ascontiguousarray(calibration[i : i + 1], dtype=np.float32)}
+                         for i in range(len(calibration))])
+
+
+def quantize(fp32_onnx: Path, calibration: np.ndarray, out: Path) -> dict[str, Any]:
+    """int8 QDQ ONNX at `out` with NNCF's post-training defaults (`nncf.quantize`), what accuracy control starts
+    from. Returns facts for the artifact's meta."""
+    import nncf
+    import onnx
+
+    from pipeline.convert.openvino import quiet
+
+    if len(calibration) == 0:
+        raise ValueError("NNCF int8 needs calibration images; got none (set calibration_samples > 0)")
+    model = onnx.load(str(fp32_onnx))
+    with quiet():
+        q = nncf.quantize(model, _calibration(model, calibration), subset_size=len(calibration))
+    onnx.save(q, str(out))
+    return {"tool": "nncf quantize (ONNX)", "format": "QDQ", "calibration_samples": int(len(calibration)),
+            "quantized_operations": len(_quantized_nodes(q))}
+
+
 def quantize_with_accuracy_control(fp32_onnx: Path, calibration: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
                                    out: Path, max_drop: float) -> dict[str, Any]:
     """int8 QDQ ONNX at `out` whose top-1 on (val_x, val_y) is at most `max_drop` (absolute, 0-1) below the fp32
@@ -45,8 +71,7 @@ def quantize_with_accuracy_control(fp32_onnx: Path, calibration: np.ndarray, val
                          f"{len(val_y)} labels")
     model = onnx.load(str(fp32_onnx))
     name = model.graph.input[0].name
-    calib = nncf.Dataset([{name: np.ascontiguousarray(calibration[i : i + 1], dtype=np.float32)}
-                          for i in range(len(calibration))])
+    calib = _calibration(model, calibration)
     items = [(np.ascontiguousarray(val_x[i : i + 1], dtype=np.float32), int(val_y[i])) for i in range(len(val_x))]
     with quiet():
         plain = nncf.quantize(model, calib, subset_size=len(calibration))

@@ -110,6 +110,18 @@ def layer_name(friendly_name: str) -> str:
     return head.removeprefix("__module.") or friendly_name
 
 
+def onnx_layer_names(onnx_path: Path) -> dict[str, str]:
+    """For an IR converted from ONNX: the ONNX node and tensor names OpenVINO keeps as friendly names -> the torch
+    layer they came from (from the exporter's name scopes, see pipeline.diagnose), e.g. `node_linear` -> `fc1`."""
+    import onnx
+
+    from pipeline.diagnose import _layer_names
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    tensors = _layer_names(graph)
+    return {**tensors, **{n.name: tensors.get(n.output[0], n.name) for n in graph.node if n.output and n.name}}
+
+
 def quantize_ir(fp32_xml: Path, calibration: np.ndarray, path: Path, preset: str = "performance",
                 fast_bias_correction: bool = True) -> dict[str, Any]:
     """int8 IR at `path` with NNCF post-training quantization (defaults except `preset`). Returns facts."""
@@ -152,11 +164,13 @@ def top1_validation(threads: int = 1):
 
 def quantize_ir_with_accuracy_control(fp32_xml: Path, calibration: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
                                       path: Path, max_drop: float, preset: str = "performance",
-                                      max_reverted: int | None = None) -> dict[str, Any]:
+                                      max_reverted: int | None = None,
+                                      layer_names: dict[str, str] | None = None) -> dict[str, Any]:
     """int8 IR at `path` whose top-1 on (val_x, val_y) is at most `max_drop` (absolute, 0-1) below the fp32 IR's:
     `nncf.quantize_with_accuracy_control`. Returns facts, among them the operations NNCF reverted to float (graph
     order, by source layer name) and the measured top-1 of the fp32, plain int8 and accuracy-controlled models on the
-    validation images (each compiled in f32 for the float layers, so the drop is int8's alone)."""
+    validation images (each compiled in f32 for the float layers, so the drop is int8's alone). `layer_names` maps
+    the IR's operation names to source layers when the IR came from ONNX (onnx_layer_names)."""
     import nncf
     import openvino as ov
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
@@ -183,7 +197,8 @@ def quantize_ir_with_accuracy_control(fp32_xml: Path, calibration: np.ndarray, v
         acc = {name: validate(core.compile_model(m, "CPU", f32), items)[0]
                for name, m in (("fp32", model), ("int8", plain), ("int8_accuracy_control", q))}
     in_plain, in_ac = quantized_operations(plain), set(quantized_operations(q))
-    reverted = list(dict.fromkeys(layer_name(op) for op in in_plain if op not in in_ac))
+    names = layer_names or {}
+    reverted = list(dict.fromkeys(names.get(op.split("/")[0]) or layer_name(op) for op in in_plain if op not in in_ac))
     return {"tool": f"nncf {_nncf_version()} quantize_with_accuracy_control", "preset": preset,
             "calibration_samples": int(len(calibration)), "validation_samples": int(len(val_x)),
             "max_drop": max_drop, "top1": acc, "drop": acc["fp32"] - acc["int8_accuracy_control"],
@@ -216,11 +231,13 @@ def int8_candidate(fp32_xml: Path, meta: dict[str, Any], calibration: np.ndarray
 
 
 def accuracy_controlled_candidate(fp32_xml: Path, meta: dict[str, Any], calibration: np.ndarray, val_x: np.ndarray,
-                                  val_y: np.ndarray, workdir: Path, max_drop: float) -> tuple[Path, dict[str, Any]]:
+                                  val_y: np.ndarray, workdir: Path, max_drop: float,
+                                  layer_names: dict[str, str] | None = None) -> tuple[Path, dict[str, Any]]:
     """int8 with NNCF accuracy control (see quantize_ir_with_accuracy_control). Returns (path, meta); the facts,
     with the operations kept in float, are in meta["quantization"]."""
     path = Path(workdir) / "model.int8ac.xml"
-    facts = quantize_ir_with_accuracy_control(fp32_xml, calibration, val_x, val_y, path, max_drop)
+    facts = quantize_ir_with_accuracy_control(fp32_xml, calibration, val_x, val_y, path, max_drop,
+                                              layer_names=layer_names)
     return path, {**meta, "openvino": {**meta.get("openvino", {}), "inference_precision": None},
                   "quantization": facts}
 

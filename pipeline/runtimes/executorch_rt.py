@@ -72,3 +72,16 @@ class ExecutorchModel:
 
 def load(path: Path, meta: dict[str, Any], threads: int) -> ExecutorchModel:
     return ExecutorchModel(path, meta, threads)
+
+
+def not_runnable_here(meta: dict[str, Any] | None = None) -> str | None:
+    """Why a `.pte` cannot run on this host, or None: ExecuTorch missing, or a program lowered to a delegate the
+    Linux wheel lacks (Core ML)."""
+    import importlib.util
+
+    if importlib.util.find_spec("executorch") is None:
+        return "not runnable on this host (the executorch package is not installed)"
+    delegates = ((meta or {}).get("executorch") or {}).get("coverage", {}).get("delegates", {})
+    if "CoreMLBackend" in delegates:
+        return "not runnable on this host (lowered to Core ML: ExecuTorch runs it on Apple devices only)"
+    return None

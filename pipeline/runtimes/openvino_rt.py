@@ -123,3 +123,38 @@ def inspect(path: Path | str) -> dict[str, Any]:
     return {"inputs": io(model.inputs), "outputs": io(model.outputs),
             "operators": dict(sorted((k, v) for k, v in ops.items() if k not in ("Constant", "Parameter", "Result"))),
             "fake_quantize": ops.get("FakeQuantize", 0), "weight_constants_by_type": dict(weights)}
+
+
+# OpenVINO's name for each inference precision in the CPU plugin's OPTIMIZATION_CAPABILITIES
+CAPABILITY = {"f32": "FP32", "bf16": "BF16", "f16": "FP16"}
+
+
+def optimization_capabilities(device: str = "CPU") -> list[str]:
+    """What the device plugin says it can compute in here (e.g. ['FP32', 'BF16', 'FP16', 'INT8', ...])."""
+    import openvino as ov
+
+    return [str(c) for c in ov.Core().get_property(device, "OPTIMIZATION_CAPABILITIES")]
+
+
+def not_runnable_here(meta: dict[str, Any] | None = None) -> str | None:
+    """Why an IR compiled with the settings in meta["openvino"] cannot run on this host, or None: OpenVINO missing,
+    no plugin for the device, or an inference precision the plugin's OPTIMIZATION_CAPABILITIES lack. Without
+    settings it only looks for the package (imports nothing)."""
+    import importlib.util
+
+    if importlib.util.find_spec("openvino") is None:
+        return "not runnable on this host (the openvino package is not installed)"
+    settings = dict((meta or {}).get("openvino") or {})
+    if not settings.get("device") and not settings.get("inference_precision"):
+        return None  # the CPU plugin ships with the package: nothing to ask OpenVINO
+    device = str(settings.get("device") or "CPU").upper()
+    here = available_devices()
+    if device != "AUTO" and not any(d == device or d.split(".")[0] == device for d in here):
+        return f"not runnable on this host (OpenVINO has no {device} plugin with hardware here: {', '.join(here)})"
+    precision = settings.get("inference_precision")
+    if precision and device != "AUTO":
+        caps = optimization_capabilities(device)
+        if CAPABILITY.get(precision) not in caps:
+            return (f"not runnable on this host (the OpenVINO {device} plugin cannot compute in {precision}: "
+                    f"OPTIMIZATION_CAPABILITIES {', '.join(caps)})")
+    return None

@@ -1,7 +1,11 @@
 """`profile`: per-layer device profile of each input model: op type, shapes, MACs, parameters, bytes, precision;
 the latency estimate on the device (fused kernels, fitted efficiencies; labelled with its expected error, never a
 measurement); the accelerator delegate's operator coverage. Writes profile.json and a per-layer latency chart
-profile.png (both logged to MLflow and copied into the run directory)."""
+profile.png (both logged to MLflow and copied into the run directory).
+
+An ExecuTorch `.pte` is profiled for what its file says: the delegate coverage, i.e. which operators were lowered to
+XNNPACK and which were left to ExecuTorch's portable kernels (pipeline.convert.executorch.coverage), per operator
+type in profile.json and in the chart."""
 from __future__ import annotations
 
 import json
@@ -43,6 +47,8 @@ class Profile(Stage):
 
         a = ctx.input
         device = ctx.settings.device.to_dict()
+        if a.format == "executorch":
+            return self._delegate_coverage(ctx, a, device)
         if a.format not in PROFILED:
             why = f"not profiled: a {a.format} artifact cannot be read on this host; profile its ONNX/TFLite export"
             ctx.log.info("%s: %s", a.stage, why)
@@ -91,3 +97,36 @@ class Profile(Stage):
         if cov:
             metrics.update(coverage_supported=cov["supported"], coverage_total=cov["total"])
         return StageResult(metrics=metrics, about={a.stage: Findings(**facts)}, files=["profile.json", "profile.png"])
+
+    def _delegate_coverage(self, ctx: StageContext, a, device: dict) -> StageResult:
+        """A `.pte`: the operators inside each delegate's graph and those left to portable kernels, from the file."""
+        from pipeline.convert.executorch import coverage, coverage_line
+        from pipeline.devices import chart
+
+        cov = coverage(a.path)
+        delegated, portable = cov["xnnpack_operators"], cov["portable_operators"]
+        total = cov["xnnpack_operator_count"] + cov["portable_operator_count"]
+        summary = coverage_line(cov)
+        counts = {"delegate": "XNNPACK" if "XnnpackBackend" in cov["delegates"] else ", ".join(cov["delegates"]),
+                  "supported": cov["xnnpack_operator_count"], "total": total,
+                  "portable": cov["portable_operator_count"], "all_delegated": cov["all_delegated"],
+                  "delegate_calls": cov["delegate_calls"], "delegates": cov["delegates"]}
+        no_est = "no estimate for an ExecuTorch program (the estimator models TFLite and ONNX kernels)"
+        detail = ([{"op": op, "count": n, "runs_on": "XNNPACK"} for op, n in delegated.items()]
+                  + [{"op": op, "count": n, "runs_on": "portable kernels"} for op, n in portable.items()])
+        doc = {"artifact": {"name": a.stage, "format": a.format, "precision": a.precision, "path": str(a.path)},
+               "device": {"name": device["name"], "display_name": device["display_name"],
+                          "runtime": device["runtime"]},
+               "summary": {"coverage": counts, "coverage_summary": summary, "estimate": None, "no_estimate": no_est},
+               "kernels": [], "layers": [], "coverage_detail": detail}
+        (ctx.workdir / "profile.json").write_text(json.dumps(doc, indent=1, default=str))
+        colors = {"XNNPACK": "#228833", "portable kernels": "#ee6677"}
+        chart.bar_chart(ctx.workdir / "profile.png", f"{a.stage} ({a.format} {a.precision}): {summary}",
+                        [f"{d['op'][:40]} ({d['runs_on']})" for d in detail], [d["count"] for d in detail],
+                        [colors[d["runs_on"]] for d in detail], "operators in the program", colors)
+        ctx.log.info("%s: %s", a.stage, summary)
+        return StageResult(metrics={"coverage_supported": counts["supported"], "coverage_total": total,
+                                    "portable_operators": counts["portable"]},
+                           about={a.stage: Findings(coverage_summary=summary, coverage=counts, no_estimate=no_est,
+                                                    profiled_precision=a.precision)},
+                           files=["profile.json", "profile.png"])

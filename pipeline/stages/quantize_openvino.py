@@ -64,8 +64,12 @@ class QuantizeOpenvino(Stage):
         points = p.max_accuracy_drop if p.max_accuracy_drop is not None else float(ctx.settings.gate.max_accuracy_drop)
         n = min(p.accuracy_control_samples, len(data.train_x))
         idx = np.random.default_rng(int(ctx.settings.seed) + 1).choice(len(data.train_x), n, replace=False)
+        # an IR converted from ONNX names its operations after ONNX nodes: list the kept layers by torch module
+        onnx_src = next((a for a in ctx.lineage(src.stage) if a.format == "onnx"), None)
         path, meta = ovc.accuracy_controlled_candidate(src.path, src.meta, calib, data.train_x[idx],
-                                                       data.train_y[idx], ctx.workdir, points / 100.0)
+                                                       data.train_y[idx], ctx.workdir, points / 100.0,
+                                                       layer_names=ovc.onnx_layer_names(onnx_src.path)
+                                                       if onnx_src else None)
         q = meta["quantization"]
         kept = q["reverted_to_float"]
         ctx.log.info("quantized %s with accuracy control (max drop %.2f points on %d training images): plain int8 "

@@ -53,3 +53,11 @@ def test_describe_reads_the_coverage_from_the_file(pte):
     path, meta = pte
     info = runtimes.describe("executorch", path, meta)
     assert info["coverage"]["all_delegated"] and info["inputs"][0]["shape"] == [1, 3, 8, 8]
+
+
+def test_not_runnable_here_names_a_core_ml_program():
+    from pipeline.runtimes.executorch_rt import not_runnable_here
+
+    assert not_runnable_here() is None
+    why = not_runnable_here({"executorch": {"coverage": {"delegates": {"CoreMLBackend": 1}}}})
+    assert why and "Core ML" in why and "Apple" in why

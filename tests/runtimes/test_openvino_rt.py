@@ -39,3 +39,17 @@ def test_a_missing_device_plugin_names_the_fix(ir):
         pytest.skip("this host has an NPU")
     with pytest.raises(ValueError, match="no NPU plugin with hardware on this host"):
         runtimes.load("openvino", ir, {"openvino": {"device": "NPU"}}, threads=1)
+
+
+def test_not_runnable_here_follows_the_plugins_capabilities():
+    from pipeline.runtimes.openvino_rt import CAPABILITY, not_runnable_here, optimization_capabilities
+
+    assert not_runnable_here() is None and not_runnable_here({"openvino": {"inference_precision": "f32"}}) is None
+    caps = optimization_capabilities()
+    for precision, cap in CAPABILITY.items():
+        why = not_runnable_here({"openvino": {"inference_precision": precision}})
+        assert (why is None) == (cap in caps), (precision, caps, why)
+        if why:
+            assert f"cannot compute in {precision}" in why and "OPTIMIZATION_CAPABILITIES" in why
+    if not any(d.startswith("NPU") for d in available_devices()):
+        assert "no NPU plugin" in not_runnable_here({"openvino": {"device": "NPU"}})
