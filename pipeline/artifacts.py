@@ -27,10 +27,13 @@ class Artifact:
 
 
 def path_size(path: Path) -> int:
-    """Size of a file, or the total of a directory tree (Core ML packages are directories)."""
+    """Size of a file, or the total of a directory tree (Core ML packages are directories). An OpenVINO IR
+    (`model.xml`) counts with its weights (`model.bin` beside it)."""
     path = Path(path)
     if path.is_file():
-        return path.stat().st_size
+        weights = path.with_suffix(".bin")
+        extra = weights.stat().st_size if path.suffix == ".xml" and weights.is_file() else 0
+        return path.stat().st_size + extra
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 

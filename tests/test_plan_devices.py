@@ -16,7 +16,7 @@ EXPECTED = {  # device -> (export type, quantize type, quantize output)
     "iphone15": ("export_coreml", "quantize_coreml", "coreml"),
     "iphone15_pro": ("export_coreml", "quantize_coreml", "coreml"),
     "jetson_orin_nano": ("export_onnx", "quantize_onnx", "onnx"),
-    "host": ("export_onnx", "select_int8", ("onnx", "tflite")),  # measured here: decided at run time
+    "host": ("export_onnx", "select_int8", ("onnx", "tflite", "openvino", "executorch")),  # measured here: decided at run time
 }
 
 

@@ -107,10 +107,16 @@ def load(fmt: str, path: Path | str, meta: dict[str, Any] | None = None, threads
     return Adapted(model, fmt, meta) if _signature(fmt, meta) is not None else model
 
 
-def not_runnable_reason(fmt: str) -> str | None:
-    """Why models of `fmt` cannot run on this host (Core ML off macOS), or None. Imports no framework."""
+def not_runnable_reason(fmt: str, meta: dict[str, Any] | None = None) -> str | None:
+    """Why models of `fmt` cannot run on this host (Core ML off macOS), or None; with `meta`, also why this model's
+    settings cannot (OpenVINO: a precision the CPU plugin lacks), where the runtime module's check takes them.
+    Imports no framework."""
+    import inspect
+
     check = getattr(importlib.import_module(RUNTIMES[fmt]), "not_runnable_here", None) if fmt in RUNTIMES else None
-    return check() if check else None
+    if check is None:
+        return None
+    return check(meta) if meta is not None and inspect.signature(check).parameters else check()
 
 
 def describe(fmt: str, path: Path | str, meta: dict[str, Any] | None = None) -> dict[str, Any]:

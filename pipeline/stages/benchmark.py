@@ -44,7 +44,7 @@ class Benchmark(Stage):
         p: BenchmarkConfig = ctx.params
         requested = int(ctx.settings.device.threads)
         threads = host_threads(requested)
-        skipped = {n: not_runnable_reason(a.format) for n, a in ctx.inputs.items() if not_runnable_reason(a.format)}
+        skipped = {n: why for n, a in ctx.inputs.items() if (why := not_runnable_reason(a.format, a.meta))}
         if len(skipped) == len(ctx.inputs):  # nothing to time here: reported as such, never as a number
             raise NotRunnableHere(next(iter(skipped.values())))
         models = [{"name": n, "fmt": a.format, "path": str(a.path), "meta": a.meta,

@@ -13,7 +13,6 @@ here says why instead of a number. A choice still slower than the fastest fp32 m
 """
 from __future__ import annotations
 
-import inspect
 import shutil
 from dataclasses import dataclass, field
 from typing import Any, List, Optional
@@ -288,17 +287,9 @@ class _Unbuildable(Exception):
 def _not_runnable(fmt: str, meta: dict) -> str | None:
     """Why a model of `fmt` with these settings cannot run on this host, or None: the runtime module's
     `not_runnable_here`, given the settings when it takes them (OpenVINO: precision the CPU plugin lacks)."""
-    import importlib
-
     from pipeline import runtimes
 
-    why = runtimes.not_runnable_reason(fmt)
-    if why:
-        return why
-    check = getattr(importlib.import_module(runtimes.RUNTIMES[fmt]), "not_runnable_here", None)
-    if check is not None and inspect.signature(check).parameters:
-        return check(meta)
-    return None
+    return runtimes.not_runnable_reason(fmt, meta)
 
 
 def _need_torch(env: dict, what: str):
