@@ -361,32 +361,6 @@ def progress(iterable: Iterable | None = None, **kwargs: Any):
 
 
 @contextlib.contextmanager
-def working(what: str, after_s: float = 5.0, every_s: float = 15.0, log: logging.Logger | None = None):
-    """For a step without iterations to count (a conversion, a calibration run): nothing if it ends within `after_s`,
-    else a line every `every_s` seconds saying it is still running and for how long."""
-    log = log or logging.getLogger("pipeline")
-    done = threading.Event()
-    t0 = time.monotonic()
-
-    def beat() -> None:
-        wait = after_s
-        while not done.wait(wait):
-            log.info("%s: still running (%.0f s)", what, time.monotonic() - t0)
-            wait = every_s
-
-    th = threading.Thread(target=beat, daemon=True, name=f"progress: {what}")
-    th.start()
-    try:
-        yield
-    finally:
-        done.set()
-        th.join(1.0)
-        elapsed = time.monotonic() - t0
-        if elapsed >= after_s:
-            log.info("%s: done in %.0f s", what, elapsed)
-
-
-@contextlib.contextmanager
 def heartbeat(what: str, every_s: float = 30.0, log: logging.Logger | None = None) -> Iterator[None]:
     """For a step that may run long without a word (a conversion, a calibration, a benchmark): one line
     `… what: still running (N s)` whenever the console has shown nothing for `every_s` seconds; nothing while the

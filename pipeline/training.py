@@ -81,6 +81,17 @@ def finetune_from(artifact, num_classes: int, stage_name: str, log) -> tuple[Any
     return model, spec, facts
 
 
+def _optimizer(model, p, steps_per_epoch: int):
+    """SGD (Nesterov, momentum 0.9) or AdamW, under a one-cycle schedule over all of the run's steps."""
+    import torch
+
+    if p.optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=p.lr, momentum=0.9, weight_decay=p.weight_decay, nesterov=True)
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+    return opt, torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=p.lr, total_steps=p.epochs * steps_per_epoch)
+
+
 def fit_task(model, data, p: TrainConfig, seed: int, log, task, tqdm) -> dict:
     """Train a dense-prediction model in place with `task.loss` on per-image labels (boxes, masks); the validation
     score per epoch is the task's primary metric (COCO mAP, mIoU). No random shifts: they would have to move the
@@ -91,11 +102,7 @@ def fit_task(model, data, p: TrainConfig, seed: int, log, task, tqdm) -> dict:
     x = torch.from_numpy(data.train_x)
     size = tuple(data.train_x.shape[-2:])
     steps_per_epoch = math.ceil(len(x) / p.batch_size)
-    if p.optimizer == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=p.lr, momentum=0.9, weight_decay=p.weight_decay, nesterov=True)
-    else:
-        opt = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=p.lr, total_steps=p.epochs * steps_per_epoch)
+    opt, sched = _optimizer(model, p, steps_per_epoch)
     gen = torch.Generator().manual_seed(seed)
 
     def forward_backward(xb, yb):
@@ -169,11 +176,7 @@ def fit(model, data, p: TrainConfig, seed: int, log, tqdm, loss_fn=None) -> dict
 
     x, y = torch.from_numpy(data.train_x), torch.from_numpy(data.train_y)
     steps_per_epoch = math.ceil(len(x) / p.batch_size)
-    if p.optimizer == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=p.lr, momentum=0.9, weight_decay=p.weight_decay, nesterov=True)
-    else:
-        opt = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=p.lr, total_steps=p.epochs * steps_per_epoch)
+    opt, sched = _optimizer(model, p, steps_per_epoch)
     gen = torch.Generator().manual_seed(seed)
 
     def forward_backward(xb, yb):

@@ -113,16 +113,6 @@ def test_filter_passes_own_records_and_errors_of_others():
     assert f.filter(rec("torch", logging.ERROR))
 
 
-def test_working_says_when_a_step_takes_long(caplog):
-    import time
-
-    with caplog.at_level(logging.INFO, logger="pipeline"):
-        with console.working("convert", after_s=0.1, every_s=0.1):
-            time.sleep(0.35)
-    lines = [r.getMessage() for r in caplog.records]
-    assert any("convert: still running" in l for l in lines) and any("convert: done in" in l for l in lines)
-
-
 # What the libraries of a real tiny run print (torch.onnx, onnx_ir, onnxscript, ONNX Runtime's quantizer, warnings).
 CHATTER = ("torchvision is not installed", "Replaced initializer", "Warning:", "warnings.warn", "onnxscript",
            "absl", "oneDNN")
