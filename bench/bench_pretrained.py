@@ -131,7 +131,7 @@ def ort_int8(model, example: np.ndarray, calib: np.ndarray, workdir: Path, per_c
 
 
 def agreement(ref: np.ndarray, got: np.ndarray) -> dict:
-    from pipeline import parity_metrics
+    from pipeline.library import parity_metrics
 
     m = parity_metrics.compare_tensor(ref, got, "imagenet_logits")
     return {"top1_agreement": float((ref.argmax(1) == got.argmax(1)).mean()), "cosine": m["cosine"],

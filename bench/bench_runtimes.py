@@ -92,7 +92,7 @@ def main() -> None:
     ap.add_argument("--workdir", default=str(ROOT / "outputs" / "bench_runtimes"))
     args = ap.parse_args()
 
-    from pipeline.artifacts import path_size
+    from pipeline.core.artifacts import path_size
     from pipeline.runtimes import cpu_model, isolated
 
     before = os.getloadavg()

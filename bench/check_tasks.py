@@ -96,7 +96,9 @@ def run_task(name: str, args, work: Path) -> dict:
     import torch
     from omegaconf import OmegaConf
 
-    from pipeline import parity_metrics, tasks
+    from pipeline import tasks
+
+    from pipeline.library import parity_metrics
     from pipeline.convert import tflite_int8
     from pipeline.models import build
     from pipeline.convert.tflite import quiet_converters

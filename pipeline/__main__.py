@@ -11,7 +11,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from pipeline import config, console
+from pipeline.core import config, console
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 PLAN_FLAG = "--plan"  # print the resolved plan and what the cache will reuse, run nothing
@@ -25,9 +25,9 @@ def _task(cfg: DictConfig):
     _entered = True
     console.set_verbose(cfg.verbose)  # (also in a launcher's worker process, where main() did not run)
     console.quiet_environment()
-    from pipeline import sweep
+    from pipeline.tracking import sweep
     from pipeline.app import run
-    from pipeline.errors import PipelineError
+    from pipeline.core.errors import PipelineError
 
     if threading.current_thread() is threading.main_thread():  # (launchers may call us from a worker thread)
         signal.signal(signal.SIGTERM, _terminate)  # a scheduler's SIGTERM closes the run as KILLED, like Ctrl-C
@@ -50,7 +50,7 @@ def _task(cfg: DictConfig):
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         sys.exit(128 + _signal_received[0])
-    if job is not None:  # goes into the job's job.json (pipeline.sweep.SweepCallback.on_job_end)
+    if job is not None:  # goes into the job's job.json (pipeline.tracking.sweep.SweepCallback.on_job_end)
         job["result"] = {"run_dir": summary["run_dir"], "mlflow_run_id": summary["mlflow"]["run_id"],
                          "run_status": summary["status"]}
     # For sweepers: one float per objective metric (a single metric: a float); None where the number does not exist.
@@ -111,7 +111,7 @@ def _describe_invalid(e: BaseException) -> str:
     m = re.search(r"(?:Sweeping over Hydra's configuration is not supported|Could not override)[^']*"
                   r"'hydra\.sweeper\.params\.([^'=]+)(?:=([^']*))?'", text)
     if m:  # Hydra reads the dots of a search parameter's name as nesting, and refuses sweeps of hydra.* keys
-        from pipeline.sweep import range_problem
+        from pipeline.tracking.sweep import range_problem
 
         name, expr = m.group(1), m.group(2) or "RANGE"
         also = range_problem(name, f"{name}={expr}") if m.group(2) else None
@@ -137,14 +137,14 @@ def main() -> None:
     console.quiet_environment()  # C++ log levels, read when a framework is first imported; verbose=true takes them back
     config.register()
     if sys.argv[1:] in (["--help"], ["-h"]):
-        from pipeline.cli_help import text
+        from pipeline.cli.help import text
 
         print(text())
         return
     if PLAN_FLAG in sys.argv:
         sys.argv.remove(PLAN_FLAG)
         _preview = True
-    from pipeline import sweep
+    from pipeline.tracking import sweep
 
     # Composition errors (a YAML syntax error, an unknown key) reach us as exceptions instead of Hydra printing a
     # stack trace for some of them; we print one clear message and exit 2. Errors inside a run keep their traceback.

@@ -11,14 +11,17 @@ from typing import Any, Iterable
 
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import console, objective, report
-from pipeline.artifacts import safe_name
-from pipeline.cache import Cache
-from pipeline.errors import ConfigError, GateFailed, PipelineError, StageError
-from pipeline.events import Events, RunInfo
-from pipeline.plan import build_plan
-from pipeline.provenance import command_line, overrides
-from pipeline.runner import Runner, check_outputs_writable
+from pipeline.core import console
+
+from pipeline.report import objective
+from pipeline.report.summary import build_summary, write_summary
+from pipeline.core.artifacts import safe_name
+from pipeline.core.cache import Cache
+from pipeline.core.errors import ConfigError, GateFailed, PipelineError, StageError
+from pipeline.core.events import Events, RunInfo
+from pipeline.core.plan import build_plan
+from pipeline.core.provenance import command_line, overrides
+from pipeline.core.runner import Runner, check_outputs_writable
 from pipeline.stages import discover
 
 log = logging.getLogger("pipeline")
@@ -43,7 +46,7 @@ def _open_tracker(tracking, uri: str, experiment: str, outputs: Path, timeout_s:
     """The MLflow store, or exit 2 naming it: a broken store is refused before any stage runs."""
     local = not uri.startswith(("http://", "https://"))
     try:
-        return tracking.Tracker(uri, experiment, outputs / "mlartifacts" if local else None, timeout_s=timeout_s)
+        return tracker.Tracker(uri, experiment, outputs / "mlartifacts" if local else None, timeout_s=timeout_s)
     except PipelineError:  # a fault the tracker already named with its fix (a locked store, a full disk, a deadline)
         raise
     except Exception as e:  # SQLAlchemy/MLflow raise many types; what matters is the store and the fix
@@ -146,7 +149,7 @@ def _execute(plan, cfg: DictConfig, outputs: Path, run_dir: Path, events: Events
 def run(cfg: DictConfig, sweep: dict | None = None, stages: Iterable[type] = ()) -> dict[str, Any]:
     """Run a composed pipeline config. Returns summary.json's content.
 
-    `sweep`: the job's sweep context from pipeline.sweep.job_context() in a multirun, else None. `stages`: stage
+    `sweep`: the job's sweep context from pipeline.tracking.sweep.job_context() in a multirun, else None. `stages`: stage
     classes to plan with besides the built-in and plug-in types.
 
     Raises ConfigError (exit 2) before anything is written, StageError (exit 1) after a stage failed; finished stages
@@ -158,9 +161,9 @@ def run(cfg: DictConfig, sweep: dict | None = None, stages: Iterable[type] = ())
     outputs = Path(os.path.expanduser(cfg.paths.outputs)).resolve()
     tracker = None
     if cfg.tracking.enabled:
-        from pipeline import tracking
+        from pipeline.tracking import tracker
 
-        uri = tracking.resolve_uri(cfg.tracking, outputs)  # a dead server is refused before anything is written
+        uri = tracker.resolve_uri(cfg.tracking, outputs)  # a dead server is refused before anything is written
     check_outputs_writable(outputs, cfg.paths.min_free_mb)
     if cfg.tracking.enabled:
         with console.quiet():  # mlflow's import installs its own stderr handler, its first use creates the tables
@@ -174,13 +177,13 @@ def run(cfg: DictConfig, sweep: dict | None = None, stages: Iterable[type] = ())
     try:
         try:
             status, error, exc, records = _execute(plan, cfg, outputs, run_dir, events)
-            summary = report.build_summary(recipe=recipe, device=cfg.device, status=status, mlflow=info.mlflow,
+            summary = build_summary(recipe=recipe, device=cfg.device, status=status, mlflow=info.mlflow,
                                            records=records, gate_cfg=cfg.gate, run_dir=run_dir, error=error,
                                            task=str(cfg.get("task") or "classification"))
             summary["objective"] = objective.summarize(summary, cfg)  # what sweepers, the registry and compare rank by
             events.summary_ready(summary)
             try:
-                path = report.write_summary(run_dir, summary)
+                path = write_summary(run_dir, summary)
             except OSError as e:  # a full disk: the status still reaches MLflow and the console
                 log.error("could not write %s: %s", run_dir / "summary.json", e)
                 if exc is None:

@@ -7,8 +7,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pipeline import provenance, report
-from pipeline.events import Listener, RunInfo
+from pipeline.core import provenance
+
+from pipeline.report.summary import headline_metrics, table
+from pipeline.core.events import Listener, RunInfo
 
 log = logging.getLogger("pipeline")
 MLFLOW_STATUS = {"success": "FINISHED", "failed": "FAILED", "killed": "KILLED"}
@@ -23,23 +25,23 @@ class MlflowListener(Listener):
         self.stage_runs: dict[str, str] = {}  # stage -> the nested run holding its artifact
 
     def run_started(self, run: RunInfo) -> None:
-        from pipeline import mlflow_report
+        from pipeline.report import card
 
         t, cfg = self.tracker, run.cfg
         tags = {"recipe": run.recipe, "device": run.device, "device.runtime": cfg.device.runtime,
                 "git.commit": provenance.git_commit(), "run_dir": str(run.run_dir), "command": run.command,
                 **{f"lib.{k}": v for k, v in provenance.library_versions().items()}}
         if run.sweep:  # a sweep job is tagged with its sweep and nested under the sweep's parent run
-            from pipeline import sweep as sweep_mod
+            from pipeline.tracking import sweep as sweep_mod
 
             tags.update(sweep_mod.job_tags(run.sweep, t.uri))
         # a curated set of parameters (the run's overrides, the recipe's knobs, the device by name); the whole device
         # catalogue entry and whatever did not fit go into device.json
-        params, rest = mlflow_report.curated_params(cfg, run.overrides)
-        run_id = t.start(mlflow_report.run_name(run.recipe, run.device, run.overrides), params, tags)
+        params, rest = card.curated_params(cfg, run.overrides)
+        run_id = t.start(card.run_name(run.recipe, run.device, run.overrides), params, tags)
         run.mlflow = {"tracking_uri": t.uri, "experiment": t.experiment, "run_id": run_id}
         log.info("MLflow: %s  experiment=%s  run=%s", t.uri, t.experiment, run_id)
-        (run.run_dir / "device.json").write_text(mlflow_report.device_catalog_json(cfg, rest))
+        (run.run_dir / "device.json").write_text(card.device_catalog_json(cfg, rest))
         t.log_files([run.run_dir / "config.yaml", run.run_dir / "device.json"])
         try:
             t.close_orphans()
@@ -62,7 +64,7 @@ class MlflowListener(Listener):
         if not t.run_id:
             return
         try:
-            t.log_metrics(t.run_id, {**report.headline_metrics(summary),
+            t.log_metrics(t.run_id, {**headline_metrics(summary),
                                      **{f"objective.{k}": v for k, v in summary["objective"]["values"].items()}})
             # each format with the runtime that ran it (or why nothing ran it here), searchable as tags.artifact.<name>
             t.set_tags({f"artifact.{a['name']}": f"{a['format']} {a['precision']}: "
@@ -74,11 +76,11 @@ class MlflowListener(Listener):
         except Exception as e:  # keep going: closing the run with its status matters more than these files
             log.warning("could not log the summary to MLflow: %s", e)
         try:  # the run as a report: a summary card with the profile plots, a description, a LoggedModel per artifact
-            from pipeline import mlflow_report
+            from pipeline.report import card
 
             plots = {p.parent.name: str(p) for p in sorted(run.run_dir.glob("reports/*/profile.png"))}
-            mlflow_report.log_card(t.client, t.run_id, summary, plots, recipe_description=run.cfg.get("description"))
-            mlflow_report.log_logged_models(t.client, t.experiment_id, t.run_id, summary, self.stage_runs)
+            card.log_card(t.client, t.run_id, summary, plots, recipe_description=run.cfg.get("description"))
+            card.log_logged_models(t.client, t.experiment_id, t.run_id, summary, self.stage_runs)
         except Exception as e:
             log.warning("could not log the summary card or the LoggedModels to MLflow: %s", e)
 
@@ -96,7 +98,7 @@ class RegistryListener(Listener):
 
     def summary_ready(self, run: RunInfo, summary: dict) -> None:
         if self.tracker.run_id and summary["status"] == "success":
-            from pipeline import registry
+            from pipeline.tracking import registry
 
             summary["registry"] = registry.register(self.tracker, summary, run.cfg, run.outputs)
 
@@ -108,7 +110,7 @@ class ConsoleListener(Listener):
     def run_finished(self, run: RunInfo, summary: dict, path: Path | None) -> None:
         if path is None:  # (the error says it was not written)
             return
-        print(report.table(summary), flush=True)
+        print(table(summary), flush=True)
         for line in (f"summary: {path}", deployable_line(summary)):
             if line:
                 print(line, flush=True)
@@ -116,7 +118,7 @@ class ConsoleListener(Listener):
 
 def deployable_line(summary: dict) -> str | None:
     """`deployable: <path> (onnx int8, 0.52 MB), gate: pass` for the artifact the run is judged on (gate.artifact,
-    pipeline.judge); says FAILED and what it misses when its gate failed. None for a failed run or one without models."""
+    pipeline.report.judge); says FAILED and what it misses when its gate failed. None for a failed run or one without models."""
     gate = summary.get("gate") or {}
     row = next((a for a in summary["artifacts"] if a["name"] == gate.get("artifact")), None)
     if summary["status"] != "success" or row is None:

@@ -15,7 +15,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from pipeline import config
+from pipeline.core import config
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = str(ROOT / "conf")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from conftest import ROOT
-from pipeline import settings
+from pipeline.core import settings
 
 PKG = ROOT / "pipeline"
 

@@ -9,9 +9,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from pipeline import app
-from pipeline.artifacts import Artifact
-from pipeline.cache import Cache
-from pipeline.errors import StageError
+from pipeline.core.artifacts import Artifact
+from pipeline.core.cache import Cache
+from pipeline.core.errors import StageError
 from pipeline.stages.base import Stage, StageResult
 
 CALLS: list[str] = []
@@ -148,7 +148,7 @@ def test_corrupt_entry_is_not_trusted(stub_cfg, outputs):
 
 
 def test_library_version_and_code_are_part_of_the_key(stub_cfg, monkeypatch):
-    from pipeline import settings
+    from pipeline.core import settings
 
     s1 = run_stubs(stub_cfg())
     monkeypatch.setattr(StubStep, "libraries", ("stub-dist",))

@@ -10,7 +10,7 @@ import re
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline import compare, tracking
+from pipeline.tracking import compare, tracker
 
 MEASURED = "this host (test CPU), onnxruntime 1.31.1, 2 thread(s), batch 1, load average 1.90 before, 2.05 after"
 
@@ -24,7 +24,7 @@ def _row(name, fmt, prec, size, acc, p50, ci, cache_key, speedup=None, speedup_c
 
 def _job(client, exp_id, tmp_path, job, overrides, int8, sweep="s1", register_as=None, tag_parent=True):
     """A pipeline run (parent) with a nested `quantize` run holding the model, its summary.json, and optionally a
-    model version registered from the stage run (as pipeline.registry does)."""
+    model version registered from the stage run (as pipeline.tracking.registry does)."""
     parent = client.create_run(exp_id, run_name=f"demo@host {overrides}",
                                tags={"recipe": "demo", "run_dir": "/x", "sweep.id": sweep, "sweep.role": "job",
                                      "sweep.job": str(job), "sweep.overrides": f"recipe=demo device=host {overrides}"})
@@ -65,7 +65,7 @@ def sweep_store(tmp_path):
 def make_sweep_store(tmp_path):
     """Four jobs of one sweep in a real SQLite store (also used by the screenshot test)."""
     outputs = tmp_path / "outputs"
-    tr = tracking.Tracker(tracking.local_uri(outputs), "demo", outputs / "mlartifacts")
+    tr = tracker.Tracker(tracker.local_uri(outputs), "demo", outputs / "mlartifacts")
     client = MlflowClient(tr.uri)
     # jobs 0 and 1 quantize the same way: point values differ (0.31 vs 0.36 ms), the intervals overlap
     same = "quantize.calibration_samples=64"

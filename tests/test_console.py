@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import console
+from pipeline.core import console
 
 SCRIPT = textwrap.dedent("""
     import logging, os, sys, warnings
     import logging.config, yaml
-    from pipeline import console
+    from pipeline.core import console
     console.set_verbose({verbose})
     cfg = yaml.safe_load(open("conf/hydra/job_logging/pipeline.yaml"))
     logging.config.dictConfig(cfg)
@@ -35,7 +35,7 @@ SCRIPT = textwrap.dedent("""
         logging.getLogger("pipeline").info("export: exported model.onnx")
         sys.stderr.write("\\rtrain:  50%|#####     | 5/10 [00:01<00:01]")  # a tqdm bar on sys.stderr: redraws
         sys.stderr.write("a library's own text on sys.stderr\\n")
-        from pipeline.quiet import quiet  # a converter's block inside the stage's: routes too, hides nothing of ours
+        from pipeline.core.console import quiet  # a converter's block inside the stage's: routes too, hides nothing of ours
         with quiet(("root",), logging.WARNING, env={{"TF_CPP_MIN_LOG_LEVEL": "3"}}):
             logging.info("onnxruntime.quantization rewrite on the root logger")
             logging.getLogger("pipeline").info("quantize: inside the converter's block")

@@ -12,8 +12,11 @@ def test_planning_imports_no_ml_framework():
 import sys
 sys.path.insert(0, {str(ROOT / 'tests')!r})
 from conftest import compose_cfg
-from pipeline import runner, cache, report, app, tracking
-from pipeline.plan import build_plan
+from pipeline import app
+from pipeline.core import runner, cache
+from pipeline.report import summary
+from pipeline.tracking import tracker
+from pipeline.core.plan import build_plan
 for recipe in ("mobilenet_int8", "tiny_int8"):
     build_plan(compose_cfg(["recipe=" + recipe, "device=pixel7"]))
 heavy = [m for m in {HEAVY!r} if m in sys.modules]
@@ -42,4 +45,4 @@ print("HEAVY:", [m for m in {HEAVY!r} if m in sys.modules])
     # one line per recipe and per device, with what it is for / what it deploys
     assert any(l.split()[:1] == ["mobilenet_int8"] and "quantize to int8" in l for l in lines)
     assert any(l.split()[:1] == ["pixel7"] and "Google Pixel 7: deploys litert" in l for l in lines)
-    assert "--plan" in out.stdout and "pipeline.compare" in out.stdout
+    assert "--plan" in out.stdout and "pipeline.tracking.compare" in out.stdout

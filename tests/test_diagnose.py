@@ -9,7 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline import diagnose, runtimes
+from pipeline import runtimes
+
+from pipeline.library import diagnose
 from pipeline.convert.onnx import QdqOptions, export_torch, quantize_qdq
 
 
@@ -114,7 +116,7 @@ def test_a_parity_stage_failing_on_int8_names_the_first_diverging_layer(tmp_path
 
     from conftest import compose_cfg
     from pipeline import app
-    from pipeline.errors import StageError
+    from pipeline.core.errors import StageError
 
     torch.manual_seed(0)
     fp32 = tmp_path / "outlier.onnx"

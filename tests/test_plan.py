@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from conftest import run_cli
-from pipeline.errors import ConfigError
-from pipeline.plan import build_plan
+from pipeline.core.errors import ConfigError
+from pipeline.core.plan import build_plan
 
 CASES = {
     # name: (overrides, fragments the message must contain)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.errors import ConfigError
-from pipeline.plan import build_plan
+from pipeline.core.errors import ConfigError
+from pipeline.core.plan import build_plan
 
 EXPECTED = {  # device -> (export type, quantize type, quantize output)
     "pixel7": ("export_tflite", "quantize_tflite", "tflite"),

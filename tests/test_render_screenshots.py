@@ -88,13 +88,13 @@ def test_compare_html_renders(tmp_path):
     sys.path.insert(0, str(Path(__file__).parent))
     from test_compare_report import make_sweep_store
 
-    from pipeline import compare
+    from pipeline.tracking import compare
     from mlflow.tracking import MlflowClient
 
-    from pipeline import tracking
+    from pipeline.tracking import tracker
 
     outputs, _ = make_sweep_store(tmp_path)
-    client = MlflowClient(tracking.local_uri(outputs))
+    client = MlflowClient(tracker.local_uri(outputs))
     exp = client.get_experiment_by_name("demo")
     r = compare.report(client, [exp.experiment_id], "s1", tmp_path / "cmp", "demo: accuracy vs latency")
     _check(r["html"], tmp_path, len(r["rows"]))
@@ -102,12 +102,12 @@ def test_compare_html_renders(tmp_path):
 
 def test_summary_card_renders(tmp_path):
     sys.path.insert(0, str(Path(__file__).parent))
-    from test_mlflow_report import _plot, _summary
+    from test_card import _plot, _summary
 
-    from pipeline import mlflow_report
+    from pipeline.report import card
 
     png = tmp_path / "plot.png"
     _plot(png)
     page = tmp_path / "summary_card.html"
-    page.write_text(mlflow_report.card_html(_summary(), {"accuracy vs latency": str(png)}))
+    page.write_text(card.card_html(_summary(), {"accuracy vs latency": str(png)}))
     _check(page, tmp_path, len(_summary()["artifacts"]))

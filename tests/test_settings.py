@@ -10,9 +10,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import ROOT, compose_cfg
-from pipeline import runner, settings
-from pipeline.plan import Task
-from pipeline.settings import DATA, UndeclaredSetting
+from pipeline.core import runner, settings
+from pipeline.core.plan import Task
+from pipeline.core.settings import DATA, UndeclaredSetting
 from pipeline.stages import discover
 
 STAGES = discover()
@@ -29,7 +29,7 @@ def base_cfg():
 
 
 def key(cls, cfg, data_fp: str = "fp") -> str:
-    from pipeline.cache import digest
+    from pipeline.core.cache import digest
 
     task = Task(cls.type, cls.type, cls, None, {}, [], None, settings.resolve(cls.type, tuple(cls.reads), cfg))
     extra = cls.key_extra

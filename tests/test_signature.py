@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from pipeline import signature
-from pipeline.signature import Preprocessing, Signature, TensorSpec
+from pipeline.library import signature
+from pipeline.library.signature import Preprocessing, Signature, TensorSpec
 
 
 def _nhwc_two_output_onnx(path):

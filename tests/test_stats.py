@@ -1,4 +1,4 @@
-"""Timing intervals and verdicts (pipeline.stats), and the measuring process's interval keys on real models."""
+"""Timing intervals and verdicts (pipeline.library.stats), and the measuring process's interval keys on real models."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from pipeline import stats
+from pipeline.library import stats
 from pipeline.runtimes import measure
 
 

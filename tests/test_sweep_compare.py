@@ -1,4 +1,4 @@
-"""`python -m pipeline.compare` on a real MLflow store holding pipeline-shaped runs (summary.json artifacts): the
+"""`python -m pipeline.tracking.compare` on a real MLflow store holding pipeline-shaped runs (summary.json artifacts): the
 leaderboard is printed ranked by the objective, the PNG and a self-contained HTML report are written."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import re
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline import compare, tracking
+from pipeline.tracking import compare, tracker
 
 
 def _row(name, fmt, prec, size, acc, p50, ok=True, problems=()):
@@ -38,7 +38,7 @@ def _log_run(client, exp_id, tmp_path, device, calib, acc, p50, sweep="s1"):
 @pytest.fixture
 def store(tmp_path):
     outputs = tmp_path / "outputs"
-    tr = tracking.Tracker(tracking.local_uri(outputs), "demo", outputs / "mlartifacts")
+    tr = tracker.Tracker(tracker.local_uri(outputs), "demo", outputs / "mlartifacts")
     client = MlflowClient(tr.uri)
     ids = {}
     for device, calib, acc, p50 in [("host", 64, 0.95, 0.6), ("host", 256, 0.96, 0.7),

@@ -1,9 +1,9 @@
-"""Device budgets as Optuna constraints (pipeline.sweep_constraints): read from a job's summary, <= 0 when met."""
+"""Device budgets as Optuna constraints (pipeline.tracking.sweep_constraints): read from a job's summary, <= 0 when met."""
 from __future__ import annotations
 
 import json
 
-from pipeline import sweep_constraints
+from pipeline.tracking import sweep_constraints
 
 
 def _summary(latency, model_mb, fps):

@@ -8,9 +8,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from pipeline import objective, registry, tracking
-from pipeline.artifacts import Artifact
-from pipeline.runner import TaskRecord
+from pipeline.report import objective
+
+from pipeline.tracking import registry, tracker
+from pipeline.core.artifacts import Artifact
+from pipeline.core.runner import TaskRecord
 
 
 def _cfg(device="pixel7", metrics=("accuracy",), artifact=None, name=None):
@@ -24,7 +26,7 @@ def _cfg(device="pixel7", metrics=("accuracy",), artifact=None, name=None):
 def _run(tmp_path: Path, outputs: Path, cfg, accuracy, latency=1.0, ok=True, recipe="demo", gate=None):
     """One pipeline-shaped run in the store: a parent run, a nested `quantize` run holding the model file, and the
     summary the registry reads."""
-    tracker = tracking.Tracker(tracking.local_uri(outputs), recipe, outputs / "mlartifacts")
+    tracker = tracker.Tracker(tracker.local_uri(outputs), recipe, outputs / "mlartifacts")
     tracker.start(f"{recipe}@{cfg.device.name}", {}, {"recipe": recipe, "device": cfg.device.name})
     out = tmp_path / f"out-{tracker.run_id}"
     out.mkdir()
@@ -50,7 +52,7 @@ def _alias(client, name, alias):
 
 def test_candidate_follows_passing_runs_champion_only_improvements(tmp_path):
     outputs = tmp_path / "outputs"
-    client = MlflowClient(tracking.local_uri(outputs))
+    client = MlflowClient(tracker.local_uri(outputs))
     cfg = _cfg()
     r1 = _run(tmp_path, outputs, cfg, accuracy=0.90)
     assert r1["registered"] and r1["model"] == "demo-pixel7" and r1["aliases"] == ["candidate", "champion"]
@@ -86,7 +88,7 @@ def test_candidate_follows_passing_runs_champion_only_improvements(tmp_path):
 
 def test_one_model_per_recipe_and_device_and_minimized_objectives(tmp_path):
     outputs = tmp_path / "outputs"
-    client = MlflowClient(tracking.local_uri(outputs))
+    client = MlflowClient(tracker.local_uri(outputs))
     fast = _cfg(device="host", metrics=("latency_ms", "accuracy"))
     assert _run(tmp_path, outputs, fast, accuracy=0.9, latency=2.0)["champion_moved"]
     assert not _run(tmp_path, outputs, fast, accuracy=0.99, latency=3.0)["champion_moved"]  # slower loses
@@ -99,7 +101,7 @@ def test_one_model_per_recipe_and_device_and_minimized_objectives(tmp_path):
 
 def test_missing_objective_value_never_becomes_champion(tmp_path):
     outputs = tmp_path / "outputs"
-    client = MlflowClient(tracking.local_uri(outputs))
+    client = MlflowClient(tracker.local_uri(outputs))
     cfg = _cfg(device="iphone15")
     _run(tmp_path, outputs, cfg, accuracy=0.8)
     r = _run(tmp_path, outputs, cfg, accuracy=None)  # e.g. Core ML on Linux: no accuracy measured here
@@ -109,8 +111,8 @@ def test_missing_objective_value_never_becomes_champion(tmp_path):
 
 @pytest.mark.bad_input
 def test_unknown_objective_metric_is_a_config_error(make_cfg):
-    from pipeline.errors import ConfigError
-    from pipeline.plan import build_plan
+    from pipeline.core.errors import ConfigError
+    from pipeline.core.plan import build_plan
 
     cfg = make_cfg("recipe=tiny_int8", "objective.metrics=[acuracy]")
     plan = build_plan(cfg)

@@ -1,4 +1,4 @@
-"""Training threads on a busy machine (pipeline.threads): real training steps of a small torch model are timed at
+"""Training threads on a busy machine (pipeline.library.threads): real training steps of a small torch model are timed at
 1..N threads and the fastest kept; the watch warns naming stages.train.threads and backs off on a collapse."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from pipeline import threads
+from pipeline.library import threads
 
 torch = pytest.importorskip("torch")
 

@@ -26,7 +26,7 @@ def package_facts(path) -> dict:
 
 def quiet_coremltools():
     """coremltools logs every missing native proxy on Linux and prints conversion progress bars."""
-    from pipeline.quiet import quiet
+    from pipeline.core.console import quiet
 
     return quiet(("coremltools",))
 

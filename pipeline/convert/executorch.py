@@ -26,7 +26,7 @@ FORMAT = "executorch"
 
 def quiet():
     """torch.export and the ExecuTorch passes warn about deprecated pytree registrations on every call."""
-    from pipeline.quiet import quiet as quiet_loggers
+    from pipeline.core.console import quiet as quiet_loggers
 
     return quiet_loggers(("executorch",), logging.ERROR)
 

@@ -62,7 +62,7 @@ def quantize_with_accuracy_control(fp32_onnx: Path, calibration: np.ndarray, val
     import onnx
 
     from pipeline.convert.openvino import quiet
-    from pipeline.diagnose import _layer_names
+    from pipeline.library.diagnose import _layer_names
 
     if not 0 <= max_drop < 1:
         raise ValueError(f"max_drop is an absolute top-1 drop between 0 and 1 (0.01 = one point), got {max_drop}")

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List
 
-from pipeline.quiet import quiet
+from pipeline.core.console import quiet
 
 METHODS = ("minmax", "entropy", "percentile")
 TYPES = ("int8", "uint8")

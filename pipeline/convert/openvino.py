@@ -22,7 +22,7 @@ PRESETS = ("performance", "mixed")
 
 def quiet():
     """NNCF logs every step at INFO and draws progress bars; torch tracing warns."""
-    from pipeline.quiet import quiet as quiet_loggers
+    from pipeline.core.console import quiet as quiet_loggers
 
     return quiet_loggers(("nncf",), logging.WARNING)
 
@@ -112,10 +112,10 @@ def layer_name(friendly_name: str) -> str:
 
 def onnx_layer_names(onnx_path: Path) -> dict[str, str]:
     """For an IR converted from ONNX: the ONNX node and tensor names OpenVINO keeps as friendly names -> the torch
-    layer they came from (from the exporter's name scopes, see pipeline.diagnose), e.g. `node_linear` -> `fc1`."""
+    layer they came from (from the exporter's name scopes, see pipeline.library.diagnose), e.g. `node_linear` -> `fc1`."""
     import onnx
 
-    from pipeline.diagnose import _layer_names
+    from pipeline.library.diagnose import _layer_names
 
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
     tensors = _layer_names(graph)

@@ -15,7 +15,7 @@ PRECISIONS = ("fp32", "fp16", "int8", "dynamic")
 
 def quiet_converters():
     """litert-torch and TensorFlow print progress bars and C++ logs on every conversion; keep the run log readable."""
-    from pipeline.quiet import quiet
+    from pipeline.core.console import quiet
 
     return quiet(("absl", "tensorflow", "litert_torch", "root"), env={"TF_CPP_MIN_LOG_LEVEL": "3"},
                  keep_env={"LITERT_TORCH_SHOW_PROGRESS": "n"})  # its per-pass progress lines (set =y to see them)

@@ -175,9 +175,9 @@ def check(data_cfg: Any) -> list[str]:
 
 
 def _bounds(data_cfg: Any) -> list[str]:
-    """The ranges DataConfig's fields declare (pipeline.bounds), for the fields not checked by hand above."""
-    from pipeline import bounds
-    from pipeline.config import DataConfig
+    """The ranges DataConfig's fields declare (pipeline.core.bounds), for the fields not checked by hand above."""
+    from pipeline.core import bounds
+    from pipeline.core.config import DataConfig
 
     own = ("data.val_fraction", "data.mean", "data.std", "data.max_per_class")  # checked here with their own words
     try:

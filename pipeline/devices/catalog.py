@@ -99,7 +99,7 @@ def check(device: Any) -> list[str]:
 
 def load(name: str) -> Any:
     """A catalog entry merged over the schema (for scripts and tests; runs get it from Hydra)."""
-    from pipeline.config import DeviceConfig
+    from pipeline.core.config import DeviceConfig
 
     path = CATALOG_DIR / f"{name}.yaml"
     if not path.exists():
@@ -146,7 +146,7 @@ def merge_error_hint(text: str, dirs: list[Path] | None = None) -> str | None:
     import re
     import typing
 
-    from pipeline import config
+    from pipeline.core import config
 
     m = re.search(r"In 'device/([\w.-]+)'.*?Merge error: (\w+) is not a subclass of (\w+)\. value: (.*)", text, re.S)
     if not m:

@@ -6,7 +6,7 @@ Evaluation, benchmarking and parity all go through here; no stage re-implements 
 Each format's module imports its runtime only when loaded.
 
 The input is always the pipeline's float32 NCHW batch. A model whose file wants something else (an imported NHWC
-ONNX graph, its own normalisation, grayscale) carries its signature in `meta["signature"]` (pipeline.signature) and
+ONNX graph, its own normalisation, grayscale) carries its signature in `meta["signature"]` (pipeline.library.signature) and
 is wrapped so that every caller, quantizer calibration included (`adapt_input`), feeds it what it wants.
 """
 from __future__ import annotations
@@ -53,7 +53,7 @@ def _signature(fmt: str, meta: dict[str, Any]):
         return None
     from dataclasses import replace
 
-    from pipeline import signature
+    from pipeline.library import signature
 
     sig = signature.Signature.from_dict(d)
     if fmt not in _RAW_LAYOUT:  # the runtime transposes and (de)quantizes itself; keep only normalisation here
@@ -76,7 +76,7 @@ def adapt_input(fmt: str, meta: dict[str, Any] | None, x: np.ndarray) -> np.ndar
     sig = _signature(fmt, meta)
     if sig is None:
         return x
-    from pipeline import signature
+    from pipeline.library import signature
 
     norm = meta.get("data_norm") or {}
     return signature.adapt(x, sig, norm.get("mean", (0.5, 0.5, 0.5)), norm.get("std", (0.5, 0.5, 0.5)))

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import NotRunnableHere
+from pipeline.core.errors import NotRunnableHere
 
 NOT_RUNNABLE = "not runnable on this host (Core ML needs macOS)"
 

@@ -3,7 +3,7 @@
 All models of one benchmark are loaded into the same process and timed round-robin (model A, B, C, A, B, C ...), so
 a ratio between them is measured side by side: a noisy neighbour slows them all alike. The iterations are split into
 several trials, each starting with a different model, and every p50 and every ratio carries a bootstrap interval over
-those trials (pipeline.stats): a verdict acts only on a difference larger than its interval. The machine's load
+those trials (pipeline.library.stats): a verdict acts only on a difference larger than its interval. The machine's load
 average is recorded before and after, next to the numbers. ONNX Runtime's threads do not spin-wait here, so that no
 model's idle threads take the cores of the next one.
 """
@@ -39,7 +39,7 @@ def time_round_robin(fns: dict, iterations: int, trials: int) -> dict[str, list[
 
     `iterations` in all, split into `trials` trials (at least one iteration each); trial t starts with the t-th model,
     so no model always runs right after the same neighbour. Samples with the same (trial, index) were taken side by
-    side, which pipeline.stats uses to pair them.
+    side, which pipeline.library.stats uses to pair them.
     """
     names = list(fns)
     trials = max(1, min(trials, iterations))
@@ -59,7 +59,7 @@ def time_round_robin(fns: dict, iterations: int, trials: int) -> dict[str, list[
 
 def intervals(times: dict[str, list[list[float]]], confidence: float | None = None) -> tuple[dict, dict]:
     """Per model: p50/p90/mean with the p50 interval; per pair: the speed-up b_p50 / a_p50 with its interval."""
-    from pipeline import stats
+    from pipeline.library import stats
 
     conf = confidence or stats.CONFIDENCE
     per = {n: {**stats.summarize(ts, conf), "trials": len(ts)} for n, ts in times.items()}

@@ -20,7 +20,7 @@ from importlib import metadata
 from types import ModuleType
 from typing import Iterable
 
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 from pipeline.stages.base import Stage, StageContext, StageResult
 
 __all__ = ["ENTRY_POINT_GROUP", "Stage", "StageContext", "StageResult", "discover", "builtin"]

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-from pipeline.artifacts import Artifact
-from pipeline.results import Findings
-from pipeline.settings import Settings, UndeclaredSetting
+from pipeline.core.artifacts import Artifact
+from pipeline.core.results import Findings
+from pipeline.core.settings import Settings, UndeclaredSetting
 
 
 @dataclass

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.artifacts import FORMATS
-from pipeline.bounds import NonNegativeInt, PositiveInt
-from pipeline.results import Findings, Latency
+from pipeline.core.artifacts import FORMATS
+from pipeline.core.bounds import NonNegativeInt, PositiveInt
+from pipeline.core.results import Findings, Latency
 from pipeline.stages.base import Stage, StageContext, StageResult
 
 
@@ -38,7 +38,7 @@ class Benchmark(Stage):
     def run(self, ctx: StageContext) -> StageResult:
         if ctx.settings.device.connection:
             return self._on_device(ctx)
-        from pipeline.errors import NotRunnableHere
+        from pipeline.core.errors import NotRunnableHere
         from pipeline.runtimes import host_threads, isolated, not_runnable_reason
 
         p: BenchmarkConfig = ctx.params
@@ -69,7 +69,7 @@ class Benchmark(Stage):
 
         from pipeline import remote
         from pipeline.devices import store
-        from pipeline.errors import NotRunnableHere
+        from pipeline.core.errors import NotRunnableHere
 
         p: BenchmarkConfig = ctx.params
         device = {"name": ctx.settings.device.name, "display_name": ctx.settings.device.display_name,

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from pipeline.artifacts import Artifact
-from pipeline.bounds import Dropout, Positive, PositiveInt, UnitInterval
-from pipeline.training import FinetuneConfig, check_finetune
+from pipeline.core.artifacts import Artifact
+from pipeline.core.bounds import Dropout, Positive, PositiveInt, UnitInterval
+from pipeline.library.training import FinetuneConfig, check_finetune
 from pipeline.stages.base import Stage, StageContext, StageResult
 
 
@@ -67,8 +67,8 @@ class Distill(Stage):
         from tqdm.auto import tqdm
 
         from pipeline import models
-        from pipeline import training as C
-        from pipeline.training import fit
+        from pipeline.library import training as C
+        from pipeline.library.training import fit
 
         p: DistillConfig = ctx.params
         if bool(ctx.inputs) == bool(p.teacher_checkpoint):

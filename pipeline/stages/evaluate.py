@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from pipeline.artifacts import FORMATS
-from pipeline.bounds import PositiveInt
-from pipeline.results import Findings
+from pipeline.core.artifacts import FORMATS
+from pipeline.core.bounds import PositiveInt
+from pipeline.core.results import Findings
 from pipeline.stages.base import Stage, StageContext, StageResult
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from pipeline.artifacts import Artifact, path_size
-from pipeline.bounds import PositiveInt, between
+from pipeline.core.artifacts import Artifact, path_size
+from pipeline.core.bounds import PositiveInt, between
 from pipeline.convert.coreml import package_facts
 from pipeline.stages.base import Stage, StageContext, StageResult
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.artifacts import Artifact
+from pipeline.core.artifacts import Artifact
 from pipeline.convert.executorch import PARTITIONERS
 from pipeline.stages.base import Stage, StageContext, StageResult
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.artifacts import Artifact
-from pipeline.bounds import at_least
+from pipeline.core.artifacts import Artifact
+from pipeline.core.bounds import at_least
 from pipeline.stages.base import Stage, StageContext, StageResult
 
 

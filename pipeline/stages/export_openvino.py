@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from pipeline.artifacts import Artifact
-from pipeline.bounds import PositiveInt
+from pipeline.core.artifacts import Artifact
+from pipeline.core.bounds import PositiveInt
 from pipeline.runtimes.openvino_rt import DEVICES, MODES, PRECISIONS
 from pipeline.stages.base import Stage, StageContext, StageResult
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.artifacts import Artifact
-from pipeline.bounds import PositiveInt
+from pipeline.core.artifacts import Artifact
+from pipeline.core.bounds import PositiveInt
 from pipeline.convert.tflite import PRECISIONS, SOURCE_FORMATS
 from pipeline.stages.base import Stage, StageContext, StageResult
 
@@ -74,7 +74,7 @@ class ExportTflite(Stage):
     def run(self, ctx: StageContext) -> StageResult:
         import numpy as np
 
-        from pipeline import calibration
+        from pipeline.library import calibration
         from pipeline.convert.tflite import export_source
         from pipeline.runtimes import tflite_rt
 

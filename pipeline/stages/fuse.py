@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.artifacts import Artifact
-from pipeline.bounds import NonNegative, NonNegativeInt, PositiveInt
+from pipeline.core.artifacts import Artifact
+from pipeline.core.bounds import NonNegative, NonNegativeInt, PositiveInt
 from pipeline.stages.base import Stage, StageContext, StageResult
 
 
@@ -48,7 +48,7 @@ class Fuse(Stage):
 
         from pipeline import models
         from pipeline.runtimes import cpu_model, host_threads
-        from pipeline.training import load_rebuildable
+        from pipeline.library.training import load_rebuildable
 
         p: FuseConfig = ctx.params
         src = ctx.input

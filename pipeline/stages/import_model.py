@@ -15,7 +15,7 @@
 Nothing is unpickled: a pickled whole model (torch.save(model)) is refused with the way to save it instead.
 The file's SHA-256 is part of the cache key: replacing it re-runs everything below.
 
-The model's signature (pipeline.signature: inputs, every output, layout, preprocessing) is read from the file at plan
+The model's signature (pipeline.library.signature: inputs, every output, layout, preprocessing) is read from the file at plan
 time where the file says it (ONNX, TFLite; PyTorch files by running them once), and its outputs are checked against
 the recipe's `task` and the data: a 1000-class head on 5-class data is refused before any work, naming both counts
 and the fix (fine-tune it: a train stage with `inputs: [<this stage>]` gives it a new head).
@@ -29,9 +29,9 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
-from pipeline.artifacts import Artifact
-from pipeline.bounds import PositiveInt
-from pipeline.cache import file_sha256
+from pipeline.core.artifacts import Artifact
+from pipeline.core.bounds import PositiveInt
+from pipeline.core.cache import file_sha256
 from pipeline.stages.base import Stage, StageContext, StageResult
 
 SUFFIX_FORMAT = {".onnx": "onnx", ".tflite": "tflite", ".pt2": "torch", ".ts": "torch", ".pt": "torch",
@@ -131,7 +131,7 @@ class ImportModel(Stage):
         if p.modules and source_format(p) != "keras":
             return ["modules: only used for .keras files (the modules registering their custom layers); remove it"]
         try:
-            from pipeline import signature
+            from pipeline.library import signature
 
             signature.apply_overrides(signature.Signature([signature.TensorSpec("input", [-1, 3, -1, -1])], []),
                                       dict(p.signature))
@@ -143,7 +143,8 @@ class ImportModel(Stage):
     def _check_outputs(cls, p: ImportModelConfig, cfg, f: Path) -> list[str]:
         """The file's outputs against the task and the data's classes, before any work."""
         from pipeline import data as data_mod
-        from pipeline import signature, tasks
+        from pipeline import tasks
+        from pipeline.library import signature
 
         task = str(cfg.get("task", "classification"))
         problems = tasks.check_data(task, str(cfg.data.name))
@@ -165,7 +166,8 @@ class ImportModel(Stage):
         return problems + [m.replace("<the import stage>", stage).replace("<this import>", stage) for m in found]
 
     def run(self, ctx: StageContext) -> StageResult:
-        from pipeline import runtimes, signature
+        from pipeline import runtimes
+        from pipeline.library import signature
 
         p: ImportModelConfig = ctx.params
         src = _resolve(p.path)
@@ -370,7 +372,7 @@ def load_graph(src: Path):
 def plan_signature(p: ImportModelConfig, f: Path, size: int):
     """The file's signature for the plan: read from ONNX and TFLite files, from a PyTorch file by running it once on
     zeros of the configured size; None for Keras (TensorFlow would have to load it)."""
-    from pipeline import signature
+    from pipeline.library import signature
 
     fmt = source_format(p)
     override = dict(p.signature) or None

@@ -3,7 +3,7 @@
 For each input artifact, its source is the next artifact up its lineage (int8 .tflite <- fp32 .tflite <- PyTorch).
 Both run in their own runtimes on the same N images, and EVERY output tensor is compared with the source's output of
 the same position (a detector's heatmap and boxes, a segmenter's logits): cosine (mean and worst sample), max and mean
-absolute error, SNR in dB (pipeline.parity_metrics). The task (`task`, pipeline.tasks) adds what the outputs mean:
+absolute error, SNR in dB (pipeline.library.parity_metrics). The task (`task`, pipeline.tasks) adds what the outputs mean:
 top-1 agreement for a classifier, mAP@.5 of the model's detections against the source's confident ones for a
 detector, the share of pixels of the same class (and their mIoU) for a segmenter; none need labels. With thresholds
 in the recipe, a link below them fails the run, and the error names the first stage along the lineage whose artifact
@@ -14,10 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from pipeline.artifacts import FORMATS
-from pipeline.bounds import Finite, NonNegative, PositiveInt, UnitInterval, between
-from pipeline.errors import NotRunnableHere
-from pipeline.results import Findings
+from pipeline.core.artifacts import FORMATS
+from pipeline.core.bounds import Finite, NonNegative, PositiveInt, UnitInterval, between
+from pipeline.core.errors import NotRunnableHere
+from pipeline.core.results import Findings
 from pipeline.stages.base import FAILURE_DIR, Stage, StageContext, StageResult
 
 # Task agreement thresholds: parameter -> (task, agreement metric it bounds from below)
@@ -45,7 +45,7 @@ def compare(ref, got) -> dict[str, float]:
     """Agreement of two classifiers' logit arrays [N, classes]: top-1 agreement plus the tensor metrics."""
     import numpy as np
 
-    from pipeline import parity_metrics
+    from pipeline.library import parity_metrics
 
     m = parity_metrics.compare_tensor(ref, got, "logits")
     return {"top1_agreement": float((np.asarray(ref).argmax(1) == np.asarray(got).argmax(1)).mean()),
@@ -54,7 +54,7 @@ def compare(ref, got) -> dict[str, float]:
 
 def violations(m: dict[str, float], p: ParityConfig, per_output: dict | None = None) -> list[str]:
     """Thresholds broken: task agreement first, then every output tensor's (or the worst values `m` holds)."""
-    from pipeline import parity_metrics
+    from pipeline.library import parity_metrics
 
     out = []
     names = {"top1_agreement": "top-1 agreement", "map50_agreement": "mAP@.5 agreement",
@@ -111,7 +111,8 @@ class Parity(Stage):
         return problems
 
     def run(self, ctx: StageContext) -> StageResult:
-        from pipeline import parity_metrics, runtimes, tasks
+        from pipeline import runtimes, tasks
+        from pipeline.library import parity_metrics
 
         p: ParityConfig = ctx.params
         data = ctx.data()
@@ -191,9 +192,9 @@ class Parity(Stage):
 
 def _diverging_layer(ctx: StageContext, a, src, x, p) -> str:
     """Where an int8 model that lost parity parts from its float source of the same format: the per-layer
-    comparison of pipeline.diagnose, written (JSON + PNG) where the runner keeps a failed stage's diagnosis. Returns
+    comparison of pipeline.library.diagnose, written (JSON + PNG) where the runner keeps a failed stage's diagnosis. Returns
     the sentence for the error message, or why there is none."""
-    from pipeline import diagnose
+    from pipeline.library import diagnose
 
     if a.format != src.format or a.format not in ("onnx", "tflite"):
         return (f"No per-layer comparison: it needs an int8 and a float model of the same format (onnx or tflite), "

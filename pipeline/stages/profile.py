@@ -12,8 +12,8 @@ import json
 from dataclasses import dataclass
 from typing import Optional
 
-from pipeline.artifacts import FORMATS
-from pipeline.results import Findings
+from pipeline.core.artifacts import FORMATS
+from pipeline.core.results import Findings
 from pipeline.stages.base import Stage, StageContext, StageResult
 
 PROFILED = ("onnx", "tflite", "torch")

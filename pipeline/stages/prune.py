@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from pipeline.artifacts import Artifact
-from pipeline.bounds import PositiveInt, between
-from pipeline.training import FinetuneConfig, check_finetune
+from pipeline.core.artifacts import Artifact
+from pipeline.core.bounds import PositiveInt, between
+from pipeline.library.training import FinetuneConfig, check_finetune
 from pipeline.stages.base import Stage, StageContext, StageResult
 
 METHODS = ("structured", "unstructured")
@@ -65,8 +65,8 @@ class Prune(Stage):
         from tqdm.auto import tqdm
 
         from pipeline import models
-        from pipeline import training as C
-        from pipeline.training import fit
+        from pipeline.library import training as C
+        from pipeline.library.training import fit
 
         p: PruneConfig = ctx.params
         src = ctx.input

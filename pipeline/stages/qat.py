@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.artifacts import Artifact
-from pipeline.bounds import Positive, PositiveInt, at_least, between
-from pipeline.training import FinetuneConfig, check_finetune
+from pipeline.core.artifacts import Artifact
+from pipeline.core.bounds import Positive, PositiveInt, at_least, between
+from pipeline.library.training import FinetuneConfig, check_finetune
 from pipeline.stages.base import Stage, StageContext, StageResult
 
 FORMATS = ("onnx", "tflite")
@@ -60,9 +60,9 @@ class Qat(Stage):
         from tqdm.auto import tqdm
 
         from pipeline import models
-        from pipeline import training as C
+        from pipeline.library import training as C
         from pipeline.convert.qat import check_int8_artifact, prepare_qat, to_onnx, to_tflite
-        from pipeline.training import fit
+        from pipeline.library.training import fit
 
         p: QatConfig = ctx.params
         src = ctx.input

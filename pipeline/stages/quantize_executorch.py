@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.artifacts import Artifact
-from pipeline.bounds import PositiveInt
+from pipeline.core.artifacts import Artifact
+from pipeline.core.bounds import PositiveInt
 from pipeline.stages.base import Stage, StageContext, StageResult
 
 
@@ -32,7 +32,7 @@ class QuantizeExecutorch(Stage):
         return []
 
     def run(self, ctx: StageContext) -> StageResult:
-        from pipeline import calibration
+        from pipeline.library import calibration
         from pipeline.convert.executorch import coverage_line, int8_candidate
 
         p: QuantizeExecutorchConfig = ctx.params

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.artifacts import Artifact
-from pipeline.bounds import PositiveInt
+from pipeline.core.artifacts import Artifact
+from pipeline.core.bounds import PositiveInt
 from pipeline.convert.onnx import QdqOptions, check_options
 from pipeline.stages.base import Stage, StageContext, StageResult
 
@@ -35,7 +35,8 @@ class QuantizeOnnx(Stage):
         return problems
 
     def run(self, ctx: StageContext) -> StageResult:
-        from pipeline import calibration, runtimes
+        from pipeline import runtimes
+        from pipeline.library import calibration
         from pipeline.convert.onnx import quantize_qdq
 
         p: QuantizeOnnxConfig = ctx.params

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from pipeline.artifacts import Artifact
-from pipeline.bounds import NonNegative, PositiveInt
+from pipeline.core.artifacts import Artifact
+from pipeline.core.bounds import NonNegative, PositiveInt
 from pipeline.convert.openvino import PRESETS
 from pipeline.stages.base import Stage, StageContext, StageResult
 
@@ -46,7 +46,7 @@ class QuantizeOpenvino(Stage):
     def run(self, ctx: StageContext) -> StageResult:
         import numpy as np
 
-        from pipeline import calibration
+        from pipeline.library import calibration
         from pipeline.convert import openvino as ovc
 
         p: QuantizeOpenvinoConfig = ctx.params

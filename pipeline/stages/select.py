@@ -17,9 +17,9 @@ import shutil
 from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
-from pipeline.artifacts import Artifact, path_size
-from pipeline.bounds import NonNegative, NonNegativeInt, PositiveInt
-from pipeline.results import Findings
+from pipeline.core.artifacts import Artifact, path_size
+from pipeline.core.bounds import NonNegative, NonNegativeInt, PositiveInt
+from pipeline.core.results import Findings
 from pipeline.stages.base import Stage, StageContext, StageResult
 
 
@@ -139,7 +139,9 @@ class SelectInt8(Stage):
 
         import numpy as np
 
-        from pipeline import calibration, runtimes
+        from pipeline import runtimes
+
+        from pipeline.library import calibration
         from pipeline.runtimes import host_threads, isolated
 
         p: SelectInt8Config = ctx.params

@@ -1,6 +1,6 @@
 """`train`: train a zoo model on the recipe's data (one-cycle AdamW/SGD; label smoothing for classifiers), or fine-tune
 an upstream PyTorch model (`inputs: [<import stage>]`: a pretrained network gets a new head when the data has other
-classes). PyTorch models through pipeline.training, Keras models through pipeline/models/keras_zoo.py: the stage
+classes). PyTorch models through pipeline.library.training, Keras models through pipeline/models/keras_zoo.py: the stage
 dispatches on the model's framework and produces its format.
 
 `task` (pipeline.tasks) decides the loss and the score: cross-entropy and top-1 for classification, the detector's
@@ -9,9 +9,9 @@ names and a detector's post-processing, so every later stage reads the model's o
 """
 from __future__ import annotations
 
-from pipeline.artifacts import Artifact
+from pipeline.core.artifacts import Artifact
 from pipeline.stages.base import Stage, StageContext, StageResult
-from pipeline.training import TrainConfig, check_training
+from pipeline.library.training import TrainConfig, check_training
 
 
 class Train(Stage):
@@ -67,7 +67,7 @@ class Train(Stage):
             model, result, path = keras_zoo.train(spec, size, data, p, ctx.settings.seed, ctx.log, ctx.workdir)
             meta.update(input_layout="NHWC", parameters=int(model.count_params()))
         else:
-            from pipeline import training
+            from pipeline.library import training
 
             model, result = training.train_zoo_model(spec, data, p, ctx.settings.seed, ctx.log, task)
             path = models.save_torch(model, ctx.workdir, spec)
@@ -78,7 +78,9 @@ class Train(Stage):
     def _finetune(self, ctx: StageContext, data, task) -> StageResult:
         import torch
 
-        from pipeline import models, training
+        from pipeline import models
+
+        from pipeline.library import training
 
         src = ctx.input
         model, spec, facts = training.finetune_from(src, data.num_classes, ctx.name, ctx.log)

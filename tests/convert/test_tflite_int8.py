@@ -53,7 +53,8 @@ def _second_conv_input_scale(path):
 def test_relu6_observed_after_the_clamp(tmp_path):
     """A conv whose output spans about +-40 before ReLU6: observed after the clamp, the [0, 6] tensor gets a scale of
     about 6/255; observed before it (litert-torch's own annotation), the scale of the unclamped range."""
-    from pipeline import parity_metrics, runtimes
+    from pipeline import runtimes
+    from pipeline.library import parity_metrics
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU6(), nn.Conv2d(8, 4, 1)).eval()

@@ -66,7 +66,7 @@ def test_onnx_export_matches_torch(name, tmp_path):
 @pytest.mark.parametrize("name", ["centernet_mobilenet_v2", "lraspp_mobilenet_v3"])
 def test_full_integer_tflite(name, tmp_path):
     from pipeline.convert import tflite_int8
-    from pipeline.signature import read
+    from pipeline.library.signature import read
 
     model = _model(name)
     rng = np.random.default_rng(0)

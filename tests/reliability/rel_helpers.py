@@ -12,8 +12,8 @@ import numpy as np
 import reliability_stubs
 from conftest import ROOT, compose_cfg
 from pipeline import app
-from pipeline.cache import Cache
-from pipeline.errors import PipelineError
+from pipeline.core.cache import Cache
+from pipeline.core.errors import PipelineError
 
 HERE = Path(__file__).resolve().parent
 STUB_CONF = HERE / "conf"

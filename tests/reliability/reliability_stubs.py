@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.artifacts import Artifact
+from pipeline.core.artifacts import Artifact
 from pipeline.stages.base import Stage, StageContext, StageResult
 
 

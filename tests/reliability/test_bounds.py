@@ -1,4 +1,4 @@
-"""Bounds on every number: each field's range lives in its type (pipeline.bounds), so a NaN, an infinity or a number
+"""Bounds on every number: each field's range lives in its type (pipeline.core.bounds), so a NaN, an infinity or a number
 out of range is named with its full key path and the valid range before any work. Real composed configs."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, compose_cfg
-from pipeline import bounds, config
+from pipeline.core import bounds, config
 from pipeline.devices import catalog
 from pipeline.stages import discover
 
@@ -51,7 +51,7 @@ def test_every_number_of_the_config_and_of_every_stage_declares_its_range():
 
 
 def test_stage_parameters_out_of_range():
-    from pipeline.training import TrainConfig
+    from pipeline.library.training import TrainConfig
 
     got = bounds.problems(TrainConfig(label_smoothing=2.0, lr=float("nan"), epochs=0), "stages.train")
     assert "stages.train.label_smoothing: must be a finite number in [0, 1), got 2.0" in got

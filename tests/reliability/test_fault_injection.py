@@ -1,7 +1,7 @@
 """Fault injection on real runs: SIGKILL at random points of the real tiny recipe (torch training, ONNX export, int8
 quantization, evaluation, benchmark subprocess, MLflow logging, publishing, summary) and of a real sweep, each kill
 followed by a re-run of the same command. After every re-run: no corrupt cache entry, no MLflow run left RUNNING, and
-every run folder that has a summary.json holds exactly the bytes it records (`pipeline.verify`).
+every run folder that has a summary.json holds exactly the bytes it records (`pipeline.cli.verify`).
 
 RELIABILITY_FAULT_KILLS / RELIABILITY_FAULT_SWEEP_KILLS change the counts (20 and 5), RELIABILITY_SEED the sequence.
 Most kills land in runs whose stages are cached (MLflow logging, publishing, summary: the parts a kill most easily
@@ -22,7 +22,7 @@ import pytest
 
 from conftest import ROOT
 from rel_helpers import cache_state, mlflow_runs, write_images
-from pipeline.cache import verify_run
+from pipeline.core.cache import verify_run
 
 SEED = int(os.environ.get("RELIABILITY_SEED", "7"))
 KILLS = int(os.environ.get("RELIABILITY_FAULT_KILLS", "20"))

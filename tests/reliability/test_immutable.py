@@ -17,8 +17,8 @@ import pytest
 
 from conftest import ROOT
 from rel_helpers import compose_stub, outcome
-from pipeline import cache as cache_mod
-from pipeline.cache import Cache, publish, verify_run
+from pipeline.core import cache as cache_mod
+from pipeline.core.cache import Cache, publish, verify_run
 
 pytestmark = pytest.mark.bad_input
 
@@ -128,14 +128,14 @@ def test_verify_run_refuses_paths_outside_the_run_folder(tmp_path):
 
 def test_verify_command(tmp_path):
     run = _run_folder(tmp_path)
-    cmd = [sys.executable, "-m", "pipeline.verify", str(run)]
+    cmd = [sys.executable, "-m", "pipeline.cli.verify", str(run)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     ok = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)
     assert ok.returncode == 0 and f"{run}: ok" in ok.stdout, ok.stdout + ok.stderr
     (run / "artifacts" / "a" / "model.bin").write_bytes(b"changed")
     bad = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)
     assert bad.returncode == 1 and "was modified" in bad.stdout and "re-run the recipe" in bad.stdout
-    none = subprocess.run([sys.executable, "-m", "pipeline.verify"], capture_output=True, text=True, env=env)
+    none = subprocess.run([sys.executable, "-m", "pipeline.cli.verify"], capture_output=True, text=True, env=env)
     assert none.returncode == 2 and "RUN_DIR" in none.stdout
 
 
@@ -145,7 +145,7 @@ def test_invalidate_waits_for_the_entry_lock(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", f"""
 import sys, time
 sys.path.insert(0, {str(ROOT)!r})
-from pipeline.cache import Cache
+from pipeline.core.cache import Cache
 with Cache({str(tmp_path / 'cache')!r}).lock({e.key!r}):
     print("held", flush=True)
     time.sleep(1.5)
@@ -185,7 +185,7 @@ _HARD_LINKS = "os.link(" in (ROOT / "pipeline" / "runner.py").read_text()
 
 
 @pytest.mark.xfail(_HARD_LINKS, strict=True, reason="pipeline/runner.py still publishes by os.link: it must call "
-                   "pipeline.cache.publish(src, dest) (the bug this test shows)")
+                   "pipeline.core.cache.publish(src, dest) (the bug this test shows)")
 def test_a_finished_runs_model_does_not_change_when_its_cache_entry_does(tmp_path):
     """Bytes flipped in a cache entry: the cache rebuilds it, and the earlier run's folder still verifies."""
     outputs = tmp_path / "outputs"

@@ -1,5 +1,5 @@
 """Property: whatever the command-line overrides or however a recipe is mutated, the planner either accepts the config
-or refuses it with a clear error (a composition error from Hydra, or pipeline.errors.ConfigError) -- never a
+or refuses it with a clear error (a composition error from Hydra, or pipeline.core.errors.ConfigError) -- never a
 traceback from somewhere else. Planning writes nothing, so every example is cheap."""
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from conftest import compose_cfg
 from pipeline import app
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 from pipeline.stages import discover as load_all
 
 STAGE_NAMES = ["train", "export", "quantize", "evaluate", "benchmark"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from pipeline import console, runner
+from pipeline.core import console, runner
 from rel_helpers import compose_stub, outcome, run_stub_cli
 
 FAST = [f"stages.{s}.seconds=0" for s in "abcd"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, run_cli
-from pipeline.cache import Cache
+from pipeline.core.cache import Cache
 from rel_helpers import assert_nothing_partial, cache_state, compose_stub, outcome
 
 

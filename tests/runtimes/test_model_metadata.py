@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.artifacts import Artifact
+from pipeline.core.artifacts import Artifact
 from pipeline.runtimes import describe
-from pipeline.tracking import Tracker, local_uri
+from pipeline.tracking.tracker import Tracker, local_uri
 
 
 @pytest.fixture

@@ -118,8 +118,8 @@ def test_qat_exports_int8_qdq_onnx(summary, tmp_path):
 
 @pytest.mark.bad_input
 def test_bad_compression_parameters_are_refused_before_running(tmp_path):
-    from pipeline.errors import ConfigError
-    from pipeline.plan import build_plan
+    from pipeline.core.errors import ConfigError
+    from pipeline.core.plan import build_plan
 
     cfg = compose_cfg(["recipe=tiny_int8", "tracking=none"], tmp_path / "out")
     cfg.stages.prune = {"type": "prune", "inputs": ["train"], "amount": 1.5, "method": "random"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline import app
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 
 
 def _artifacts(summary):

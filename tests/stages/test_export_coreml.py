@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from pipeline import app
-from pipeline.artifacts import path_size
-from pipeline.errors import NotRunnableHere
+from pipeline.core.artifacts import path_size
+from pipeline.core.errors import NotRunnableHere
 from pipeline.runtimes import coreml_rt
 
 pytest.importorskip("coremltools")

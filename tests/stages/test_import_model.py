@@ -125,7 +125,7 @@ def test_keras_file(tmp_path):
 
 @pytest.mark.bad_input
 def test_pickled_model_is_refused_before_running(tmp_path, user_module):
-    from pipeline.errors import ConfigError
+    from pipeline.core.errors import ConfigError
 
     path = tmp_path / "whole_model.pt"
     torch.save(user_module, path)  # a pickle: loading it would run code
@@ -136,7 +136,7 @@ def test_pickled_model_is_refused_before_running(tmp_path, user_module):
 
 @pytest.mark.bad_input
 def test_missing_file_and_unknown_suffix(tmp_path):
-    from pipeline.errors import ConfigError
+    from pipeline.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="stages.mine: path: .* does not exist"):
         run_import(tmp_path, {"path": str(tmp_path / "nope.onnx")})

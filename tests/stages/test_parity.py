@@ -10,8 +10,8 @@ from omegaconf import OmegaConf
 
 from conftest import compose_cfg
 from pipeline import app
-from pipeline.artifacts import Artifact
-from pipeline.errors import StageError
+from pipeline.core.artifacts import Artifact
+from pipeline.core.errors import StageError
 from pipeline.stages.base import Stage, StageResult
 from pipeline.stages.parity import ParityConfig, compare, violations
 

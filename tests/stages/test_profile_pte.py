@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from conftest import compose_cfg
-from pipeline import settings
-from pipeline.artifacts import Artifact
+from pipeline.core import settings
+from pipeline.core.artifacts import Artifact
 from pipeline.convert import executorch as et
 from pipeline.models import build
 from pipeline.stages.base import StageContext

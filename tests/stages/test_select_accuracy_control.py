@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from conftest import compose_cfg
-from pipeline import settings
-from pipeline.artifacts import Artifact
+from pipeline.core import settings
+from pipeline.core.artifacts import Artifact
 from pipeline.convert.onnx import export_torch
 from pipeline.data import Dataset
 from pipeline.stages.base import StageContext

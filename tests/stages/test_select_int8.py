@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 
 from conftest import compose_cfg
-from pipeline import app, judge, report
+from pipeline import app
 
 
 # one or more of every back end, its peer default among them (each build costs seconds to a minute on 2 busy cores)
+from pipeline.report import judge
+from pipeline.report.summary import table as summary_table
 CANDIDATES = ["ort_defaults", "litert_int8", "openvino_default", "openvino_int8", "openvino_int8_throughput",
               "executorch_fp32", "executorch_int8"]
 PEERS = {"ort_defaults", "litert_int8", "openvino_default", "executorch_fp32"}
@@ -62,7 +64,7 @@ def test_every_back_end_is_a_candidate_and_the_fastest_within_budget_is_chosen(h
     assert (run_dir / q["path"]).is_file() and not list(run_dir.rglob("candidates"))
     md = (run_dir / "artifacts" / "quantize" / "select_int8.md").read_text()
     assert all(f"| {n} |" in md for n in listed) and "**chosen**" in md and "load average" in md
-    table = report.table(s, color=False)
+    table = summary_table(s, color=False)
     assert f"measured choice {sel['chosen']}" in table
 
 
@@ -73,7 +75,7 @@ def test_slower_choice_is_flagged_red(host_run):
     q["selection"] = {**q["selection"], "slower_than_fp32": True, "speedup_vs_fastest_fp32": 0.8}
     judge.compare(s["artifacts"], type("G", (), {"max_accuracy_drop": 100.0})())
     assert not q["ok"] and any("slower than the fastest fp32 model" in p for p in q["problems"])
-    assert "\033[31m" in report.table(s, color=True)
+    assert "\033[31m" in summary_table(s, color=True)
 
 
 @pytest.mark.slow

@@ -68,8 +68,8 @@ def test_segmenter_on_jetson_int8_onnx(tmp_path):
     (["recipe=tiny_int8", "task=depth"], ["unknown task 'depth'", "classification, detection, segmentation, none"]),
 ])
 def test_a_model_or_data_that_does_not_fit_the_task_is_refused_at_plan_time(tmp_path, overrides, words):
-    from pipeline.errors import ConfigError
-    from pipeline.plan import build_plan
+    from pipeline.core.errors import ConfigError
+    from pipeline.core.plan import build_plan
 
     with pytest.raises(ConfigError) as e:
         build_plan(compose_cfg([*overrides, "device=pixel7", "tracking=none"], tmp_path / "outputs"))
@@ -77,7 +77,7 @@ def test_a_model_or_data_that_does_not_fit_the_task_is_refused_at_plan_time(tmp_
 
 
 def test_the_task_is_in_the_key_of_every_stage_that_reads_it(tmp_path):
-    from pipeline import settings
+    from pipeline.core import settings
     from pipeline.stages import discover
 
     cfg = compose_cfg(["recipe=tiny_int8", "device=host", "tracking=none"], tmp_path / "outputs")

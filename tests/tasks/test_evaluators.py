@@ -4,7 +4,9 @@ import math
 import numpy as np
 import pytest
 
-from pipeline import parity_metrics, tasks
+from pipeline import tasks
+
+from pipeline.library import parity_metrics
 from pipeline.tasks import detection, segmentation
 
 
@@ -127,7 +129,8 @@ def test_task_layer_imports_no_ml_framework():
 
     code = """
 import sys
-from pipeline import tasks, signature, parity_metrics
+from pipeline import tasks
+from pipeline.library import signature, parity_metrics
 for name in tasks.names():
     tasks.get(name)
     for d in tasks.DATASETS[name]:

@@ -1,6 +1,6 @@
 """What analysis stages find about a model, as types. Each field has one owner (the stage type that fills it); the
 runner stores findings in the cache entry as plain data and reads them back as these types; the summary, the console
-table, MLflow and the registry read them through pipeline.report and pipeline.judge. Imports no ML framework.
+table, MLflow and the registry read them through pipeline.report.summary and pipeline.report.judge. Imports no ML framework.
 
 Where a latency came from is part of the type: `Latency.source` is "host" (measured on this machine) or "device"
 (measured on a remote device); an estimate for a device is an `estimate` mapping and never a `Latency`.
@@ -24,7 +24,7 @@ class Latency:
     threads: int | None = None
     source: str = "host"  # host | device
     measured_on: str = ""  # in words: where, with what runtime, threads and batch
-    p50_ci: tuple | None = None  # bootstrap interval of p50 over interleaved trials (pipeline.stats)
+    p50_ci: tuple | None = None  # bootstrap interval of p50 over interleaved trials (pipeline.library.stats)
     ratio_ci: dict | None = None  # other model timed side by side -> interval of its p50 / this p50
 
     @classmethod

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
 def _entries(group: str) -> list[tuple[str, dict]]:
@@ -42,7 +42,7 @@ Other choices (GROUP=OPTION):
 {others}
 
 Other commands:
-  python -m pipeline.compare experiment=NAME [sweep=ID]   leaderboard of runs: table, Pareto plot, HTML
+  python -m pipeline.tracking.compare experiment=NAME [sweep=ID]   leaderboard of runs: table, Pareto plot, HTML
   mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db   the runs in MLflow (make ui)
 
 Print the resolved recipe:  python -m pipeline recipe=NAME --cfg job --resolve    Hydra's own help: --hydra-help

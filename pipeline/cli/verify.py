@@ -1,4 +1,4 @@
-"""`python -m pipeline.verify RUN_DIR [RUN_DIR ...]`: check run folders against the sha256 values in their summary.json.
+"""`python -m pipeline.cli.verify RUN_DIR [RUN_DIR ...]`: check run folders against the sha256 values in their summary.json.
 
 Exit 0 when every artifact matches, 1 when one is missing or modified, 2 when no run folder was given.
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from pipeline.cache import verify_run
+from pipeline.core.cache import verify_run
 
 
 def main(argv: list[str] | None = None) -> int:

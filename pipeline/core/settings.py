@@ -30,7 +30,7 @@ from typing import Any, Iterator, Mapping
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 DATA = "data"  # the pseudo-path of the loaded data set
-PKG_DIR = Path(__file__).resolve().parent
+PKG_DIR = Path(__file__).resolve().parent.parent  # the pipeline package
 DATA_SUFFIXES = (".json", ".yaml", ".yml", ".csv", ".npy", ".npz")
 
 

@@ -18,9 +18,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pipeline import objective
-from pipeline.cache import Cache
-from pipeline.tracking import LOGGED_BY_TAG
+from pipeline.report import objective
+from pipeline.core.cache import Cache
+from pipeline.tracking.tracker import LOGGED_BY_TAG
 
 log = logging.getLogger("pipeline")
 CANDIDATE, CHAMPION = "candidate", "champion"

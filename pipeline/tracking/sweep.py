@@ -6,7 +6,7 @@ Hydra instantiates `SweepCallback` from `hydra.callbacks.sweep` (conf/config.yam
   on_job_start       runs in the job's own process (also a joblib worker or a Ray worker: Hydra ships the callback
                      object, with its state, inside the job), and hands the sweep id and parent run id to the job
   on_job_end         writes <sweep dir>/<job>/job.json (status, error, objective, run directory)
-  on_multirun_end    logs the leaderboard, Pareto PNG and HTML report (pipeline.compare) to the parent run, prints
+  on_multirun_end    logs the leaderboard, Pareto PNG and HTML report (pipeline.tracking.compare) to the parent run, prints
                      which jobs failed and closes the parent run
 
 A job that fails raises `JobFailed`, so the launcher records a failed job and the sweeper decides: Hydra's basic sweeper
@@ -142,10 +142,10 @@ def _search_range_fix(value: Any) -> str:
 
 
 def _tracking_uri(config: DictConfig) -> str:
-    from pipeline import tracking
+    from pipeline.tracking import tracker
 
     outputs = Path(os.path.expanduser(str(config.paths.outputs))).resolve()
-    return tracking.resolve_uri(config.tracking, outputs)
+    return tracker.resolve_uri(config.tracking, outputs)
 
 
 class SweepCallback(Callback):
@@ -166,7 +166,7 @@ class SweepCallback(Callback):
         global _active, _started
         problems = search_space_problems(config)  # before any job runs, and before anything is written
         if problems:
-            from pipeline.errors import ConfigError
+            from pipeline.core.errors import ConfigError
 
             raise SweepRefused(ConfigError(problems))
         _active, _started = self, True
@@ -177,7 +177,7 @@ class SweepCallback(Callback):
         log.info("sweep %s: %s (jobs write to %s)", self.sweep_id, overrides, self.sweep_dir)
         if not config.tracking.enabled:
             return
-        from pipeline import tracking
+        from pipeline.tracking import tracker
 
         self.tracking_uri = _tracking_uri(config)
         recipe = config.hydra.runtime.choices.get("recipe") or "sweep"
@@ -188,11 +188,11 @@ class SweepCallback(Callback):
                         "%r. Add tracking.experiment=NAME to keep every job nested under it.", experiment)
         outputs = Path(os.path.expanduser(str(config.paths.outputs))).resolve()
         local = not self.tracking_uri.startswith(("http://", "https://"))
-        tracker = tracking.Tracker(self.tracking_uri, experiment, outputs / "mlartifacts" if local else None,
+        tracker = tracker.Tracker(self.tracking_uri, experiment, outputs / "mlartifacts" if local else None,
                                    timeout_s=float(config.tracking.timeout_s))
         self.experiment_id = tracker.experiment_id
         self.timeout_s = float(config.tracking.timeout_s)
-        from pipeline.provenance import command_line
+        from pipeline.core.provenance import command_line
 
         # tagged with this process, so that the next run closes it (KILLED) if this launcher is killed
         self.parent_run_id = tracker.start_parent(
@@ -223,11 +223,11 @@ class SweepCallback(Callback):
             return
         from mlflow.tracking import MlflowClient
 
-        from pipeline import tracking
+        from pipeline.tracking import tracker
 
         client = MlflowClient(self.tracking_uri)
         try:
-            from pipeline import compare
+            from pipeline.tracking import compare
 
             out = Path(self.sweep_dir) / "compare"
             result = compare.report(client, [self.experiment_id], sweep=self.sweep_id, out_dir=out,
@@ -240,7 +240,7 @@ class SweepCallback(Callback):
             log.warning("sweep %s: could not build the comparison report: %s", self.sweep_id, e)
         for k, v in {"jobs": len(jobs), "jobs_failed": len(bad)}.items():
             client.log_metric(self.parent_run_id, k, v)
-        tracking.terminate(self.tracking_uri, self.parent_run_id, "FAILED" if failed else "FINISHED",
+        tracker.terminate(self.tracking_uri, self.parent_run_id, "FAILED" if failed else "FINISHED",
                            getattr(self, "timeout_s", 10.0))
 
     def job_records(self) -> list[dict]:

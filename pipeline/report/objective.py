@@ -1,7 +1,7 @@
 """What a run is judged on: the recipe's `objective` read from summary.json. Imports no ML framework.
 
 Used three ways, so the three agree: the entry point returns these values to a sweeper (Optuna), the registry moves
-alias `champion` only when the first metric improves, and `python -m pipeline.compare` ranks runs by it.
+alias `champion` only when the first metric improves, and `python -m pipeline.tracking.compare` ranks runs by it.
 """
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import difflib
 import math
 from typing import Any
 
-from pipeline import judge
-from pipeline.errors import ConfigError
+from pipeline.report import judge
+from pipeline.core.errors import ConfigError
 
 
 def _latency(row: dict) -> float | None:
@@ -56,7 +56,7 @@ def directions(metrics: list[str]) -> list[str]:
 
 
 def final_artifact(summary: dict, artifact: str | None = None) -> dict | None:
-    """The artifact row the run is judged on (pipeline.judge decides; `gate.artifact` names it, null = the final one)."""
+    """The artifact row the run is judged on (pipeline.report.judge decides; `gate.artifact` names it, null = the final one)."""
     rows = summary.get("artifacts") or []
     return judge.judged(rows, artifact or (summary.get("gate") or {}).get("artifact"))
 

@@ -1,6 +1,6 @@
 """Compare runs from MLflow: a leaderboard on the console, a Pareto plot (PNG) and a self-contained HTML report.
 
-    python -m pipeline.compare experiment=mobilenet_int8 [sweep=ID] [artifacts=final|all]
+    python -m pipeline.tracking.compare experiment=mobilenet_int8 [sweep=ID] [artifacts=final|all]
                                [paths.outputs=DIR | tracking.uri=http://HOST:PORT] [out=DIR]
 
 Reads every pipeline run of the experiment (or of one sweep) through MLflow, each run's summary.json artifact, and the
@@ -19,7 +19,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pipeline import objective, stats
+from pipeline.report import objective
+
+from pipeline.library import stats
 
 UI = "http://127.0.0.1:5000"  # `make ui`; compare ui=URL for another MLflow UI
 KEYS = {"experiment": "experiment name (default: every experiment holding a run of the sweep)",
@@ -528,13 +530,13 @@ def main(argv: list[str] | None = None) -> int:
         args = parse(argv)
         from mlflow.tracking import MlflowClient
 
-        from pipeline import tracking
+        from pipeline.tracking import tracker
 
         outputs = Path(os.path.expanduser(args.get("paths.outputs", "outputs"))).resolve()
-        uri = args.get("tracking.uri") or tracking.local_uri(outputs)
+        uri = args.get("tracking.uri") or tracker.local_uri(outputs)
         if not uri.startswith(("http://", "https://")) and not (outputs / "mlflow.db").exists():
             raise UsageError(f"no MLflow store at {outputs / 'mlflow.db'}; pass paths.outputs=DIR or tracking.uri=URI")
-        problem = tracking.check_server(uri, 10)
+        problem = tracker.check_server(uri, 10)
         if problem:
             raise UsageError(f"the MLflow server at {uri} did not answer ({problem})")
         client = MlflowClient(uri)

@@ -5,9 +5,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline import judge, tasks
-from pipeline.cache import write_json_atomic
-from pipeline.results import Findings
+from pipeline import tasks
+
+from pipeline.report import judge
+from pipeline.core.cache import write_json_atomic
+from pipeline.core.results import Findings
 
 SCHEMA_VERSION = 2  # summary.json's layout; README's "summary.json" table lists every field and its changes
 

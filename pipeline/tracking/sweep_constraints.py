@@ -8,7 +8,7 @@ names the run directory, whose summary.json holds the gate checks of the judged 
 Trials are numbered like the jobs (one trial per job, in launch order). Imports no ML framework.
 
     hydra.sweeper.sampler.constraints_func:
-      _target_: pipeline.sweep_constraints.BudgetConstraints
+      _target_: pipeline.tracking.sweep_constraints.BudgetConstraints
       sweep_dir: ${hydra:sweep.dir}
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ BUDGETS = {"latency_ms": 1, "fps": -1, "model_mb": 1, "ram_mb": 1}
 def violations(summary: dict, artifact: str | None = None) -> list[float]:
     """One value per budget in BUDGETS order: (value - limit) / limit (sign flipped for fps); <= 0 when the budget
     is met, 0 when it was not checked (no limit, or nothing measured or estimated to check it against)."""
-    from pipeline import objective
+    from pipeline.report import objective
 
     row = objective.final_artifact(summary, artifact) or {}
     checks = {c.get("budget"): c for c in ((row.get("gate") or {}).get("checks") or [])}

@@ -13,7 +13,7 @@ Three kinds of chatter reach a terminal, and each needs its own route:
   redraws on sys.stderr).
 
 Wiring: pipeline/__main__.py calls `quiet_environment()` at process start and `set_verbose` from the config; the
-runner runs every stage inside `quiet()` and `heartbeat()`; the converters' `pipeline.quiet.quiet` is this `quiet()`.
+runner runs every stage inside `quiet()` and `heartbeat()`; the converters' `pipeline.core.console.quiet` is this `quiet()`.
 `verbose=true` (set_verbose(True)) turns all of it off: everything is shown as the libraries print it.
 Imports no ML framework.
 """

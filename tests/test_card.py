@@ -9,7 +9,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from pipeline import mlflow_report, tracking
+from pipeline.report import card
+
+from pipeline.tracking import tracker
 
 MEASURED = "this host (AMD EPYC), onnxruntime 1.31.1, 2 thread(s), batch 1, load average 1.90 before, 2.05 after"
 
@@ -52,27 +54,27 @@ def _summary():
 def test_curated_params_and_run_name():
     overrides = ["recipe=mobilenet_int8", "device=pixel7", "stages.quantize.calibration_samples=64",
                  "paths.outputs=/somewhere", "hydra.job.num=3"]
-    params, rest = mlflow_report.curated_params(_cfg(), overrides)
+    params, rest = card.curated_params(_cfg(), overrides)
     assert len(params) <= 30
     assert params["device.name"] == "pixel7" and params["device.display_name"] == "Google Pixel 7"
     assert params["device.ram_gb"] == "8" and params["stages.quantize.calibration_samples"] == "64"
     assert params["override.stages.quantize.calibration_samples"] == "64"
     assert not any(k.startswith("device.compute_units") for k in params) and "paths.outputs" not in str(params)
-    catalog = json.loads(mlflow_report.device_catalog_json(_cfg(), rest))
+    catalog = json.loads(card.device_catalog_json(_cfg(), rest))
     assert len(catalog["device"]["compute_units"]) == 30
-    assert mlflow_report.run_name("mobilenet_int8", "pixel7", overrides) == "mobilenet_int8@pixel7 calib=64"
-    assert mlflow_report.run_name("tiny_int8", "host", "") == "tiny_int8@host"
-    few, more = mlflow_report.curated_params(_cfg(), overrides, max_params=5)
+    assert card.run_name("mobilenet_int8", "pixel7", overrides) == "mobilenet_int8@pixel7 calib=64"
+    assert card.run_name("tiny_int8", "host", "") == "tiny_int8@host"
+    few, more = card.curated_params(_cfg(), overrides, max_params=5)
     assert len(few) == 5 and more  # what does not fit is kept for the JSON artifact
 
 
 def test_card_renders_table_notes_and_plots(tmp_path):
     png = tmp_path / "leaderboard.png"
     _plot(png)
-    md = mlflow_report.card_markdown(_summary(), {"accuracy vs latency": str(png)})
+    md = card.card_markdown(_summary(), {"accuracy vs latency": str(png)})
     assert "| stage | format | precision |" in md and "| quantize | tflite | int8 | 2.35 | 98.61 | 0.31 (0.29-0.33)" in md
     assert "![accuracy vs latency](leaderboard.png)" in md and "deployable artifact: quantize" in md
-    page = mlflow_report.card_html(_summary(), {"accuracy vs latency": str(png)})
+    page = card.card_html(_summary(), {"accuracy vs latency": str(png)})
     assert "<table>" in page and "data:image/png;base64," in page and "✓ pass" in page
 
 
@@ -91,14 +93,14 @@ def _plot(path):
 def test_parent_run_reads_like_a_report(tmp_path):
     """Through the MLflow API: description, card, plots, <= 30 params, LoggedModels with searchable metrics."""
     outputs = tmp_path / "outputs"
-    tr = tracking.Tracker(tracking.local_uri(outputs), "mobilenet_int8", outputs / "mlartifacts")
+    tr = tracker.Tracker(tracker.local_uri(outputs), "mobilenet_int8", outputs / "mlartifacts")
     client = MlflowClient(tr.uri)
     overrides = ["stages.quantize.calibration_samples=64"]
-    params, rest = mlflow_report.curated_params(_cfg(), overrides)
-    pid = tr.start(mlflow_report.run_name("mobilenet_int8", "pixel7", overrides), params, {"recipe": "mobilenet_int8"})
+    params, rest = card.curated_params(_cfg(), overrides)
+    pid = tr.start(card.run_name("mobilenet_int8", "pixel7", overrides), params, {"recipe": "mobilenet_int8"})
     d = tmp_path / "device"
     d.mkdir()
-    (d / "device.json").write_text(mlflow_report.device_catalog_json(_cfg(), rest))
+    (d / "device.json").write_text(card.device_catalog_json(_cfg(), rest))
     client.log_artifact(pid, str(d / "device.json"))
     stage_runs = {}
     for stage in ("train", "export", "quantize"):
@@ -106,9 +108,9 @@ def test_parent_run_reads_like_a_report(tmp_path):
         stage_runs[stage] = r.info.run_id
     png = tmp_path / "leaderboard.png"
     _plot(png)
-    written = mlflow_report.log_card(client, pid, _summary(), {"accuracy vs latency": str(png)},
+    written = card.log_card(client, pid, _summary(), {"accuracy vs latency": str(png)},
                                      "MobileNetV2 -> the device's format -> int8")
-    ids = mlflow_report.log_logged_models(client, tr.experiment_id, pid, _summary(), stage_runs)
+    ids = card.log_logged_models(client, tr.experiment_id, pid, _summary(), stage_runs)
     for rid in stage_runs.values():
         client.set_terminated(rid)
     tr.end("FINISHED")

@@ -6,7 +6,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TRACKED_LIBRARIES = ("torch", "tensorflow-cpu", "litert-torch", "ai-edge-litert", "onnx", "onnxruntime", "coremltools",
                      "mlflow", "hydra-core", "omegaconf", "torch-pruning", "scikit-learn", "numpy")
 

@@ -21,7 +21,7 @@ def judged(rows: list[dict], name: str | None = None) -> dict | None:
 def _speed_verdict(r: dict, base: dict) -> str:
     """faster | slower | no measurable difference. The interval of the speed-up measured side by side decides when
     there is one, else the p50 intervals; a latency timed without intervals (an older entry) is judged by its ratio."""
-    from pipeline import stats  # (numpy, imported only when there is a latency to judge)
+    from pipeline.library import stats  # (numpy, imported only when there is a latency to judge)
 
     if r.get("speedup_ci"):
         return stats.verdict_from_ratio(*r["speedup_ci"][:2])

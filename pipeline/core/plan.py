@@ -12,14 +12,14 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from pipeline import bounds, config
+from pipeline.core import bounds, config
 from pipeline import data as data_mod
 from pipeline import devices
 from pipeline import models
-from pipeline.artifacts import FORMATS
-from pipeline.errors import ConfigError
-from pipeline import settings as settings_mod
-from pipeline.settings import Settings
+from pipeline.core.artifacts import FORMATS
+from pipeline.core.errors import ConfigError
+from pipeline.core import settings as settings_mod
+from pipeline.core.settings import Settings
 from pipeline.stages import Stage, discover
 
 RESERVED = ("type", "inputs")

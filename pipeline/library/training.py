@@ -9,8 +9,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from pipeline import threads as threads_mod
-from pipeline.bounds import NonNegative, NonNegativeInt, Positive, PositiveInt, at_least, between
+from pipeline.library import threads as threads_mod
+from pipeline.core.bounds import NonNegative, NonNegativeInt, Positive, PositiveInt, at_least, between
 
 
 @dataclass
@@ -226,7 +226,7 @@ def fit(model, data, p: TrainConfig, seed: int, log, tqdm, loss_fn=None) -> dict
 
 
 def _choose_threads(model, opt, forward_backward, xb, yb, requested: int):
-    """Training threads: `requested` if > 0, else measured on real steps of this model (pipeline.threads): on a busy
+    """Training threads: `requested` if > 0, else measured on real steps of this model (pipeline.library.threads): on a busy
     2-core machine one thread can be several times faster than two. The measured steps are undone (weights and
     optimizer state restored), so the choice does not change what is trained."""
     import copy

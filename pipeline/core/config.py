@@ -12,8 +12,8 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
-from pipeline import bounds
-from pipeline.bounds import (Dropout, Finite, NonNegative, OpenUnitInterval, Positive, PositiveInt,
+from pipeline.core import bounds
+from pipeline.core.bounds import (Dropout, Finite, NonNegative, OpenUnitInterval, Positive, PositiveInt,
                              Seed, at_least)
 
 
@@ -173,7 +173,7 @@ class PipelineConfig:
 
 
 def problems(cfg: Any) -> list[str]:
-    """Every number of a composed config outside the range its schema field declares (pipeline.bounds), each as
+    """Every number of a composed config outside the range its schema field declares (pipeline.core.bounds), each as
     'gate.max_accuracy_drop: must be a finite number >= 0, got nan'. Stage parameters are checked per stage."""
     return bounds.problems(cfg, "", PipelineConfig)
 

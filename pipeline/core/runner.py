@@ -12,15 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline import cache as cache_mod
-from pipeline import console
+from pipeline.core import cache as cache_mod
+from pipeline.core import console
 from pipeline import data as data_mod
-from pipeline import results
-from pipeline import settings as settings_mod
-from pipeline.artifacts import Artifact
-from pipeline.errors import ConfigError, NotRunnableHere, StageError
-from pipeline.plan import Plan, Task
-from pipeline.results import Findings
+from pipeline.core import results
+from pipeline.core import settings as settings_mod
+from pipeline.core.artifacts import Artifact
+from pipeline.core.errors import ConfigError, NotRunnableHere, StageError
+from pipeline.core.plan import Plan, Task
+from pipeline.core.results import Findings
 from pipeline.stages import StageContext, StageResult
 from pipeline.stages.base import FAILURE_DIR
 
@@ -71,7 +71,7 @@ def components(task: Task, input_keys: dict[str, str], data_fingerprint) -> dict
 
 class Runner:
     def __init__(self, plan: Plan, cfg: Any, cache: cache_mod.Cache, run_dir: Path, events=None, use_cache: bool = True):
-        """`events`: a pipeline.events.Events that hears of every finished task (None: nobody listens)."""
+        """`events`: a pipeline.core.events.Events that hears of every finished task (None: nobody listens)."""
         self.plan, self.cfg, self.cache, self.run_dir, self.events = plan, cfg, cache, run_dir, events
         self.use_cache = use_cache
         forced = set(cfg.cache.force)

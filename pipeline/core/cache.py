@@ -15,7 +15,7 @@ Entries are made visible by one atomic rename of a finished directory: a killed 
 Results are immutable: an entry's files are made read-only when it is committed, and `publish` puts them into run folders
 as reflinks (copy-on-write clones, where the filesystem has them) or copies, never hard links, so that nothing written
 through a run folder reaches a cache entry or the reverse. `verify_run` checks a run folder against the sha256 values
-its summary.json records (`python -m pipeline.verify RUN_DIR`).
+its summary.json records (`python -m pipeline.cli.verify RUN_DIR`).
 """
 from __future__ import annotations
 

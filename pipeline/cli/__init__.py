@@ -1,0 +1,2 @@
+"""The command line: `edge-pipeline` and its subcommands, help texts, and the messages for configurations Hydra
+cannot compose."""
