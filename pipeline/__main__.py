@@ -51,10 +51,10 @@ def _task(cfg: DictConfig):
     except KeyboardInterrupt:
         sys.exit(128 + _signal_received[0])
     if job is not None:  # goes into the job's job.json (pipeline.tracking.sweep.SweepCallback.on_job_end)
-        job["result"] = {"run_dir": summary["run_dir"], "mlflow_run_id": summary["mlflow"]["run_id"],
-                         "run_status": summary["status"]}
+        job["result"] = {"run_dir": summary.run_dir, "mlflow_run_id": summary.mlflow["run_id"],
+                         "run_status": summary.status}
     # For sweepers: one float per objective metric (a single metric: a float); None where the number does not exist.
-    values = list(summary["objective"]["values"].values())
+    values = list(summary.objective["values"].values())
     return values[0] if len(values) == 1 else values
 
 

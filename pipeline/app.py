@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.core import console
 
 from pipeline.report import objective
+from pipeline.report.schema import Summary
 from pipeline.report.summary import build_summary, write_summary
 from pipeline.core.artifacts import safe_name
 from pipeline.core.cache import Cache
@@ -46,7 +47,7 @@ def _open_tracker(tracking, uri: str, experiment: str, outputs: Path, timeout_s:
     """The MLflow store, or exit 2 naming it: a broken store is refused before any stage runs."""
     local = not uri.startswith(("http://", "https://"))
     try:
-        return tracker.Tracker(uri, experiment, outputs / "mlartifacts" if local else None, timeout_s=timeout_s)
+        return tracking.Tracker(uri, experiment, outputs / "mlartifacts" if local else None, timeout_s=timeout_s)
     except PipelineError:  # a fault the tracker already named with its fix (a locked store, a full disk, a deadline)
         raise
     except Exception as e:  # SQLAlchemy/MLflow raise many types; what matters is the store and the fix
@@ -146,8 +147,8 @@ def _execute(plan, cfg: DictConfig, outputs: Path, run_dir: Path, events: Events
     return status, error, exc, list(runner.records.values()) if runner else []
 
 
-def run(cfg: DictConfig, sweep: dict | None = None, stages: Iterable[type] = ()) -> dict[str, Any]:
-    """Run a composed pipeline config. Returns summary.json's content.
+def run(cfg: DictConfig, sweep: dict | None = None, stages: Iterable[type] = ()) -> Summary:
+    """Run a composed pipeline config. Returns the summary (summary.json's content, typed).
 
     `sweep`: the job's sweep context from pipeline.tracking.sweep.job_context() in a multirun, else None. `stages`: stage
     classes to plan with besides the built-in and plug-in types.
@@ -161,9 +162,9 @@ def run(cfg: DictConfig, sweep: dict | None = None, stages: Iterable[type] = ())
     outputs = Path(os.path.expanduser(cfg.paths.outputs)).resolve()
     tracker = None
     if cfg.tracking.enabled:
-        from pipeline.tracking import tracker
+        from pipeline.tracking import tracker as tracking
 
-        uri = tracker.resolve_uri(cfg.tracking, outputs)  # a dead server is refused before anything is written
+        uri = tracking.resolve_uri(cfg.tracking, outputs)  # a dead server is refused before anything is written
     check_outputs_writable(outputs, cfg.paths.min_free_mb)
     if cfg.tracking.enabled:
         with console.quiet():  # mlflow's import installs its own stderr handler, its first use creates the tables
@@ -178,9 +179,9 @@ def run(cfg: DictConfig, sweep: dict | None = None, stages: Iterable[type] = ())
         try:
             status, error, exc, records = _execute(plan, cfg, outputs, run_dir, events)
             summary = build_summary(recipe=recipe, device=cfg.device, status=status, mlflow=info.mlflow,
-                                           records=records, gate_cfg=cfg.gate, run_dir=run_dir, error=error,
-                                           task=str(cfg.get("task") or "classification"))
-            summary["objective"] = objective.summarize(summary, cfg)  # what sweepers, the registry and compare rank by
+                                    records=records, gate_cfg=cfg.gate, run_dir=run_dir, error=error,
+                                    task=str(cfg.get("task") or "classification"))
+            summary.objective = objective.summarize(summary, cfg)  # what sweepers, the registry and compare rank by
             events.summary_ready(summary)
             try:
                 path = write_summary(run_dir, summary)
@@ -197,10 +198,10 @@ def run(cfg: DictConfig, sweep: dict | None = None, stages: Iterable[type] = ())
             log.error("%s\n%d finished stage(s) are cached. Fix the problem and run the same command again to "
                       "resume:\n  %s\nsummary: %s", error, done, info.command, path or "(not written)")
             raise exc
-        gate = summary.get("gate") or {}
-        if cfg.gate.enforce and gate.get("pass") is False:  # an enforced budget was missed
-            msg = (f"gate: artifact {gate['artifact']!r} misses its budget(s) on {cfg.device.name}: "
-                   + "; ".join(gate["failed"]) + f"\nsummary: {path}")
+        gate = summary.gate
+        if cfg.gate.enforce and gate is not None and not gate.passed:  # the judged artifact is not a pass
+            msg = (f"gate: artifact {gate.artifact!r} is not a pass on {cfg.device.name} ({gate.status}): "
+                   + "; ".join(gate.failed) + f"\nsummary: {path}")
             log.error(msg)
             raise GateFailed(msg)
         return summary
@@ -216,12 +217,12 @@ def preview(cfg: DictConfig, stages: Iterable[type] = ()) -> list[dict]:
     outputs = Path(os.path.expanduser(cfg.paths.outputs)).resolve()
     cache = Cache(outputs / "cache")
     rows = Runner(plan, cfg, cache, outputs, None, use_cache=bool(cfg.cache.enabled)).preview()
+    from pipeline.report.table import render
+
     head = ["task", "type", "inputs", "makes", "will", "why"]
     cells = [[r["task"], r["type"], ",".join(r["inputs"]) or "-",
               "/".join(r["format"]) if isinstance(r["format"], (list, tuple)) else (r["format"] or "-"),
               r["will"], r["reason"]] for r in rows]
-    widths = [max(len(str(c[i])) for c in [head, *cells]) for i in range(len(head) - 1)]
-    line = lambda c: "  ".join(str(x).ljust(w) for x, w in zip(c, widths)) + "  " + str(c[-1])
     print(f"plan for recipe {plan.recipe!r} on device {cfg.device.name!r} (nothing runs; drop --plan to run it):")
-    print("\n".join([line(head), line(["-" * w for w in widths] + ["---"]), *map(line, cells)]), flush=True)
+    print("\n".join(render(head, cells, wrap=("why", "inputs"), drop_empty=False)), flush=True)
     return rows

@@ -9,7 +9,9 @@ from typing import Any
 
 from pipeline.core import provenance
 
-from pipeline.report.summary import headline_metrics, table
+from pipeline.report.schema import Summary
+from pipeline.report.summary import headline_metrics
+from pipeline.report.table import summary_table
 from pipeline.core.events import Listener, RunInfo
 
 log = logging.getLogger("pipeline")
@@ -59,19 +61,19 @@ class MlflowListener(Listener):
         if record.artifact is not None:
             self.stage_runs[record.stage] = rid
 
-    def run_finished(self, run: RunInfo, summary: dict, path: Path | None) -> None:
+    def run_finished(self, run: RunInfo, summary: Summary, path: Path | None) -> None:
         t = self.tracker
         if not t.run_id:
             return
         try:
             t.log_metrics(t.run_id, {**headline_metrics(summary),
-                                     **{f"objective.{k}": v for k, v in summary["objective"]["values"].items()}})
+                                     **{f"objective.{k}": v for k, v in summary.objective["values"].items()}})
             # each format with the runtime that ran it (or why nothing ran it here), searchable as tags.artifact.<name>
-            t.set_tags({f"artifact.{a['name']}": f"{a['format']} {a['precision']}: "
-                        f"{a.get('runtime') or a.get('not_runnable') or 'not run'}" for a in summary["artifacts"]})
-            # each artifact's gate verdict as a tag (the metric <artifact>.gate_pass is 1/0)
-            t.set_tags({f"gate.{a['name']}": ("pass" if a["gate"]["pass"] else "fail: " + "; ".join(a["gate"]["failed"]))[:5000]
-                        for a in summary["artifacts"] if a.get("gate")})
+            t.set_tags({f"artifact.{a.name}": f"{a.format} {a.precision}: {a.runtime or a.not_runnable or 'not run'}"
+                        for a in summary.artifacts})
+            # each model's verdict as a tag (the metric <artifact>.verdict_pass is 1/0)
+            t.set_tags({f"verdict.{a.name}": (a.verdict.status + "".join(f"; {p}" for p in a.verdict.problems))[:5000]
+                        for a in summary.artifacts})
             t.log_files([p for p in (path, run.run_dir / "pipeline.log") if p is not None])
         except Exception as e:  # keep going: closing the run with its status matters more than these files
             log.warning("could not log the summary to MLflow: %s", e)
@@ -96,37 +98,37 @@ class RegistryListener(Listener):
     def __init__(self, tracker):
         self.tracker = tracker
 
-    def summary_ready(self, run: RunInfo, summary: dict) -> None:
-        if self.tracker.run_id and summary["status"] == "success":
+    def summary_ready(self, run: RunInfo, summary: Summary) -> None:
+        if self.tracker.run_id and summary.status == "success":
             from pipeline.tracking import registry
 
-            summary["registry"] = registry.register(self.tracker, summary, run.cfg, run.outputs)
+            summary.registry = registry.register(self.tracker, summary, run.cfg, run.outputs)
 
 
 class ConsoleListener(Listener):
     """The summary table on standard output, where summary.json is, and last one line naming the deployable
     artifact."""
 
-    def run_finished(self, run: RunInfo, summary: dict, path: Path | None) -> None:
+    def run_finished(self, run: RunInfo, summary: Summary, path: Path | None) -> None:
         if path is None:  # (the error says it was not written)
             return
-        print(table(summary), flush=True)
+        print(summary_table(summary), flush=True)
         for line in (f"summary: {path}", deployable_line(summary)):
             if line:
                 print(line, flush=True)
 
 
-def deployable_line(summary: dict) -> str | None:
-    """`deployable: <path> (onnx int8, 0.52 MB), gate: pass` for the artifact the run is judged on (gate.artifact,
-    pipeline.report.judge); says FAILED and what it misses when its gate failed. None for a failed run or one without models."""
-    gate = summary.get("gate") or {}
-    row = next((a for a in summary["artifacts"] if a["name"] == gate.get("artifact")), None)
-    if summary["status"] != "success" or row is None:
+def deployable_line(summary: Summary) -> str | None:
+    """`deployable: <path> (onnx int8, 0.52 MB), verdict: pass` for the artifact the run is judged on (gate.artifact,
+    pipeline.report.judge); `not deployable as is: ...` with what it misses when it is not a pass. None for a failed
+    run or one without models."""
+    row = summary.judged
+    if summary.status != "success" or row is None:
         return None
-    path = Path(summary["run_dir"]) / row["path"]  # (a relative run path, or the cache entry's absolute path)
+    path = Path(summary.run_dir) / row.path  # (a relative run path, or the cache entry's absolute path)
     with contextlib.suppress(ValueError):
         path = path.relative_to(Path.cwd())
-    verdict = f"gate FAILED: misses {'; '.join(gate['failed'])}" if gate.get("pass") is False else "gate: pass"
-    problems = f"; {'; '.join(row['problems'])}" if row.get("problems") else ""
-    return (f"deployable: {path} ({row['format']} {row['precision']}, {row['size_bytes'] / 1e6:.2f} MB), "
-            f"{verdict}{problems}")
+    v = row.verdict
+    verdict = f"verdict: {v.status}" + (f" ({'; '.join(v.problems)})" if v.problems else "")
+    lead = "deployable" if v.ok else "not deployable as is"
+    return f"{lead}: {path} ({row.format} {row.precision}, {row.size_bytes / 1e6:.2f} MB), {verdict}"

@@ -61,7 +61,7 @@ class StubStep(Stage):
 
 
 def run_stubs(cfg, **kw):
-    return app.run(cfg, stages=[StubSource, StubStep], **kw)
+    return app.run(cfg, stages=[StubSource, StubStep], **kw).to_dict()
 
 
 STAGES = {"a": {"type": "test_source"}, "b": {"type": "test_step", "inputs": ["a"]},

@@ -9,9 +9,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
+import summaries
 from pipeline.report import card
+from pipeline.report.schema import Summary
 
-from pipeline.tracking import tracker
+from pipeline.tracking import tracker as tracking
 
 MEASURED = "this host (AMD EPYC), onnxruntime 1.31.1, 2 thread(s), batch 1, load average 1.90 before, 2.05 after"
 
@@ -35,20 +37,18 @@ def _cfg():
 
 def _summary():
     def row(name, fmt, prec, size, acc, p50, ci, speedup=None, ok=True):
-        return {"name": name, "stage": name, "format": fmt, "precision": prec, "size_bytes": size, "accuracy": acc,
-                "latency_ms": None if p50 is None else {"p50": p50, "p90": p50 * 1.1, "p50_ci": ci},
-                "speedup": speedup, "size_ratio": None, "ok": ok, "problems": [] if ok else ["slower"],
-                "measured_on": MEASURED if p50 else None, "path": f"artifacts/{name}/model.{fmt}",
-                "estimate": {"latency_ms": 1.05, "label": "estimate for Google Pixel 7 (cpu, fp32), expected error "
-                                                         "±22%; not a measurement"},
-                "gate": {"pass": ok, "failed": []}, "cache_key": f"key-{name}", "runtime": "LiteRT 2.3.0"}
+        return summaries.row(
+            name, fmt, prec, size, acc, ok, [] if ok else ["slower"], speedup=speedup,
+            latency_ms=None if p50 is None else {"p50": p50, "p90": p50 * 1.1, "p50_ci": ci},
+            measured_on=MEASURED if p50 else None, cache_key=f"key-{name}", runtime="LiteRT 2.3.0",
+            estimate={"latency_ms": 1.05, "label": "estimate for Google Pixel 7 (cpu, fp32), 80% interval 0.8-1.3 "
+                                                   "ms; not a measurement"})
 
-    return {"recipe": "mobilenet_int8", "status": "success",
-            "device": {"name": "pixel7", "display_name": "Google Pixel 7", "runtime": "litert"},
-            "artifacts": [row("train", "torch", "fp32", 9_170_000, 0.9889, None, None),
-                          row("export", "tflite", "fp32", 9_000_000, 0.9889, 0.47, [0.44, 0.51]),
-                          row("quantize", "tflite", "int8", 2_350_000, 0.9861, 0.31, [0.29, 0.33], 1.51)],
-            "objective": {"artifact": "quantize"}, "gate": {"artifact": "quantize"}}
+    return Summary.from_dict(summaries.summary(
+        [row("train", "torch", "fp32", 9_170_000, 0.9889, None, None),
+         row("export", "tflite", "fp32", 9_000_000, 0.9889, 0.47, [0.44, 0.51]),
+         row("quantize", "tflite", "int8", 2_350_000, 0.9861, 0.31, [0.29, 0.33], 1.51)],
+        recipe="mobilenet_int8", device={"name": "pixel7", "display_name": "Google Pixel 7", "runtime": "litert"}))
 
 
 def test_curated_params_and_run_name():
@@ -73,7 +73,7 @@ def test_card_renders_table_notes_and_plots(tmp_path):
     _plot(png)
     md = card.card_markdown(_summary(), {"accuracy vs latency": str(png)})
     assert "| stage | format | precision |" in md and "| quantize | tflite | int8 | 2.35 | 98.61 | 0.31 (0.29-0.33)" in md
-    assert "![accuracy vs latency](leaderboard.png)" in md and "deployable artifact: quantize" in md
+    assert "![accuracy vs latency](leaderboard.png)" in md and "judged artifact: quantize" in md
     page = card.card_html(_summary(), {"accuracy vs latency": str(png)})
     assert "<table>" in page and "data:image/png;base64," in page and "✓ pass" in page
 
@@ -93,7 +93,7 @@ def _plot(path):
 def test_parent_run_reads_like_a_report(tmp_path):
     """Through the MLflow API: description, card, plots, <= 30 params, LoggedModels with searchable metrics."""
     outputs = tmp_path / "outputs"
-    tr = tracker.Tracker(tracker.local_uri(outputs), "mobilenet_int8", outputs / "mlartifacts")
+    tr = tracking.Tracker(tracking.local_uri(outputs), "mobilenet_int8", outputs / "mlartifacts")
     client = MlflowClient(tr.uri)
     overrides = ["stages.quantize.calibration_samples=64"]
     params, rest = card.curated_params(_cfg(), overrides)
@@ -119,7 +119,7 @@ def test_parent_run_reads_like_a_report(tmp_path):
     assert run.info.run_name == "mobilenet_int8@pixel7 calib=64"
     assert len(run.data.params) <= 30 and run.data.params["device.name"] == "pixel7"
     note = run.data.tags["mlflow.note.content"]
-    assert "MobileNetV2" in note and "Deployable artifact: `quantize`" in note
+    assert "MobileNetV2" in note and "Judged artifact: `quantize`" in note
     names = {a.path for a in client.list_artifacts(pid)}
     assert {"summary_card.html", "summary_card.md", "leaderboard.png", "device.json"} <= names
     assert set(written) == {"summary_card.html", "summary_card.md", "leaderboard.png"}

@@ -10,16 +10,16 @@ import re
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline.tracking import compare, tracker
+import summaries
+from pipeline.tracking import compare, tracker as tracking
 
 MEASURED = "this host (test CPU), onnxruntime 1.31.1, 2 thread(s), batch 1, load average 1.90 before, 2.05 after"
 
 
 def _row(name, fmt, prec, size, acc, p50, ci, cache_key, speedup=None, speedup_ci=None, ok=True, problems=()):
-    return {"name": name, "stage": name, "format": fmt, "precision": prec, "size_bytes": size, "accuracy": acc,
-            "latency_ms": {"p50": p50, "p90": p50 * 1.2, "p50_ci": ci}, "speedup": speedup, "speedup_ci": speedup_ci,
-            "size_ratio": None if prec == "fp32" else 0.3, "ok": ok, "problems": list(problems),
-            "measured_on": MEASURED, "cache_key": cache_key}
+    return summaries.row(name, fmt, prec, size, acc, ok, problems, speedup=speedup, speedup_ci=speedup_ci,
+                         size_ratio=None if prec == "fp32" else 0.3, measured_on=MEASURED, cache_key=cache_key,
+                         latency_ms={"p50": p50, "p90": p50 * 1.2, "p50_ci": ci})
 
 
 def _job(client, exp_id, tmp_path, job, overrides, int8, sweep="s1", register_as=None, tag_parent=True):
@@ -35,11 +35,11 @@ def _job(client, exp_id, tmp_path, job, overrides, int8, sweep="s1", register_as
     model.write_bytes(b"\0" * 100)
     client.log_artifact(stage.info.run_id, str(model), artifact_path="quantize")
     client.set_terminated(stage.info.run_id)
-    summary = {"recipe": "demo", "device": {"name": "host"}, "status": "success",
-               "artifacts": [_row("export", "onnx", "fp32", 2_000_000, 0.97, 1.0 + 0.05 * job, [0.9, 1.2], "fp32key"),
-                             _row("quantize", "onnx", "int8", 600_000, 0.96, *int8)],
-               "objective": {"metrics": ["latency_ms"], "artifact": None, "values": {"latency_ms": int8[0]}},
-               "mlflow": {"run_id": pid}, "registry": {"model": "demo-host"}}
+    summary = summaries.summary(
+        [_row("export", "onnx", "fp32", 2_000_000, 0.97, 1.0 + 0.05 * job, [0.9, 1.2], "fp32key"),
+         _row("quantize", "onnx", "int8", 600_000, 0.96, *int8)],
+        objective={"metrics": ["latency_ms"], "values": {"latency_ms": int8[0]}}, mlflow={"run_id": pid},
+        registry={"model": "demo-host"})
     (tmp_path / pid / "summary.json").write_text(json.dumps(summary))
     client.log_artifact(pid, str(tmp_path / pid / "summary.json"))
     client.set_terminated(pid)
@@ -65,7 +65,7 @@ def sweep_store(tmp_path):
 def make_sweep_store(tmp_path):
     """Four jobs of one sweep in a real SQLite store (also used by the screenshot test)."""
     outputs = tmp_path / "outputs"
-    tr = tracker.Tracker(tracker.local_uri(outputs), "demo", outputs / "mlartifacts")
+    tr = tracking.Tracker(tracking.local_uri(outputs), "demo", outputs / "mlartifacts")
     client = MlflowClient(tr.uri)
     # jobs 0 and 1 quantize the same way: point values differ (0.31 vs 0.36 ms), the intervals overlap
     same = "quantize.calibration_samples=64"
@@ -126,7 +126,7 @@ def test_table_wraps_long_cells_to_the_width():
                                        "model.width_mult=0.5", "run": "r", "run_id": "abc", "device": "pixel7",
              "artifact": "quantize", "format": "tflite", "precision": "int8", "size_mb": 2.35, "accuracy": 0.9889,
              "latency_p50_ms": 0.31, "latency_p50_ci": [0.29, 0.33], "speedup": 1.51, "speedup_ci": [1.4, 1.6],
-             "tie": None, "ok": False, "problems": ["loses 5.00 top-1 points (gate.max_accuracy_drop=1)",
+             "tie": None, "ok": False, "verdict": "fail", "problems": ["loses 5.00 top-1 points (gate.max_accuracy_drop=1)",
                                                      "device budget: latency_ms 80 vs limit 50"],
              "not_runnable": None, "aliases": ["candidate", "champion"], "objective_metric": "accuracy",
              "measured_on": MEASURED, "judged": True}]

@@ -142,12 +142,12 @@ def test_a_real_run_shows_the_pipeline_and_logs_the_libraries(tiny_run):
     # standard error: only the training bar's redraws; standard output: the pipeline's log lines, then the report
     assert all(l.lstrip().startswith("train:") for l in out.stderr.splitlines() if l.strip()), out.stderr[-2000:]
     shown = [l for l in out.stdout.splitlines() if l.strip()]
-    table = next(i for i, l in enumerate(shown) if l.startswith("stage ") and "format" in l)
+    table = next(i for i, l in enumerate(shown) if l.startswith("stage ") and "verdict" in l)
     assert all(STAMP.match(l) for l in shown[:table]), shown[:table]
     for task in ("train", "export", "quantize", "evaluate[export]", "evaluate[quantize]", "benchmark"):
         assert any(f"▶ {task} (" in l for l in shown) and any(f"✔ {task} (" in l and "done in" in l for l in shown)
     assert shown[-2].startswith("summary: ") and shown[-1].startswith("deployable: "), shown[-3:]
-    assert "(onnx int8, " in shown[-1] and shown[-1].endswith("gate: pass"), shown[-1]
+    assert "(onnx int8, " in shown[-1] and shown[-1].endswith("verdict: pass"), shown[-1]
     assert Path(shown[-1].split()[1]).is_file()
 
 

@@ -15,7 +15,7 @@ from conftest import compose_cfg
 from pipeline import app
 from pipeline.core import runner, cache
 from pipeline.report import summary
-from pipeline.tracking import tracker
+from pipeline.tracking import tracker as tracking
 from pipeline.core.plan import build_plan
 for recipe in ("mobilenet_int8", "tiny_int8"):
     build_plan(compose_cfg(["recipe=" + recipe, "device=pixel7"]))

@@ -45,7 +45,7 @@ def test_coral_reports_accelerator_coverage_and_estimates(coral_run):
     assert q["estimate"]["expected_error_pct"] is not None
     assert e["estimate"] is None and "int8 only" in e["no_estimate"]
     assert q["measured_on"].startswith("this host")  # the host measurement stays separate from the estimate
-    assert q["gate"]["pass"] is True and summary["gate"]["artifact"] == "quantize"
+    assert q["verdict"]["status"] == "pass" and summary["gate"]["artifact"] == "quantize"
     assert "coverage quantize: Edge TPU" in out.stdout and "est. ms" in out.stdout
 
 
@@ -66,7 +66,7 @@ def test_profile_json_and_png_in_run_dir_and_mlflow(coral_run):
                                              f"and attributes.run_name = 'profile[quantize]'")[0]
     assert {"profile.json", "profile.png"} <= {f.path for f in client.list_artifacts(child.info.run_id)}
     assert "estimate_latency_ms" in child.data.metrics and child.data.metrics["coverage_total"] > 0
-    assert parent.data.metrics["quantize.gate_pass"] == 1.0 and "quantize.estimate_latency_ms" in parent.data.metrics
+    assert parent.data.metrics["quantize.verdict_pass"] == 1.0 and "quantize.estimate_latency_ms" in parent.data.metrics
     assert parent.data.tags["gate.quantize"] == "pass"
 
 
@@ -76,9 +76,9 @@ def test_enforced_gate_exits_1_naming_the_budget(coral_run, shared_outputs):
                   f"paths.outputs={shared_outputs}")
     assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
     text = out.stdout + out.stderr
-    assert "gate: artifact 'quantize' misses its budget(s) on rpi4: latency_ms" in text and "over by" in text
+    assert "gate: artifact 'quantize' is not a pass on rpi4 (fail): latency_ms" in text and "over by" in text
     summary = latest_summary(shared_outputs)
-    assert summary["status"] == "success" and summary["gate"]["pass"] is False and summary["gate"]["enforce"]
+    assert summary["status"] == "success" and summary["gate"]["status"] == "fail" and summary["gate"]["enforce"]
     assert summary["gate"]["failed"][0].startswith("latency_ms ")
     assert {s["name"]: s["status"] for s in summary["stages"]}["train"] == "reused"  # the device changes no model
 

@@ -91,10 +91,10 @@ def test_compare_html_renders(tmp_path):
     from pipeline.tracking import compare
     from mlflow.tracking import MlflowClient
 
-    from pipeline.tracking import tracker
+    from pipeline.tracking import tracker as tracking
 
     outputs, _ = make_sweep_store(tmp_path)
-    client = MlflowClient(tracker.local_uri(outputs))
+    client = MlflowClient(tracking.local_uri(outputs))
     exp = client.get_experiment_by_name("demo")
     r = compare.report(client, [exp.experiment_id], "s1", tmp_path / "cmp", "demo: accuracy vs latency")
     _check(r["html"], tmp_path, len(r["rows"]))

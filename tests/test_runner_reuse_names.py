@@ -22,7 +22,7 @@ def test_reused_artifact_takes_this_recipes_stage_name(tmp_path):
     second.stages = OmegaConf.create({"train": second.stages.train,
                                       "export_base": {"type": "export_onnx", "inputs": ["train"]},
                                       "evaluate": {"type": "evaluate"}})
-    s = run(second)
+    s = run(second).to_dict()
     assert {st["name"]: st["status"] for st in s["stages"]}["export_base"] == "reused"
     row = next(a for a in s["artifacts"] if a["name"] == "export_base")
     assert row["accuracy"] is not None  # evaluate[export_base] reported under the right name

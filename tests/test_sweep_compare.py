@@ -8,14 +8,14 @@ import re
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline.tracking import compare, tracker
+import summaries
+from pipeline.tracking import compare, tracker as tracking
 
 
 def _row(name, fmt, prec, size, acc, p50, ok=True, problems=()):
-    return {"name": name, "stage": name, "format": fmt, "precision": prec, "size_bytes": size, "accuracy": acc,
-            "latency_ms": None if p50 is None else {"p50": p50, "p90": p50 * 1.2}, "speedup": None,
-            "size_ratio": None, "ok": ok, "problems": list(problems),
-            "measured_on": "this host (test CPU), onnxruntime, 2 thread(s), batch 1"}
+    return summaries.row(name, fmt, prec, size, acc, ok, problems,
+                         latency_ms=None if p50 is None else {"p50": p50, "p90": p50 * 1.2},
+                         measured_on="this host (test CPU), onnxruntime, 2 thread(s), batch 1")
 
 
 def _log_run(client, exp_id, tmp_path, device, calib, acc, p50, sweep="s1"):
@@ -23,10 +23,10 @@ def _log_run(client, exp_id, tmp_path, device, calib, acc, p50, sweep="s1"):
                             tags={"recipe": "demo", "device": device, "run_dir": "/x", "sweep.id": sweep,
                                   "sweep.role": "job", "sweep.overrides":
                                       f"recipe=demo device={device} stages.quantize.calibration_samples={calib}"})
-    summary = {"recipe": "demo", "device": {"name": device}, "status": "success",
-               "artifacts": [_row("export", "onnx", "fp32", 2_000_000, 0.97, 1.0),
-                             _row("quantize", "onnx", "int8", 600_000, acc, p50)],
-               "objective": {"metrics": ["accuracy"], "artifact": None, "values": {"accuracy": acc}}}
+    summary = summaries.summary([_row("export", "onnx", "fp32", 2_000_000, 0.97, 1.0),
+                                 _row("quantize", "onnx", "int8", 600_000, acc, p50)],
+                                device={"name": device},
+                                objective={"metrics": ["accuracy"], "values": {"accuracy": acc}})
     p = tmp_path / run.info.run_id / "summary.json"
     p.parent.mkdir()
     p.write_text(json.dumps(summary))
@@ -38,7 +38,7 @@ def _log_run(client, exp_id, tmp_path, device, calib, acc, p50, sweep="s1"):
 @pytest.fixture
 def store(tmp_path):
     outputs = tmp_path / "outputs"
-    tr = tracker.Tracker(tracker.local_uri(outputs), "demo", outputs / "mlartifacts")
+    tr = tracking.Tracker(tracking.local_uri(outputs), "demo", outputs / "mlartifacts")
     client = MlflowClient(tr.uri)
     ids = {}
     for device, calib, acc, p50 in [("host", 64, 0.95, 0.6), ("host", 256, 0.96, 0.7),

@@ -9,8 +9,9 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from pipeline.report import objective
+from pipeline.report.schema import ArtifactRow, Gate, Summary, Verdict
 
-from pipeline.tracking import registry, tracker
+from pipeline.tracking import registry, tracker as tracking
 from pipeline.core.artifacts import Artifact
 from pipeline.core.runner import TaskRecord
 
@@ -26,7 +27,7 @@ def _cfg(device="pixel7", metrics=("accuracy",), artifact=None, name=None):
 def _run(tmp_path: Path, outputs: Path, cfg, accuracy, latency=1.0, ok=True, recipe="demo", gate=None):
     """One pipeline-shaped run in the store: a parent run, a nested `quantize` run holding the model file, and the
     summary the registry reads."""
-    tracker = tracker.Tracker(tracker.local_uri(outputs), recipe, outputs / "mlartifacts")
+    tracker = tracking.Tracker(tracking.local_uri(outputs), recipe, outputs / "mlartifacts")
     tracker.start(f"{recipe}@{cfg.device.name}", {}, {"recipe": recipe, "device": cfg.device.name})
     out = tmp_path / f"out-{tracker.run_id}"
     out.mkdir()
@@ -34,13 +35,18 @@ def _run(tmp_path: Path, outputs: Path, cfg, accuracy, latency=1.0, ok=True, rec
     rec = TaskRecord("quantize", "quantize", "quantize_onnx", ["export"], status="ran",
                      artifact=Artifact("quantize", "onnx", "int8", out / "model.int8.onnx"))
     tracker.log_stage(rec, out)
-    row = {"name": "quantize", "stage": "quantize", "format": "onnx", "precision": "int8", "size_bytes": 1000,
-           "accuracy": accuracy, "latency_ms": {"p50": latency, "p90": latency}, "ok": ok,
-           "problems": [] if ok else ["loses 5.00 top-1 points (gate.max_accuracy_drop=1)"], "cache_key": "k"}
+    problems = [] if ok else ["loses 5.00 top-1 points (gate.max_accuracy_drop=1)"]
     if gate is not None:  # the device budget verdict
-        row["gate"] = gate
-    summary = {"recipe": recipe, "artifacts": [row], "mlflow": {"run_id": tracker.run_id}}
-    summary["objective"] = objective.summarize(summary, cfg)
+        problems += gate
+    verdict = Verdict(status="fail" if problems else "pass", problems=problems)
+    row = ArtifactRow(name="quantize", stage="quantize", type="quantize_onnx", format="onnx", precision="int8",
+                      path="model.int8.onnx", size_bytes=1000, accuracy=accuracy,
+                      latency_ms={"p50": latency, "p90": latency}, cache_key="k", verdict=verdict)
+    summary = Summary(recipe=recipe, task={"name": "classification", "metric": "top-1"},
+                      device={"name": cfg.device.name}, status="success", run_dir=str(out), artifacts=[row],
+                      gate=Gate(artifact="quantize", status=verdict.status, failed=problems),
+                      mlflow={"run_id": tracker.run_id})
+    summary.objective = objective.summarize(summary, cfg)
     result = registry.register(tracker, summary, cfg, outputs)
     tracker.end("FINISHED")
     return result
@@ -52,7 +58,7 @@ def _alias(client, name, alias):
 
 def test_candidate_follows_passing_runs_champion_only_improvements(tmp_path):
     outputs = tmp_path / "outputs"
-    client = MlflowClient(tracker.local_uri(outputs))
+    client = MlflowClient(tracking.local_uri(outputs))
     cfg = _cfg()
     r1 = _run(tmp_path, outputs, cfg, accuracy=0.90)
     assert r1["registered"] and r1["model"] == "demo-pixel7" and r1["aliases"] == ["candidate", "champion"]
@@ -72,9 +78,9 @@ def test_candidate_follows_passing_runs_champion_only_improvements(tmp_path):
     r5 = _run(tmp_path, outputs, cfg, accuracy=0.99, ok=False)  # gates fail: not registered at all
     assert not r5["registered"] and "top-1" in r5["reason"]
     assert _alias(client, "demo-pixel7", "candidate") == "4" and _alias(client, "demo-pixel7", "champion") == "4"
-    missed = {"pass": False, "failed": ["latency_ms 80 ms vs limit 50: over by 30 ms (60%)"]}
+    missed = ["latency_ms 80 ms vs limit 50: over by 30 ms (60%)"]
     r6 = _run(tmp_path, outputs, cfg, accuracy=0.99, gate=missed)  # misses a device budget: not registered either
-    assert not r6["registered"] and "device budget: latency_ms 80 ms vs limit 50" in r6["reason"]
+    assert not r6["registered"] and "verdict fail: latency_ms 80 ms vs limit 50" in r6["reason"]
     assert len(client.search_model_versions("name='demo-pixel7'")) == 4
 
     mv = client.get_model_version("demo-pixel7", "4")
@@ -88,7 +94,7 @@ def test_candidate_follows_passing_runs_champion_only_improvements(tmp_path):
 
 def test_one_model_per_recipe_and_device_and_minimized_objectives(tmp_path):
     outputs = tmp_path / "outputs"
-    client = MlflowClient(tracker.local_uri(outputs))
+    client = MlflowClient(tracking.local_uri(outputs))
     fast = _cfg(device="host", metrics=("latency_ms", "accuracy"))
     assert _run(tmp_path, outputs, fast, accuracy=0.9, latency=2.0)["champion_moved"]
     assert not _run(tmp_path, outputs, fast, accuracy=0.99, latency=3.0)["champion_moved"]  # slower loses
@@ -101,7 +107,7 @@ def test_one_model_per_recipe_and_device_and_minimized_objectives(tmp_path):
 
 def test_missing_objective_value_never_becomes_champion(tmp_path):
     outputs = tmp_path / "outputs"
-    client = MlflowClient(tracker.local_uri(outputs))
+    client = MlflowClient(tracking.local_uri(outputs))
     cfg = _cfg(device="iphone15")
     _run(tmp_path, outputs, cfg, accuracy=0.8)
     r = _run(tmp_path, outputs, cfg, accuracy=None)  # e.g. Core ML on Linux: no accuracy measured here

@@ -121,9 +121,9 @@ class CacheConfig:
 
 @dataclass
 class GateConfig:
-    max_accuracy_drop: NonNegative = 1.0  # top-1 points an optimized artifact may lose against its fp32 baseline
+    max_accuracy_drop: NonNegative = 1.0  # points of the task metric a model may lose against its fp32 baseline
     # Budgets: null = the device's default (device.budgets); set to override per recipe or command line.
-    enforce: bool = False  # true: exit 1 when the final artifact misses a budget
+    enforce: bool = False  # true: exit 1 when the judged artifact's verdict is not a pass
     artifact: Optional[str] = None  # the artifact a run is judged on (gate, objective, registry); null = the last model
     latency_ms: Optional[Positive] = None  # max latency on the device (estimate for the device; measured on `host`)
     fps: Optional[Positive] = None  # min frames per second

@@ -40,7 +40,8 @@ class Latency:
 class Findings:
     """Everything the analysis stages found about one artifact. A field left None was not looked at."""
 
-    accuracy: float | None = None  # evaluate: top-1 on the validation split, 0-1
+    accuracy: float | None = None  # evaluate: the task's primary metric on the validation split, 0-1
+    accuracy_na: str | None = None  # evaluate: why the metric cannot be computed for this model here (shown as n/a)
     eval_runtime: str | None = None  # evaluate: the runtime that produced it
     latency: Latency | None = None  # benchmark
     device_latency: Latency | None = None  # benchmark with device.connection: measured on that device (source "device")
@@ -57,6 +58,7 @@ class Findings:
     profiled_precision: str | None = None  # profile
     profile: str | None = None  # profile: why the artifact was not profiled
     selection: dict | None = None  # select_int8: the measured choice, every candidate with its numbers
+    optimization: dict | None = None  # the device-aware search: the chosen model's record (lineage, ratios, front)
     not_runnable: str | None = None  # any stage that could not run the artifact on this host (Core ML off macOS)
     extra: dict[str, Any] = field(default_factory=dict)  # plug-in stages' own findings, by name
 

@@ -1,7 +1,8 @@
 """Budgets and gate verdicts. Pure functions over summary rows: no ML framework, unit-testable by hand.
 
 A device carries default budgets (conf/device/*.yaml `budgets`, from the seeds' target table); `gate.*` overrides any
-of them per recipe or on the command line. The accuracy drop comes from `gate.max_accuracy_drop`.
+of them per recipe or on the command line. The accuracy budget (`gate.max_accuracy_drop`) is carried in `effective`
+for the judge (pipeline.report.judge), which alone decides it.
 """
 from __future__ import annotations
 
@@ -76,10 +77,6 @@ def verdict(row: dict[str, Any], budgets: dict[str, float | None], device_name: 
     add("model_mb", budgets.get("model_mb"), row.get("size_bytes", 0) / 1e6, "MB", False, "artifact size on disk")
     ram = row.get("ram_estimate_mb")
     add("ram_mb", budgets.get("ram_mb"), ram, "MB", False, "estimate: weights + largest layer activations")
-    drop = None if row.get("accuracy_delta") is None else -row["accuracy_delta"]
-    if row.get("baseline") and row.get("baseline") != row.get("name"):
-        add("max_accuracy_drop", budgets.get("max_accuracy_drop"), drop, "top-1 points", False,
-            f"accuracy against {row['baseline']}")
     failed = [c for c in checks if not c["ok"]]
     return {"pass": not failed, "checks": checks, "not_checked": unchecked,
             "failed": [f"{c['budget']} {c['value']:g} {c['unit']} vs limit {c['limit']:g}: {c['by']}" for c in failed]}

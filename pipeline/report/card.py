@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
+from pipeline.report.schema import ArtifactRow, Summary
+
 MAX_PARAMS = 30
 # Short names for the run name; anything else keeps its last key component.
 ABBREV = {"calibration_samples": "calib", "width_mult": "width", "input_size": "px", "learning_rate": "lr",
@@ -133,80 +135,73 @@ def run_name(recipe: str, device: str, overrides: Iterable[str] | str | None = N
     return name if len(name) <= max_len else name[: max_len - 1] + "…"
 
 
-def description(summary: dict, recipe_description: str | None = None) -> str:
+def description(summary: Summary, recipe_description: str | None = None) -> str:
     """The run description (Markdown, MLflow's `mlflow.note.content`): what the recipe does and what came out."""
     lines = []
     if recipe_description:
         lines.append(recipe_description.strip())
-    dev = summary.get("device") or {}
-    final = deployable(summary)
-    lines.append(f"Recipe `{summary.get('recipe')}` for {dev.get('display_name') or dev.get('name')} "
-                 f"({dev.get('runtime', '-')}), status **{summary.get('status')}**.")
+    dev, final = summary.device, summary.judged
+    lines.append(f"Recipe `{summary.recipe}` for {dev.get('display_name') or dev.get('name')} "
+                 f"({dev.get('runtime', '-')}), status **{summary.status}**.")
     if final:
-        lines.append(f"Deployable artifact: `{final['name']}` ({final['format']} {final['precision']}, "
-                     f"{_mb(final)} MB) at `{final.get('path')}`.")
+        lines.append(f"Judged artifact: `{final.name}` ({final.format} {final.precision}, {_mb(final)} MB) at "
+                     f"`{final.path}`, verdict **{final.verdict.status}**"
+                     + "".join(f"; {p}" for p in final.verdict.problems) + ".")
     lines.append("The summary card (summary_card.html, summary_card.md) lists every artifact.")
     return "\n\n".join(lines)
 
 
-def deployable(summary: dict) -> dict | None:
-    """The artifact a user ships: the objective's judged artifact, else the gate's, else the last one."""
-    rows = summary.get("artifacts") or []
-    want = (summary.get("objective") or {}).get("artifact") or (summary.get("gate") or {}).get("artifact")
-    return next((r for r in rows if r.get("name") == want), rows[-1] if rows else None)
-
-
 # --- the summary card -------------------------------------------------------------------------------------------
-CARD_HEAD = ["stage", "format", "precision", "size MB", "top-1 %", "host p50 ms (95% CI)", "speed-up", "device est. ms*",
-             "gate", "status", "file"]
+def card_head(summary: Summary) -> list[str]:
+    metric = summary.task.get("metric") or "top-1"
+    return ["stage", "format", "precision", "size MB", f"{metric} %", "host p50 ms (95% CI)", "speed-up",
+            "device est. ms*", "verdict", "file"]
 
 
-def _mb(a: dict) -> str:
-    return "-" if a.get("size_bytes") is None else f"{a['size_bytes'] / 1e6:.2f}"
+def _mb(a: ArtifactRow) -> str:
+    return f"{a.size_bytes / 1e6:.2f}"
 
 
-def _p50(a: dict) -> str:
-    lat = a.get("latency_ms") or {}
+def _p50(a: ArtifactRow) -> str:
+    lat = a.latency_ms or {}
     if lat.get("p50") is None:
-        return "not run here" if a.get("not_runnable") else "-"
+        return "not run here" if a.not_runnable else "-"
     ci = lat.get("p50_ci")
     return f"{lat['p50']:.3g}" + (f" ({ci[0]:.3g}-{ci[1]:.3g})" if ci else "")
 
 
-def card_rows(summary: dict) -> list[list[str]]:
+def card_rows(summary: Summary) -> list[list[str]]:
     rows = []
-    for a in summary.get("artifacts") or []:
-        acc = "-" if a.get("accuracy") is None else f"{100 * a['accuracy']:.2f}"
-        est = (a.get("estimate") or {}).get("latency_ms")
-        gate = a.get("gate") or {}
-        status = "✓ pass" if a.get("ok", True) else "✗ FAIL: " + "; ".join(a.get("problems") or [])
-        rows.append([a["name"], a["format"], a["precision"], _mb(a), acc, _p50(a),
-                     "" if not a.get("speedup") else f"{a['speedup']:.2f}x",
-                     "-" if est is None else f"{est:.3g}",
-                     "-" if not gate else ("pass" if gate.get("pass") else "FAIL"), status, str(a.get("path") or "-")])
+    for a in summary.artifacts:
+        est = (a.estimate or {}).get("latency_ms")
+        v = a.verdict
+        status = {"pass": "✓ pass", "fail": "✗ FAIL: ", "n/a": "n/a: "}[v.status] + "; ".join(v.problems)
+        rows.append([a.name, a.format, a.precision, _mb(a), a.metric_text(), _p50(a),
+                     "" if not v.speedup else f"{v.speedup:.2f}x", "-" if est is None else f"{est:.3g}", status,
+                     a.path or "-"])
     return rows
 
 
-def _notes(summary: dict) -> list[str]:
-    arts = summary.get("artifacts") or []
-    out = [f"latency: measured on {m}" for m in sorted({a["measured_on"] for a in arts if a.get("measured_on")})]
-    out += [f"* device est. ms: {l}" for l in sorted({a["estimate"]["label"] for a in arts
-                                                       if a.get("estimate") and a["estimate"].get("label")})]
-    final = deployable(summary)
+def _notes(summary: Summary) -> list[str]:
+    arts = summary.artifacts
+    out = [f"latency: measured on {m}" for m in sorted({a.measured_on for a in arts if a.measured_on})]
+    out += [f"* device est. ms: {l}" for l in sorted({a.estimate["label"] for a in arts
+                                                       if a.estimate and a.estimate.get("label")})]
+    final = summary.judged
     if final:
-        out.append(f"deployable artifact: {final['name']} -> {final.get('path')}")
+        out.append(f"judged artifact: {final.name} -> {final.path} (verdict {final.verdict.status})")
     return out
 
 
-def card_markdown(summary: dict, plots: dict[str, str] | None = None) -> str:
+def card_markdown(summary: Summary, plots: dict[str, str] | None = None) -> str:
     """The summary as Markdown: a title, the table, its notes, and the plots by artifact path (logged next to it)."""
     def esc(c: str) -> str:
         return c.replace("|", "\\|")
 
-    dev = summary.get("device") or {}
-    lines = [f"# {summary.get('recipe')} @ {dev.get('display_name') or dev.get('name')}", "",
-             f"status: **{summary.get('status')}**", "",
-             "| " + " | ".join(CARD_HEAD) + " |", "|" + "|".join("---" for _ in CARD_HEAD) + "|"]
+    dev, head = summary.device, card_head(summary)
+    lines = [f"# {summary.recipe} @ {dev.get('display_name') or dev.get('name')}", "",
+             f"status: **{summary.status}**", "",
+             "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in card_rows(summary)]
     lines += [""] + [f"- {n}" for n in _notes(summary)]
     for title, path in (plots or {}).items():
@@ -220,13 +215,13 @@ th{background:#f3f3f3}tr.bad td{color:#b00020}.note{color:#555;font-size:12px;ma
 img{max-width:100%;border:1px solid #ddd;margin-top:.5em}"""
 
 
-def card_html(summary: dict, plots: dict[str, str] | None = None) -> str:
+def card_html(summary: Summary, plots: dict[str, str] | None = None) -> str:
     """The summary as one self-contained HTML page (MLflow shows HTML artifacts inline): the plots embedded."""
     e = html_mod.escape
-    dev = summary.get("device") or {}
+    dev = summary.device
     trs = []
-    for a, r in zip(summary.get("artifacts") or [], card_rows(summary)):
-        cls = "" if a.get("ok", True) else " class='bad'"
+    for a, r in zip(summary.artifacts, card_rows(summary)):
+        cls = "" if a.verdict.ok else " class='bad'"
         trs.append(f"<tr{cls}>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>")
     imgs = []
     for title, path in (plots or {}).items():
@@ -235,17 +230,17 @@ def card_html(summary: dict, plots: dict[str, str] | None = None) -> str:
             mime = mimetypes.guess_type(p.name)[0] or "image/png"
             data = base64.b64encode(p.read_bytes()).decode()
             imgs.append(f"<h2>{e(title)}</h2><img alt='{e(title)}' src='data:{mime};base64,{data}'>")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{e(str(summary.get('recipe')))}</title>"
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{e(summary.recipe)}</title>"
             f"<style>{CARD_CSS}</style></head><body>"
-            f"<h1>{e(str(summary.get('recipe')))} @ {e(str(dev.get('display_name') or dev.get('name')))}</h1>"
-            f"<p>status: <b>{e(str(summary.get('status')))}</b></p>"
-            f"<table><thead><tr>{''.join(f'<th>{e(h)}</th>' for h in CARD_HEAD)}</tr></thead>"
+            f"<h1>{e(summary.recipe)} @ {e(str(dev.get('display_name') or dev.get('name')))}</h1>"
+            f"<p>status: <b>{e(summary.status)}</b></p>"
+            f"<table><thead><tr>{''.join(f'<th>{e(h)}</th>' for h in card_head(summary))}</tr></thead>"
             f"<tbody>{''.join(trs)}</tbody></table>"
             + "".join(f"<p class='note'>{e(n)}</p>" for n in _notes(summary))
             + "".join(imgs) + "</body></html>")
 
 
-def log_card(client, run_id: str, summary: dict, plots: dict[str, str] | None = None,
+def log_card(client, run_id: str, summary: Summary, plots: dict[str, str] | None = None,
              recipe_description: str | None = None) -> list[str]:
     """Log summary_card.html and .md (with the plots as files next to them) on a run and set its description.
     Returns the artifact paths written."""
@@ -265,19 +260,18 @@ def log_card(client, run_id: str, summary: dict, plots: dict[str, str] | None = 
 
 
 # --- MLflow 3 LoggedModels ------------------------------------------------------------------------------------------
-def model_metrics(a: dict) -> dict[str, float]:
-    """The numbers of one artifact under plain names (top-1 in %, like the console)."""
-    lat = a.get("latency_ms") or {}
-    est = (a.get("estimate") or {}).get("latency_ms")
-    vals = {"top1_pct": None if a.get("accuracy") is None else 100.0 * a["accuracy"],
-            "size_mb": None if a.get("size_bytes") is None else a["size_bytes"] / 1e6,
+def model_metrics(a: ArtifactRow) -> dict[str, float]:
+    """The numbers of one artifact under plain names (the task metric in %, like the console)."""
+    lat = a.latency_ms or {}
+    est = (a.estimate or {}).get("latency_ms")
+    v = a.verdict
+    vals = {"top1_pct": None if a.accuracy is None else 100.0 * a.accuracy, "size_mb": a.size_bytes / 1e6,
             "latency_p50_ms": lat.get("p50"), "latency_p90_ms": lat.get("p90"),
             "latency_p50_ci_low_ms": (lat.get("p50_ci") or [None, None])[0],
             "latency_p50_ci_high_ms": (lat.get("p50_ci") or [None, None])[1],
-            "speedup": a.get("speedup"), "size_ratio": a.get("size_ratio"),
-            "device_estimate_ms": est if isinstance(est, (int, float)) else None,
-            "gate_pass": None if not a.get("gate") else float(bool(a["gate"].get("pass")))}
-    return {k: float(v) for k, v in vals.items() if isinstance(v, (int, float))}
+            "speedup": v.speedup, "size_ratio": v.size_ratio,
+            "device_estimate_ms": est if isinstance(est, (int, float)) else None, "verdict_pass": float(v.ok)}
+    return {k: float(x) for k, x in vals.items() if isinstance(x, (int, float))}
 
 
 def _model_name(recipe: str, artifact: str) -> str:
@@ -285,7 +279,7 @@ def _model_name(recipe: str, artifact: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{recipe}-{artifact}")[:200]
 
 
-def log_logged_models(client, experiment_id: str, run_id: str, summary: dict,
+def log_logged_models(client, experiment_id: str, run_id: str, summary: Summary,
                       stage_runs: dict[str, str] | None = None) -> dict[str, str]:
     """One LoggedModel per artifact of `summary`: name `<recipe>-<artifact>`, tags (format, precision, device, stage,
     file, cache key), its metrics linked (logged to the artifact's stage run when `stage_runs` names it, else to
@@ -296,32 +290,31 @@ def log_logged_models(client, experiment_id: str, run_id: str, summary: dict,
     from mlflow.entities import LoggedModelOutput, Metric
 
     stage_runs = stage_runs or {}
-    dev = (summary.get("device") or {}).get("name", "")
+    dev = summary.device.get("name", "")
     out: dict[str, str] = {}
     now = int(time.time() * 1000)
     outputs = []
-    for a in summary.get("artifacts") or []:
-        source = stage_runs.get(a.get("stage") or a["name"])
-        tags = {"format": a["format"], "precision": a["precision"], "device": dev, "stage": a.get("stage") or a["name"],
-                "artifact_path": str(a.get("path") or ""), "cache_key": str(a.get("cache_key") or ""),
-                "pipeline_run_id": run_id, "gate": "" if not a.get("gate") else
-                ("pass" if a["gate"].get("pass") else "FAIL"), "recipe": str(summary.get("recipe"))}
-        if a.get("measured_on"):
-            tags["measured_on"] = a["measured_on"][:5000]
-        params = {"format": a["format"], "precision": a["precision"], "runtime": str(a.get("runtime") or "")}
-        lm = client.create_logged_model(experiment_id, name=_model_name(str(summary.get("recipe")), a["name"]),
+    for a in summary.artifacts:
+        source = stage_runs.get(a.stage)
+        tags = {"format": a.format, "precision": a.precision, "device": dev, "stage": a.stage,
+                "artifact_path": a.path or "", "cache_key": a.cache_key or "", "pipeline_run_id": run_id,
+                "verdict": a.verdict.status, "recipe": summary.recipe}
+        if a.measured_on:
+            tags["measured_on"] = a.measured_on[:5000]
+        params = {"format": a.format, "precision": a.precision, "runtime": str(a.runtime or "")}
+        lm = client.create_logged_model(experiment_id, name=_model_name(summary.recipe, a.name),
                                         source_run_id=source or run_id, tags=tags, params=params,
-                                        model_type=f"{a['format']}-{a['precision']}")
+                                        model_type=f"{a.format}-{a.precision}")
         metrics = model_metrics(a)
         target = source or run_id
         # on the shared parent run, plain names of several models would overwrite each other: prefix them there
-        key = (lambda k: k) if source else (lambda k: f"{a['name']}.{k}")
+        key = (lambda k: k) if source else (lambda k: f"{a.name}.{k}")
         ms = [Metric(key(k), v, now, 0, model_id=lm.model_id) for k, v in metrics.items()]
         if ms:
             client.log_batch(target, metrics=ms)
         client.finalize_logged_model(lm.model_id, "READY")
         outputs.append(LoggedModelOutput(lm.model_id, 0))
-        out[a["name"]] = lm.model_id
+        out[a.name] = lm.model_id
     if outputs:
         client.log_outputs(run_id, outputs)
     return out

@@ -9,29 +9,25 @@ import difflib
 import math
 from typing import Any
 
-from pipeline.report import judge
+from pipeline.report.schema import ArtifactRow, Summary
 from pipeline.core.errors import ConfigError
 
 
-def _latency(row: dict) -> float | None:
-    lat = row.get("latency_ms")
-    return lat.get("p50") if isinstance(lat, dict) else None
+def _latency(row: ArtifactRow) -> float | None:
+    return (row.latency_ms or {}).get("p50")
 
 
-def _device_latency(row: dict) -> float | None:
-    """A device latency *estimate* (pipeline.devices.estimator: row["estimate"]["latency_ms"]), never a measurement."""
-    est = row.get("estimate")
-    if isinstance(est, dict):
-        v = est.get("latency_ms")
-        return float(v) if isinstance(v, (int, float)) else None
-    return None
+def _device_latency(row: ArtifactRow) -> float | None:
+    """A device latency *estimate* (pipeline.devices.estimator), never a measurement."""
+    v = (row.estimate or {}).get("latency_ms")
+    return float(v) if isinstance(v, (int, float)) else None
 
 
 # name -> (direction, how to read it from a summary artifact row, what it is)
 METRICS: dict[str, tuple[str, Any, str]] = {
-    "accuracy": ("maximize", lambda r: r.get("accuracy"), "top-1 on the validation split (0-1)"),
+    "accuracy": ("maximize", lambda r: r.accuracy, "the task's primary metric on the validation split (0-1)"),
     "latency_ms": ("minimize", _latency, "p50 latency measured on this host"),
-    "size_mb": ("minimize", lambda r: None if r.get("size_bytes") is None else r["size_bytes"] / 1e6, "file size, MB"),
+    "size_mb": ("minimize", lambda r: r.size_bytes / 1e6, "file size, MB"),
     "device_latency_ms": ("minimize", _device_latency, "latency estimated for the device (not measured)"),
 }
 
@@ -55,15 +51,9 @@ def directions(metrics: list[str]) -> list[str]:
     return [METRICS[m][0] for m in metrics]
 
 
-def final_artifact(summary: dict, artifact: str | None = None) -> dict | None:
-    """The artifact row the run is judged on (pipeline.report.judge decides; `gate.artifact` names it, null = the final one)."""
-    rows = summary.get("artifacts") or []
-    return judge.judged(rows, artifact or (summary.get("gate") or {}).get("artifact"))
-
-
-def values(summary: dict, metrics: list[str], artifact: str | None = None) -> dict[str, float | None]:
+def values(summary: Summary, metrics: list[str]) -> dict[str, float | None]:
     """{metric: value or None} for the judged artifact; None where the number does not exist (e.g. Core ML on Linux)."""
-    row = final_artifact(summary, artifact)
+    row = summary.judged
     out: dict[str, float | None] = {}
     for m in metrics:
         v = METRICS[m][1](row) if row else None
@@ -80,9 +70,7 @@ def better(metric: str, new: float | None, old: float | None) -> bool:
     return new > old if METRICS[metric][0] == "maximize" else new < old
 
 
-def summarize(summary: dict, cfg: Any) -> dict:
-    """The `objective` entry of summary.json."""
+def summarize(summary: Summary, cfg: Any) -> dict:
+    """The `objective` entry of summary.json: what sweepers, the registry and compare rank by."""
     metrics = list(cfg.objective.metrics)
-    row = final_artifact(summary, cfg.gate.artifact)
-    return {"metrics": metrics, "directions": directions(metrics), "artifact": row["name"] if row else None,
-            "values": values(summary, metrics, cfg.gate.artifact)}
+    return {"metrics": metrics, "directions": directions(metrics), "values": values(summary, metrics)}

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.report import objective
+from pipeline.report.schema import SchemaError, Summary
+from pipeline.report.table import render, wrap_notes
 
 from pipeline.library import stats
 
@@ -38,13 +40,19 @@ class UsageError(Exception):
 
 
 # --- reading ------------------------------------------------------------------------------------------------------
-def _summary(client, run) -> dict | None:
+def _summary(client, run, skipped: list[str]) -> Summary | None:
+    """The run's summary.json, typed; None (with the reason in `skipped`) for a run killed before writing one or one
+    written by another version."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per run is noise here
     with tempfile.TemporaryDirectory() as d:
         try:
             p = client.download_artifacts(run.info.run_id, "summary.json", d)
-            return json.loads(Path(p).read_text())
         except Exception:  # a run killed before writing its summary
+            return None
+        try:
+            return Summary.load(p)
+        except SchemaError as e:
+            skipped.append(f"run {run.info.run_id[:8]} ({run.info.run_name}): {str(e).split(': ', 1)[-1]}")
             return None
 
 
@@ -78,40 +86,39 @@ def _champions(client, names: set[str]) -> dict[tuple[str, str], list[str]]:
     return out
 
 
-def load_rows(client, experiment_ids: list[str], sweep: str | None = None, artifacts: str = "final") -> list[dict]:
-    """One row per run (its judged artifact) or per run x artifact, ranked by the runs' objective."""
+def load_rows(client, experiment_ids: list[str], sweep: str | None = None, artifacts: str = "final",
+              skipped: list[str] | None = None) -> list[dict]:
+    """One row per run (its judged artifact) or per run x artifact, ranked by the runs' objective. Runs whose
+    summary.json this version cannot read are named in `skipped`."""
     filt = "tags.`sweep.role` = 'job'" if sweep else "tags.run_dir LIKE '%'"
     if sweep:
         filt += f" and tags.`sweep.id` = '{sweep}'"
     runs = client.search_runs(experiment_ids, filter_string=filt, max_results=5000, order_by=["attributes.start_time ASC"])
     rows = []
     for run in runs:
-        s = _summary(client, run)
+        s = _summary(client, run, skipped if skipped is not None else [])
         if not s:
             continue
         tags = run.data.tags
-        obj = s.get("objective") or {}
-        metrics = obj.get("metrics") or ["accuracy"]
-        judged = objective.final_artifact(s, None if not obj else obj.get("artifact"))
-        chosen = s.get("artifacts", []) if artifacts == "all" else ([judged] if judged else [])
+        metrics = s.objective.get("metrics") or ["accuracy"]
+        judged = s.judged
+        chosen = s.artifacts if artifacts == "all" else ([judged] if judged else [])
         for a in chosen:
-            lat = a.get("latency_ms") or {}
+            lat, v = a.latency_ms or {}, a.verdict
             rows.append({
-                "run_id": run.info.run_id, "run": run.info.run_name, "status": s.get("status"),
-                "device": s["device"]["name"], "recipe": s.get("recipe"),
+                "run_id": run.info.run_id, "run": run.info.run_name, "status": s.status,
+                "device": s.device["name"], "recipe": s.recipe,
                 "job": tags.get("sweep.job"), "overrides": tags.get("sweep.overrides") or "",
-                "artifact": a["name"], "format": a["format"], "precision": a["precision"],
-                "size_mb": a["size_bytes"] / 1e6 if a.get("size_bytes") is not None else None,
-                "accuracy": a.get("accuracy"), "latency_p50_ms": lat.get("p50"), "latency_p90_ms": lat.get("p90"),
-                "latency_p50_ci": lat.get("p50_ci"), "speedup_ci": a.get("speedup_ci"),
-                "experiment_id": run.info.experiment_id, "cache_key": a.get("cache_key"),
-                "sha256": a.get("sha256"), "load_average": (a.get("load_average") or s.get("load_average")),
+                "artifact": a.name, "format": a.format, "precision": a.precision, "size_mb": a.size_bytes / 1e6,
+                "accuracy": a.accuracy, "accuracy_na": a.accuracy_na, "latency_p50_ms": lat.get("p50"),
+                "latency_p90_ms": lat.get("p90"), "latency_p50_ci": lat.get("p50_ci"), "speedup_ci": v.speedup_ci,
+                "experiment_id": run.info.experiment_id, "cache_key": a.cache_key, "sha256": a.sha256,
                 "device_latency_ms": objective.METRICS["device_latency_ms"][1](a),
-                "speedup": a.get("speedup"), "size_ratio": a.get("size_ratio"), "ok": a.get("ok"),
-                "problems": a.get("problems") or [], "measured_on": a.get("measured_on"),
-                "not_runnable": a.get("not_runnable"), "judged": a is judged,
-                "objective_metric": metrics[0], "objective": (obj.get("values") or {}).get(metrics[0]),
-                "registry": (s.get("registry") or {}).get("model") or tags.get("registry.model"), "aliases": [],
+                "speedup": v.speedup, "size_ratio": v.size_ratio, "ok": v.ok, "verdict": v.status,
+                "problems": list(v.problems), "measured_on": a.measured_on,
+                "not_runnable": a.not_runnable, "judged": a is judged,
+                "objective_metric": metrics[0], "objective": (s.objective.get("values") or {}).get(metrics[0]),
+                "registry": (s.registry or {}).get("model") or tags.get("registry.model"), "aliases": [],
             })
     # Show only the overrides that differ between the compared jobs (device=..., calibration_samples=...).
     # Where outputs and logs went (paths.*, hydra.*) says nothing about the model.
@@ -224,13 +231,14 @@ def mark_ties(rows: list[dict]) -> None:
 # --- console table --------------------------------------------------------------------------------------------------
 HEAD = ["#", "job", "device", "stage", "model", "MB", "top-1 %", "p50 ms (95% CI)", "speed-up", "status", "registry"]
 WIDTH = 120
-WRAP = {"job": 24, "status": 22, "registry": 10}  # columns wrapped onto more lines, with their widest width
 
 
 def status_text(r: dict) -> str:
     """Plain words beside the symbol, so a missing glyph loses nothing."""
     if r.get("not_runnable"):
         return "- not run here"
+    if r["verdict"] == "n/a":
+        return "n/a: " + "; ".join(r["problems"])
     return "✓ pass" if r["ok"] else "✗ FAIL: " + "; ".join(r["problems"])
 
 
@@ -255,35 +263,13 @@ def speedup_text(r: dict) -> str:
 def cells(r: dict, status: str | None = None) -> list[str]:
     return [str(r["rank"]), r["overrides"] or r["run"] or r["run_id"][:8], r["device"], r["artifact"],
             f"{r['format']} {r['precision']}", _f(r["size_mb"], ".2f"),
+            "n/a" if r["accuracy"] is None and r.get("accuracy_na") else
             _f(None if r["accuracy"] is None else 100 * r["accuracy"], ".2f"), p50_text(r), speedup_text(r),
             status or status_text(r), ", ".join(r["aliases"]) or ""]
 
 
 def _f(v, spec, none="-"):
     return none if v is None else format(v, spec)
-
-
-def fit(head: list[str], body: list[list[str]], width: int = WIDTH) -> list[str]:
-    """Lay out a table in at most `width` columns: the wrappable columns (job, status, registry) are narrowed and
-    wrapped onto continuation lines until it fits."""
-    import textwrap
-
-    widths = [max(len(c) for c in col) for col in zip(head, *body)]
-    total = lambda: sum(widths) + 2 * (len(widths) - 1)
-    for name in ("job", "registry", "status"):
-        if name not in head:
-            continue
-        i = head.index(name)
-        if total() > width:  # never narrower than its longest word: a word is not cut
-            longest = max(len(w) for c in [head[i], *(b[i] for b in body)] for w in (c.split() or [""]))
-            widths[i] = max(longest, min(widths[i], WRAP[name], widths[i] - (total() - width)))
-    lines = []
-    for cs in [head, ["-" * w for w in widths]] + body:
-        wrapped = [textwrap.wrap(c, w, break_long_words=False, break_on_hyphens=False) or [""]
-                   for c, w in zip(cs, widths)]
-        for k in range(max(len(x) for x in wrapped)):
-            lines.append("  ".join((x[k] if k < len(x) else "").ljust(w) for x, w in zip(wrapped, widths)).rstrip())
-    return lines
 
 
 def notes(rows: list[dict]) -> list[str]:
@@ -304,13 +290,11 @@ def notes(rows: list[dict]) -> list[str]:
 def table(rows: list[dict], width: int = WIDTH) -> str:
     """The leaderboard in at most `width` columns: problems as numbered notes under it, a device column only when
     the devices differ, long cells wrapped."""
-    import textwrap
-
     problems: list[str] = []
     body = []
     for i, r in enumerate(rows):
         status = None
-        if not r["ok"] and not r.get("not_runnable"):
+        if not r["ok"] and not r.get("not_runnable") and r["verdict"] != "n/a":
             refs = []
             for p in r["problems"] or ["failed"]:
                 if p not in problems:
@@ -330,9 +314,8 @@ def table(rows: list[dict], width: int = WIDTH) -> str:
         body = [b[:k] + b[k + 1:] for b in body]
         extra.append(f"device: {devices.pop()}")
     lines = extra + [f"[{i}] {p}" for i, p in enumerate(problems, start=1)] + notes(rows)
-    wrapped = [piece for line in lines for piece in textwrap.wrap(line, width, subsequent_indent="  ",
-                                                                   break_long_words=False)]
-    return "\n".join(fit(head, body, width) + wrapped)
+    return "\n".join(render(head, body, width, wrap=("job", "registry", "status"), drop_empty=False)
+                     + wrap_notes(lines, width))
 
 
 # --- Pareto plot ------------------------------------------------------------------------------------------------------
@@ -493,12 +476,14 @@ labelled as estimates. Core ML artifacts cannot run on Linux and have no number 
 
 def report(client, experiment_ids: list[str], sweep: str | None, out_dir: Path, title: str,
            artifacts: str = "final", ui: str = UI) -> dict:
-    rows = load_rows(client, experiment_ids, sweep, artifacts)
+    skipped: list[str] = []
+    rows = load_rows(client, experiment_ids, sweep, artifacts, skipped)
     if not rows:
-        raise UsageError("no pipeline run with a summary.json found" + (f" for sweep {sweep!r}" if sweep else ""))
+        raise UsageError("no pipeline run with a summary.json this version reads found"
+                         + (f" for sweep {sweep!r}" if sweep else "") + "".join(f"; skipped {s}" for s in skipped))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    text = table(rows)
+    text = table(rows) + "".join(f"\nskipped {s}" for s in skipped)
     # The plot shows every model of the compared runs, whichever rows the table shows.
     all_rows = rows if artifacts == "all" else load_rows(client, experiment_ids, sweep, "all")
     png, page, data = out_dir / "leaderboard.png", out_dir / "leaderboard.html", out_dir / "leaderboard.json"
@@ -530,13 +515,13 @@ def main(argv: list[str] | None = None) -> int:
         args = parse(argv)
         from mlflow.tracking import MlflowClient
 
-        from pipeline.tracking import tracker
+        from pipeline.tracking import tracker as tracking
 
         outputs = Path(os.path.expanduser(args.get("paths.outputs", "outputs"))).resolve()
-        uri = args.get("tracking.uri") or tracker.local_uri(outputs)
+        uri = args.get("tracking.uri") or tracking.local_uri(outputs)
         if not uri.startswith(("http://", "https://")) and not (outputs / "mlflow.db").exists():
             raise UsageError(f"no MLflow store at {outputs / 'mlflow.db'}; pass paths.outputs=DIR or tracking.uri=URI")
-        problem = tracker.check_server(uri, 10)
+        problem = tracking.check_server(uri, 10)
         if problem:
             raise UsageError(f"the MLflow server at {uri} did not answer ({problem})")
         client = MlflowClient(uri)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.report import objective
+from pipeline.report.schema import Summary
 from pipeline.core.cache import Cache
 from pipeline.tracking.tracker import LOGGED_BY_TAG
 
@@ -28,16 +29,6 @@ CANDIDATE, CHAMPION = "candidate", "champion"
 
 def model_name(cfg: Any, recipe: str) -> str:
     return cfg.registry.name or f"{recipe}-{cfg.device.name}"
-
-
-def gate_problems(row: dict) -> list[str]:
-    """Why an artifact may not be deployed: the summary's verdict (accuracy drop, slower than fp32) plus any device
-    budget gate recorded on the row."""
-    problems = list(row.get("problems") or [])
-    gate = row.get("gate")  # {"pass": bool, "failed": ["latency_ms 80 ms vs limit 50: over by ...", ...]}
-    if isinstance(gate, dict) and gate.get("pass") is False:
-        problems += [f"device budget: {f}" for f in gate.get("failed") or ["a budget is missed"]]
-    return problems
 
 
 def _stage_run_id(client, tracker, stage: str) -> str | None:
@@ -58,7 +49,7 @@ def _version_value(mv, metric: str) -> float | None:
         return None
 
 
-def register(tracker: Any, summary: dict, cfg: Any, outputs: Path) -> dict:
+def register(tracker: Any, summary: Summary, cfg: Any, outputs: Path) -> dict:
     """Register the run's final artifact if it passes its gates; returns what happened (goes into summary.json).
     A registry error is reported, not raised: the run itself succeeded and its artifacts are logged."""
     try:
@@ -68,37 +59,37 @@ def register(tracker: Any, summary: dict, cfg: Any, outputs: Path) -> dict:
         return {"registered": False, "reason": f"{type(e).__name__}: {e}"}
 
 
-def _register(tracker: Any, summary: dict, cfg: Any, outputs: Path) -> dict:
+def _register(tracker: Any, summary: Summary, cfg: Any, outputs: Path) -> dict:
     from mlflow.exceptions import MlflowException
 
     client = tracker.client
-    name = model_name(cfg, summary["recipe"])
-    row = objective.final_artifact(summary, cfg.gate.artifact)
+    name = model_name(cfg, summary.recipe)
+    row = summary.judged
     if row is None:
         return {"registered": False, "model": name, "reason": "the run produced no model"}
-    problems = gate_problems(row)
-    if problems:
-        log.info("model registry: %s not registered: %s", row["name"], "; ".join(problems))
-        return {"registered": False, "model": name, "artifact": row["name"], "reason": "; ".join(problems)}
-    stage_run = _stage_run_id(client, tracker, row["stage"])
+    if not row.verdict.ok:  # the judge's verdict, nothing re-judged here
+        why = f"verdict {row.verdict.status}: " + "; ".join(row.verdict.problems)
+        log.info("model registry: %s not registered: %s", row.name, why)
+        return {"registered": False, "model": name, "artifact": row.name, "reason": why}
+    stage_run = _stage_run_id(client, tracker, row.stage)
     if stage_run is None:
-        return {"registered": False, "model": name, "reason": f"no MLflow run holds the artifact of {row['stage']!r}"}
-    source = client.get_run(stage_run).info.artifact_uri.rstrip("/") + "/" + row["stage"]
+        return {"registered": False, "model": name, "reason": f"no MLflow run holds the artifact of {row.stage!r}"}
+    source = client.get_run(stage_run).info.artifact_uri.rstrip("/") + "/" + row.stage
     metrics = list(cfg.objective.metrics)
-    values = summary["objective"]["values"]
+    values = summary.objective["values"]
     try:
-        client.create_registered_model(name, tags={"recipe": summary["recipe"], "device": cfg.device.name},
-                                       description=f"{summary['recipe']} for {cfg.device.display_name}")
+        client.create_registered_model(name, tags={"recipe": summary.recipe, "device": cfg.device.name},
+                                       description=f"{summary.recipe} for {cfg.device.display_name}")
     except MlflowException as e:
         if "already exists" not in str(e).lower() and getattr(e, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
             raise
-    tags = {"recipe": summary["recipe"], "device": cfg.device.name, "artifact": row["name"], "format": row["format"],
-            "precision": row["precision"], "cache_key": row.get("cache_key", ""),
+    tags = {"recipe": summary.recipe, "device": cfg.device.name, "artifact": row.name, "format": row.format,
+            "precision": row.precision, "cache_key": row.cache_key,
             "objective.metrics": ",".join(metrics), **{f"objective.{m}": str(values.get(m)) for m in metrics}}
-    if summary.get("mlflow", {}).get("run_id"):
-        tags["pipeline_run_id"] = summary["mlflow"]["run_id"]
+    if summary.mlflow.get("run_id"):
+        tags["pipeline_run_id"] = summary.mlflow["run_id"]
     mv = client.create_model_version(name, source, run_id=stage_run, tags=tags,
-                                     description=f"{row['name']} ({row['format']} {row['precision']}) from run "
+                                     description=f"{row.name} ({row.format} {row.precision}) from run "
                                                  f"{tracker.run_id}")
     version = str(mv.version)
     primary = metrics[0]
@@ -126,7 +117,7 @@ def _register(tracker: Any, summary: dict, cfg: Any, outputs: Path) -> dict:
             moved = False
             why = f"{primary} {new} does not beat champion v{champ.version} ({old})"
     aliases = [CANDIDATE] + ([CHAMPION] if moved else [])
-    log.info("model registry: %s v%s (%s) -> %s; %s", name, version, row["name"], ", ".join(aliases), why)
+    log.info("model registry: %s v%s (%s) -> %s; %s", name, version, row.name, ", ".join(aliases), why)
     tracker.set_tags({"registry.model": name, "registry.version": version, "registry.aliases": ",".join(aliases)})
-    return {"registered": True, "model": name, "version": version, "artifact": row["name"], "aliases": aliases,
+    return {"registered": True, "model": name, "version": version, "artifact": row.name, "aliases": aliases,
             "champion_moved": moved, "reason": why}

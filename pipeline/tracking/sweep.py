@@ -142,10 +142,10 @@ def _search_range_fix(value: Any) -> str:
 
 
 def _tracking_uri(config: DictConfig) -> str:
-    from pipeline.tracking import tracker
+    from pipeline.tracking import tracker as tracking
 
     outputs = Path(os.path.expanduser(str(config.paths.outputs))).resolve()
-    return tracker.resolve_uri(config.tracking, outputs)
+    return tracking.resolve_uri(config.tracking, outputs)
 
 
 class SweepCallback(Callback):
@@ -177,7 +177,7 @@ class SweepCallback(Callback):
         log.info("sweep %s: %s (jobs write to %s)", self.sweep_id, overrides, self.sweep_dir)
         if not config.tracking.enabled:
             return
-        from pipeline.tracking import tracker
+        from pipeline.tracking import tracker as tracking
 
         self.tracking_uri = _tracking_uri(config)
         recipe = config.hydra.runtime.choices.get("recipe") or "sweep"
@@ -188,7 +188,7 @@ class SweepCallback(Callback):
                         "%r. Add tracking.experiment=NAME to keep every job nested under it.", experiment)
         outputs = Path(os.path.expanduser(str(config.paths.outputs))).resolve()
         local = not self.tracking_uri.startswith(("http://", "https://"))
-        tracker = tracker.Tracker(self.tracking_uri, experiment, outputs / "mlartifacts" if local else None,
+        tracker = tracking.Tracker(self.tracking_uri, experiment, outputs / "mlartifacts" if local else None,
                                    timeout_s=float(config.tracking.timeout_s))
         self.experiment_id = tracker.experiment_id
         self.timeout_s = float(config.tracking.timeout_s)
@@ -223,7 +223,7 @@ class SweepCallback(Callback):
             return
         from mlflow.tracking import MlflowClient
 
-        from pipeline.tracking import tracker
+        from pipeline.tracking import tracker as tracking
 
         client = MlflowClient(self.tracking_uri)
         try:
@@ -240,7 +240,7 @@ class SweepCallback(Callback):
             log.warning("sweep %s: could not build the comparison report: %s", self.sweep_id, e)
         for k, v in {"jobs": len(jobs), "jobs_failed": len(bad)}.items():
             client.log_metric(self.parent_run_id, k, v)
-        tracker.terminate(self.tracking_uri, self.parent_run_id, "FAILED" if failed else "FINISHED",
+        tracking.terminate(self.tracking_uri, self.parent_run_id, "FAILED" if failed else "FINISHED",
                            getattr(self, "timeout_s", 10.0))
 
     def job_records(self) -> list[dict]:

@@ -239,7 +239,8 @@ def test_pipeline_benchmarks_on_the_board_next_to_the_estimate(agent, tmp_path):
         assert on["device"] == "Raspberry Pi 4" and on["connection"] == agent.connection
         assert on["runtime"].startswith("onnxruntime") and on["threads"] == 4
         assert a["estimate"]["latency_ms"] > 0 and "80% interval" in a["estimate"]["label"]
-        assert a["gate"]["checks"][0]["source"].startswith("measured on Raspberry Pi 4")
+        lat = next(c for c in a["verdict"]["checks"] if c["name"] == "latency_ms")
+        assert lat["source"].startswith("measured on Raspberry Pi 4")
     assert f"device ms: measured on Raspberry Pi 4 ({agent.connection}), onnxruntime" in p.stdout
     client = MlflowClient(summary["mlflow"]["tracking_uri"])
     metrics = client.get_run(summary["mlflow"]["run_id"]).data.metrics

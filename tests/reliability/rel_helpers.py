@@ -24,7 +24,7 @@ def outcome(cfg) -> tuple[int, str, dict | None]:
     """Run in-process as the command line would: (exit status, message, summary). Any other exception is a bug and
     propagates (the test fails with its traceback)."""
     try:
-        return 0, "", app.run(cfg, stages=reliability_stubs.STAGES)
+        return 0, "", app.run(cfg, stages=reliability_stubs.STAGES).to_dict()
     except PipelineError as e:
         return e.exit_code, str(e), None
 

@@ -72,17 +72,17 @@ def test_the_console_ends_with_the_deployable_artifact(tmp_path, capsys):
     path = Path(summary["run_dir"]) / d["path"]
     assert summary["gate"]["artifact"] == "d" and path.is_file()
     shown = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
-    assert last == f"deployable: {shown} (torch fp32, {d['size_bytes'] / 1e6:.2f} MB), gate: pass"
+    assert last == f"deployable: {shown} (torch fp32, {d['size_bytes'] / 1e6:.2f} MB), verdict: pass"
 
 
-def test_the_deployable_line_says_when_the_gate_failed(tmp_path, capsys):
+def test_the_last_line_says_when_the_judged_model_is_not_deployable(tmp_path, capsys):
     cfg = compose_stub(tmp_path / "outputs", "recipe=stub_chain", "tracking=none", *FAST, "gate.model_mb=0.1",
                        "gate.artifact=b")
     code, msg, summary = outcome(cfg)
     assert code == 0, msg  # (gate.enforce is off: the run succeeds, the line says the gate failed)
     last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert last.startswith("deployable: ") and "/artifacts/b/model.bin (torch fp32, " in last, last
-    assert "gate FAILED: misses model_mb" in last, last
+    assert last.startswith("not deployable as is: ") and "/artifacts/b/model.bin (torch fp32, " in last, last
+    assert "verdict: fail (model_mb " in last, last
 
 
 def test_an_error_reaches_the_terminal_through_the_quiet_console(tmp_path):

@@ -20,7 +20,7 @@ import pytest
 
 from conftest import ROOT
 from rel_helpers import assert_nothing_written, compose_stub, mlflow_runs, outcome
-from pipeline.tracking import tracker
+from pipeline.tracking import tracker as tracking
 from pipeline.core.errors import ConfigError
 from pipeline.core.runner import TaskRecord
 
@@ -78,12 +78,12 @@ def hanging_api():
 
 
 def test_health_answers_but_the_api_hangs_when_opening(hanging_api):
-    assert tracker.check_server(hanging_api.uri, 2) is None  # the health check alone is fooled
+    assert tracking.check_server(hanging_api.uri, 2) is None  # the health check alone is fooled
     import mlflow.tracking  # noqa: F401  (imported before the clock starts: seconds on a loaded machine)
 
     t = time.perf_counter()
     with pytest.raises(ConfigError) as e:
-        tracker.Tracker(hanging_api.uri, "x", None, timeout_s=2)
+        tracking.Tracker(hanging_api.uri, "x", None, timeout_s=2)
     elapsed = time.perf_counter() - t
     msg = str(e.value)
     assert elapsed < 2 + 1.5, f"took {elapsed:.1f} s"
@@ -94,9 +94,9 @@ def test_health_answers_but_the_api_hangs_when_opening(hanging_api):
 def test_the_api_hangs_in_the_middle_of_a_run():
     server = HangingAPI(answer_lookup=True)
     try:
-        tr = tracker.Tracker(server.uri, "x", None, timeout_s=1.5)  # the lookup answers ...
+        tr = tracking.Tracker(server.uri, "x", None, timeout_s=1.5)  # the lookup answers ...
         t = time.perf_counter()
-        with pytest.raises(tracker.TrackingError) as e:  # ... creating the run hangs
+        with pytest.raises(tracking.TrackingError) as e:  # ... creating the run hangs
             tr.start("run", {"a": 1}, {})
         assert time.perf_counter() - t < 1.5 + 1.5
         assert f"{server.uri} did not answer create_run within 1.5 s" in str(e.value)
@@ -154,7 +154,7 @@ def test_odd_outputs_path_keeps_the_store_inside_it(tmp_path, name):
     outside = {p for p in _tree(tmp_path) - before if not (tmp_path / p).resolve().is_relative_to(outputs)}
     assert outside == set(), f"written outside outputs/: {outside}"
     assert (outputs / "mlflow.db").is_file()
-    assert tracker.sqlite_path(summary["mlflow"]["tracking_uri"]) == outputs / "mlflow.db"
+    assert tracking.sqlite_path(summary["mlflow"]["tracking_uri"]) == outputs / "mlflow.db"
     assert {r.info.status for r in mlflow_runs(outputs)} == {"FINISHED"}
 
 
@@ -195,9 +195,9 @@ sys.stdin.read()
         holder.wait(timeout=30)
 
 
-def _store(outputs: Path, timeout_s: float = 10.0) -> tracker.Tracker:
+def _store(outputs: Path, timeout_s: float = 10.0) -> tracking.Tracker:
     outputs.mkdir(parents=True, exist_ok=True)
-    return tracker.Tracker(tracker.local_uri(outputs), "x", outputs / "mlartifacts", timeout_s=timeout_s)
+    return tracking.Tracker(tracking.local_uri(outputs), "x", outputs / "mlartifacts", timeout_s=timeout_s)
 
 
 def test_locked_store_when_opening_is_named_as_locked(tmp_path, monkeypatch):
@@ -206,7 +206,7 @@ def test_locked_store_when_opening_is_named_as_locked(tmp_path, monkeypatch):
     monkeypatch.setattr(tracking, "LOCAL_MIN_DEADLINE_S", 3.0)  # (instead of 30 s, to keep the test short)
     with _locked(outputs / "mlflow.db"):
         with pytest.raises(ConfigError) as e:
-            tracker.Tracker(tracker.local_uri(outputs), "x", outputs / "mlartifacts", timeout_s=1)
+            tracking.Tracker(tracking.local_uri(outputs), "x", outputs / "mlartifacts", timeout_s=1)
     msg = str(e.value)
     assert f"the store {outputs / 'mlflow.db'} is locked by another process" in msg
     assert "The store itself is fine" in msg and "mlflow server --backend-store-uri" in msg and "tracking=none" in msg
@@ -220,7 +220,7 @@ def test_locked_store_while_logging(tmp_path, monkeypatch):
     monkeypatch.setattr(tracking, "LOCAL_MIN_DEADLINE_S", 8.0)  # (instead of 30 s; SQLite waits 5 s per attempt)
     with _locked(outputs / "mlflow.db"):
         t = time.perf_counter()
-        with pytest.raises(tracker.TrackingError) as e:
+        with pytest.raises(tracking.TrackingError) as e:
             tr.log_metrics(rid, {"m": 1.0})
         assert time.perf_counter() - t < 8 + 1.5
     assert "is locked by another process" in str(e.value) and "tracking=none" in str(e.value)
@@ -246,9 +246,9 @@ LOGGER = """
 import sys
 sys.path.insert(0, {root!r})
 from pathlib import Path
-from pipeline.tracking import tracker
+from pipeline.tracking import tracker as tracking
 outputs = Path({outputs!r})
-tr = tracker.Tracker(tracker.local_uri(outputs), "x", outputs / "mlartifacts")
+tr = tracking.Tracker(tracking.local_uri(outputs), "x", outputs / "mlartifacts")
 rid = tr.start("run", {{}}, {{}})
 with open(outputs / "filler", "wb") as f:  # the disk fills up (another program, a big stage output ...)
     try:
@@ -260,11 +260,11 @@ with open(outputs / "filler", "wb") as f:  # the disk fills up (another program,
 try:
     for i in range(200):
         tr.log_params(rid, {{f"p{{i}}.{{j}}": "x" * 500 for j in range(100)}})
-except tracker.TrackingError as e:
+except tracking.TrackingError as e:
     print("ERROR:", e, flush=True)
     try:
         tr.end("FAILED")
-    except tracker.TrackingError as e2:
+    except tracking.TrackingError as e2:
         print("END:", e2, flush=True)
     sys.exit(1)
 print("no error", flush=True)
@@ -353,11 +353,11 @@ def test_close_orphans_covers_every_case(tmp_path):
     dead = {"pipeline.host": __import__("socket").gethostname(), "pipeline.pid": str(_dead_pid())}
     killed_run = c.create_run(tr.experiment_id, run_name="killed run", tags=dead).info.run_id
     killed_stage = c.create_run(tr.experiment_id, run_name="killed stage",
-                                tags={**dead, tracker.PARENT_TAG: killed_run}).info.run_id
+                                tags={**dead, tracking.PARENT_TAG: killed_run}).info.run_id
     ended = c.create_run(tr.experiment_id, run_name="ended parent").info.run_id
     c.set_terminated(ended, "KILLED")
     untagged_stage = c.create_run(tr.experiment_id, run_name="stage of an older version",
-                                  tags={tracker.PARENT_TAG: ended}).info.run_id
+                                  tags={tracking.PARENT_TAG: ended}).info.run_id
     alive = c.create_run(tr.experiment_id, run_name="live run",
                          tags={**dead, "pipeline.pid": str(os.getpid())}).info.run_id
     other_host = c.create_run(tr.experiment_id, run_name="other host",
@@ -381,9 +381,9 @@ def test_a_killed_sweep_parent_is_closed_by_the_next_run(tmp_path):
 import sys, time
 sys.path.insert(0, {str(ROOT)!r})
 from pathlib import Path
-from pipeline.tracking import tracker
+from pipeline.tracking import tracker as tracking
 outputs = Path({str(outputs)!r})
-tr = tracker.Tracker(tracker.local_uri(outputs), "x", outputs / "mlartifacts")
+tr = tracking.Tracker(tracking.local_uri(outputs), "x", outputs / "mlartifacts")
 tr.start_parent("sweep 1", {{"sweep.role": "parent"}})
 print("started", flush=True)
 time.sleep(600)

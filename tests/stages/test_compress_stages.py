@@ -38,7 +38,7 @@ def summary(tmp_path_factory):
         # every model but the TFLite one, which the qat stage checks in LiteRT itself
         "evaluate": {"type": "evaluate", "inputs": ["train", "prune", "gradual", "fuse", "distill", "qat", "export"]},
     })
-    return run(cfg)
+    return run(cfg).to_dict()
 
 
 def _stage(summary, name):

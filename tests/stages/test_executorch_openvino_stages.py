@@ -17,7 +17,7 @@ def test_executorch_fp32_and_int8_in_a_run(make_cfg):
     cfg = make_cfg("recipe=tiny_int8", "device=pixel7", "tracking=none", "stages.export.type=export",
                    "stages.export.format=executorch", "stages.quantize.type=quantize",
                    "stages.quantize.format=executorch", "+stages.parity={type: parity, min_top1_agreement: 0.5}")
-    summary = app.run(cfg)
+    summary = app.run(cfg).to_dict()
     assert summary["status"] == "success", summary["error"]
     arts = _artifacts(summary)
     assert (arts["export"]["format"], arts["export"]["precision"]) == ("executorch", "fp32")

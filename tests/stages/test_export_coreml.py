@@ -25,7 +25,7 @@ def iphone_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("coreml") / "outputs"
     cfg = compose_cfg(["recipe=tiny_int8", "device=iphone15", "tracking=none", "stages.export.type=export",
                        "stages.quantize.type=quantize", "model.width_mult=1.0"], out)
-    return app.run(cfg)
+    return app.run(cfg).to_dict()
 
 
 def test_package_weights_are_int8_and_smaller(iphone_run):
@@ -40,8 +40,8 @@ def test_package_weights_are_int8_and_smaller(iphone_run):
     assert info["compressed_weight_ops"].get("constexpr_affine_dequantize", 0) > 0
     assert info["weight_share_by_dtype"]["int8"] > 0.9, info["weight_elements_by_dtype"]
     assert coreml_rt.inspect(run_dir / export["path"])["weight_share_by_dtype"]["float16"] > 0.99
-    assert quant["size_ratio"] <= 0.55  # against the fp16 package of the same model
-    assert quant["baseline"] == "export"
+    assert quant["verdict"]["size_ratio"] <= 0.55  # against the fp16 package of the same model
+    assert quant["verdict"]["baseline"] == "export"
 
 
 @pytest.mark.skipif(sys.platform == "darwin", reason="Core ML runs on macOS")

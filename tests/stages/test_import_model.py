@@ -55,7 +55,7 @@ def run_import(tmp_path, stage: dict, extra: dict | None = None):
                       tmp_path / "outputs")
     cfg.stages = OmegaConf.create({"mine": {"type": "import_model", **stage}, **(extra or {}),
                                    "evaluate": {"type": "evaluate", "max_samples": 64}})
-    return run(cfg)
+    return run(cfg).to_dict()
 
 
 def _art(summary, name="mine"):
@@ -118,7 +118,7 @@ def test_keras_file(tmp_path):
     if "keras" in runtimes.RUNTIMES:
         stages["evaluate"] = {"type": "evaluate", "max_samples": 32}
     cfg.stages = OmegaConf.create(stages)
-    s = run(cfg)
+    s = run(cfg).to_dict()
     assert _art(s)["format"] == "keras"
     assert Path(s["run_dir"], _art(s)["path"]).suffix == ".keras"
 
@@ -188,7 +188,7 @@ def test_nhwc_two_output_onnx_detector(tmp_path):
         "quantize": {"type": "quantize_onnx", "inputs": ["mine"], "calibration_samples": 16},
         "parity": {"type": "parity", "samples": 16, "inputs": ["quantize"]},
         "evaluate": {"type": "evaluate"}})
-    s = run(cfg)
+    s = run(cfg).to_dict()
     par = _art(s, "quantize")["parity"]
     assert par["source"] == "mine" and list(par["outputs"]) == ["heatmap", "boxes"]  # each output, by name, in order
     assert all(v["cosine"] > 0.99 for v in par["outputs"].values())  # calibrated on NHWC images: int8 tracks fp32
@@ -212,7 +212,7 @@ def test_float_and_int8_tflite_files(tmp_path, user_module):
     cfg.stages = OmegaConf.create({"fp": {"type": "import_model", "path": str(tmp_path / "net.tflite")},
                                    "q": {"type": "import_model", "path": str(tmp_path / "net_int8.tflite")},
                                    "evaluate": {"type": "evaluate", "max_samples": 64}})
-    s = run(cfg)
+    s = run(cfg).to_dict()
     fp, q = _art(s, "fp"), _art(s, "q")
     assert (fp["format"], fp["precision"], q["format"], q["precision"]) == ("tflite", "fp32", "tflite", "int8")
     assert fp["accuracy"] is not None and q["accuracy"] is not None
@@ -252,7 +252,7 @@ def test_keras_model_with_a_custom_layer(tmp_path, monkeypatch):
     cfg = compose_cfg(["recipe=tiny_int8", "tracking=none", "device=host", "model.input_size=16"], tmp_path / "outputs")
     cfg.stages = OmegaConf.create({"mine": {"type": "import_model", "path": str(path), "modules": ["user_layers"]},
                                    "evaluate": {"type": "evaluate", "max_samples": 32}})
-    s = run(cfg)
+    s = run(cfg).to_dict()
     assert _art(s)["format"] == "keras" and _art(s)["accuracy"] is not None
 
 
@@ -294,7 +294,7 @@ def test_1000_class_checkpoint_fine_tuned_on_a_5_class_folder(tmp_path, checkpoi
                  "init": {"num_classes": 1000, "width": 8}},
         "finetune": {"type": "train", "inputs": ["mine"], "epochs": 8, "batch_size": 16, "lr": 0.02, "threads": 1},
         "evaluate": {"type": "evaluate", "inputs": ["finetune"]}})
-    s = run(cfg)
+    s = run(cfg).to_dict()
     ft = _art(s, "finetune")
     assert ft["accuracy"] > 0.5  # chance is 0.2 with five classes
     train = next(st for st in s["stages"] if st["name"] == "finetune")
@@ -352,7 +352,7 @@ def test_unlabelled_import_goes_through_quantize_parity_and_benchmark(tmp_path, 
         "parity": {"type": "parity", "inputs": ["quantize"], "min_cosine": 0.95},
         "evaluate": {"type": "evaluate"},
         "benchmark": {"type": "benchmark", "inputs": ["mine", "quantize"], "warmup": 2, "iterations": 10}})
-    s = run(cfg)
+    s = run(cfg).to_dict()
     q = _art(s, "quantize")
     assert q["precision"] == "int8" and q["accuracy"] is None  # no labels, no task metric
     assert list(q["parity"]["outputs"]) == ["embedding"] and q["parity"]["cosine"] > 0.95

@@ -64,7 +64,7 @@ def cfg_for(outputs, noise):
 
 
 def test_faithful_chain_passes_and_reports_every_link(outputs):
-    s = app.run(cfg_for(outputs, 0.0), stages=[Damage])
+    s = app.run(cfg_for(outputs, 0.0), stages=[Damage]).to_dict()
     rows = {a["name"]: a for a in s["artifacts"]}
     assert rows["train"]["parity"] == {"source": None}
     for name, source in (("damage", "train"), ("export", "damage")):

@@ -26,7 +26,7 @@ def host_run(tmp_path_factory):
                        "stages.quantize.type=quantize", f"stages.quantize.candidates=[{','.join(CANDIDATES)}]",
                        "stages.quantize.iterations=10", "stages.quantize.warmup=2",
                        "stages.quantize.max_accuracy_drop=100", "~stages.benchmark"], out)
-    return app.run(cfg)
+    return app.run(cfg).to_dict()
 
 
 @pytest.mark.slow
@@ -74,7 +74,7 @@ def test_slower_choice_is_flagged_red(host_run):
     q = {a["name"]: a for a in s["artifacts"]}["quantize"]
     q["selection"] = {**q["selection"], "slower_than_fp32": True, "speedup_vs_fastest_fp32": 0.8}
     judge.compare(s["artifacts"], type("G", (), {"max_accuracy_drop": 100.0})())
-    assert not q["ok"] and any("slower than the fastest fp32 model" in p for p in q["problems"])
+    assert q["verdict"]["status"] == "fail" and any("slower than the fastest fp32 model" in p for p in q["verdict"]["problems"])
     assert "\033[31m" in summary_table(s, color=True)
 
 
@@ -87,8 +87,8 @@ def test_a_tighter_accuracy_budget_re_runs_the_choice_and_says_why(tmp_path):
             "stages.quantize.iterations=5", "stages.quantize.warmup=1",
             "~stages.benchmark"]
     out = tmp_path / "outputs"
-    first = app.run(compose_cfg([*base, "gate.max_accuracy_drop=100"], out))
-    second = app.run(compose_cfg([*base, "gate.max_accuracy_drop=99.5"], out))
+    first = app.run(compose_cfg([*base, "gate.max_accuracy_drop=100"], out)).to_dict()
+    second = app.run(compose_cfg([*base, "gate.max_accuracy_drop=99.5"], out)).to_dict()
     stages = {s["name"]: s for s in second["stages"]}
     assert {s["name"]: s["status"] for s in first["stages"]}["quantize"] == "ran"
     assert stages["train"]["status"] == "reused" and stages["export"]["status"] == "reused"

@@ -30,7 +30,7 @@ def _check(summary: dict, task: str, metrics: tuple[str, ...], outputs: list[str
     for name in ("train", "export", "quantize"):  # the task metric, fp32 and int8, each in its own runtime
         got = stages[f"evaluate[{name}]"]["metrics"]
         assert set(metrics) <= set(got) and arts[name]["accuracy"] == got[metrics[0]]
-    assert q["accuracy_delta"] is not None  # int8 against its fp32 baseline, in points of the primary metric
+    assert q["verdict"]["accuracy_delta"] is not None  # int8 against its fp32 baseline, in points of the primary metric
     par = q["parity"]
     assert par["source"] == "export" and par["task"] == task and list(par["outputs"]) == outputs
     for per in par["outputs"].values():
