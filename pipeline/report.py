@@ -9,7 +9,7 @@ from pipeline import judge, tasks
 from pipeline.cache import write_json_atomic
 from pipeline.results import Findings
 
-SCHEMA_VERSION = 2  # summary.json's layout; README's "summary.json" table lists every field and its changes
+SCHEMA_VERSION = 2  # summary.json's layout; docs/summary-json.md lists every field and its changes
 
 RED, GREEN, RESET = "\033[31m", "\033[32m", "\033[0m"
 
