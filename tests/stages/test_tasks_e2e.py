@@ -2,7 +2,7 @@
 evaluate with the task's metric -> benchmark -> profile, logged to a real (embedded) MLflow store.
 
 Tiny on purpose (32 px, a few hundred composed canvases, 2 epochs, 1 thread): the numbers are not the point, the
-fields are. The recipes' real numbers are in the README."""
+fields are. The recipes' real numbers are in docs/tasks.md."""
 from __future__ import annotations
 
 import pytest
