@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.runtimes.host import cpu_model  # noqa: E402  (the machine line every benchmark prints)
+from pipeline.core.host import cpu_model  # noqa: E402  (the machine line every benchmark prints)
 PER_JOB = ("quantize", "evaluate[quantize]", "benchmark")
 
 

@@ -109,9 +109,9 @@ def prepare(cfg: DictConfig, stages: Iterable[type] = ()) -> tuple[DictConfig, A
 
 
 def _listeners(cfg: DictConfig, tracker) -> list:
-    from pipeline.listeners import ConsoleListener, MlflowListener, RegistryListener
+    from pipeline.listeners import ConsoleListener, MeasurementListener, MlflowListener, RegistryListener
 
-    out = []
+    out = [MeasurementListener()]
     if tracker:
         out.append(MlflowListener(tracker))
         if cfg.registry.enabled:

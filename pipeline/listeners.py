@@ -105,6 +105,25 @@ class RegistryListener(Listener):
             summary.registry = registry.register(self.tracker, summary, run.cfg, run.outputs)
 
 
+class MeasurementListener(Listener):
+    """Records what a benchmark measured on a device (device.connection) in the measurement store under
+    paths.outputs, once the stage has succeeded: a failed or interrupted measurement records nothing, and a reused
+    one is not recorded twice."""
+
+    def task_finished(self, run: RunInfo, record: Any, out: Path | None) -> None:
+        m = record.info.get("device_measurement") if out is not None and record.status == "ran" else None
+        if not m:
+            return
+        from pipeline.devices import store
+
+        try:
+            store.record_measurement(store.path_in(run.outputs), m["device"], m["result"], m["models"],
+                                     run=record.name)
+        except Exception as e:  # the measurement itself is in the run's summary; the store is a by-product
+            log.warning("could not record the device measurement of %s in the measurement store: %s",
+                        record.name, e)
+
+
 class ConsoleListener(Listener):
     """The summary table on standard output, where summary.json is, and last one line naming the deployable
     artifact."""

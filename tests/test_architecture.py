@@ -5,20 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 
 from conftest import ROOT
-from pipeline.core import settings
+from pipeline.core import codekey
 
 PKG = ROOT / "pipeline"
 
 
 def module_name(path: Path) -> str:
-    return settings._module_name(path)
+    return codekey._module_name(path)
 
 
 def imports_of(path: Path) -> set[str]:
-    """The pipeline modules `path` imports (a name that is a module's attribute counts as that module)."""
+    """The pipeline modules `path` imports (a name that is a module's attribute counts as that module). Registry
+    entries ("pipeline.models.detector:CenterNetLite") are looked up by name when used, not imported: not counted."""
     out = set()
-    for name in settings.imported_names(path, module_name(path)):
-        if settings._module_file(name) is not None:
+    names, _registry, _exempt = codekey.parse(path, module_name(path))
+    for name in names:
+        if codekey._module_file(name) is not None:
             out.add(name)
     return out
 

@@ -147,13 +147,13 @@ def test_corrupt_entry_is_not_trusted(stub_cfg, outputs):
     assert statuses(s)["b"] == "ran" and "integrity" in {x["name"]: x["reason"] for x in s["stages"]}["b"]
 
 
-def test_library_version_and_code_are_part_of_the_key(stub_cfg, monkeypatch):
-    from pipeline.core import settings
+def test_library_version_is_part_of_the_key(stub_cfg, monkeypatch):
+    from pipeline.core import codekey
 
     s1 = run_stubs(stub_cfg())
     monkeypatch.setattr(StubStep, "libraries", ("stub-dist",))
-    real = settings._version
-    monkeypatch.setattr(settings, "_version", lambda d: "999.0" if d == "stub-dist" else real(d))
+    real = codekey._version
+    monkeypatch.setattr(codekey, "_version", lambda d: "999.0" if d == "stub-dist" else real(d))
     CALLS.clear()
     s2 = run_stubs(stub_cfg())
     assert statuses(s2) == {"a": "reused", "b": "ran", "c": "ran"}

@@ -10,9 +10,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import ROOT, compose_cfg
-from pipeline.core import runner, settings
+from pipeline.core import codekey, runner, settings
 from pipeline.core.plan import Task
-from pipeline.core.settings import DATA, UndeclaredSetting
+from pipeline.core.settings import DATA, HOST, UndeclaredSetting
 from pipeline.stages import discover
 
 STAGES = discover()
@@ -28,10 +28,18 @@ def base_cfg():
     return cfg
 
 
-def key(cls, cfg, data_fp: str = "fp") -> str:
+def key(cls, cfg, data_fp: str = "fp", host: dict | None = None) -> str:
     from pipeline.core.cache import digest
 
-    task = Task(cls.type, cls.type, cls, None, {}, [], None, settings.resolve(cls.type, tuple(cls.reads), cfg))
+    from pipeline.core import host as host_mod
+
+    real = host_mod.identity
+    if host is not None:
+        host_mod.identity = lambda: host
+    try:
+        task = Task(cls.type, cls.type, cls, None, {}, [], None, settings.resolve(cls.type, tuple(cls.reads), cfg))
+    finally:
+        host_mod.identity = real
     extra = cls.key_extra
     try:
         cls.key_extra = classmethod(lambda c, p, s: {})  # (import_model hashes the file its params name)
@@ -80,9 +88,15 @@ def test_every_declared_value_is_in_the_key_and_nothing_else(stage_type, base_cf
         if path == DATA:
             assert key(cls, base_cfg, data_fp="other data") != base, f"{stage_type}: the data set is not in its key"
             continue
+        if path == HOST:
+            other = {"cpu": "another CPU", "cores": 64, "machine": "aarch64", "isa": ["asimddp"]}
+            assert key(cls, base_cfg, host=other) != base, f"{stage_type}: the host is not in its key"
+            continue
         assert key(cls, perturb(base_cfg, path)) != base, f"{stage_type}: changing {path} leaves its key unchanged"
     if DATA not in cls.reads:
         assert key(cls, base_cfg, data_fp="other data") == base
+    if HOST not in cls.reads:
+        assert key(cls, base_cfg, host={"cpu": "another CPU"}) == base
     tried = 0
     for path in UNDECLARED_CANDIDATES:
         if covered(path, cls.reads):
@@ -164,12 +178,14 @@ def test_loading_data_without_declaring_it_raises(tmp_path):
         ctx.data()
 
 
-def test_code_in_the_key_follows_imports():
-    files = {str(p.relative_to(ROOT / "pipeline")) for p in settings.code_files(STAGES["export_onnx"])}
-    # export_onnx's module imports the converter, which imports the runtime layer (found by name: RUNTIMES)
+def test_code_in_the_key_follows_imports_and_only_the_registry_entries_a_task_reaches():
+    rel = lambda ps: {str(p.relative_to(ROOT / "pipeline")) for p in ps}
+    onnx = frozenset({"onnx", "torch", "mobilenet_v2"})
+    files = rel(codekey.code_files(STAGES["export_onnx"], onnx))
+    # export_onnx's module imports the converter, which imports the runtime layer; the registries are followed into
+    # the entries its formats and settings name (RUNTIMES["onnx"], ZOO["mobilenet_v2"]) and no others
     assert {"stages/export_onnx.py", "convert/onnx.py", "models/__init__.py", "runtimes/__init__.py",
-            "runtimes/onnx_rt.py"} <= files
-    assert "stages/train.py" not in files
-    assert "devices/calibration.json" in {str(p.relative_to(ROOT / "pipeline"))
-                                          for p in settings.code_files(STAGES["profile"])}
-    assert {"onnx", "onnxruntime", "torch"} <= set(settings.library_versions(STAGES["export_onnx"]))
+            "runtimes/onnx_rt.py", "models/mobilenet_v2.py"} <= files
+    assert not files & {"stages/train.py", "runtimes/coreml_rt.py", "models/resnet.py", "core/console.py"}
+    assert "devices/calibration.json" in rel(codekey.code_files(STAGES["profile"]))
+    assert {"onnx", "onnxruntime", "torch"} <= set(codekey.library_versions(STAGES["export_onnx"], onnx))

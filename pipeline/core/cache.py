@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-SCHEMA = 2  # bump when the entry layout or the key's components change
+SCHEMA = 3  # bump when the entry layout or the key's components change (3: a digest per code file)
 
 
 def digest(obj: Any) -> str:
@@ -356,15 +356,16 @@ def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def diff(old: dict, new: dict) -> list[str]:
-    """Readable differences between two component records, e.g. 'params.calibration_samples 128 -> 64'."""
+    """Readable differences between two component records, e.g. 'params.calibration_samples 128 -> 64', or 'code
+    changed: models/mobilenet_v2.py' (the key holds a digest per file, so the file is named)."""
     a, b = _flatten(old), _flatten(new)
-    out = []
+    out, code = [], []
     for k in sorted(set(a) | set(b)):
         if a.get(k) != b.get(k):
             if k.startswith("inputs."):
                 out.append(f"input '{k[7:]}' changed")
-            elif k == "code":
-                out.append("stage code changed")
+            elif k == "code" or k.startswith("code."):
+                code.append(k[5:] + ("" if k in a else " (new)") if k != "code" else "the stage's code")
             elif k == "data":
                 out.append("data changed")
             elif k.startswith("settings."):
@@ -373,4 +374,7 @@ def diff(old: dict, new: dict) -> list[str]:
                 out.append(f"library {k[10:]} {a.get(k, '(not used)')} -> {b.get(k, '(not used)')}")
             else:
                 out.append(f"{k} {a.get(k, '(unset)')!r} -> {b.get(k, '(unset)')!r}")
+    if code:
+        shown = ", ".join(code[:3]) + (f" and {len(code) - 3} more" if len(code) > 3 else "")
+        out.insert(0, f"code changed: {shown}")
     return out

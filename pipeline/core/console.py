@@ -30,6 +30,9 @@ import time
 import warnings
 from typing import Any, Iterable, Iterator
 
+# Where output goes cannot change what a stage computes: editing this module re-runs nothing (pipeline.core.codekey).
+CACHE_KEY_EXEMPT = "output routing only"
+
 # Loggers shown on the console at INFO and above; anyone else's records only from ERROR up.
 OWN = ("pipeline", "__main__", "hydra", "hydra_plugins")  # (hydra_plugins: the launchers and sweepers say what they start)
 # Libraries that attach their own console handlers or print through logging; their names, for routing.

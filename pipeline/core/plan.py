@@ -6,6 +6,7 @@ Edges are derived from each stage's declared `inputs`; the order is a topologica
 from __future__ import annotations
 
 import difflib
+import graphlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +63,20 @@ class Plan:
 
     def producers(self) -> list[Task]:
         return [t for t in self.tasks if t.output_format]
+
+    def formats_reaching(self, task: Task) -> frozenset[str]:
+        """The formats of the models `task` makes and of every model upstream of it (its inputs and their sources,
+        which parity and lineage readers load): the runtimes its result can depend on."""
+        made = {t.stage: _formats(t.output_format) for t in self.tasks}
+        deps = {t.stage: t.inputs for t in self.tasks}
+        out, todo, seen = set(_formats(task.output_format)), list(task.inputs), set()
+        while todo:
+            s = todo.pop()
+            if s not in seen:
+                seen.add(s)
+                out.update(made.get(s, ()))
+                todo.extend(deps.get(s, ()))
+        return frozenset(out)
 
 
 def _suggest(word: str, choices) -> str:
@@ -169,42 +184,25 @@ def _check_calibration(name: str, params: Any, cfg: DictConfig, found: list[str]
 
 
 def _find_cycle(deps: dict[str, list[str]]) -> list[str] | None:
-    state: dict[str, int] = {}
-    stack: list[str] = []
-
-    def visit(n: str) -> list[str] | None:
-        state[n] = 1
-        stack.append(n)
-        for d in deps.get(n, []):
-            if state.get(d) == 1:
-                return stack[stack.index(d):] + [d]
-            if d in deps and state.get(d) is None:
-                found = visit(d)
-                if found:
-                    return found
-        stack.pop()
-        state[n] = 2
-        return None
-
-    for n in deps:
-        if state.get(n) is None:
-            found = visit(n)
-            if found:
-                return found
+    """A cycle of the inputs (first stage repeated last), or None: graphlib's CycleError carries it."""
+    try:
+        graphlib.TopologicalSorter(deps).prepare()
+    except graphlib.CycleError as e:
+        return list(reversed(e.args[1]))
     return None
 
 
 def _toposort(deps: dict[str, list[str]]) -> list[str]:
-    """Kahn's algorithm; ties keep the recipe's order so runs are predictable."""
-    order, done = [], set()
-    remaining = list(deps)
-    while remaining:
-        for n in remaining:
-            if all(d in done for d in deps[n]):
-                order.append(n)
-                done.add(n)
-                remaining.remove(n)
-                break
+    """Inputs first; among stages ready at once the recipe's order, so runs are predictable."""
+    ts = graphlib.TopologicalSorter(deps)
+    ts.prepare()
+    position = {n: i for i, n in enumerate(deps)}
+    ready: list[str] = []
+    order = []
+    while ts.is_active():
+        ready = sorted({*ready, *ts.get_ready()}, key=position.__getitem__)
+        order.append(ready.pop(0))
+        ts.done(order[-1])
     return order
 
 

@@ -16,7 +16,7 @@ from pipeline.core import cache as cache_mod
 from pipeline.core import console
 from pipeline import data as data_mod
 from pipeline.core import results
-from pipeline.core import settings as settings_mod
+from pipeline.core import codekey
 from pipeline.core.artifacts import Artifact
 from pipeline.core.errors import ConfigError, NotRunnableHere, StageError
 from pipeline.core.plan import Plan, Task
@@ -49,19 +49,28 @@ class TaskRecord:
     error: str = ""
 
 
-def components(task: Task, input_keys: dict[str, str], data_fingerprint) -> dict:
+DATA_LOADERS = "pipeline.data"  # the package that loads the data set for a task that reads it (ctx.data())
+
+
+def components(task: Task, input_keys: dict[str, str], data_fingerprint, formats: frozenset[str] = frozenset(),
+               data_name: str | None = None) -> dict:
     """Everything that decides a task's result; its digest is the cache key. `data_fingerprint` is called only when
-    the stage reads the data set."""
+    the stage reads the data set. `formats`: the model formats the task and its upstream stages handle, which
+    decide the runtimes it reaches (pipeline.core.codekey); `data_name`: the data set's loader it reaches."""
     cls = task.cls
+    reads_data = task.settings.reads_data
+    reach = frozenset(codekey.strings_in(task.settings.values) | codekey.strings_in(task.params_dict) | formats
+                      | ({data_name} if reads_data and data_name else set()))
+    extra = (DATA_LOADERS,) if reads_data else ()
     comp: dict[str, Any] = {
         "type": cls.type,
         "params": task.params_dict,
         "settings": task.settings.values,
         "inputs": dict(input_keys),
-        "code": settings_mod.code_digest(cls, cache_mod.digest),
-        "libraries": settings_mod.library_versions(cls),
+        "code": codekey.code_digests(cls, reach, extra),
+        "libraries": codekey.library_versions(cls, reach, extra),
     }
-    if task.settings.reads_data:
+    if reads_data:
         comp["data"] = data_fingerprint()
     extra = cls.key_extra(task.params, task.settings)  # e.g. an imported file's content hash
     if extra:
@@ -93,7 +102,8 @@ class Runner:
         return self._data_fp
 
     def components(self, task: Task) -> dict:
-        return components(task, {i: self.records[i].cache_key for i in task.inputs}, self.data_fingerprint)
+        return components(task, {i: self.records[i].cache_key for i in task.inputs}, self.data_fingerprint,
+                          self.plan.formats_reaching(task), str(self.cfg.data.name))
 
     def lineage(self, stage: str) -> list[Artifact]:
         """Artifacts from `stage` up its first-input chain, nearest first (parity uses it to find the culprit)."""

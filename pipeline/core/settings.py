@@ -8,30 +8,23 @@ the object, so reading it raises `UndeclaredSetting` (in tests, never as a silen
 `"data"` is special: it is not a config path but the data set the run loads (`ctx.data()`); declaring it puts the
 data fingerprint (the data section, the files and the input size they are resized to) into the key.
 
-The stage's code in the key is derived too (`code_files`): the source of its module and of every `pipeline.*`
-module that module imports, at module level or inside a function or by name (a string such as
-"pipeline.runtimes.onnx_rt" handed to importlib), followed transitively, plus the data files (JSON, YAML, CSV, NumPy)
-that sit beside those modules. So are the library versions: the distributions providing every third-party module
-imported anywhere in that closure. Nothing is listed by hand. Imports no ML framework.
+`"host"` is special too: the identity of this machine (CPU model, cores, the instruction sets timing depends on),
+declared by stages that time models here, so that a timing made on another CPU is never reused.
+
+The code and library versions in the key are derived from the source (pipeline.core.codekey). Imports no ML
+framework.
 """
 from __future__ import annotations
 
-import ast
 import copy
-import inspect
-import re
-import sys
 from dataclasses import dataclass
-from functools import lru_cache
-from importlib import metadata
-from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 DATA = "data"  # the pseudo-path of the loaded data set
-PKG_DIR = Path(__file__).resolve().parent.parent  # the pipeline package
-DATA_SUFFIXES = (".json", ".yaml", ".yml", ".csv", ".npy", ".npz")
+HOST = "host"  # the pseudo-path of this machine's identity (pipeline.core.host.identity)
+PSEUDO = (DATA, HOST)
 
 
 class UndeclaredSetting(AttributeError):
@@ -60,7 +53,11 @@ def resolve(stage_type: str, reads: tuple[str, ...], cfg: Any) -> "Settings":
     """The frozen settings of one task: the declared config values, nested as in the config. A declared path the
     config lacks resolves to None (optional device fields), so the key still records that it was absent."""
     values: dict[str, Any] = {}
-    for path in sorted(set(reads) - {DATA}):
+    if HOST in reads:
+        from pipeline.core.host import identity
+
+        values[HOST] = identity()
+    for path in sorted(set(reads) - set(PSEUDO)):
         try:
             value = _lookup(cfg, path)
         except KeyError:
@@ -155,123 +152,3 @@ class Settings:
     @property
     def reads_data(self) -> bool:
         return DATA in self.reads
-
-
-# --- the code part of a key ---------------------------------------------------------------------------------------
-def _module_file(name: str) -> Path | None:
-    """The source file of a `pipeline.*` module (or package __init__) without importing it."""
-    if name != "pipeline" and not name.startswith("pipeline."):
-        return None
-    if name == "pipeline":
-        return PKG_DIR / "__init__.py"
-    rel = Path(*name.split(".")[1:])
-    for cand in (PKG_DIR / rel.with_suffix(".py"), PKG_DIR / rel / "__init__.py"):
-        if cand.is_file():
-            return cand
-    return None
-
-
-def _module_name(path: Path) -> str | None:
-    try:
-        rel = path.resolve().relative_to(PKG_DIR)
-    except ValueError:
-        return None
-    parts = ["pipeline", *rel.with_suffix("").parts]
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-_DOTTED = re.compile(r"^pipeline(\.[A-Za-z_][A-Za-z0-9_]*)+$")
-
-
-@lru_cache(maxsize=None)
-def imported_names(path: Path, module: str | None) -> frozenset[str]:
-    """Every module name `path` imports, at any depth of its code (lazy imports inside functions included), plus
-    string constants that name a `pipeline.*` module (imported by name with importlib, or run with `python -m`);
-    `from a import b` yields `a` and `a.b` (b may be a submodule). Relative imports are resolved against `module`."""
-    tree = ast.parse(path.read_text(), filename=str(path))
-    is_pkg = path.name == "__init__.py"
-    out: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and _DOTTED.match(node.value):
-            out.add(node.value)  # a module named for importlib (pipeline.runtimes.RUNTIMES, `python -m` targets)
-        elif isinstance(node, ast.Import):
-            out.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level and module:
-                pkg = module if is_pkg else module.rpartition(".")[0]
-                for _ in range(node.level - 1):
-                    pkg = pkg.rpartition(".")[0]
-                base = f"{pkg}.{base}" if base else pkg
-            if base:
-                out.add(base)
-                out.update(f"{base}.{a.name}" for a in node.names if a.name != "*")
-    return frozenset(out)
-
-
-@lru_cache(maxsize=None)
-def _closure(start: Path) -> tuple[frozenset[Path], frozenset[str]]:
-    """(pipeline source files, third-party top-level module names) reachable from `start` through imports."""
-    files: set[Path] = set()
-    external: set[str] = set()
-    todo = [start]
-    while todo:
-        f = todo.pop()
-        if f in files:
-            continue
-        files.add(f)
-        for name in imported_names(f, _module_name(f)):
-            top = name.split(".")[0]
-            if top != "pipeline":
-                if top not in sys.stdlib_module_names and not top.startswith("_"):
-                    external.add(top)
-                continue
-            parts = name.split(".")
-            for i in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__ and a/b/__init__ too
-                mf = _module_file(".".join(parts[:i]))
-                if mf is not None and mf not in files:
-                    todo.append(mf)
-    return frozenset(files), frozenset(external)
-
-
-def _source_file(cls: type) -> Path:
-    return Path(inspect.getsourcefile(cls)).resolve()
-
-
-def code_files(cls: type) -> list[Path]:
-    """The files whose content decides a stage's result: its module, every pipeline module it reaches through
-    imports, and the data files beside those modules."""
-    files, _ = _closure(_source_file(cls))
-    data = {p for f in files if f.is_relative_to(PKG_DIR)
-            for p in f.parent.iterdir() if p.suffix in DATA_SUFFIXES and p.is_file()}
-    return sorted(files | data)
-
-
-def code_digest(cls: type, digest) -> str:
-    # Files outside the package (plug-ins, tests) are named by file name only, so that the key does not depend on
-    # where a checkout sits.
-    name = lambda p: str(p.relative_to(PKG_DIR)) if p.is_relative_to(PKG_DIR) else p.name
-    return digest({name(p): p.read_bytes().decode("utf-8", "replace") for p in code_files(cls)})[:16]
-
-
-@lru_cache(maxsize=1)
-def _distributions() -> dict[str, list[str]]:
-    return metadata.packages_distributions()
-
-
-def _version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def library_versions(cls: type) -> dict[str, str]:
-    """Versions of the distributions a stage can reach: those providing the third-party modules imported anywhere in
-    its code closure, plus any it declares in `libraries` (a distribution used without an import of its own)."""
-    _, external = _closure(_source_file(cls))
-    dists = set(getattr(cls, "libraries", ()))
-    for top in external:
-        dists.update(_distributions().get(top, ()))
-    norm = {re.sub(r"[-_.]+", "-", d).lower() for d in dists}
-    return {d: _version(d) for d in sorted(norm)}

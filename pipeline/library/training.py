@@ -231,7 +231,7 @@ def _choose_threads(model, opt, forward_backward, xb, yb, requested: int):
     optimizer state restored), so the choice does not change what is trained."""
     import copy
 
-    from pipeline.runtimes.host import host_threads
+    from pipeline.core.host import host_threads
 
     saved = (copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()))
     try:
@@ -336,6 +336,6 @@ def val_accuracy(model, data) -> float:
 def set_threads(p: Any) -> None:
     import torch
 
-    from pipeline.runtimes.host import host_threads
+    from pipeline.core.host import host_threads
 
     torch.set_num_threads(host_threads(p.threads))

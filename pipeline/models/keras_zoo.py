@@ -93,7 +93,7 @@ def predict(model, x_nchw: np.ndarray, batch_size: int = 256) -> np.ndarray:
 
 def train(spec: dict, input_size: int, data, p, seed: int, log, directory: Path) -> tuple[Any, dict, Path]:
     """Build the Keras zoo model `spec` names, train it and save it under `directory`: (model, fit's result, path)."""
-    from pipeline.runtimes.host import host_threads
+    from pipeline.core.host import host_threads
 
     set_threads(host_threads(p.threads))
     model = build(spec["name"], spec["num_classes"], input_size, **spec["kwargs"])

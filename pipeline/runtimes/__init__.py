@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from pipeline.runtimes.host import cpu_model, host_threads
+from pipeline.core.host import cpu_model, host_threads
 
 __all__ = ["RUNTIMES", "Model", "adapt_input", "cpu_model", "describe", "host_threads", "load", "not_runnable_reason",
            "outputs_of", "predict_all", "predict_all_outputs"]
@@ -121,40 +121,14 @@ def not_runnable_reason(fmt: str, meta: dict[str, Any] | None = None) -> str | N
 
 def describe(fmt: str, path: Path | str, meta: dict[str, Any] | None = None) -> dict[str, Any]:
     """A deployable model's interface for people and registries: input/output names, shapes and dtypes, quantization
-    parameters (scale, zero point) and how the weights are stored; read from the file itself."""
+    parameters (scale, zero point) and how the weights are stored; read from the file itself by the format's runtime
+    module (its `describe(path, meta)`)."""
     meta = meta or {}
     out: dict[str, Any] = {"format": fmt, "file": Path(path).name, "input_layout": meta.get("input_layout", "NCHW"),
                            "classes": meta.get("classes"), "quantization": meta.get("quantization")}
-    if fmt == "tflite":
-        from pipeline.runtimes import tflite_rt
-
-        info = tflite_rt.inspect(path)
-        out.update({k: info[k] for k in ("inputs", "outputs", "operators", "float_operators", "integer_only")})
-    elif fmt == "coreml":
-        from pipeline.runtimes import coreml_rt
-
-        info = coreml_rt.inspect(path)
-        out.update({k: info.get(k) for k in ("inputs", "outputs", "model_type", "opset", "operators",
-                                             "weight_elements_by_dtype")})
-        out["deployment_target"] = meta.get("coreml", {}).get("deployment_target")
-    elif fmt == "onnx":
-        import onnx
-
-        g = onnx.load(str(path), load_external_data=False).graph
-        vi = lambda v: {"name": v.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name,
-                        "shape": [d.dim_value if d.HasField("dim_value") else (d.dim_param or -1)
-                                  for d in v.type.tensor_type.shape.dim]}
-        out.update(inputs=[vi(v) for v in g.input], outputs=[vi(v) for v in g.output])
-    elif fmt == "executorch":
-        from pipeline.convert.executorch import coverage
-
-        shape = meta.get("input_shape")
-        out.update(inputs=[{"name": "input", "dtype": "float32", "shape": shape}] if shape else [],
-                   outputs=[{"name": "logits", "dtype": "float32"}], coverage=coverage(path))
-    elif fmt == "openvino":
-        from pipeline.runtimes import openvino_rt
-
-        out.update(openvino_rt.inspect(path))
+    read = getattr(importlib.import_module(RUNTIMES[fmt]), "describe", None) if fmt in RUNTIMES else None
+    if read is not None:
+        out.update(read(path, meta))
     return out
 
 

@@ -90,3 +90,11 @@ def inspect(path: Path | str) -> dict[str, Any]:
                 weight_share_by_dtype={k: v / total for k, v in weights.items()},
                 compressed_weight_ops={o: n for o, n in ops.items() if o.startswith("constexpr")})
     return info
+
+
+def describe(path: Path | str, meta: dict[str, Any]) -> dict[str, Any]:
+    """The interface read from the package's spec (pipeline.runtimes.describe)."""
+    info = inspect(path)
+    out = {k: info.get(k) for k in ("inputs", "outputs", "model_type", "opset", "operators", "weight_elements_by_dtype")}
+    out["deployment_target"] = meta.get("coreml", {}).get("deployment_target")
+    return out

@@ -85,3 +85,12 @@ def not_runnable_here(meta: dict[str, Any] | None = None) -> str | None:
     if "CoreMLBackend" in delegates:
         return "not runnable on this host (lowered to Core ML: ExecuTorch runs it on Apple devices only)"
     return None
+
+
+def describe(path: Path | str, meta: dict[str, Any]) -> dict[str, Any]:
+    """The program's input and its delegate coverage (pipeline.runtimes.describe)."""
+    from pipeline.convert.executorch import coverage
+
+    shape = meta.get("input_shape")
+    return {"inputs": [{"name": "input", "dtype": "float32", "shape": shape}] if shape else [],
+            "outputs": [{"name": "logits", "dtype": "float32"}], "coverage": coverage(path)}

@@ -56,3 +56,14 @@ class OnnxModel:
 
 def load(path: Path, meta: dict[str, Any], threads: int) -> OnnxModel:
     return OnnxModel(path, threads)
+
+
+def describe(path: Path | str, meta: dict[str, Any]) -> dict[str, Any]:
+    """Inputs and outputs read from the graph (pipeline.runtimes.describe)."""
+    import onnx
+
+    g = onnx.load(str(path), load_external_data=False).graph
+    vi = lambda v: {"name": v.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name,
+                    "shape": [d.dim_value if d.HasField("dim_value") else (d.dim_param or -1)
+                              for d in v.type.tensor_type.shape.dim]}
+    return {"inputs": [vi(v) for v in g.input], "outputs": [vi(v) for v in g.output]}

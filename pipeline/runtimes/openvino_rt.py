@@ -158,3 +158,8 @@ def not_runnable_here(meta: dict[str, Any] | None = None) -> str | None:
             return (f"not runnable on this host (the OpenVINO {device} plugin cannot compute in {precision}: "
                     f"OPTIMIZATION_CAPABILITIES {', '.join(caps)})")
     return None
+
+
+def describe(path: Path | str, meta: dict[str, Any]) -> dict[str, Any]:
+    """The IR's interface (pipeline.runtimes.describe)."""
+    return inspect(path)

@@ -126,3 +126,9 @@ def inspect(path: Path | str) -> dict[str, Any]:
             "float_operators": dict(sorted(float_ops.items())), "integer_only": not float_ops,
             "edge_conversions": edge_conversions, "constant_bytes_by_type": dict(weight_types),
             "inputs": io(g.inputs), "outputs": io(g.outputs)}
+
+
+def describe(path: Path | str, meta: dict[str, Any]) -> dict[str, Any]:
+    """The interface read from the flatbuffer (pipeline.runtimes.describe)."""
+    info = inspect(path)
+    return {k: info[k] for k in ("inputs", "outputs", "operators", "float_operators", "integer_only")}

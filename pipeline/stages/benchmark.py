@@ -24,8 +24,9 @@ class Benchmark(Stage):
     type = "benchmark"
     Config = BenchmarkConfig
     accepts = FORMATS
-    reads = ("device.threads", "device.name", "device.display_name", "device.connection", "device.known_hosts",
-             "device.remote_python", "device.remote_timeout_s", "device.benchmark_model", "paths.outputs")
+    # "host": a timing made on this machine is reused only on a machine with the same CPU, cores and instruction sets
+    reads = ("host", "device.threads", "device.name", "device.display_name", "device.connection", "device.known_hosts",
+             "device.remote_python", "device.remote_timeout_s", "device.benchmark_model")
     min_inputs = 1
 
     @classmethod
@@ -65,10 +66,7 @@ class Benchmark(Stage):
         return StageResult(metrics=metrics, about=about, info={"threads": threads, "cpu": r["cpu"]})
 
     def _on_device(self, ctx: StageContext) -> StageResult:
-        from pathlib import Path
-
         from pipeline import remote
-        from pipeline.devices import store
         from pipeline.core.errors import NotRunnableHere
 
         p: BenchmarkConfig = ctx.params
@@ -85,9 +83,6 @@ class Benchmark(Stage):
                    "shape": [p.batch_size, *a.meta["input_shape"][1:]]} for n, a in ctx.inputs.items()
                   if n not in skipped]
         r = remote.measure(device, models, int(ctx.settings.device.threads), p.warmup, p.iterations, repeats=p.repeats)
-        # recorded only after the whole measurement came back: a failed run leaves nothing in the store
-        db = store.path_in(Path(ctx.settings.paths.outputs))
-        store.record_measurement(db, device, r, models, run=ctx.name)
         about = {n: Findings(not_runnable=why) for n, why in skipped.items()}
         metrics = {"device_peak_rss_mb": r["peak_rss_mb"], "device_threads": r["threads"]}
         for name, m in r["models"].items():
@@ -103,5 +98,7 @@ class Benchmark(Stage):
             ctx.log.info("%s: p50 %.3f ms  p90 %.3f ms — measured on %s (%s), %s %s, %d thread(s)", name,
                          m["latency_p50_ms"], m["latency_p90_ms"], on["device"], on["connection"], on["runtime"],
                          on["version"], on["threads"])
+        # the measurement store records it once the stage has succeeded (pipeline.listeners.MeasurementListener)
         return StageResult(metrics=metrics, about=about,
-                           info={"device": r["connection"], "cpu": r["cpu"], "threads": r["threads"], "store": str(db)})
+                           info={"device": r["connection"], "cpu": r["cpu"], "threads": r["threads"],
+                                 "device_measurement": {"device": device, "result": r, "models": models}})

@@ -28,7 +28,7 @@ class Fuse(Stage):
     accepts = ("torch",)
     produces = "torch"
     min_inputs = max_inputs = 1
-    reads = ("data",)
+    reads = ("data", "host")  # host: it times the fused model against the unfused one here
     libraries = ("torch", "numpy")
 
     @classmethod

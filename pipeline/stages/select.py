@@ -108,7 +108,7 @@ class SelectInt8(Stage):
     accepts = ("onnx",)
     implements = ("quantize", "measured")
     min_inputs = max_inputs = 1
-    reads = ("data", "seed", "device.threads", "gate.max_accuracy_drop")
+    reads = ("data", "host", "seed", "device.threads", "gate.max_accuracy_drop")  # host: it times the candidates here
 
     @classmethod
     def output_format(cls, params, device):

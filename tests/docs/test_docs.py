@@ -31,7 +31,7 @@ import yaml
 from omegaconf import MISSING, OmegaConf
 
 from conftest import ROOT, compose_cfg
-from pipeline import config
+from pipeline.core import config
 from pipeline.stages import ENTRY_POINT_GROUP, Stage, discover
 
 DOCS = ROOT / "docs"
@@ -149,7 +149,7 @@ def _check_run(words: list[str], block: Block, tmp_path: Path, capsys) -> None:
 
     flags, overrides = _split_flags(words)
     if "--help" in flags:
-        from pipeline.cli_help import text
+        from pipeline.cli.help import text
 
         help_text = text()
         assert not overrides and all(p.stem in help_text for p in (ROOT / "recipes").glob("*.yaml"))
@@ -179,10 +179,10 @@ def _check_module(module: str, args: list[str]) -> None:
     assert importlib.util.find_spec(module) is not None, f"no module {module}"
     mod = importlib.import_module(module)
     assert callable(getattr(mod, "main", None)), f"{module} has no main()"
-    if module == "pipeline.compare":
+    if module == "pipeline.tracking.compare":
         mod.parse(args)  # raises on an unknown key or value
-    if module == "pipeline.verify":
-        assert args, "pipeline.verify takes run folders"
+    if module == "pipeline.cli.verify":
+        assert args, "pipeline.cli.verify takes run folders"
 
 
 def _check_console_script(words: list[str], block: Block, tmp_path: Path, capsys) -> None:
@@ -214,7 +214,7 @@ def test_documented_command_still_works(block, line, words, tmp_path, capsys):
 def test_the_docs_show_commands_to_check():
     """The collection above found the examples (a change of fence or prompt style would silently check nothing)."""
     assert len(COMMANDS) >= 30
-    assert {w[2] for _, _, w in COMMANDS if w[0] == "python"} >= {"pipeline", "pipeline.compare"}
+    assert {w[2] for _, _, w in COMMANDS if w[0] == "python"} >= {"pipeline", "pipeline.tracking.compare"}
 
 
 # --- recipes, code, configuration -------------------------------------------------------------------------------------
