@@ -45,4 +45,4 @@ print("HEAVY:", [m for m in {HEAVY!r} if m in sys.modules])
     # one line per recipe and per device, with what it is for / what it deploys
     assert any(l.split()[:1] == ["mobilenet_int8"] and "quantize to int8" in l for l in lines)
     assert any(l.split()[:1] == ["pixel7"] and "Google Pixel 7: deploys litert" in l for l in lines)
-    assert "--plan" in out.stdout and "pipeline.tracking.compare" in out.stdout
+    assert "--plan" in out.stdout and "edge-pipeline compare" in out.stdout

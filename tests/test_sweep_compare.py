@@ -87,7 +87,7 @@ def test_pareto_front():
 def test_compare_bad_arguments(tmp_path, store, capsys):
     outputs, _ = store
     assert compare.main(["experimnt=demo"]) == 2
-    assert "unknown argument 'experimnt=demo'" in capsys.readouterr().err
+    assert "unknown key 'experimnt'. Did you mean 'experiment'?" in capsys.readouterr().err
     assert compare.main(["experiment=nope", f"paths.outputs={outputs}"]) == 2
     err = capsys.readouterr().err
     assert "experiment='nope' not found" in err and "demo" in err.split("experiments:")[1]

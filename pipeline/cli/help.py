@@ -41,8 +41,10 @@ Devices (device=NAME):
 Other choices (GROUP=OPTION):
 {others}
 
-Other commands:
-  python -m pipeline.tracking.compare experiment=NAME [sweep=ID]   leaderboard of runs: table, Pareto plot, HTML
+Other commands (edge-pipeline --help lists them all; `edge-pipeline run` is this command):
+  edge-pipeline plan recipe=NAME device=NAME          what would run and what the cache reuses
+  edge-pipeline compare experiment=NAME [sweep=ID]    leaderboard of runs: table, Pareto plot, HTML
+  edge-pipeline stages [type=NAME]                    stage types, or one type's parameters with defaults
   mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db   the runs in MLflow (make ui)
 
 Print the resolved recipe:  python -m pipeline recipe=NAME --cfg job --resolve    Hydra's own help: --hydra-help

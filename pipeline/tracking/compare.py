@@ -1,6 +1,6 @@
 """Compare runs from MLflow: a leaderboard on the console, a Pareto plot (PNG) and a self-contained HTML report.
 
-    python -m pipeline.tracking.compare experiment=mobilenet_int8 [sweep=ID] [artifacts=final|all]
+    edge-pipeline compare experiment=mobilenet_int8 [sweep=ID] [artifacts=final|all]
                                [paths.outputs=DIR | tracking.uri=http://HOST:PORT] [out=DIR]
 
 Reads every pipeline run of the experiment (or of one sweep) through MLflow, each run's summary.json artifact, and the
@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from pipeline.cli import args as cli_args
 from pipeline.report import objective
 from pipeline.report.schema import SchemaError, Summary
 from pipeline.report.table import render, wrap_notes
@@ -35,8 +36,7 @@ KEYS = {"experiment": "experiment name (default: every experiment holding a run 
         "ui": f"the MLflow UI the HTML's run links point at (default {UI})"}
 
 
-class UsageError(Exception):
-    pass
+UsageError = cli_args.UsageError
 
 
 # --- reading ------------------------------------------------------------------------------------------------------
@@ -495,13 +495,7 @@ def report(client, experiment_ids: list[str], sweep: str | None, out_dir: Path, 
 
 # --- command line -------------------------------------------------------------------------------------------------------
 def parse(argv: list[str]) -> dict[str, str]:
-    args = {}
-    for a in argv:
-        key, sep, value = a.partition("=")
-        if not sep or key not in KEYS:
-            raise UsageError(f"unknown argument {a!r}; use key=value with keys: " +
-                             "; ".join(f"{k} ({v})" for k, v in KEYS.items()))
-        args[key] = value
+    args = cli_args.parse(argv, KEYS)
     if "experiment" not in args and "sweep" not in args:
         raise UsageError("name what to compare: experiment=NAME and/or sweep=ID")
     if args.get("artifacts", "final") not in ("final", "all"):
@@ -513,6 +507,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         args = parse(argv)
+    except cli_args.HelpRequested:
+        print(cli_args.help_text("edge-pipeline compare", __doc__.strip().splitlines()[0], KEYS))
+        return 0
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
         from mlflow.tracking import MlflowClient
 
         from pipeline.tracking import tracker as tracking

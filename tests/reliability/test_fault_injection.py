@@ -103,13 +103,7 @@ def test_sigkill_at_random_points_of_a_real_run(tmp_path, reliability_results):
           f"{span_reused:.0f} s reusing), {reruns} re-runs: {counts}")
 
 
-_SWEEP_PARENT_UNTAGGED = "start_parent" not in (ROOT / "pipeline" / "sweep.py").read_text()
-
-
 @pytest.mark.slow
-@pytest.mark.xfail(_SWEEP_PARENT_UNTAGGED, strict=True, reason="pipeline/sweep.py opens the sweep's parent run "
-                   "without the process's host and pid, so a SIGKILLed sweep's parent stays RUNNING: it must open it "
-                   "with Tracker.start_parent (then close_orphans closes it)")
 def test_sigkill_at_random_points_of_a_real_sweep(tmp_path, reliability_results):
     photos = write_images(tmp_path / "photos", {"cat": 6, "dog": 6, "owl": 6})
     outputs = tmp_path / "outputs"
