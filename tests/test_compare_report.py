@@ -11,6 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 import summaries
+from pipeline.report import leaderboard
 from pipeline.tracking import compare, tracker as tracking
 
 MEASURED = "this host (test CPU), onnxruntime 1.31.1, 2 thread(s), batch 1, load average 1.90 before, 2.05 after"
@@ -130,6 +131,6 @@ def test_table_wraps_long_cells_to_the_width():
                                                      "device budget: latency_ms 80 vs limit 50"],
              "not_runnable": None, "aliases": ["candidate", "champion"], "objective_metric": "accuracy",
              "measured_on": MEASURED, "judged": True}]
-    text = compare.table(rows)
+    text = leaderboard.table(rows)
     assert max(len(line) for line in text.splitlines()) <= 120, text
     assert "0.31 (0.29-0.33)" in text and "1.51x" in text and "n.s." not in text

@@ -110,4 +110,4 @@ def test_summary_card_renders(tmp_path):
     _plot(png)
     page = tmp_path / "summary_card.html"
     page.write_text(card.card_html(_summary(), {"accuracy vs latency": str(png)}))
-    _check(page, tmp_path, len(_summary()["artifacts"]))
+    _check(page, tmp_path, len(_summary().artifacts))

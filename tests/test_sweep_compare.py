@@ -9,6 +9,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 import summaries
+from pipeline.report import leaderboard
 from pipeline.tracking import compare, tracker as tracking
 
 
@@ -80,7 +81,7 @@ def test_compare_all_artifacts_and_whole_experiment(store, capsys):
 
 def test_pareto_front():
     pts = [(1.0, 90.0), (2.0, 95.0), (1.5, 89.0), (0.5, 80.0), (2.0, 94.0)]
-    assert compare.pareto_front(pts) == [3, 0, 1]
+    assert leaderboard.pareto_front(pts) == [3, 0, 1]
 
 
 @pytest.mark.bad_input

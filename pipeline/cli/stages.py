@@ -71,7 +71,7 @@ def _takes(cls: type) -> str:
 
 
 def describe(name: str, registry: dict[str, type]) -> str:
-    from pipeline.report.table import render, wrap_notes
+    from pipeline.report.table import render
 
     impls = {c.type: c for c in registry.values() if c.implements and c.implements[0] == name}
     if name not in registry and not impls:

@@ -74,7 +74,7 @@ def _quality_checks(r: ArtifactRow, base: ArtifactRow | None, speed: tuple, max_
             ok = verdict != "slower"
             checks.append(Check("speed", ok, (f"slower than its fp32 baseline {base.name!r} ({shown})" if not ok
                                               else f"{verdict} than {base.name!r} ({shown})"),
-                                round(speedup, 4), 1.0, "x", f"measured side by side on this host"))
+                                round(speedup, 4), 1.0, "x", "measured side by side on this host"))
         if r.accuracy is not None and base.accuracy is not None:
             delta = 100.0 * (r.accuracy - base.accuracy)
             ok = -delta <= max_drop
