@@ -219,3 +219,14 @@ def field_table(cls=ArtifactRow) -> str:
     lines = ["| field | meaning |", "|---|---|"]
     lines += [f"| `{f.name}` | {f.metadata.get('doc', '')} |" for f in fields(cls)]
     return "\n".join(lines)
+
+
+def field_tables() -> str:
+    """Every table of summary.json's layout, as docs/summary-json.md holds it between its markers."""
+    parts = [(Summary, "summary.json"), (ArtifactRow, "each entry of `artifacts`"), (Verdict, "`verdict`"),
+             (Check, "each entry of `verdict.checks`"), (Gate, "`gate`"), (StageRow, "each entry of `stages`")]
+    return "\n\n".join(f"{title}:\n\n{field_table(cls)}" for cls, title in parts)
+
+
+if __name__ == "__main__":
+    print(field_tables())

@@ -313,10 +313,10 @@ def test_the_stage_example_runs_in_a_pipeline(tmp_path, monkeypatch, capsys):
     cfg.stages = recipe["stages"]
     summary = run(cfg, stages=[stage])
     capsys.readouterr()
-    size = next(s for s in summary["stages"] if s["name"] == "size")
+    size = next(s for s in summary.stages if s.name == "size")
     kib = (tmp_path / "model.onnx").stat().st_size / 1024
-    assert size["status"] == "ran" and size["metrics"]["mine.size"] == pytest.approx(kib, rel=0.01)
-    assert size["metrics"]["mine.within_budget"] == 1.0  # a few hundred bytes against the Pixel 7's 20 MB
+    assert size.status == "ran" and size.metrics["mine.size"] == pytest.approx(kib, rel=0.01)
+    assert size.metrics["mine.within_budget"] == 1.0  # a few hundred bytes against the Pixel 7's 20 MB
 
 
 # --- reference pages against the code ---------------------------------------------------------------------------------
@@ -371,3 +371,12 @@ def test_every_recipe_and_device_is_documented():
         assert f"| `{path.stem}` |" in recipes, f"docs/recipes.md: recipe {path.stem} is missing from the table"
     for path in sorted((ROOT / "conf" / "device").glob("*.yaml")):
         assert f"`{path.stem}`" in devices, f"docs/devices.md: device {path.stem} is missing from the catalog"
+
+
+def test_summary_json_page_holds_the_tables_the_types_generate():
+    """docs/summary-json.md's field tables are the schema's own one-line docs (python -m pipeline.report.schema)."""
+    from pipeline.report.schema import field_tables
+
+    page = (ROOT / "docs" / "summary-json.md").read_text()
+    inside = page.split("<!-- fields: begin -->\n", 1)[1].split("\n<!-- fields: end -->", 1)[0]
+    assert inside == field_tables(), "regenerate the tables: python -m pipeline.report.schema"
