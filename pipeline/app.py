@@ -35,6 +35,12 @@ def _make_run_dir(outputs: Path, recipe: str, device: str) -> Path:
     return d
 
 
+def cache_root(cfg: DictConfig, outputs: Path) -> Path:
+    """cache.dir, or the outputs folder's own cache."""
+    d = cfg.cache.get("dir")
+    return Path(os.path.expanduser(str(d))).resolve() if d else outputs / "cache"
+
+
 def _file_logging(run_dir: Path) -> logging.Handler:
     h = logging.FileHandler(run_dir / "pipeline.log")
     h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -126,7 +132,7 @@ def _execute(plan, cfg: DictConfig, outputs: Path, run_dir: Path, events: Events
     status, error, exc = "success", None, None
     try:
         events.run_started()
-        cache = Cache(outputs / "cache") if cfg.cache.enabled else Cache(nocache)
+        cache = Cache(cache_root(cfg, outputs)) if cfg.cache.enabled else Cache(nocache)
         if cfg.cache.enabled:
             cache.clean_tmp()
         runner = Runner(plan, cfg, cache, run_dir, events, use_cache=bool(cfg.cache.enabled))
@@ -215,7 +221,7 @@ def preview(cfg: DictConfig, stages: Iterable[type] = ()) -> list[dict]:
     reuse it (and if not, why). Runs nothing and writes nothing; prints a table and returns its rows."""
     cfg, plan = prepare(cfg, stages)
     outputs = Path(os.path.expanduser(cfg.paths.outputs)).resolve()
-    cache = Cache(outputs / "cache")
+    cache = Cache(cache_root(cfg, outputs))
     rows = Runner(plan, cfg, cache, outputs, None, use_cache=bool(cfg.cache.enabled)).preview()
     from pipeline.report.table import render
 

@@ -117,6 +117,9 @@ class TrackingConfig:
 class CacheConfig:
     enabled: bool = True  # false: run every stage and store nothing
     force: List[str] = field(default_factory=list)  # stage names to re-run (with their descendants) even if cached
+    # the stage cache; null = <paths.outputs>/cache. Several outputs folders may share one (entries are addressed by
+    # content and locked per key); timings are keyed by the machine, so hosts sharing a disk never swap latencies
+    dir: Optional[str] = None
 
 
 @dataclass
