@@ -1,4 +1,4 @@
-"""`run(cfg)`: plan -> run -> report. The Hydra entry point (pipeline/__main__.py) is a thin wrapper around it."""
+"""`run(cfg)`: plan -> run -> report. The Hydra entry point (pipeline/cli/run.py) is a thin wrapper around it."""
 from __future__ import annotations
 
 import logging

@@ -1,6 +1,7 @@
 """Fixtures: compose real configs with Hydra's compose API, isolated outputs, a real MLflow server on loopback."""
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -101,6 +102,34 @@ def reliability_results(request) -> dict:
     if RELIABILITY not in stash:
         stash[RELIABILITY] = {}
     return stash[RELIABILITY]
+
+
+def _merge(into: dict, more: dict) -> None:
+    """Add another process's reliability results: kill counts add up, the other records are per test."""
+    for k, v in more.items():
+        if k == "kill":
+            kill = into.setdefault("kill", {})
+            for f, n in v.items():
+                kill[f] = kill.get(f, 0) + n
+        elif isinstance(v, dict):
+            into.setdefault(k, {}).update(v)
+        else:
+            into[k] = v
+
+
+def pytest_sessionfinish(session):
+    """Under pytest-xdist, a worker hands its reliability results to the controller (pytest_testnodedown)."""
+    out = getattr(session.config, "workeroutput", None)
+    if out is not None:
+        out["reliability"] = json.dumps(session.config.stash.get(RELIABILITY, {}))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    stash = node.config.stash
+    if RELIABILITY not in stash:
+        stash[RELIABILITY] = {}
+    _merge(stash[RELIABILITY], json.loads(getattr(node, "workeroutput", {}).get("reliability", "{}")))
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

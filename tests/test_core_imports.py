@@ -31,7 +31,7 @@ def test_help_lists_choices_and_imports_no_ml_framework():
     code = f"""
 import sys
 sys.argv = ["pipeline", "--help"]
-from pipeline.__main__ import main
+from pipeline.cli.run import main
 try:
     main()
 except SystemExit:

@@ -3,18 +3,21 @@ from __future__ import annotations
 
 import json
 
+import summaries
+from pipeline.report.schema import Summary
 from pipeline.tracking import sweep_constraints
 
 
-def _summary(latency, model_mb, fps):
-    checks = [{"budget": "latency_ms", "limit": 50.0, "value": latency},
-              {"budget": "model_mb", "limit": 20.0, "value": model_mb},
-              {"budget": "fps", "limit": 30.0, "value": fps}]
-    return {"artifacts": [{"name": "export"}, {"name": "quantize", "gate": {"checks": checks}}]}
+def _summary(latency, model_mb, fps) -> dict:
+    checks = [{"name": "latency_ms", "ok": latency <= 50, "message": "", "limit": 50.0, "value": latency},
+              {"name": "model_mb", "ok": model_mb <= 20, "message": "", "limit": 20.0, "value": model_mb},
+              {"name": "fps", "ok": fps >= 30, "message": "", "limit": 30.0, "value": fps}]
+    return summaries.summary([summaries.row("export", "onnx", "fp32", 1000),
+                              summaries.row("quantize", "onnx", "int8", 300, checks=checks)])
 
 
 def test_violations_are_relative_and_signed():
-    v = sweep_constraints.violations(_summary(75.0, 10.0, 13.3))
+    v = sweep_constraints.violations(Summary.from_dict(_summary(75.0, 10.0, 13.3)))
     lat, fps, mb, ram = v
     assert lat == 0.5 and mb == -0.5 and fps > 0 and ram == 0.0  # over latency, under size, too few fps, unchecked
 

@@ -27,7 +27,7 @@ def _hydra(extra: list[str]) -> Callable[[list[str]], int]:
     """A command that runs the Hydra entry point with `extra` arguments added (plan: --plan)."""
 
     def run(args: list[str]) -> int:
-        from pipeline.__main__ import main
+        from pipeline.cli.run import main
 
         sys.argv = ["edge-pipeline", *args, *extra]
         try:

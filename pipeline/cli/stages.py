@@ -9,7 +9,7 @@ import io
 import sys
 import tokenize
 
-from pipeline.cli import args as cli_args
+from pipeline.core import arguments as cli_args
 
 KEYS = {"type": "a stage type (e.g. quantize_onnx) or a generic type (export, quantize): its parameters"}
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from pipeline.cli import args as cli_args
+from pipeline.core import arguments as cli_args
 from pipeline.core.cache import verify_run
 
 KEYS = {"run": "a run folder (outputs/runs/<recipe>/<stamp>-<device>-<id>); or give the folders as operands"}

@@ -12,7 +12,7 @@ Three kinds of chatter reach a terminal, and each needs its own route:
   the duration of a block; progress bars write to a copy of the terminal (`progress()`, `terminal()`, and tqdm's
   redraws on sys.stderr).
 
-Wiring: pipeline/__main__.py calls `quiet_environment()` at process start and `set_verbose` from the config; the
+Wiring: pipeline/cli/run.py calls `quiet_environment()` at process start and `set_verbose` from the config; the
 runner runs every stage inside `quiet()` and `heartbeat()`; the converters' `pipeline.core.console.quiet` is this `quiet()`.
 `verbose=true` (set_verbose(True)) turns all of it off: everything is shown as the libraries print it.
 Imports no ML framework.

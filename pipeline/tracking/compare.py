@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pipeline.cli import args as cli_args
+from pipeline.core import arguments as cli_args
 from pipeline.report import objective
 from pipeline.report.schema import SchemaError, Summary
 from pipeline.report.leaderboard import UI, latency_ci, plot, table, write_html

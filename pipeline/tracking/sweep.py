@@ -11,7 +11,7 @@ Hydra instantiates `SweepCallback` from `hydra.callbacks.sweep` (conf/config.yam
 
 A job that fails raises `JobFailed`, so the launcher records a failed job and the sweeper decides: Hydra's basic sweeper
 lets every other job of the batch finish and then exits 1; Optuna marks the trial FAIL and continues while its
-`max_failure_rate` allows. When the sweeper raises, Hydra skips on_multirun_end: pipeline.__main__ then calls
+`max_failure_rate` allows. When the sweeper raises, Hydra skips on_multirun_end: pipeline.cli.run then calls
 `finish_active()` so the parent run is closed (FAILED) and the summary printed all the same.
 """
 from __future__ import annotations
@@ -50,7 +50,7 @@ class JobFailed(CompactHydraException):
 
 class SweepRefused(SystemExit):
     """An invalid sweep, refused in on_multirun_start before any job: Hydra turns a callback's exceptions into
-    warnings and goes on, so this leaves as an exit (status 2) that pipeline.__main__ reports with `error`'s text."""
+    warnings and goes on, so this leaves as an exit (status 2) that pipeline.cli.run reports with `error`'s text."""
 
     def __init__(self, error: Exception):
         super().__init__(2)

@@ -4,7 +4,7 @@ sampler steers away from it and the Pareto front holds only models that fit the 
 Optuna (>= 3, the sweeper of the Hydra 1.4 line) calls `constraints_func(frozen_trial)` after each trial and treats
 every value <= 0 as satisfied. A sweep job's results are not in the trial (Hydra's sweeper only passes the
 objective values back), so this reads them where the sweep callback leaves them: <sweep dir>/<job number>/job.json
-names the run directory, whose summary.json holds the gate checks of the judged artifact (pipeline.devices.budgets).
+names the run directory, whose summary.json holds the budget checks of the judged artifact's verdict.
 Trials are numbered like the jobs (one trial per job, in launch order). Imports no ML framework.
 
     hydra.sweeper.sampler.constraints_func:
@@ -18,22 +18,22 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from pipeline.report.schema import Summary
+
 log = logging.getLogger("pipeline")
 # budget -> +1 when the value must stay below the limit, -1 when above (frames per second)
 BUDGETS = {"latency_ms": 1, "fps": -1, "model_mb": 1, "ram_mb": 1}
 
 
-def violations(summary: dict, artifact: str | None = None) -> list[float]:
+def violations(summary: Summary, artifact: str | None = None) -> list[float]:
     """One value per budget in BUDGETS order: (value - limit) / limit (sign flipped for fps); <= 0 when the budget
     is met, 0 when it was not checked (no limit, or nothing measured or estimated to check it against)."""
-    from pipeline.report import objective
-
-    row = objective.final_artifact(summary, artifact) or {}
-    checks = {c.get("budget"): c for c in ((row.get("gate") or {}).get("checks") or [])}
+    row = summary.row(artifact) if artifact else summary.judged
+    checks = {c.name: c for c in (row.verdict.checks if row else [])}
     out = []
     for name, sign in BUDGETS.items():
-        c = checks.get(name) or {}
-        value, limit = c.get("value"), c.get("limit")
+        c = checks.get(name)
+        value, limit = (c.value, c.limit) if c else (None, None)
         if value is None or not limit:
             out.append(0.0)
         else:
@@ -48,13 +48,13 @@ class BudgetConstraints:
         self.sweep_dir = Path(sweep_dir)
         self.artifact = artifact
 
-    def summary(self, number: int) -> dict | None:
+    def summary(self, number: int) -> Summary | None:
         job = self.sweep_dir / str(number) / "job.json"
         try:
             rec = json.loads(job.read_text())
             run_dir = rec.get("run_dir") or (rec.get("summary") or {}).get("run_dir")
-            return json.loads((Path(run_dir) / "summary.json").read_text()) if run_dir else None
-        except (OSError, ValueError, TypeError) as e:
+            return Summary.load(Path(run_dir) / "summary.json") if run_dir else None
+        except (OSError, ValueError, TypeError) as e:  # (SchemaError is a ValueError)
             log.warning("budget constraints: no summary for trial %d (%s): treated as within budget", number, e)
             return None
 

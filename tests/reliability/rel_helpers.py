@@ -107,3 +107,12 @@ def write_images(root: Path, classes: dict[str, int], size: int = 12, seed: int 
             img = np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)
             Image.fromarray(img).save(d / f"{i:03d}.png")
     return root
+
+
+def kill_fractions(n: int, rng) -> list[float]:
+    """`n` moments across a run's span, one drawn at random inside each of n equal slices of [0.05, 0.95]: every phase
+    of the run (start-up, each stage, logging, publishing, the summary) gets a kill, with a fraction of the count a
+    uniform draw needs to cover them. Shuffled, so that kills early and late interleave with the resumed runs."""
+    points = [0.05 + 0.9 * (i + rng.random()) / n for i in range(n)]
+    rng.shuffle(points)
+    return points

@@ -2,7 +2,7 @@
 any stage ran, 1 when a stage failed) and that nothing partial lands in the cache, outputs/ or MLflow.
 
 Entries are marked `bad_input`; the terminal summary counts them. Composition errors go through the real command
-line (Hydra); plan and run errors through `app.run` in-process, mapped to exit statuses as pipeline/__main__.py does.
+line (Hydra); plan and run errors through `app.run` in-process, mapped to exit statuses as pipeline/cli/run.py does.
 """
 from __future__ import annotations
 

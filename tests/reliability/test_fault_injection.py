@@ -3,9 +3,10 @@ quantization, evaluation, benchmark subprocess, MLflow logging, publishing, summ
 followed by a re-run of the same command. After every re-run: no corrupt cache entry, no MLflow run left RUNNING, and
 every run folder that has a summary.json holds exactly the bytes it records (`pipeline.cli.verify`).
 
-RELIABILITY_FAULT_KILLS / RELIABILITY_FAULT_SWEEP_KILLS change the counts (20 and 5), RELIABILITY_SEED the sequence.
-Most kills land in runs whose stages are cached (MLflow logging, publishing, summary: the parts a kill most easily
-corrupts); every fourth uses a fresh seed, so that its kill lands while stages compute.
+RELIABILITY_FAULT_KILLS / RELIABILITY_FAULT_SWEEP_KILLS change the counts (8 and 3), RELIABILITY_SEED the sequence.
+The kill moments are stratified over the run's span (one inside each slice, rel_helpers.kill_fractions), so a few
+kills reach every phase a uniform draw needs many more for. Half land in runs whose stages are cached (MLflow logging,
+publishing, summary: the parts a kill most easily corrupts), half in fresh runs, while stages compute.
 """
 from __future__ import annotations
 
@@ -21,12 +22,12 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from rel_helpers import cache_state, mlflow_runs, write_images
+from rel_helpers import cache_state, kill_fractions, mlflow_runs, write_images
 from pipeline.core.cache import verify_run
 
 SEED = int(os.environ.get("RELIABILITY_SEED", "7"))
-KILLS = int(os.environ.get("RELIABILITY_FAULT_KILLS", "20"))
-SWEEP_KILLS = int(os.environ.get("RELIABILITY_FAULT_SWEEP_KILLS", "5"))
+KILLS = int(os.environ.get("RELIABILITY_FAULT_KILLS", "8"))
+SWEEP_KILLS = int(os.environ.get("RELIABILITY_FAULT_SWEEP_KILLS", "3"))
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
 
@@ -85,14 +86,16 @@ def test_sigkill_at_random_points_of_a_real_run(tmp_path, reliability_results):
     again, span_reused = _run([*base, "seed=0"])
     assert again.returncode == 0, again.stderr[-3000:]
     rng = random.Random(SEED)
+    moments = [(True, f) for f in kill_fractions(KILLS - KILLS // 2, rng)] + \
+              [(False, f) for f in kill_fractions(KILLS // 2, rng)]
     kills = reruns = attempts = 0
     while kills < KILLS:
         attempts += 1
         assert attempts <= 3 * KILLS, "runs keep finishing before their kill: the calibrated spans are off"
-        fresh = attempts % 4 == 0
+        fresh, fraction = moments[(attempts - 1) % len(moments)]
         seed = 1000 + attempts if fresh else 0
         span = span_full if fresh else span_reused
-        killed = _kill_after([*base, f"seed={seed}"], rng.uniform(0.05, 0.95) * span)
+        killed = _kill_after([*base, f"seed={seed}"], fraction * span)
         out, _ = _run([*base, f"seed={seed}"])  # the re-run completes ...
         reruns += 1
         assert out.returncode == 0, out.stderr[-3000:]
@@ -113,12 +116,12 @@ def test_sigkill_at_random_points_of_a_real_sweep(tmp_path, reliability_results)
     # the kills land in re-runs, whose stages are cached: time one, so a kill falls inside it, not after its end
     again, span = _run(sweep)
     assert again.returncode == 0, again.stderr[-3000:]
-    rng = random.Random(SEED + 1)
+    moments = kill_fractions(SWEEP_KILLS, random.Random(SEED + 1))
     kills = reruns = attempts = 0
     while kills < SWEEP_KILLS:
         attempts += 1
         assert attempts <= 3 * SWEEP_KILLS, "sweeps keep finishing before their kill: the calibrated span is off"
-        killed = _kill_after(sweep, rng.uniform(0.05, 0.95) * span)
+        killed = _kill_after(sweep, moments[(attempts - 1) % len(moments)] * span)
         out, _ = _run(sweep)
         reruns += 1
         assert out.returncode == 0, out.stderr[-3000:]

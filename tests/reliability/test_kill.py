@@ -2,8 +2,9 @@
 had finished; SIGINT/SIGTERM close the MLflow run as KILLED and keep the finished stages.
 
 The kill points use the stub chain (stages that write their files slowly, so kills land mid-write) through the real
-command line with the embedded MLflow store; two more kill a real tiny run (train -> ONNX -> int8 -> evaluate ->
-benchmark). Set RELIABILITY_SEED to replay a sequence, RELIABILITY_KILL_POINTS to change how many.
+command line with the embedded MLflow store, one moment inside each slice of a run's span so that ten reach every
+phase; two more kill a real tiny run (train -> ONNX -> int8 -> evaluate -> benchmark). Set RELIABILITY_SEED to replay
+a sequence, RELIABILITY_KILL_POINTS to change how many.
 """
 from __future__ import annotations
 
@@ -19,10 +20,11 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from rel_helpers import cache_state, compose_stub, mlflow_runs, outcome, run_stub_cli, stub_cmd, write_images
+from rel_helpers import (cache_state, compose_stub, kill_fractions, mlflow_runs, outcome, run_stub_cli, stub_cmd,
+                         write_images)
 
 SEED = int(os.environ.get("RELIABILITY_SEED", "7"))
-KILL_POINTS = int(os.environ.get("RELIABILITY_KILL_POINTS", "20"))
+KILL_POINTS = int(os.environ.get("RELIABILITY_KILL_POINTS", "10"))
 
 
 def _tally(results: dict, *, stub: int = 0, real: int = 0, survived: int = 0, corrupt: int = 0, resumed: int = 0):
@@ -67,12 +69,13 @@ def test_sigkill_at_random_moments(tmp_path, reliability_results):
     span = time.perf_counter() - t
     assert first.returncode == 0, first.stderr[-3000:]
     landed = {"before any stage": 0, "between stages": 0, "inside a stage": 0}
+    moments = kill_fractions(KILL_POINTS, rng)  # one moment inside each slice of the run: every phase is reached
     kills = corrupt = attempts = 0
     while kills < KILL_POINTS:  # a run that finishes before its kill moment does not count as a kill point
         attempts += 1
         assert attempts <= 3 * KILL_POINTS, "runs keep finishing before the kill: the calibrated span is off"
         salt = f"kill{attempts}"
-        delay = rng.uniform(0.1, 0.95) * span
+        delay = moments[(attempts - 1) % len(moments)] * span
         killed, ran = _kill_after(stub_cmd(*args, f"stages.a.salt={salt}"), delay)
         if not killed:  # the machine got faster than when the span was measured
             span = ran

@@ -321,7 +321,7 @@ def _sigterm_scenario(tmp_path: Path) -> None:
     rec.files = sorted(files.iterdir())
 
     def on_term(signum, frame):
-        raise KeyboardInterrupt  # what pipeline/__main__.py makes of SIGTERM
+        raise KeyboardInterrupt  # what pipeline/cli/run.py makes of SIGTERM
 
     old = signal.signal(signal.SIGTERM, on_term)
     timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM))

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from pipeline import app
+from pipeline.report.schema import Summary
+from pipeline.report.table import summary_table
 from pipeline.core.artifacts import path_size
 from pipeline.core.errors import NotRunnableHere
 from pipeline.runtimes import coreml_rt
@@ -54,7 +56,7 @@ def test_not_runnable_here_is_reported_not_measured(iphone_run):
         assert a["not_runnable"] == "not runnable on this host (Core ML needs macOS)"
         assert a["accuracy"] is None and a["latency_ms"] is None
     assert arts["train"]["accuracy"] is not None  # the PyTorch model still ran
-    table = app.report.table(s, color=False)
+    table = summary_table(Summary.from_dict(s), color=False)
     assert "not runnable on this host (Core ML needs macOS)" in table
     saved = json.loads((Path(s["run_dir"]) / "summary.json").read_text())
     assert saved["artifacts"][2]["not_runnable"].startswith("not runnable on this host")

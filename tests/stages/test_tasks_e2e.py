@@ -18,7 +18,7 @@ TINY = ["model.input_size=32", "data.train_images=160", "data.val_images=48", "s
 def _run(tmp_path, recipe: str, device: str, *extra: str) -> dict:
     from pipeline.app import run
 
-    return run(compose_cfg([f"recipe={recipe}", f"device={device}", *TINY, *extra], tmp_path / "outputs"))
+    return run(compose_cfg([f"recipe={recipe}", f"device={device}", *TINY, *extra], tmp_path / "outputs")).to_dict()
 
 
 def _check(summary: dict, task: str, metrics: tuple[str, ...], outputs: list[str], fmt: str) -> dict:

@@ -1,5 +1,6 @@
-"""The one grammar of `edge-pipeline`'s own commands: `key=value` arguments (as Hydra overrides are written), bare
-words for a command's positional operands, `--help`. Unknown keys are refused with the closest key and the list."""
+"""The one grammar of `edge-pipeline`'s own commands (pipeline.cli and the modules they run): `key=value` arguments
+(as Hydra overrides are written), bare words for a command's positional operands, `--help`. Unknown keys are refused
+with the closest key and the list."""
 from __future__ import annotations
 
 import difflib
