@@ -28,12 +28,15 @@ DEVICES = {"Samsung Galaxy S24": "galaxy_s24", "Samsung Galaxy S25": "galaxy_s25
            "Dragonwing IQ-9075 EVK": "iq9075_evk", "Dragonwing RB3 Gen 2 Vision Kit": "rb3_gen2",
            "Dragonwing Q-6690 MTP": "q6690_mtp", "SA8775P ADP": "sa8775p_adp", "SA8295P ADP": "sa8295p_adp"}
 # AI Hub precision -> the precision the estimator computes in. Float runs in fp16 on the NPU and GPU, fp32 on the CPU
-# (estimator.unit_precision); w8a16 (8-bit weights, 16-bit activations) is a class of its own, as is its variant
-# with a few int16 layers. Mixed fp16 and w8a8_mixed_int16 have too few rows to fit (< 40): left out.
-PRECISIONS = {"float": "float", "w8a8": "int8", "w8a16": "w8a16", "w8a16_mixed_int16": "w8a16"}
+# (estimator.unit_precision); w8a16 (8-bit weights, 16-bit activations) is a class of its own. The mixed variants
+# (a few layers in int16 or fp16) have too few rows to fit a class of their own (< 70 in all): left out.
+PRECISIONS = {"float": "float", "w8a8": "int8", "w8a16": "w8a16"}
 UNITS = {"NPU": "npu", "GPU": "gpu", "CPU": "cpu"}
-# AI Hub runtime -> runtime kind of the estimator. The two QNN-compiled ONNX flavours have < 150 rows: left out.
+# AI Hub runtime -> runtime of the latency model. TensorFlow Lite 2.17 runs the NPU through the QNN delegate, the
+# GPU through its GPU delegate and the CPU through XNNPACK (its default since 2.3). The two QNN-compiled ONNX flavours
+# have < 150 rows: left out.
 RUNTIMES = {"tflite": "tflite", "qnn_dlc": "qnn", "onnx": "onnxruntime"}
+TFLITE_ON = {"npu": "tflite", "gpu": "gpu-delegate", "cpu": "xnnpack"}
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,8 @@ def _aihub() -> tuple[list[Row], dict[str, int]]:
                 continue
             seen.add(key)
             net, side = CORPUS[r["model_id"]]
-            rows.append(Row(net, side, dev, unit, RUNTIMES[r["runtime"]], r["tool_versions"],
+            runtime = TFLITE_ON[unit] if r["runtime"] == "tflite" else RUNTIMES[r["runtime"]]
+            rows.append(Row(net, side, dev, unit, runtime, r["tool_versions"],
                             PRECISIONS[r["precision"]], None, float(r["inference_ms"]), _num(r["peak_mem_min_mb"]),
                             _num(r["peak_mem_max_mb"]),
                             f"{AIHUB}: {r['model_id']}, {r['device']}, {r['runtime']}, {r['precision']}",
