@@ -195,6 +195,8 @@ def table(summary: dict, color: bool | None = None) -> str:
     labels = {a["estimate"]["label"] for a in summary["artifacts"] if a.get("estimate")}
     out += [f"* est. ms: {l}" for l in sorted(labels)]
     out += [f"* est. ms: none for {a['name']}: {a['no_estimate']}" for a in summary["artifacts"] if a.get("no_estimate")]
+    out += [f"* est. MB {a['name']}: {a['estimate']['memory']['label']}" for a in summary["artifacts"]
+            if (a.get("estimate") or {}).get("memory")]
     out += [f"coverage {a['name']}: {a['coverage']}" for a in summary["artifacts"] if a.get("coverage")]
     for a in summary["artifacts"]:
         if a.get("gate") and a["gate"]["failed"]:

@@ -75,6 +75,7 @@ class Estimate:
     interval_ms: list[float]  # 80% interval [low, high]
     interval_basis: str  # which held-out residuals, how many
     fitted_on: list[str] = field(default_factory=list)
+    fitted_summary: str = ""  # one line: what the fit and this device's factor rest on
     memory: dict[str, Any] | None = None  # peak inference memory estimate with its interval (memory.py)
     notes: list[str] = field(default_factory=list)
     per_kernel: list[dict[str, Any]] = field(default_factory=list)
@@ -84,7 +85,7 @@ class Estimate:
     def label(self) -> str:
         lo, hi = self.interval_ms
         return (f"80% interval {lo:.3g}-{hi:.3g} ms, estimate for {self.device} ({self.unit}, {self.precision}, "
-                f"{self.runtime}; {self.interval_basis}); not a measurement")
+                f"{self.runtime}; {self.interval_basis}; {self.fitted_summary}); not a measurement")
 
     def to_dict(self, per_kernel: bool = True) -> dict[str, Any]:
         d = asdict(self)
@@ -167,6 +168,14 @@ def _fitted_on(kf: dict, device: Any, basis: str, cp: str, peak: float | None) -
     return out
 
 
+def _fitted_summary(kf: dict, device: Any, basis: str) -> str:
+    f = kf.get("fitted_on", {})
+    mine = f.get("devices", {}).get(device.get("name"))
+    where = (f"{mine} on this device" if basis in ("fitted", "anchor") and mine else
+             "none on this device: its spec sheet" if basis in ("spec", "runtime unseen") else "none on this device")
+    return f"fitted on {f.get('measurements', kf['rows'])} {kf['kind']} measurements, {where}"
+
+
 def _memory(profile: Profile, kind: str, cp: str, runtime: str, calib: dict) -> dict[str, Any] | None:
     mf = (calib.get("memory") or {}).get(kind)
     if mf is None:
@@ -204,7 +213,7 @@ def estimate(profile: Profile, device: Any, unit: str | None = None, threads: in
     if rt is None:
         raise NoEstimate(f"{name} {unit}: the {device.get('runtime')} runtime on a {kind} is not modelled")
     a, basis, peak = _device_factor(kf, device, u, cp, threads)
-    b, seen = model.runtime_factor(kf, rt, cp)
+    b, seen = model.runtime_factor(kf, rt, cp, device.get("name"))
     notes = [why] if why else []
     if not seen:
         basis = "runtime unseen"
@@ -226,5 +235,6 @@ def estimate(profile: Profile, device: Any, unit: str | None = None, threads: in
         overhead_ms=shares["overhead"], bound=max(shares, key=shares.get), basis=basis,
         expected_error_pct=100 * sorted(abs(math.exp(-r) - 1) for r in res)[len(res) // 2],
         interval_ms=[lo, hi], interval_basis=f"{BASIS_TEXT[mode]} residuals of {len(res)} {kind} cases, {group}",
-        fitted_on=_fitted_on(kf, device, basis, cp, peak), memory=_memory(profile, kind, cp, rt, calib),
+        fitted_on=_fitted_on(kf, device, basis, cp, peak), fitted_summary=_fitted_summary(kf, device, basis),
+        memory=_memory(profile, kind, cp, rt, calib),
         notes=notes, per_kernel=_kernel_rows(profile, cp, theta, scale))

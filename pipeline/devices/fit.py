@@ -172,11 +172,17 @@ def fit_kind(samples: list[Sample], peaks: dict[tuple, float] | None = None) -> 
     for s in samples:
         families.setdefault(s.device, {}).setdefault(s.precision, set()).add(s.family)
     families = {d: {p: len(f) for p, f in fp.items()} for d, fp in families.items()}
+    dev_rts: dict[str, dict[str, list[str]]] = {}
+    for s in samples:
+        have = dev_rts.setdefault(s.device, {}).setdefault(s.precision, [])
+        if s.runtime not in have:
+            have.append(s.runtime)
     rt_rows: dict[str, dict[str, int]] = {}
     for s in samples:
         rt_rows.setdefault(s.runtime, {})[s.precision] = rt_rows.get(s.runtime, {}).get(s.precision, 0) + 1
     kf = {"kind": samples[0].kind, "theta": theta, "runtimes": runtimes, "reference_runtime": lay["ref"],
-          "runtime_rows": rt_rows, "devices": devices, "device_families": families, "rows": len(samples)}
+          "runtime_rows": rt_rows, "devices": devices, "device_families": families, "device_runtimes": dev_rts,
+          "rows": len(samples)}
     kf["spec"] = spec_constants(kf, peaks or {})
     return kf
 
@@ -282,7 +288,8 @@ def fitted_on(samples: list[Sample]) -> dict[str, Any]:
     by_dev: dict[str, int] = {}
     for s in samples:
         by_dev[s.device] = by_dev.get(s.device, 0) + 1
-    sources = sorted({s.source.split(":")[0] for s in samples})
+    sources = sorted({s.source.split(": ")[0] if s.source.startswith("Qualcomm") else s.source.split(" (")[0]
+                      for s in samples})
     return {"measurements": len(samples), "networks": sorted({s.network for s in samples}),
             "devices": by_dev, "runtimes": sorted({f"{s.runtime} ({s.runtime_version})" for s in samples}),
             "sources": sources}

@@ -55,11 +55,13 @@ def cost(theta: list[float], x: list[float]) -> float:
     return sum(t * v for t, v in zip(theta, x))
 
 
-def runtime_factor(kf: dict, runtime: str, precision: str) -> tuple[float, bool]:
+def runtime_factor(kf: dict, runtime: str, precision: str, device: str | None = None) -> tuple[float, bool]:
     """(log factor, seen): the runtime's factor at `precision`, or, for a runtime measured fewer than
-    MIN_RUNTIME_ROWS times on the kind, the mean of the kind's well-measured runtimes."""
+    MIN_RUNTIME_ROWS times on the kind, the mean of the kind's well-measured runtimes. A device measured in that
+    runtime and precision keeps its factor whatever the count (its own factor was fitted together with it)."""
     rt, rows = kf["runtimes"], kf.get("runtime_rows", {})
-    if precision in rt.get(runtime, {}) and sum(rows.get(runtime, {}).values()) >= MIN_RUNTIME_ROWS:
+    own = device is not None and runtime in kf.get("device_runtimes", {}).get(device, {}).get(precision, [])
+    if precision in rt.get(runtime, {}) and (own or sum(rows.get(runtime, {}).values()) >= MIN_RUNTIME_ROWS):
         return rt[runtime][precision], True
     known = [v[precision] for r, v in rt.items() if precision in v and sum(rows.get(r, {}).values()) >= MIN_RUNTIME_ROWS]
     return (sum(known) / len(known) if known else 0.0), False

@@ -38,7 +38,11 @@ def problems(m: dict[str, Any], device: dict[str, Any]) -> list[str]:
         out.append(f"{head}: the machine reported {m['cores']} CPU cores, {where} says {cores} (identity.cores): "
                    f"not the same device")
     rt = store.model_runtime(m.get("runtime") or "", m.get("runtime_version"))
-    if rt is None:
+    if (m.get("runtime_version") or "unknown") == "unknown":
+        out.append(f"{head}: no version of {m.get('runtime') or 'its runtime'} recorded; the refit keeps runtimes and "
+                   f"their kernel generations apart by version (e.g. TensorFlow Lite 2019 kernels vs XNNPACK), so "
+                   f"measure it again with a runtime that reports its version")
+    elif rt is None:
         out.append(f"{head}: runtime {m.get('runtime')!r} version {m.get('runtime_version')!r} does not say which "
                    f"kernels ran (TensorFlow Lite < 2.3: its own kernels, >= 2.3: XNNPACK); record the version")
     elif FORMAT_OF.get(rt) not in (device.get("formats") or []):

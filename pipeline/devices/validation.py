@@ -45,8 +45,8 @@ def _res(s, pred: float, mode: str, fold: str) -> dict[str, Any]:
             "log_residual": math.log(s.latency_ms / pred)}
 
 
-def _predict(kf: dict, s, a: float) -> float:
-    b, _ = model.runtime_factor(kf, s.runtime, s.precision)
+def _predict(kf: dict, s, a: float, own: bool = False) -> float:
+    b, _ = model.runtime_factor(kf, s.runtime, s.precision, s.device if own else None)
     return model.predict(kf, list(s.x), s.precision, a, b)
 
 
@@ -59,8 +59,8 @@ def lmo(samples: list, fit: Callable, peaks: dict) -> list[dict]:
         kf = fit(train, peaks)
         for s in samples:
             if s.family == fam and s.precision in kf["devices"].get(s.device, {}) \
-                    and model.runtime_factor(kf, s.runtime, s.precision)[1]:
-                out.append(_res(s, _predict(kf, s, kf["devices"][s.device][s.precision]), "lmo", fam))
+                    and model.runtime_factor(kf, s.runtime, s.precision, s.device)[1]:
+                out.append(_res(s, _predict(kf, s, kf["devices"][s.device][s.precision], own=True), "lmo", fam))
     return out
 
 
@@ -77,12 +77,12 @@ def ldo_anchor(samples: list, fit: Callable, peaks: dict) -> tuple[list[dict], i
             rows = [s for s in samples if s.device == dev and s.precision == p and s.runtime == rt]
             anchor = next((s for s in rows if s.network == ANCHOR), None)
             scored = [s for s in rows if s.network != ANCHOR]
-            if anchor is None or p not in kf["theta"] or not model.runtime_factor(kf, rt, p)[1]:
+            if anchor is None or p not in kf["theta"]:
                 unanchored += len(scored)
                 continue
-            b, _ = model.runtime_factor(kf, rt, p)
-            a = math.log(anchor.latency_ms) - b - math.log(model.cost(kf["theta"][p], list(anchor.x)))
-            out += [_res(s, _predict(kf, s, a), "ldo_anchor", dev) for s in scored]
+            # same runtime and precision: the anchor fixes the device's and the runtime's factors together
+            scale = anchor.latency_ms / model.cost(kf["theta"][p], list(anchor.x))
+            out += [_res(s, scale * model.cost(kf["theta"][p], list(s.x)), "ldo_anchor", dev) for s in scored]
     return out, unanchored
 
 
