@@ -103,8 +103,9 @@ def memory_lines(result: dict) -> list[str]:
     for kind, mf in result["memory"].items():
         for key, v in sorted(mf["validation"].items()):
             mode, rt = key.split(":")
+            cov = f"{100 * v['covered'] / v['checked']:.0f}% ({v['covered']}/{v['checked']})" if v["checked"] else "n/a"
             out.append(f"  {kind:<4} {mode:<4} {rt:<13} {v['cases']:>4} held-out peaks, median |error| "
-                       f"{v['median_abs_error_mb']:.1f} MB")
+                       f"{v['median_abs_error_mb']:5.1f} MB, 80% coverage {cov}")
     return out
 
 

@@ -124,8 +124,24 @@ def interval(peak_mb: float, residuals: list[float], level: float = 0.8) -> tupl
 
 
 def summary(res: list[dict]) -> dict[str, Any]:
-    """Median |error| in MB per mode and runtime (relative errors mean little near 0 MB)."""
-    out: dict[str, Any] = {}
+    """Per mode and runtime: median |error| in MB (relative errors mean little near 0 MB) and how often the measured
+    peak falls in the interval built from the other folds' residuals (pooled over runtimes when the group is small
+    or one fold)."""
+    from pipeline.devices.validation import MIN_RESIDUALS
+
+    groups: dict[str, list[dict]] = {}
     for r in res:
-        out.setdefault(f"{r['mode']}:{r['runtime']}", []).append(abs(r["measured"] - r["predicted"]))
-    return {k: {"cases": len(v), "median_abs_error_mb": median(v)} for k, v in out.items()}
+        groups.setdefault(f"{r['mode']}:{r['runtime']}", []).append(r)
+    out = {}
+    for key, rs in groups.items():
+        pool = rs if len(rs) >= MIN_RESIDUALS and len({r["fold"] for r in rs}) > 1 else \
+            [q for q in res if q["mode"] == rs[0]["mode"]]
+        hits = checked = 0
+        for r in rs:
+            iv = interval(r["predicted"], [q["log_residual"] for q in pool if q["fold"] != r["fold"]])
+            if iv is not None:
+                checked += 1
+                hits += iv[0] <= r["measured"] <= iv[1]
+        out[key] = {"cases": len(rs), "median_abs_error_mb": median(abs(r["measured"] - r["predicted"]) for r in rs),
+                    "covered": hits, "checked": checked}
+    return out

@@ -161,3 +161,23 @@ def test_units_the_corpus_cannot_speak_for_are_refused(mobilenet):
         estimate(mobilenet.with_precision("int8"), dev("coral_edgetpu"))
     with pytest.raises(NoEstimate, match="no gpu in the corpus was measured computing in int8|too few"):
         estimate(mobilenet.with_precision("int8"), dev("jetson_orin_nano"))
+
+
+@pytest.mark.slow
+def test_onnx_and_tflite_profiles_of_one_network_estimate_within_3_percent(tmp_path):
+    import numpy as np
+    import torch
+
+    from pipeline.convert.tflite import convert_torch
+    from pipeline.devices.profiler import profile_tflite, profile_torch_module
+    from pipeline.models.mobilenet_v2 import MobileNetV2
+
+    torch.manual_seed(0)
+    m = MobileNetV2(num_classes=10, width_mult=0.35).eval()
+    onnx_prof = profile_torch_module(m, [1, 3, 96, 96])
+    convert_torch(m, np.zeros((1, 3, 96, 96), np.float32), tmp_path / "m.tflite")
+    tfl_prof = profile_tflite(tmp_path / "m.tflite")
+    assert any(l.op == "PAD" for l in tfl_prof.layers)  # the converter's explicit padding is there ...
+    s24 = dev("galaxy_s24")
+    a, b = estimate(onnx_prof, s24).latency_ms, estimate(tfl_prof, s24).latency_ms
+    assert abs(b / a - 1) < 0.03  # ... and fused, as the runtimes fuse it
