@@ -221,9 +221,10 @@ def estimate(profile: Profile, device: Any, unit: str | None = None, threads: in
                      f"the measured runtimes is used")
     mode = MODE_OF[basis]
     res, group = validation.residuals_for(kf.get("residuals", {}), mode, rt)
-    if len(res) < validation.MIN_RESIDUALS:
-        raise NoEstimate(f"{name} {unit}: only {len(res)} held-out {kind} case(s) for a {BASIS_TEXT[mode]} estimate, "
-                         f"too few to state an 80% interval")
+    if not res:
+        raise NoEstimate(f"{name} {unit}: too few held-out {kind} cases for a {BASIS_TEXT[mode]} estimate (fewer than "
+                         f"{validation.MIN_RESIDUALS} from {validation.MIN_FOLDS} devices or architectures) to state "
+                         f"an 80% interval; measure the model on the device instead (device.connection)")
     theta, scale = kf["theta"][cp], math.exp(a + b)
     x = features.vector(profile, cp)
     latency = scale * model.cost(theta, x)

@@ -80,15 +80,19 @@ def fit(samples: list[MemSample]) -> dict[str, Any]:
     sol = least_squares(f, np.zeros(len(rts) + 2), loss="soft_l1", f_scale=0.5)
     v = sol.x
     return {"runtimes": {r: float(math.exp(v[i])) for i, r in enumerate(rts)}, "beta": float(math.exp(v[-2])),
-            "gamma": float(math.exp(v[-1])), "rows": len(samples)}
+            "gamma": float(math.exp(v[-1])), "rows": len(samples),
+            "runtime_rows": {r: sum(1 for s in samples if s.runtime == r) for r in rts}}
 
 
 def predict(mf: dict, runtime: str, weight_mb: float, activation_mb: float) -> tuple[float, bool]:
-    """(peak MB, runtime seen): an unseen runtime takes the mean constant of the kind's runtimes."""
-    c = mf["runtimes"].get(runtime)
-    seen = c is not None
-    if not seen:
-        c = sum(mf["runtimes"].values()) / len(mf["runtimes"])
+    """(peak MB, runtime seen): a runtime measured fewer than MIN_RUNTIME_ROWS times takes the mean constant of the
+    kind's well-measured runtimes (as for latency)."""
+    from pipeline.devices.model import MIN_RUNTIME_ROWS
+
+    rows = mf.get("runtime_rows", {})
+    known = {r: c for r, c in mf["runtimes"].items() if rows.get(r, 0) >= MIN_RUNTIME_ROWS} or mf["runtimes"]
+    seen = runtime in known
+    c = known[runtime] if seen else sum(known.values()) / len(known)
     return c + mf["beta"] * weight_mb + mf["gamma"] * activation_mb, seen
 
 

@@ -12,7 +12,8 @@ Each residual is log(measured / predicted) of a case the fit did not see, in one
   runtimes, the device's factor fitted on its other runtimes or else its spec-sheet factor (the situation of a
   runtime measured too little, e.g. XNNPACK on a CPU).
 Intervals are split-conformal: the order statistics floor/ceil(0.1 (n + 1)) of a group's residuals, the group being
-the unit kind and runtime (pooled over the kind's runtimes when a group has fewer than MIN_RESIDUALS).
+the unit kind and runtime (pooled over the kind's runtimes when a group has fewer than MIN_RESIDUALS residuals or
+comes from fewer than MIN_FOLDS held-out groups).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from pipeline.devices import model
 
 ANCHOR = "mobilenet_v2"  # the reference network a new device is measured with once (per precision)
 MIN_RESIDUALS = 10
+MIN_FOLDS = 3  # residuals from one or two held-out devices (or architectures) say nothing about the next one
 MODES = ("lmo", "ldo_anchor", "ldo_spec", "lro")
 
 
@@ -121,23 +123,33 @@ def lro(samples: list, fit: Callable, peaks: dict) -> list[dict]:
     return out
 
 
-def residual_sets(res: list[dict]) -> dict[str, dict[str, list[float]]]:
-    """{mode: {runtime | "*": [log residuals]}} as calibration.json stores them ("*": all runtimes of the kind)."""
-    out: dict[str, dict[str, list[float]]] = {}
+def residual_sets(res: list[dict]) -> dict[str, dict[str, dict[str, Any]]]:
+    """{mode: {runtime | "*": {"residuals": [log residuals], "folds": held-out groups}}} as calibration.json stores
+    them ("*": all runtimes of the kind)."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    folds: dict[tuple, set] = {}
     for r in res:
-        m = out.setdefault(r["mode"], {})
-        m.setdefault(r["runtime"], []).append(round(r["log_residual"], 5))
-        m.setdefault("*", []).append(round(r["log_residual"], 5))
+        for rt in (r["runtime"], "*"):
+            g = out.setdefault(r["mode"], {}).setdefault(rt, {"residuals": [], "folds": 0})
+            g["residuals"].append(round(r["log_residual"], 5))
+            folds.setdefault((r["mode"], rt), set()).add(r["fold"])
+    for (mode, rt), f in folds.items():
+        out[mode][rt]["folds"] = len(f)
     return out
 
 
 def residuals_for(sets: dict, mode: str, runtime: str) -> tuple[list[float], str]:
-    """The residuals an estimate's interval is built from, and which they are."""
+    """The residuals an estimate's interval is built from, and which they are: the runtime's own when there are
+    MIN_RESIDUALS from MIN_FOLDS held-out groups, else the kind's pooled ones; [] when neither qualifies."""
     by = sets.get(mode, {})
-    own = by.get(runtime, [])
-    if len(own) >= MIN_RESIDUALS:
-        return own, runtime
-    return by.get("*", []), "all runtimes"
+    # Leave-runtime-out folds are runtimes: a kind measured with two (the CPU: ONNX Runtime and the 2019 TFLite
+    # kernels) gives transfers in both directions, pooled; its interval is as wide as they disagree.
+    min_folds = 2 if mode == "lro" else MIN_FOLDS
+    for key, name in ((runtime, runtime), ("*", "all runtimes")):
+        g = by.get(key) or {}
+        if len(g.get("residuals", [])) >= MIN_RESIDUALS and g.get("folds", 0) >= min_folds:
+            return g["residuals"], name
+    return [], ""
 
 
 def coverage(res: list[dict], level: float = 0.8) -> dict[tuple, dict[str, Any]]:

@@ -181,3 +181,13 @@ def test_onnx_and_tflite_profiles_of_one_network_estimate_within_3_percent(tmp_p
     s24 = dev("galaxy_s24")
     a, b = estimate(onnx_prof, s24).latency_ms, estimate(tfl_prof, s24).latency_ms
     assert abs(b / a - 1) < 0.03  # ... and fused, as the runtimes fuse it
+
+
+def test_an_interval_needs_residuals_from_enough_held_out_groups():
+    res = [{"mode": m, "fold": f"dev{i % folds}", "runtime": "qnn", "log_residual": 0.01 * i}
+           for m, folds in (("ldo_anchor", 2), ("lmo", 3), ("lro", 2)) for i in range(12)]
+    sets = validation.residual_sets(res)
+    assert sets["lmo"]["qnn"]["folds"] == 3 and len(sets["lmo"]["*"]["residuals"]) == 12
+    assert validation.residuals_for(sets, "ldo_anchor", "qnn") == ([], "")  # two devices say nothing about a third
+    assert validation.residuals_for(sets, "lmo", "qnn")[1] == "qnn"
+    assert len(validation.residuals_for(sets, "lro", "xnnpack")[0]) == 12  # two runtimes, both directions: pooled
