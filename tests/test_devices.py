@@ -65,7 +65,7 @@ def test_estimator_on_a_two_layer_model_by_hand(tmp_path):
     calib = {"kinds": {"cpu": {"kind": "cpu", "theta": {"fp32": theta}, "runtimes": {"xnnpack": {"fp32": 0.0}},
                                "runtime_rows": {"xnnpack": {"fp32": 50}}, "devices": {"toy": {"fp32": math.log(2)}},
                                "device_families": {"toy": {"fp32": 9}}, "rows": 50,
-                               "residuals": {"lmo": {"xnnpack": {"folds": 5, "residuals": [
+                               "residuals": {"lmo": {"xnnpack": {"folds": {"a": 4, "b": 3, "c": 3}, "residuals": [
                                    math.log(r) for r in (0.8, 0.9, 0.95, 1, 1, 1, 1.05, 1.1, 1.2, 1.3)]}}}}}}
     est = estimate(prof, TOY_DEVICE, calib=calib)
     # device factor 2 x (1 ms + 2 kernels / 100 x 1 ms + 192 MACs / 1e8 x 1 ms)

@@ -36,14 +36,15 @@ def ram_figure(row: dict[str, Any], measured_here: bool = False, judge: str = "p
     """The memory figure gate.ram_mb judges and where it comes from: the profile stage's peak-memory estimate (its
     value, or the top of its 80% interval with judge=upper), else on a device measured here the resident memory the
     model's load added; else nothing (the budget is listed as not checked)."""
-    mem = (row.get("estimate") or {}).get("memory") or {}
+    est = row.get("estimate") or {}
+    mem = est.get("memory") or {}
     if mem.get("peak_mb") is not None:
         if judge == "upper":
             return mem["interval_mb"][1], f"upper end of the {mem['label']}"
         return mem["peak_mb"], mem["label"]
     if measured_here and (row.get("load_rss_mb") or 0) > 0:
         return row["load_rss_mb"], f"measured: resident memory the load added on {row.get('measured_on') or 'this host'}"
-    return None, "peak-memory estimate (profile stage)"
+    return None, f"peak-memory estimate ({est.get('no_memory') or 'profile stage'})"
 
 
 def verdict(row: dict[str, Any], budgets: dict[str, float | None], device_name: str,

@@ -77,6 +77,7 @@ class Estimate:
     fitted_on: list[str] = field(default_factory=list)
     fitted_summary: str = ""  # one line: what the fit and this device's factor rest on
     memory: dict[str, Any] | None = None  # peak inference memory estimate with its interval (memory.py)
+    no_memory: str = ""  # why there is no peak-memory estimate
     notes: list[str] = field(default_factory=list)
     per_kernel: list[dict[str, Any]] = field(default_factory=list)
     calibrated: bool = True
@@ -176,22 +177,24 @@ def _fitted_summary(kf: dict, device: Any, basis: str) -> str:
     return f"fitted on {f.get('measurements', kf['rows'])} {kf['kind']} measurements, {where}"
 
 
-def _memory(profile: Profile, kind: str, cp: str, runtime: str, calib: dict) -> dict[str, Any] | None:
+def _memory(profile: Profile, kind: str, cp: str, runtime: str, calib: dict) -> tuple[dict[str, Any] | None, str]:
+    """(peak-memory estimate, "") or (None, why not)."""
     mf = (calib.get("memory") or {}).get(kind)
     if mf is None:
-        return None
+        return None, f"no measured peak memory of a {kind} in the corpus"
     w, act = memory.profile_mb(profile, cp)
     peak, seen = memory.predict(mf, runtime, w, act)
     mode = "ldo" if seen else "lro"
     res, group = validation.residuals_for(mf.get("residuals", {}), mode, runtime)
-    iv = memory.interval(peak, res)
+    iv = memory.interval(peak, res) if res else None
     if iv is None:
-        return None
+        return None, (f"{runtime}'s peak memory on a {kind} was measured fewer than {model.MIN_RUNTIME_ROWS} times and "
+                      f"the other runtimes cannot validate a transfer to it")
     text = {"ldo": "leave-device-out", "lro": "leave-runtime-out"}[mode]
     return {"peak_mb": peak, "interval_mb": list(iv), "weights_mb": w, "largest_activation_mb": act,
             "basis": f"{text} residuals of {len(res)} measured peaks ({kind}, {group})",
             "label": f"80% interval {iv[0]:.3g}-{iv[1]:.3g} MB peak inference memory, estimate ({text} residuals of "
-                     f"{len(res)} {kind} measurements, {group}); not a measurement"}
+                     f"{len(res)} {kind} measurements, {group}); not a measurement"}, ""
 
 
 def estimate(profile: Profile, device: Any, unit: str | None = None, threads: int | None = None,
@@ -230,6 +233,7 @@ def estimate(profile: Profile, device: Any, unit: str | None = None, threads: in
     latency = scale * model.cost(theta, x)
     shares = _shares(theta, x, scale)
     lo, hi = validation.interval(latency, res)
+    mem, no_mem = _memory(profile, kind, cp, rt, calib)
     return Estimate(
         device=name, unit=unit, unit_kind=kind, precision=cp, threads=threads if kind == "cpu" else None, runtime=rt,
         latency_ms=latency, compute_ms=shares["compute"], memory_ms=shares["memory"],
@@ -237,5 +241,5 @@ def estimate(profile: Profile, device: Any, unit: str | None = None, threads: in
         expected_error_pct=100 * sorted(abs(math.exp(-r) - 1) for r in res)[len(res) // 2],
         interval_ms=[lo, hi], interval_basis=f"{BASIS_TEXT[mode]} residuals of {len(res)} {kind} cases, {group}",
         fitted_on=_fitted_on(kf, device, basis, cp, peak), fitted_summary=_fitted_summary(kf, device, basis),
-        memory=_memory(profile, kind, cp, rt, calib),
+        memory=mem, no_memory=no_mem,
         notes=notes, per_kernel=_kernel_rows(profile, cp, theta, scale))

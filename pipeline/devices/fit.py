@@ -251,7 +251,8 @@ def fit_all(samples: list[Sample], memory_samples: list | None = None) -> dict[s
         kf = fit_kind(ks, peaks)
         res, unanchored = held_out(ks, peaks)
         kf["residuals"] = validation.residual_sets(res)
-        kf["validation"] = {"|".join(k[1:]): v for k, v in validation.coverage(res).items()}
+        kf["validation"] = {"|".join(k[1:]): {n: x for n, x in v.items() if n != "errors"}
+                            for k, v in validation.coverage(res).items()}
         kf["unanchored"] = unanchored
         kf["fitted_on"] = fitted_on(ks)
         kinds[kind] = kf

@@ -23,7 +23,7 @@ CORPUS = {"mobilenet_v2": ("mobilenet_v2", 224), "mobilenet_v3_large": ("mobilen
           "efficientnet_b0": ("efficientnet_b0", 224), "efficientnet_b4": ("efficientnet_b4", 380),
           "efficientnet_v2_s": ("efficientnet_v2_s", 384), "convnext_tiny": ("convnext_tiny", 224),
           "vit": ("vit_b_16", 224)}
-# The published tables' networks: (network, side) pairs (fit.POINTS uses them).
+# The published tables' networks (corpus/published.csv): (network, side) pairs to profile.
 PUBLISHED = [*((f"mobilenet_v1_{w}", 224) for w in ("1.0", "0.75", "0.5", "0.25")),
              *((f"mobilenet_v1_1.0", r) for r in (192, 160, 128)), ("mobilenet_v2", 224),
              ("efficientnet_lite0", 224)]

@@ -124,37 +124,37 @@ def lro(samples: list, fit: Callable, peaks: dict) -> list[dict]:
 
 
 def residual_sets(res: list[dict]) -> dict[str, dict[str, dict[str, Any]]]:
-    """{mode: {runtime | "*": {"residuals": [log residuals], "folds": held-out groups}}} as calibration.json stores
-    them ("*": all runtimes of the kind)."""
+    """{mode: {runtime | "*": {"residuals": [log residuals], "folds": {held-out group: cases}}}} as calibration.json
+    stores them ("*": all runtimes of the kind)."""
     out: dict[str, dict[str, dict[str, Any]]] = {}
-    folds: dict[tuple, set] = {}
     for r in res:
         for rt in (r["runtime"], "*"):
-            g = out.setdefault(r["mode"], {}).setdefault(rt, {"residuals": [], "folds": 0})
+            g = out.setdefault(r["mode"], {}).setdefault(rt, {"residuals": [], "folds": {}})
             g["residuals"].append(round(r["log_residual"], 5))
-            folds.setdefault((r["mode"], rt), set()).add(r["fold"])
-    for (mode, rt), f in folds.items():
-        out[mode][rt]["folds"] = len(f)
+            g["folds"][r["fold"]] = g["folds"].get(r["fold"], 0) + 1
     return out
 
 
 def residuals_for(sets: dict, mode: str, runtime: str) -> tuple[list[float], str]:
     """The residuals an estimate's interval is built from, and which they are: the runtime's own when there are
-    MIN_RESIDUALS from MIN_FOLDS held-out groups, else the kind's pooled ones; [] when neither qualifies."""
+    MIN_RESIDUALS from MIN_FOLDS held-out groups, else the kind's pooled ones; [] when neither qualifies.
+    Leave-runtime-out folds are runtimes: a kind measured with two (the CPU: ONNX Runtime and the 2019 TFLite kernels)
+    gives transfers in both directions, pooled, when each holds MIN_RESIDUALS // 2 cases; the interval is then as
+    wide as they disagree."""
     by = sets.get(mode, {})
-    # Leave-runtime-out folds are runtimes: a kind measured with two (the CPU: ONNX Runtime and the 2019 TFLite
-    # kernels) gives transfers in both directions, pooled; its interval is as wide as they disagree.
-    min_folds = 2 if mode == "lro" else MIN_FOLDS
+    need, per_fold = (2, MIN_RESIDUALS // 2) if mode == "lro" else (MIN_FOLDS, 1)
     for key, name in ((runtime, runtime), ("*", "all runtimes")):
         g = by.get(key) or {}
-        if len(g.get("residuals", [])) >= MIN_RESIDUALS and g.get("folds", 0) >= min_folds:
+        folds = sum(1 for n in (g.get("folds") or {}).values() if n >= per_fold)
+        if len(g.get("residuals", [])) >= MIN_RESIDUALS and folds >= need:
             return g["residuals"], name
     return [], ""
 
 
 def coverage(res: list[dict], level: float = 0.8) -> dict[tuple, dict[str, Any]]:
     """Per (kind, mode, runtime): held-out cases, median |error| and how often the measured value falls in the
-    interval the estimate would print, that interval built from the residuals of the OTHER folds only."""
+    interval the estimate would print, that interval built from the residuals of the OTHER folds only. `errors`
+    keeps each case's |error| for pooling."""
     groups: dict[tuple, list[dict]] = {}
     for r in res:
         groups.setdefault((r["kind"], r["mode"], r["runtime"]), []).append(r)
@@ -165,14 +165,14 @@ def coverage(res: list[dict], level: float = 0.8) -> dict[tuple, dict[str, Any]]
         own = len(rs) >= MIN_RESIDUALS and len({r["fold"] for r in rs}) > 1
         hits = checked = 0
         for r in rs:
-            others = [q["log_residual"] for q in (rs if own else pooled) if q["fold"] != r["fold"]]
-            iv = interval(r["predicted_ms"], others, level)
+            iv = interval(r["predicted_ms"], [q["log_residual"] for q in (rs if own else pooled)
+                                              if q["fold"] != r["fold"]], level)
             if iv is None:
                 continue
             checked += 1
             hits += iv[0] <= r["measured_ms"] <= iv[1]
-        out[key] = {"cases": len(rs), "median_abs_error_pct": 100 * median(abs(math.exp(-r["log_residual"]) - 1)
-                                                                            for r in rs),
-                    "covered": hits, "checked": checked, "coverage_pct": 100 * hits / checked if checked else None,
-                    "folds": len({r["fold"] for r in rs}), "pooled": not own}
+        errors = [abs(math.exp(-r["log_residual"]) - 1) for r in rs]
+        out[key] = {"cases": len(rs), "median_abs_error_pct": 100 * median(errors), "covered": hits,
+                    "checked": checked, "coverage_pct": 100 * hits / checked if checked else None,
+                    "folds": len({r["fold"] for r in rs}), "pooled": not own, "errors": errors}
     return out

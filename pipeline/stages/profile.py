@@ -91,6 +91,8 @@ class Profile(Stage):
             ctx.log.info("%s: %.3f ms — %s", a.stage, est.latency_ms, est.label)
             if mem:
                 ctx.log.info("%s: %.3g MB — %s", a.stage, mem["peak_mb"], mem["label"])
+            else:
+                ctx.log.info("%s: no peak-memory estimate (%s)", a.stage, est.no_memory)
         else:
             chart.macs_chart(ctx.workdir / "profile.png", f"{title}: {no_est}", doc["layers"])
             ctx.log.info("%s: no latency estimate (%s)", a.stage, no_est)

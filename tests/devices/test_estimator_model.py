@@ -186,8 +186,13 @@ def test_onnx_and_tflite_profiles_of_one_network_estimate_within_3_percent(tmp_p
 def test_an_interval_needs_residuals_from_enough_held_out_groups():
     res = [{"mode": m, "fold": f"dev{i % folds}", "runtime": "qnn", "log_residual": 0.01 * i}
            for m, folds in (("ldo_anchor", 2), ("lmo", 3), ("lro", 2)) for i in range(12)]
+    res += [{"mode": "lro", "fold": "once", "runtime": "rare", "log_residual": 1.0}]
     sets = validation.residual_sets(res)
-    assert sets["lmo"]["qnn"]["folds"] == 3 and len(sets["lmo"]["*"]["residuals"]) == 12
+    assert sets["lmo"]["qnn"]["folds"] == {"dev0": 4, "dev1": 4, "dev2": 4}
     assert validation.residuals_for(sets, "ldo_anchor", "qnn") == ([], "")  # two devices say nothing about a third
     assert validation.residuals_for(sets, "lmo", "qnn")[1] == "qnn"
-    assert len(validation.residuals_for(sets, "lro", "xnnpack")[0]) == 12  # two runtimes, both directions: pooled
+    # leave-runtime-out: two runtimes with 5+ cases each, in both directions, pooled; a runtime seen once adds nothing
+    assert len(validation.residuals_for(sets, "lro", "xnnpack")[0]) == 13
+    one_sided = validation.residual_sets([{**r, "fold": "dev0"} for r in res if r["mode"] == "lro"])
+    one_sided["lro"]["*"]["folds"]["once"] = 1
+    assert validation.residuals_for(one_sided, "lro", "xnnpack") == ([], "")  # 13 residuals, one real direction
