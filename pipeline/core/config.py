@@ -65,6 +65,13 @@ class ComputeUnitConfig:
 
 
 @dataclass
+class IdentityConfig:
+    """What a measurement must report to be taken as coming from this device (the refit checks it)."""
+    cpu_model: List[str] = field(default_factory=list)  # one of these must occur in the measured CPU name
+    cores: Optional[PositiveInt] = None  # CPU cores the device's OS reports (all clusters)
+
+
+@dataclass
 class AcceleratorConfig:
     delegate: str = "none"  # none | gpu (TFLite GPU delegate) | nnapi | edgetpu | coreml_ane | tensorrt
     unit: Optional[str] = None  # the compute unit (key of compute_units) the delegate runs on
@@ -75,7 +82,7 @@ class BudgetConfig:
     latency_ms: Optional[Positive] = 50.0  # per-inference latency on the device (estimate; measured on `host`)
     fps: Optional[Positive] = 30.0  # sustained frames per second (1000 / latency)
     model_mb: Optional[Positive] = 20.0  # artifact size on disk
-    ram_mb: Optional[Positive] = None  # inference memory (weights + largest activations); null = the device's RAM
+    ram_mb: Optional[Positive] = None  # inference peak memory (the estimate's); null = the device's RAM
 
 
 @dataclass
@@ -95,6 +102,7 @@ class DeviceConfig:
     compute_units: Dict[str, ComputeUnitConfig] = field(default_factory=dict)  # cpu / gpu / npu ... with peak figures
     estimate_unit: Optional[str] = None  # compute unit the deployed model runs on (latency estimate); null = measured
     accelerator: AcceleratorConfig = field(default_factory=AcceleratorConfig)  # delegate whose op coverage is reported
+    identity: IdentityConfig = field(default_factory=IdentityConfig)  # CPU name and core count its measurements show
     budgets: BudgetConfig = field(default_factory=BudgetConfig)  # default budgets; gate.* overrides them
     # Measuring on the device itself (pipeline/remote): null = latency is estimated (or measured here on `host`).
     connection: Optional[str] = None  # ssh://USER@HOST[:PORT] (a board) or adb://SERIAL (a phone); keys/agent only

@@ -33,12 +33,28 @@ def effective(device: Any, gate: Any) -> dict[str, float | None]:
     return out
 
 
+def ram_figure(row: dict[str, Any], measured_here: bool = False, judge: str = "point") -> tuple[float | None, str]:
+    """The memory figure gate.ram_mb judges and where it comes from: the profile stage's peak-memory estimate (its
+    value, or the top of its 80% interval with judge=upper), else on a device measured here the resident memory the
+    model's load added; else nothing (the budget is listed as not checked)."""
+    est = row.get("estimate") or {}
+    mem = est.get("memory") or {}
+    if mem.get("peak_mb") is not None:
+        if judge == "upper":
+            return mem["interval_mb"][1], f"upper end of the {mem['label']}"
+        return mem["peak_mb"], mem["label"]
+    if measured_here and (row.get("load_rss_mb") or 0) > 0:
+        return row["load_rss_mb"], f"measured: resident memory the load added on {row.get('measured_on') or 'this host'}"
+    return None, f"peak-memory estimate ({est.get('no_memory') or 'profile stage'})"
+
+
 def verdict(row: dict[str, Any], budgets: dict[str, float | None], device_name: str,
             measured_here: bool = False, judge: str = "point") -> dict[str, Any]:
     """Check one artifact row of the summary against the budgets. Latency: the number measured on the device itself
     (device.connection) when there is one; else the device estimate (`judge`: point = its value, upper = the top of its
     80% interval, so the whole interval must be within budget); else (a device measured here, like `host`) the host
-    measurement. A budget with no number to check is listed as not checked."""
+    measurement. RAM: the peak-memory estimate, judged the same way (ram_figure). A budget with no number to check is
+    listed as not checked."""
     checks, unchecked = [], []
     est = row.get("estimate") or {}
     dev_lat = (row.get("device_latency_ms") or {}).get("p50")
@@ -75,8 +91,8 @@ def verdict(row: dict[str, Any], budgets: dict[str, float | None], device_name: 
     add("latency_ms", budgets.get("latency_ms"), lat, "ms", False, where or "latency estimate or measurement")
     add("fps", budgets.get("fps"), (1000.0 / lat) if lat else None, "FPS", True, where or "latency")
     add("model_mb", budgets.get("model_mb"), row.get("size_bytes", 0) / 1e6, "MB", False, "artifact size on disk")
-    ram = row.get("ram_estimate_mb")
-    add("ram_mb", budgets.get("ram_mb"), ram, "MB", False, "estimate: weights + largest layer activations")
+    ram, ram_src = ram_figure(row, measured_here, judge)
+    add("ram_mb", budgets.get("ram_mb"), ram, "MB", False, ram_src)
     failed = [c for c in checks if not c["ok"]]
     return {"pass": not failed, "checks": checks, "not_checked": unchecked,
             "failed": [f"{c['budget']} {c['value']:g} {c['unit']} vs limit {c['limit']:g}: {c['by']}" for c in failed]}

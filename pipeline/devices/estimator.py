@@ -1,124 +1,37 @@
-"""Latency estimate of a profiled model on a device's compute unit. An estimate, never a measurement.
+"""Latency and peak-memory estimate of a profiled model on a device's compute unit. An estimate, never a measurement.
 
-Method (in the spirit of nn-Meter, MobiSys 2021): operators are grouped into the kernels the runtime fuses
-(Conv/FC/pool + BatchNorm + activation; reshapes cost nothing); each kernel takes
-    max(compute time, memory time) + a per-kernel overhead
-where compute time = ops / (peak ops/s x efficiency) and memory time = bytes / (bandwidth x efficiency). The
-efficiencies and overheads are fitted per compute-unit kind to the published measurements listed in
-pipeline/devices/SOURCES.md plus the measurements of the store (`python -m pipeline.devices.fit` rewrites
-calibration.json). What the model knows beyond a roofline:
-- runtime generation: the TFLite kernels of 2019 and XNNPACK (default since 2020) differ on the same phone; a point
-  says which it was measured with, and the XNNPACK/ONNX Runtime factors are fitted (prior: the published averages);
-- threads scale sub-linearly (a fitted serial fraction per kind), the memory bandwidth is shared by all threads;
-- int8 efficiency is fitted separately for cores with and without int8 dot-product instructions;
-- PAD and TRANSPOSE feeding a single operator are fused into it (XNNPACK folds explicit padding into the convolution;
-  layout transposes of converted graphs are absorbed), so the ONNX and TFLite profiles of a network agree;
-- depthwise convolutions have one efficiency for 3x3 and one for 5x5 and larger kernels;
-- an NPU with a published peak gets a compute term; one without is estimated from memory traffic (and says so).
-Every estimate carries an empirical 80% interval taken from the leave-one-out residuals of the fit (labelled so), and
-the points it was fitted on.
+The latency model (model.py) is fitted on a measured corpus (corpus/: Qualcomm AI Hub's profile jobs on 14 physical
+devices plus the published tables of SOURCES.md) and validated by holding out whole devices and whole architectures
+(validation.py). Every estimate carries an 80% interval built from the held-out residuals that match how the device is
+known (its basis):
+- fitted: the device's own measurements are in the fit; a new network on it is a leave-model-out case;
+- anchor: the device is known from one measurement of the anchor network per runtime and precision;
+- spec: nothing measured on the device; its factor comes from its published peak (CPUs only);
+- runtime unseen: the runtime was measured too little on this kind of unit; the leave-runtime-out residuals apply.
+A unit kind, precision or device the corpus cannot speak for raises NoEstimate with the reason and what would fix it.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
+from pipeline.devices import features, memory, model, validation
 from pipeline.devices.catalog import figure_value
-from pipeline.devices.profiler import NO_COST, Layer, Profile
+from pipeline.devices.kernels import Kernel, kernels  # noqa: F401 - part of the estimator's API
+from pipeline.devices.profiler import Profile
+from pipeline.devices.validation import interval  # noqa: F401 - part of the estimator's API
 
-CALIBRATION = Path(__file__).resolve().parent / "calibration.json"
-ANCHORS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV",
-           "AVERAGE_POOL_2D", "MAX_POOL_2D", "MEAN"}
-# Folded into the preceding kernel by TFLite (fused activation, BN folding) and ONNX Runtime (Conv+activation).
-FUSIBLE = {"BATCH_NORM", "RELU", "RELU6", "RELU_N1_TO_1", "CLIP", "TANH", "LEAKY_RELU"}
-COMPUTE_CLASS = {"CONV_2D": "conv", "TRANSPOSE_CONV": "conv", "FULLY_CONNECTED": "conv", "BATCH_MATMUL": "conv",
-                 "DEPTHWISE_CONV_2D": "depthwise"}
-# Absorbed into the single operator they feed (XNNPACK fuses PAD into CONV_2D/DEPTHWISE_CONV_2D; converters' NCHW<->NHWC
-# transposes are folded into the consumer's layout): no kernel of their own.
-PREFIX_FUSIBLE = {"PAD", "TRANSPOSE"}
-# Default (prior) parameters, used before fitting and as the regularisation target of the fit. g_*: speed-up of a
-# runtime generation over the 2019 TFLite kernels, priors from the published averages: XNNPACK fp32 2.3x (TensorFlow
-# blog, 2020-07-24), XNNPACK int8 1.3x on ARM64 phones (TensorFlow blog, 2021-09-09); ONNX Runtime starts at XNNPACK's.
-PRIOR = {"e_fp32": 0.3, "e_fp16": 0.3, "e_int8": 0.3, "e_int8_dot": 0.3, "e_int8_nodot": 0.3, "f_dw": 0.3,
-         "f_dw3": 0.3, "f_dw5": 0.3, "e_mem": 0.5, "overhead_us": 5.0, "thread_s": 0.05,
-         "g_fp32_xnnpack": 2.3, "g_int8_xnnpack": 1.3, "g_fp32_onnxruntime": 2.3, "g_int8_onnxruntime": 1.3}
-GENERATIONS = ("tflite-2019", "xnnpack", "onnxruntime")
-# The deployment runtime's CPU generation today (conf/device/*.yaml `runtime`).
-RUNTIME_GENERATION = {"litert": "xnnpack", "onnxruntime": "onnxruntime", "coreml": "xnnpack"}
+MODE_OF = {"fitted": "lmo", "anchor": "ldo_anchor", "spec": "ldo_spec", "runtime unseen": "lro"}
+BASIS_TEXT = {"lmo": "leave-model-out", "ldo_anchor": "leave-device-out with one anchor measurement",
+              "ldo_spec": "leave-device-out from the spec sheet", "lro": "leave-runtime-out"}
+GROUPS = {"overhead": ("inference", "kernels"), "compute": ("conv_macs", "depthwise_macs", "matmul_macs",
+                                                             "elementwise"), "memory": ("weight_bytes",
+                                                                                        "activation_bytes")}
 
 
-@dataclass
-class Kernel:
-    name: str  # first operator's name
-    ops: list[str]  # operator names fused into it
-    op_types: list[str]
-    klass: str  # conv | depthwise | memory (elementwise, pooling, softmax ...)
-    macs: int
-    elements: int  # output elements (work of memory-bound kernels)
-    weight_bytes: int
-    activation_bytes: int
-    precision: str
-    dw_kernel: int = 0  # depthwise: kernel size (3, 5 ...)
-    anchor: str = ""  # the operator the kernel is built around (after any absorbed PAD/TRANSPOSE)
-
-
-def kernels(layers: list[Layer]) -> list[Kernel]:
-    """Group operators into fused kernels: an anchor absorbs following fusible ops that read only its output and whose
-    input no other operator reads; no-cost ops (reshape) are folded into the kernel that produced their input; a PAD or
-    TRANSPOSE read by exactly one operator is absorbed into that operator's kernel."""
-    consumers: dict[str, int] = {}
-    readers: dict[str, list[Layer]] = {}
-    for l in layers:
-        for i in l.inputs:
-            consumers[i] = consumers.get(i, 0) + 1
-            readers.setdefault(i, []).append(l)
-    out: list[Kernel] = []
-    owner: dict[str, Kernel] = {}  # layer name -> kernel holding it
-    absorbed: dict[str, list[Layer]] = {}  # layer name -> PAD/TRANSPOSE layers waiting for it
-    for l in layers:
-        rd = readers.get(l.name, [])
-        if l.op in PREFIX_FUSIBLE and len(rd) == 1:
-            absorbed.setdefault(rd[0].name, []).extend([*absorbed.pop(l.name, []), l])
-            continue
-        prefix = absorbed.pop(l.name, [])
-        prev = owner.get(l.inputs[0]) if len(l.inputs) == 1 else None
-        tail_ok = prev is not None and prev.ops[-1] == l.inputs[0] and consumers.get(l.inputs[0], 0) == 1
-        if l.op in NO_COST and prev is not None and not prefix:
-            prev.ops.append(l.name)
-            prev.op_types.append(l.op)
-            owner[l.name] = prev
-            continue
-        if l.op in FUSIBLE and tail_ok and (prev.anchor in ANCHORS) and not prefix:
-            prev.ops.append(l.name)
-            prev.op_types.append(l.op)
-            # the fused kernel writes the activation's output instead of the anchor's (same size): bytes unchanged
-            owner[l.name] = prev
-            continue
-        k = Kernel(name=l.name, ops=[*(p.name for p in prefix), l.name], op_types=[*(p.op for p in prefix), l.op],
-                   klass=COMPUTE_CLASS.get(l.op, "memory"), macs=l.macs, elements=l.output_elements,
-                   weight_bytes=l.weight_bytes, activation_bytes=l.input_bytes + l.output_bytes, precision=l.precision,
-                   anchor=l.op)
-        if l.op in NO_COST:
-            k.activation_bytes = 0
-        if k.klass == "depthwise" and l.output_elements:
-            k.dw_kernel = int(round(math.sqrt(l.macs / l.output_elements)))  # MACs per output = kh x kw
-        out.append(k)
-        owner[l.name] = k
-    return out
-
-
-@lru_cache(maxsize=1)
-def _calibration_file() -> str:
-    return CALIBRATION.read_text() if CALIBRATION.exists() else "{}"
-
-
-def calibration() -> dict[str, Any]:
-    """Fitted parameters per unit kind plus their expected errors (calibration.json)."""
-    return json.loads(_calibration_file())
+class NoEstimate(Exception):
+    """The device model cannot estimate this case (no measurement to fit or validate it, unsupported precision...)."""
 
 
 def unit_precision(unit: Any, precision: str) -> tuple[str | None, str]:
@@ -144,38 +57,6 @@ def unit_precision(unit: Any, precision: str) -> tuple[str | None, str]:
     return None, f"the unit has no {want} figure (it lists {', '.join(peaks) or 'none'})"
 
 
-def params_for(kind: str, calib: dict | None = None) -> tuple[dict[str, float], dict[str, Any]]:
-    """Fitted parameters for a unit kind (falling back as calibration.json says) and the provenance/error info."""
-    calib = calibration() if calib is None else calib
-    kinds = calib.get("kinds", {})
-    entry = kinds.get(kind)
-    info: dict[str, Any] = {"kind": kind, "pooled_log_residuals": calib.get("pooled_log_residuals") or []}
-    if entry is None or entry.get("borrow"):
-        src = (entry or {}).get("borrow") or "cpu"
-        base = kinds.get(src, {})
-        info.update(calibrated=False, borrowed_from=src, log_residuals=[],
-                    note=f"no published measurement for a {kind} in the calibration set: parameters borrowed from "
-                         f"the {src} fit, error unknown")
-        return {**PRIOR, **base.get("params", {})}, info
-    info.update(calibrated=True, expected_error_pct=entry.get("expected_error_pct"), points=entry.get("points"),
-                log_residuals=entry.get("loo_log_residuals") or [], fitted_on=entry.get("fitted_on") or [])
-    return {**PRIOR, **entry.get("params", {})}, info
-
-
-def interval(latency_ms: float, residuals: list[float], level: float = 0.8) -> tuple[float, float] | None:
-    """Empirical `level` interval of the truth around an estimate from leave-one-out log residuals
-    log(published / estimate): the order statistics a split-conformal interval takes (floor/ceil of (n+1) x the
-    tail levels), clamped to the extremes when there are too few residuals for the level (then it is too narrow)."""
-    r = sorted(residuals)
-    n = len(r)
-    if n < 2:
-        return None
-    a = (1 - level) / 2
-    lo_i = max(1, math.floor(a * (n + 1)))
-    hi_i = min(n, math.ceil((1 - a) * (n + 1)))
-    return latency_ms * math.exp(r[lo_i - 1]), latency_ms * math.exp(r[hi_i - 1])
-
-
 @dataclass
 class Estimate:
     device: str
@@ -183,135 +64,182 @@ class Estimate:
     unit_kind: str
     precision: str  # the precision the unit computes in
     threads: int | None
+    runtime: str  # runtime of the latency model (qnn, tflite, onnxruntime, xnnpack ...)
     latency_ms: float
-    compute_ms: float
-    memory_ms: float
-    overhead_ms: float
-    bound: str  # compute | memory | mixed
-    expected_error_pct: float | None  # leave-one-out median error of the fit for this unit kind; None = unknown
-    calibrated: bool
+    compute_ms: float  # share of the arithmetic counts (MACs, element-wise work)
+    memory_ms: float  # share of the weight and activation bytes
+    overhead_ms: float  # share of the per-inference and per-kernel overheads
+    bound: str  # compute | memory | overhead: the largest share
+    basis: str  # fitted | anchor | spec | runtime unseen
+    expected_error_pct: float  # median |error| of the held-out cases the interval comes from
+    interval_ms: list[float]  # 80% interval [low, high]
+    interval_basis: str  # which held-out residuals, how many
+    fitted_on: list[str] = field(default_factory=list)
+    fitted_summary: str = ""  # one line: what the fit and this device's factor rest on
+    memory: dict[str, Any] | None = None  # peak inference memory estimate with its interval (memory.py)
+    no_memory: str = ""  # why there is no peak-memory estimate
     notes: list[str] = field(default_factory=list)
     per_kernel: list[dict[str, Any]] = field(default_factory=list)
-    interval_ms: list[float] | None = None  # empirical 80% interval [low, high]; None = too few residuals
-    interval_basis: str = ""  # which leave-one-out residuals the interval comes from
-    generation: str = ""  # runtime generation the CPU efficiencies were taken for
-    fitted_on: list[str] = field(default_factory=list)  # calibration points of this unit kind's fit
+    calibrated: bool = True
 
     @property
     def label(self) -> str:
-        where = f"{self.device} ({self.unit}, {self.precision})"
-        if self.interval_ms:
-            lo, hi = self.interval_ms
-            return f"80% interval {lo:.3g}-{hi:.3g} ms, estimate for {where} ({self.interval_basis}); not a measurement"
-        err = f"±{self.expected_error_pct:.0f}%" if self.expected_error_pct is not None else "unknown"
-        return f"estimate for {where}, expected error {err}, no interval (too few calibration points); not a measurement"
+        lo, hi = self.interval_ms
+        return (f"80% interval {lo:.3g}-{hi:.3g} ms, estimate for {self.device} ({self.unit}, {self.precision}, "
+                f"{self.runtime}; {self.interval_basis}; {self.fitted_summary}); not a measurement")
 
     def to_dict(self, per_kernel: bool = True) -> dict[str, Any]:
         d = asdict(self)
         d["label"] = self.label
         d["fps"] = 1000.0 / self.latency_ms if self.latency_ms > 0 else None
-        d["upper_ms"] = self.interval_ms[1] if self.interval_ms else None
+        d["upper_ms"] = self.interval_ms[1]
         if not per_kernel:
             d.pop("per_kernel")
         return d
 
 
-class NoEstimate(Exception):
-    """The device model cannot estimate this case (unpublished figures, unsupported precision, `host`)."""
-
-
-def estimate(profile: Profile, device: Any, unit: str | None = None, threads: int | None = None,
-             params: dict[str, float] | None = None, calib: dict | None = None,
-             generation: str | None = None) -> Estimate:
-    """Estimate latency of `profile` on `device` (a DeviceConfig-like mapping). Raises NoEstimate with the reason.
-    `generation` (tflite-2019 | xnnpack | onnxruntime) defaults to what the device's runtime uses today."""
-    dev = device
-    unit = unit or dev.get("estimate_unit")
-    name = dev.get("display_name") or dev.get("name")
+def _unit(device: Any, unit: str | None) -> tuple[str, dict]:
+    name = device.get("display_name") or device.get("name")
+    unit = unit or device.get("estimate_unit")
     if not unit:
         raise NoEstimate(f"{name}: no device model (latency is measured by the benchmark stage)")
-    units = dev.get("compute_units") or {}
+    units = device.get("compute_units") or {}
     if unit not in units:
         hint = (" (NNAPI, the GPU delegate, Core ML are delegates, not units: name the unit the delegate runs on, "
-                f"e.g. {(dev.get('accelerator') or {}).get('unit') or 'npu'})"
+                f"e.g. {(device.get('accelerator') or {}).get('unit') or 'npu'})"
                 if unit in ("nnapi", "gpu_delegate", "coreml", "coreml_ane", "tensorrt", "edgetpu_delegate") else "")
         raise NoEstimate(f"{name}: {unit!r} is not a compute unit of this device (units: {', '.join(units) or 'none'})"
                          f"{hint}")
-    u = units[unit]
+    return unit, units[unit]
+
+
+def _kind_fit(kind: str, cp: str, name: str, unit: str, calib: dict) -> dict:
+    kf = (calib.get("kinds") or {}).get(kind)
+    if kf is None or "theta" not in kf:
+        n = kf["rows"] if kf else 0
+        raise NoEstimate(f"{name} {unit}: the corpus holds {n} measurement(s) of a {kind} unit, too few to fit and "
+                         f"validate an estimate; measure the model on the device instead (device.connection)")
+    if cp not in kf["theta"]:
+        raise NoEstimate(f"{name} {unit}: no {kind} in the corpus was measured computing in {cp} "
+                         f"(measured: {', '.join(sorted(kf['theta']))})")
+    return kf
+
+
+def _device_factor(kf: dict, device: Any, unit: dict, cp: str, threads: int | None) -> tuple[float, str, float | None]:
+    name = device.get("display_name") or device.get("name")
+    peak = model.effective_peak(unit, cp, threads)
+    a, basis = model.device_factor(kf, device.get("name"), cp, peak)
+    if a is None:
+        kind = unit.get("kind")
+        why = ("its peak is unpublished" if kind in model.SPEC_KINDS else
+               f"a {kind}'s speed is taken from measurements only (spec-sheet estimates are validated for CPUs only, "
+               f"docs/devices.md)")
+        raise NoEstimate(f"{name}: no {kind} measurement of this device in the corpus or the store, and {why}. "
+                         f"Measure {validation.ANCHOR} on it once in the deployed runtime and precision, then refit "
+                         f"(python -m pipeline.devices.fit): it becomes an anchored device")
+    return a, basis, peak
+
+
+def _kernel_rows(prof: Profile, cp: str, theta: list[float], scale: float) -> list[dict[str, Any]]:
+    rows = []
+    for k, x in features.per_kernel(prof, cp):
+        ms = scale * model.cost(theta, x)
+        rows.append({"kernel": k.name, "ops": k.op_types, "class": k.klass, "macs": k.macs,
+                     "bytes": k.weight_bytes + k.activation_bytes, "latency_ms": ms})
+    return rows
+
+
+def _shares(theta: list[float], x: list[float], scale: float) -> dict[str, float]:
+    idx = {f: i for i, f in enumerate(features.FEATURES)}
+    return {g: scale * sum(theta[idx[f]] * x[idx[f]] for f in fs) for g, fs in GROUPS.items()}
+
+
+def _fitted_on(kf: dict, device: Any, basis: str, cp: str, peak: float | None) -> list[str]:
+    f = kf.get("fitted_on", {})
+    n_dev = len(f.get("devices", {}))
+    out = [f"{kf['kind']} fit: {f.get('measurements', kf['rows'])} measurements of {len(f.get('networks', []))} "
+           f"networks on {n_dev} devices ({'; '.join(f.get('sources', []))})"]
+    mine = f.get("devices", {}).get(device.get("name"))
+    if basis in ("fitted", "anchor") and mine:
+        out.append(f"{device.get('name')}: {mine} of them measured on this device")
+    if basis == "spec" or (basis == "runtime unseen" and not mine and peak):
+        out.append(f"{device.get('name')}: no measurement; its published {cp} peak, {peak:.4g} G ops/s for the "
+                   f"threads used")
+    out.append("runtimes: " + ", ".join(f.get("runtimes", [])))
+    return out
+
+
+def _fitted_summary(kf: dict, device: Any, basis: str) -> str:
+    f = kf.get("fitted_on", {})
+    mine = f.get("devices", {}).get(device.get("name"))
+    where = (f"{mine} on this device" if basis in ("fitted", "anchor") and mine else
+             "none on this device: its spec sheet" if basis in ("spec", "runtime unseen") else "none on this device")
+    return f"fitted on {f.get('measurements', kf['rows'])} {kf['kind']} measurements, {where}"
+
+
+def _memory(profile: Profile, kind: str, cp: str, runtime: str, calib: dict) -> tuple[dict[str, Any] | None, str]:
+    """(peak-memory estimate, "") or (None, why not)."""
+    mf = (calib.get("memory") or {}).get(kind)
+    if mf is None:
+        return None, f"no measured peak memory of a {kind} in the corpus"
+    w, act = memory.profile_mb(profile, cp)
+    peak, seen = memory.predict(mf, runtime, w, act)
+    mode = "ldo" if seen else "lro"
+    res, group = validation.residuals_for(mf.get("residuals", {}), mode, runtime)
+    iv = memory.interval(peak, res) if res else None
+    if iv is None:
+        return None, (f"{runtime}'s peak memory on a {kind} was measured fewer than {model.MIN_RUNTIME_ROWS} times and "
+                      f"the other runtimes cannot validate a transfer to it")
+    text = {"ldo": "leave-device-out", "lro": "leave-runtime-out"}[mode]
+    return {"peak_mb": peak, "interval_mb": list(iv), "weights_mb": w, "largest_activation_mb": act,
+            "basis": f"{text} residuals of {len(res)} measured peaks ({kind}, {group})",
+            "label": f"80% interval {iv[0]:.3g}-{iv[1]:.3g} MB peak inference memory, estimate ({text} residuals of "
+                     f"{len(res)} {kind} measurements, {group}); not a measurement"}, ""
+
+
+def estimate(profile: Profile, device: Any, unit: str | None = None, threads: int | None = None,
+             runtime: str | None = None, calib: dict | None = None) -> Estimate:
+    """Estimate latency (and peak memory) of `profile` on `device` (a DeviceConfig-like mapping) with its 80%
+    interval. `runtime` (model.RUNTIMES values) defaults to the device's deployment runtime. Raises NoEstimate."""
+    name = device.get("display_name") or device.get("name")
+    unit, u = _unit(device, unit)
     kind = u.get("kind")
     prec, why = unit_precision(u, profile.precision)
     if prec is None:
         raise NoEstimate(f"{name}, {unit} ({kind}): {why}")
+    cp = features.compute_precision(kind, prec)
+    calib = model.calibration() if calib is None else calib
+    kf = _kind_fit(kind, cp, name, unit, calib)
+    if threads is None and kind == "cpu":
+        threads = int(device.get("threads") or 0) or None
+    rt = runtime or model.RUNTIMES.get(kind, {}).get(device.get("runtime"))
+    if rt is None:
+        raise NoEstimate(f"{name} {unit}: the {device.get('runtime')} runtime on a {kind} is not modelled")
+    a, basis, peak = _device_factor(kf, device, u, cp, threads)
+    b, seen = model.runtime_factor(kf, rt, cp, device.get("name"))
     notes = [why] if why else []
-    peak_g = figure_value(u["peak_gops"].get(prec))
-    bw_g = figure_value(dev.get("memory_bandwidth_gbps"))
-    if peak_g is None and bw_g is None:
-        raise NoEstimate(f"{name} {unit}: neither the {prec} peak nor the memory bandwidth is published")
-    if threads is None:
-        threads = int(dev.get("threads") or 1) if kind == "cpu" else None
-    cores = int(u.get("cores") or 1)
-    if generation is None:
-        generation = RUNTIME_GENERATION.get(dev.get("runtime"), "xnnpack")
-    if generation not in GENERATIONS:
-        raise NoEstimate(f"runtime generation {generation!r} unknown (known: {', '.join(GENERATIONS)})")
-    p, info = params_for(kind, calib) if params is None else (params, {"calibrated": True})
-    if peak_g is not None and kind == "cpu" and threads:
-        t = min(threads, cores)
-        # sub-linear scaling: a serial fraction s of each kernel does not parallelise (Amdahl)
-        peak_g *= (t / (1 + p.get("thread_s", 0.0) * (t - 1))) / cores
-    if peak_g is None:
-        notes.append(f"{prec} peak unpublished: estimated from memory traffic only (fitted)")
-    if bw_g is None:
-        notes.append("memory bandwidth unpublished: estimated from compute only (fitted)")
-    if params is None and not info.get("calibrated"):
-        notes.append(info["note"])
-    if params is None and kind == "npu" and peak_g is not None:
-        # the calibration NPUs (Hexagon) have no published peak, so only their memory term was fitted; the compute
-        # term here uses efficiencies borrowed from the Edge TPU fit (fit.py): honest answer is "error unknown"
-        info = {**info, "calibrated": False, "expected_error_pct": None, "log_residuals": []}
-        notes.append("NPU compute efficiency borrowed from the Edge TPU fit (the calibration NPUs' peaks are "
-                     "unpublished): error unknown")
-    prof = profile if profile.precision == prec or prec not in ("fp32", "fp16", "int8") else profile.with_precision(prec)
-    eff = p.get(f"e_{prec}", p["e_fp32"])
-    if prec == "int8" and kind == "cpu":
-        ratio = (figure_value(u["peak_gops"].get("int8")) or 0) / (figure_value(u["peak_gops"].get("fp32")) or 1e-9)
-        eff = p.get("e_int8_dot" if ratio >= 3 else "e_int8_nodot", p.get("e_int8", eff))
-    if kind == "cpu" and generation != "tflite-2019" and prec in ("fp32", "int8"):
-        eff *= p.get(f"g_{prec}_{generation}", 1.0)
-    per, tc_sum, tm_sum = [], 0.0, 0.0
-    n_k = 0
-    f_dw = p.get("f_dw", 1.0)
-    for k in kernels(prof.layers):
-        if k.activation_bytes == 0 and k.macs == 0 and k.weight_bytes == 0:
-            continue
-        n_k += 1
-        if k.klass == "memory" or peak_g is None:
-            tc = 0.0 if peak_g is None else k.elements / (peak_g * 1e9 * eff)
-        else:
-            f = (p.get("f_dw3", f_dw) if k.dw_kernel <= 3 else p.get("f_dw5", f_dw)) if k.klass == "depthwise" else 1.0
-            tc = 2 * k.macs / (peak_g * 1e9 * eff * f)
-        tm = 0.0 if bw_g is None else (k.weight_bytes + k.activation_bytes) / (bw_g * 1e9 * p["e_mem"])
-        t = max(tc, tm) + p["overhead_us"] * 1e-6
-        tc_sum += tc
-        tm_sum += tm
-        per.append({"kernel": k.name, "ops": k.op_types, "class": k.klass, "macs": k.macs,
-                    "bytes": k.weight_bytes + k.activation_bytes, "compute_ms": tc * 1e3, "memory_ms": tm * 1e3,
-                    "latency_ms": t * 1e3, "bound": "compute" if tc >= tm else "memory"})
-    total = sum(r["latency_ms"] for r in per)
-    overhead = n_k * p["overhead_us"] * 1e-3
-    nc = sum(1 for r in per if r["bound"] == "compute")
-    bound = "compute" if nc > 0.7 * len(per) else "memory" if nc < 0.3 * len(per) else "mixed"
-    res, basis = info.get("log_residuals") or [], ""
-    if len(res) >= 9:
-        basis = f"empirical, leave-one-out residuals of {len(res)} {kind} points"
-    elif info.get("calibrated") and len(info.get("pooled_log_residuals") or []) >= 9:
-        res = info["pooled_log_residuals"]
-        basis = f"empirical, leave-one-out residuals of {len(res)} points of all unit kinds ({kind} has too few)"
-    else:
-        res = []
-    iv = interval(total, res) if res else None
-    return Estimate(device=name, unit=unit, unit_kind=kind, precision=prec, threads=threads, latency_ms=total,
-                    compute_ms=tc_sum * 1e3, memory_ms=tm_sum * 1e3, overhead_ms=overhead, bound=bound,
-                    expected_error_pct=info.get("expected_error_pct"), calibrated=bool(info.get("calibrated")),
-                    notes=notes, per_kernel=per, interval_ms=list(iv) if iv else None, interval_basis=basis,
-                    generation=generation if kind == "cpu" else "", fitted_on=list(info.get("fitted_on") or []))
+    if not seen:
+        basis = "runtime unseen"
+        notes.append(f"{rt} was measured fewer than {model.MIN_RUNTIME_ROWS} times on a {kind}: the mean factor of "
+                     f"the measured runtimes is used")
+    mode = MODE_OF[basis]
+    res, group = validation.residuals_for(kf.get("residuals", {}), mode, rt)
+    if not res:
+        raise NoEstimate(f"{name} {unit}: too few held-out {kind} cases for a {BASIS_TEXT[mode]} estimate (fewer than "
+                         f"{validation.MIN_RESIDUALS} from {validation.MIN_FOLDS} devices or architectures) to state "
+                         f"an 80% interval; measure the model on the device instead (device.connection)")
+    theta, scale = kf["theta"][cp], math.exp(a + b)
+    x = features.vector(profile, cp)
+    latency = scale * model.cost(theta, x)
+    shares = _shares(theta, x, scale)
+    lo, hi = validation.interval(latency, res)
+    mem, no_mem = _memory(profile, kind, cp, rt, calib)
+    return Estimate(
+        device=name, unit=unit, unit_kind=kind, precision=cp, threads=threads if kind == "cpu" else None, runtime=rt,
+        latency_ms=latency, compute_ms=shares["compute"], memory_ms=shares["memory"],
+        overhead_ms=shares["overhead"], bound=max(shares, key=shares.get), basis=basis,
+        expected_error_pct=100 * sorted(abs(math.exp(-r) - 1) for r in res)[len(res) // 2],
+        interval_ms=[lo, hi], interval_basis=f"{BASIS_TEXT[mode]} residuals of {len(res)} {kind} cases, {group}",
+        fitted_on=_fitted_on(kf, device, basis, cp, peak), fitted_summary=_fitted_summary(kf, device, basis),
+        memory=mem, no_memory=no_mem,
+        notes=notes, per_kernel=_kernel_rows(profile, cp, theta, scale))

@@ -18,14 +18,14 @@ from typing import Any
 FILENAME = "measurements.db"
 COLUMNS = ("recorded_at", "device", "unit", "connection", "runtime", "runtime_version", "model", "format",
            "fingerprint", "precision", "threads", "latency_p50_ms", "latency_p90_ms", "latency_mean_ms", "load_ms",
-           "peak_rss_mb", "samples", "cpu", "run")
+           "peak_rss_mb", "samples", "cpu", "run", "cores", "machine")
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS measurements (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   recorded_at TEXT NOT NULL, device TEXT NOT NULL, unit TEXT, connection TEXT, runtime TEXT NOT NULL,
   runtime_version TEXT, model TEXT, format TEXT, fingerprint TEXT NOT NULL, precision TEXT, threads INTEGER,
   latency_p50_ms REAL, latency_p90_ms REAL, latency_mean_ms REAL, load_ms REAL, peak_rss_mb REAL, samples INTEGER,
-  cpu TEXT, run TEXT);
+  cpu TEXT, run TEXT, cores INTEGER, machine TEXT);
 CREATE INDEX IF NOT EXISTS measurements_device ON measurements(device, runtime);
 CREATE TABLE IF NOT EXISTS profiles (fingerprint TEXT PRIMARY KEY, profile BLOB NOT NULL);
 """
@@ -47,18 +47,39 @@ def fingerprint(path: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
-def generation(runtime: str) -> str:
-    """Runtime generation of a measurement (estimator.GENERATIONS) from its runtime string."""
+def model_runtime(runtime: str, version: str | None) -> str | None:
+    """The latency model's runtime (model.RUNTIMES) a CPU measurement was made with, from its runtime name and
+    version; None when the version cannot tell (TensorFlow Lite before 2.3 ran its own 2019 kernels, XNNPACK is the
+    default since 2.3, so the number alone does not say which)."""
     r = (runtime or "").lower()
-    if "onnxruntime" in r or "onnx runtime" in r:
+    if "onnx" in r:
         return "onnxruntime"
-    return "xnnpack"  # LiteRT / tflite-runtime / TensorFlow Lite since 2.3 run XNNPACK on the CPU by default
+    if "openvino" in r:
+        return "openvino"
+    if "executorch" in r:
+        return "xnnpack"
+    if any(k in r for k in ("litert", "tflite", "tensorflow lite")):
+        try:
+            major, minor = (int(x) for x in (version or "").split(".")[:2])
+        except ValueError:
+            return None
+        return "tflite-2019" if (major, minor) < (2, 3) else "xnnpack"
+    return None
+
+
+def _migrate(con: sqlite3.Connection) -> None:
+    """Stores written before a column existed get it (empty for their rows)."""
+    have = {r[1] for r in con.execute("PRAGMA table_info(measurements)")}
+    for col, typ in (("cores", "INTEGER"), ("machine", "TEXT")):
+        if col not in have:
+            con.execute(f"ALTER TABLE measurements ADD COLUMN {col} {typ}")
 
 
 def _connect(db: str | Path) -> sqlite3.Connection:
     Path(db).parent.mkdir(parents=True, exist_ok=True)
     con = sqlite3.connect(str(db), timeout=30)
     con.executescript(SCHEMA)
+    _migrate(con)
     return con
 
 
@@ -139,5 +160,6 @@ def record_measurement(db: str | Path, device: Any, result: dict[str, Any], mode
                      "threads": on.get("threads", result.get("threads")), "latency_p50_ms": r.get("latency_p50_ms"),
                      "latency_p90_ms": r.get("latency_p90_ms"), "latency_mean_ms": r.get("latency_mean_ms"),
                      "load_ms": r.get("load_ms"), "peak_rss_mb": result.get("peak_rss_mb"),
-                     "samples": r.get("samples"), "cpu": result.get("cpu"), "run": run})
+                     "samples": r.get("samples"), "cpu": result.get("cpu"), "run": run,
+                     "cores": result.get("cores"), "machine": result.get("machine")})
     return record(db, rows, profiles)

@@ -113,7 +113,7 @@ def _budget_view(r: ArtifactRow) -> dict:
     """The fields pipeline.devices.budgets reads (it works on plain data, unit-testable by hand)."""
     return {"name": r.name, "size_bytes": r.size_bytes, "latency_ms": r.latency_ms, "estimate": r.estimate,
             "device_latency_ms": r.device_latency_ms, "measured_on_device": r.measured_on_device,
-            "measured_on": r.measured_on, "ram_estimate_mb": r.ram_estimate_mb}
+            "measured_on": r.measured_on, "ram_estimate_mb": r.ram_estimate_mb, "load_rss_mb": r.load_rss_mb}
 
 
 def _get(obj: Any, key: str, default=None):

@@ -123,6 +123,8 @@ def summary_notes(summary: Summary) -> list[str]:
     out += [f"device ms: measured on {d} ({c}), {rt} {v}, {t} thread(s)" for d, c, rt, v, t in sorted(on_dev)]
     out += [f"* est. ms: {l}" for l in sorted({a.estimate["label"] for a in arts if a.estimate})]
     out += [f"* est. ms: none for {a.name}: {a.no_estimate}" for a in arts if a.no_estimate]
+    out += [f"* est. MB {a.name}: {a.estimate['memory']['label']}" for a in arts
+            if a.estimate and (a.estimate.get("memory") or {}).get("label")]
     out += [f"coverage {a.name}: {a.coverage}" for a in arts if a.coverage]
     out += [f"{a.name}: not run on this host: {a.not_runnable}" for a in arts if a.not_runnable]
     return out

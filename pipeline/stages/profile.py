@@ -1,6 +1,7 @@
 """`profile`: per-layer device profile of each input model: op type, shapes, MACs, parameters, bytes, precision;
-the latency estimate on the device (fused kernels, fitted efficiencies; labelled with its expected error, never a
-measurement); the accelerator delegate's operator coverage. Writes profile.json and a per-layer latency chart
+the latency and peak-memory estimates on the device (pipeline/devices/estimator.py: fitted on a measured corpus, each
+with the 80% interval its held-out validation gives and what it was fitted on; never a measurement); the accelerator
+delegate's operator coverage. Writes profile.json and a per-layer latency chart
 profile.png (both logged to MLflow and copied into the run directory).
 
 An ExecuTorch `.pte` is profiled for what its file says: the delegate coverage, i.e. which operators were lowered to
@@ -65,8 +66,9 @@ class Profile(Stage):
         if cov and prof.format != "tflite":  # the delegate tables speak TFLite; say how this graph was read
             cov["note"] = (f"{prof.format} graph read as TFLite operators (Q/DQ pairs folded into the int8 ops they "
                            f"wrap); profile the TFLite export for the exact list")
+        mem = est.memory if est else None
         facts = {"macs": totals["macs"], "params": totals["params"], "weight_bytes": totals["weight_bytes"],
-                 "ram_estimate_mb": totals["ram_estimate_mb"], "profiled_precision": prof.precision,
+                 "ram_estimate_mb": mem["peak_mb"] if mem else None, "profiled_precision": prof.precision,
                  "estimate": est.to_dict(per_kernel=False) if est else None,
                  "no_estimate": no_est,
                  "coverage": {k: v for k, v in cov.items() if k != "ops"} if cov else None,
@@ -87,13 +89,19 @@ class Profile(Stage):
             chart.latency_chart(ctx.workdir / "profile.png", f"{title}: {est.latency_ms:.3g} ms\n{est.label}",
                                 est.per_kernel)
             ctx.log.info("%s: %.3f ms — %s", a.stage, est.latency_ms, est.label)
+            if mem:
+                ctx.log.info("%s: %.3g MB — %s", a.stage, mem["peak_mb"], mem["label"])
+            else:
+                ctx.log.info("%s: no peak-memory estimate (%s)", a.stage, est.no_memory)
         else:
             chart.macs_chart(ctx.workdir / "profile.png", f"{title}: {no_est}", doc["layers"])
             ctx.log.info("%s: no latency estimate (%s)", a.stage, no_est)
         ctx.log.info("%s: %s", a.stage, facts["coverage_summary"])
-        metrics = {"macs": totals["macs"], "params": totals["params"], "ram_estimate_mb": totals["ram_estimate_mb"]}
+        metrics = {"macs": totals["macs"], "params": totals["params"]}
         if est:
             metrics["estimate_latency_ms"] = est.latency_ms
+        if mem:
+            metrics.update(estimate_peak_memory_mb=mem["peak_mb"], estimate_peak_memory_upper_mb=mem["interval_mb"][1])
         if cov:
             metrics.update(coverage_supported=cov["supported"], coverage_total=cov["total"])
         return StageResult(metrics=metrics, about={a.stage: Findings(**facts)}, files=["profile.json", "profile.png"])

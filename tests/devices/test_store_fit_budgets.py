@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from pipeline.devices import budgets, catalog, fit, store
+from pipeline.devices import budgets, catalog, fit, model, store
 from pipeline.devices.profiler import profile_onnx
 
 
@@ -27,39 +27,69 @@ def conv_onnx(path, channels: int, size: int):
     return path
 
 
-def _result(p50):
+def _result(p50, name="m", cpu="Raspberry Pi 4 Model B Rev 1.4", cores=4, version="1.31.1"):
     on = {"device": "Raspberry Pi 4", "connection": "ssh://pi@rpi:22", "runtime": "onnxruntime CPUExecutionProvider",
-          "version": "1.31.1", "threads": 4}
-    return {"models": {"m": {"latency_p50_ms": p50, "latency_p90_ms": p50 * 1.1, "latency_mean_ms": p50,
-                             "load_ms": 5.0, "runtime": on["runtime"], "version": "1.31.1", "samples": 30,
+          "version": version, "threads": 4}
+    return {"models": {name: {"latency_p50_ms": p50, "latency_p90_ms": p50 * 1.1, "latency_mean_ms": p50,
+                             "load_ms": 5.0, "runtime": on["runtime"], "version": version, "samples": 30,
                              "measured_on": on}},
-            "threads": 4, "cpu": "Cortex-A72", "peak_rss_mb": 50.0}
+            "threads": 4, "cpu": cpu, "cores": cores, "machine": "aarch64", "peak_rss_mb": 50.0}
+
+
+def _record(db, tmp_path, i, ch, size, p50, **kw):
+    path = conv_onnx(tmp_path / f"m{i}.onnx", ch, size)
+    return store.record_measurement(db, {"name": "rpi4"}, _result(p50, f"m{i}", **kw),
+                                    [{"name": f"m{i}", "fmt": "onnx", "path": str(path), "precision": "fp32"}])
 
 
 def test_store_round_trip_and_refit_from_it(tmp_path):
     db = tmp_path / "outputs" / store.FILENAME
-    rpi4 = {"name": "rpi4"}
-    truth = {}
-    for i, (ch, size) in enumerate([(16, 32), (32, 32), (64, 32), (32, 64)]):
-        path = conv_onnx(tmp_path / f"m{i}.onnx", ch, size)
+    for i, (ch, size) in enumerate([(16, 32), (32, 32), (64, 32), (32, 64), (64, 64), (8, 64)]):
         macs = ch * 27 * size * size
-        truth[i] = 2 * macs / (96e9 / 4 * 4 * 0.2) * 1e3 + 0.02  # a board at 20% of its peak, 20 us overhead
-        n = store.record_measurement(db, rpi4, _result(truth[i]), [{"name": "m", "fmt": "onnx", "path": str(path),
-                                                                    "precision": "fp32"}])
-        assert n == 1
+        # a board at 20% of its 96 G op/s peak plus 0.3 ms per inference
+        assert _record(db, tmp_path, i, ch, size, 2 * macs / (96e9 * 0.2) * 1e3 + 0.3) == 1
     rows = store.rows(db)
-    assert len(rows) == 4 and {r["device"] for r in rows} == {"rpi4"}
+    assert len(rows) == 6 and {r["device"] for r in rows} == {"rpi4"}
     r = rows[0]
-    assert (r["runtime"], r["runtime_version"], r["precision"], r["threads"]) == (
-        "onnxruntime CPUExecutionProvider", "1.31.1", "fp32", 4)
+    assert (r["runtime"], r["runtime_version"], r["precision"], r["threads"], r["cores"], r["cpu"]) == (
+        "onnxruntime CPUExecutionProvider", "1.31.1", "fp32", 4, 4, "Raspberry Pi 4 Model B Rev 1.4")
     prof = store.profile(db, r["fingerprint"])
     assert prof.totals()["macs"] == profile_onnx(tmp_path / "m0.onnx").totals()["macs"]
-    pts = fit.store_points(db)
-    assert [p.generation for p in pts] == ["onnxruntime"] * 4 and all("[M] measured" in p.source for p in pts)
-    result = fit.fit(pts)
-    cpu = result["kinds"]["cpu"]
-    assert cpu["points"] == 4 and all("measured" in f for f in cpu["fitted_on"])
-    assert cpu["in_sample_error_pct"] < 10  # the fit finds the board's efficiency from its own measurements
+    samples, refused = fit.store_samples(db)
+    assert refused == [] and len(samples) == 6
+    assert {(s.kind, s.device, s.runtime, s.precision) for s in samples} == {("cpu", "rpi4", "onnxruntime", "fp32")}
+    assert all(s.runtime_version == "onnxruntime CPUExecutionProvider 1.31.1" and "[M] measured" in s.source
+               for s in samples)
+    kf = fit.fit_kind(samples)
+    errs = [abs(model.predict(kf, list(s.x), "fp32", kf["devices"]["rpi4"]["fp32"], 0.0) / s.latency_ms - 1)
+            for s in samples]
+    assert max(errs) < 0.05  # the fit finds the board's cost shape from its own measurements
+
+
+@pytest.mark.bad_input
+def test_the_refit_refuses_a_measurement_from_a_cpu_that_is_not_the_devices(tmp_path, capsys):
+    db = tmp_path / store.FILENAME
+    _record(db, tmp_path, 0, 16, 32, 1.0)  # the board itself: trusted
+    _record(db, tmp_path, 1, 16, 32, 0.2, cpu="Intel(R) Xeon(R) Processor", cores=2)  # this host, stored as rpi4
+    _record(db, tmp_path, 2, 16, 32, 0.2, version="")  # no runtime version
+    samples, refused = fit.store_samples(db)
+    assert len(samples) == 1
+    assert any("measured on CPU 'Intel(R) Xeon(R) Processor', but conf/device/rpi4.yaml expects one of "
+               "['Raspberry Pi 4', 'BCM2711', 'Cortex-A72']: it was measured on another machine" in r for r in refused)
+    assert any("reported 2 CPU cores, conf/device/rpi4.yaml says 4" in r for r in refused)
+    assert any("no version of onnxruntime CPUExecutionProvider recorded" in r for r in refused)
+    before = fit.CALIBRATION.read_bytes()
+    assert fit.main(["--store", str(db)]) == 2  # refused before any fitting: nothing written
+    assert fit.CALIBRATION.read_bytes() == before
+    out = capsys.readouterr().out
+    assert "refit refused" in out and "nothing was written" in out and "Benchmark again with device=rpi4" in out
+
+
+def test_runtime_versions_keep_the_2019_kernels_apart_from_xnnpack():
+    assert store.model_runtime("LiteRT Interpreter", "2.1.0") == "tflite-2019"
+    assert store.model_runtime("tflite-runtime", "2.14.0") == "xnnpack"
+    assert store.model_runtime("LiteRT benchmark_model", "unknown") is None  # cannot tell: refused by the refit
+    assert store.model_runtime("onnxruntime CPUExecutionProvider", "1.31.1") == "onnxruntime"
 
 
 def test_a_failed_record_writes_nothing(tmp_path):
@@ -72,8 +102,10 @@ def test_a_failed_record_writes_nothing(tmp_path):
         assert con.execute("SELECT count(*) FROM measurements").fetchone()[0] == 0
 
 
-ROW = {"name": "quantize", "size_bytes": 1e6, "ram_estimate_mb": 10.0, "latency_ms": None,
-       "estimate": {"latency_ms": 40.0, "upper_ms": 55.0, "label": "80% interval 30-55 ms, estimate for Raspberry Pi 4"}}
+MEM = {"peak_mb": 30.0, "interval_mb": [12.0, 80.0], "label": "80% interval 12-80 MB peak inference memory, estimate"}
+ROW = {"name": "quantize", "size_bytes": 1e6, "latency_ms": None,
+       "estimate": {"latency_ms": 40.0, "upper_ms": 55.0, "label": "80% interval 30-55 ms, estimate for Raspberry Pi 4",
+                    "memory": MEM}}
 
 
 def test_gate_judges_point_or_upper_and_a_device_measurement_wins():
@@ -86,6 +118,19 @@ def test_gate_judges_point_or_upper_and_a_device_measurement_wins():
                                        "version": "2.3.0"}}
     v = budgets.verdict(measured, limits, "rpi4", judge="upper")
     assert v["pass"] is True and v["checks"][0]["source"] == "measured on Raspberry Pi 4 (ssh://pi@rpi), LiteRT 2.3.0"
+
+
+def test_gate_judges_ram_on_the_peak_memory_estimate():
+    limits = {"latency_ms": None, "fps": None, "model_mb": None, "ram_mb": 50.0, "max_accuracy_drop": 1.0}
+    point = budgets.verdict(ROW, limits, "rpi4")
+    assert point["pass"] and point["checks"][0]["value"] == 30.0 and "peak inference memory" in point["checks"][0]["source"]
+    up = budgets.verdict(ROW, limits, "rpi4", judge="upper")  # the whole interval must fit: 80 MB does not
+    assert up["failed"] == ["ram_mb 80 MB vs limit 50: over by 30 MB (60%)"]
+    none = budgets.verdict({**ROW, "estimate": None}, limits, "rpi4")
+    assert none["pass"] and none["not_checked"] == ["ram_mb (no peak-memory estimate (profile stage))"]
+    host = budgets.verdict({**ROW, "estimate": None, "load_rss_mb": 70.0, "measured_on": "this host"}, limits, "host",
+                           measured_here=True)
+    assert host["failed"][0].startswith("ram_mb 70 MB") and "measured" in host["checks"][0]["source"]
 
 
 def test_plan_checks_connection_and_judge():

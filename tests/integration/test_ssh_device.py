@@ -250,3 +250,9 @@ def test_pipeline_benchmarks_on_the_board_next_to_the_estimate(agent, tmp_path):
     assert {(r["model"], r["precision"]) for r in rows} == {("export", "fp32"), ("quantize", "int8")}
     assert all(r["device"] == "rpi4" and r["runtime_version"] and store.profile(store.path_in(out), r["fingerprint"])
                for r in rows)
+    # this "board" is the test host over ssh: the store keeps what it measured, but the refit will not take an x86
+    # CPU's numbers as a Raspberry Pi 4's
+    from pipeline.devices import fit
+
+    samples, refused = fit.store_samples(store.path_in(out))
+    assert samples == [] and sum("expects one of ['Raspberry Pi 4'" in r for r in refused) == len(rows)
