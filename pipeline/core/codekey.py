@@ -2,7 +2,7 @@
 
 A task's code is its stage module plus every `pipeline.*` module that module reaches: imports at any depth (lazy
 imports inside functions too), module names in strings (`"pipeline.runtimes.measure"` run with `python -m`), and
-registry entries (`"pipeline.models.mobilenet_v2:MobileNetV2"`), plus the data files (JSON, YAML, CSV, NumPy) beside
+registry entries (`"pipeline.models.mobilenet_v2:MobileNetV2"`), plus the data files (JSON, YAML, CSV, NumPy, gzip) beside
 those modules. A registry (a module-level dict of names to "module[:attr]" strings: the model zoo, the runtimes by
 format, the tasks, the data sets) is followed per entry, and only into the entries the task can reach: the names its
 settings and parameters hold and the formats of the models it and its upstream stages handle. So one runtime's or
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Iterable
 
 PKG_DIR = Path(__file__).resolve().parent.parent  # the pipeline package
-DATA_SUFFIXES = (".json", ".yaml", ".yml", ".csv", ".npy", ".npz")
+DATA_SUFFIXES = (".json", ".yaml", ".yml", ".csv", ".npy", ".npz", ".gz")
 EXEMPT = "CACHE_KEY_EXEMPT"
 _DOTTED = re.compile(r"^(pipeline(?:\.[A-Za-z_][A-Za-z0-9_]*)+)(?::[A-Za-z_][A-Za-z0-9_.]*)?$")
 

@@ -3,32 +3,19 @@ the pipeline profiles a PyTorch artifact (ONNX export, then per-layer MACs and b
 
 Two sources: the published CPU/GPU tables (MobileNetV1 at the TFLite hosted-models widths and resolutions,
 MobileNetV2, EfficientNet-Lite0) and the Qualcomm AI Hub corpus, whose model ids map to zoo networks at the resolution
-the corpus states (`CORPUS`). MobileNetV1 (Howard et al., 2017) is not in the model zoo, so it is defined here.
+the corpus states (pipeline.devices.corpus.CORPUS). MobileNetV1 (Howard et al., 2017) is not in the model zoo, so it
+is defined here.
+
+    python -m pipeline.devices.networks            # trace the profiles the cache lacks, rewrite it
+    python -m pipeline.devices.networks --all      # re-trace every network
 """
 from __future__ import annotations
 
 from functools import lru_cache
 
+from pipeline.devices.corpus import CORPUS, PUBLISHED
+
 V1_BLOCKS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512, 1)] * 5 + [(1024, 2), (1024, 1)]
-# Qualcomm AI Hub model id -> (zoo network, input side). Ids and sides as in the corpus' aihub_models.csv; the AI Hub
-# model code builds each from torchvision (e.g. `regnet` is regnet_x_3_2gf, `shufflenet_v2` is x0.5).
-CORPUS = {"mobilenet_v2": ("mobilenet_v2", 224), "mobilenet_v3_large": ("mobilenet_v3_large", 224),
-          "mobilenet_v3_small": ("mobilenet_v3_small", 224), "resnet18": ("resnet18", 224),
-          "resnet50": ("resnet50", 224), "resnet101": ("resnet101", 224), "resnext50": ("resnext50_32x4d", 224),
-          "resnext101": ("resnext101_32x8d", 224), "wideresnet50": ("wide_resnet50_2", 224),
-          "shufflenet_v2": ("shufflenet_v2_x0_5", 224), "mnasnet05": ("mnasnet0_5", 224),
-          "regnet": ("regnet_x_3_2gf", 224), "regnet_y_800mf": ("regnet_y_800mf", 224),
-          "googlenet": ("googlenet", 224), "inception_v3": ("inception_v3", 224),
-          "squeezenet1_1": ("squeezenet1_1", 224), "densenet121": ("densenet121", 224),
-          "efficientnet_b0": ("efficientnet_b0", 224), "efficientnet_b4": ("efficientnet_b4", 380),
-          "efficientnet_v2_s": ("efficientnet_v2_s", 384), "convnext_tiny": ("convnext_tiny", 224),
-          "vit": ("vit_b_16", 224)}
-# The published tables' networks (corpus/published.csv): (network, side) pairs to profile.
-PUBLISHED = [*((f"mobilenet_v1_{w}", 224) for w in ("1.0", "0.75", "0.5", "0.25")),
-             *((f"mobilenet_v1_1.0", r) for r in (192, 160, 128)), ("mobilenet_v2", 224),
-             ("efficientnet_lite0", 224)]
-
-
 def mobilenet_v1(width: float = 1.0, num_classes: int = 1001):
     from torch import nn
 
@@ -87,3 +74,31 @@ def profile(network: str, resolution: int):
 
     cached = profiles.load().get(key(network, resolution))
     return cached if cached is not None else trace(network, resolution)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Rebuild the profile cache (pipeline/devices/corpus/profiles.json.gz)."""
+    import argparse
+
+    from pipeline.devices.corpus import profiles
+
+    ap = argparse.ArgumentParser(prog="python -m pipeline.devices.networks", description=main.__doc__)
+    ap.add_argument("--all", action="store_true", help="re-trace every network, not only the missing ones")
+    args = ap.parse_args(argv)
+    entries = {} if args.all else dict(profiles.raw())
+    for net, side in all_keys():
+        k = key(net, side)
+        if k in entries:
+            continue
+        prof = trace(net, side)
+        t = prof.totals()
+        print(f"{k:<28} {t['layers']:>5} layers {t['macs'] / 1e9:7.3f} G MACs {t['params'] / 1e6:7.2f} M params",
+              flush=True)
+        entries[k] = profiles.encode(prof)
+        profiles.write(entries)  # after each network: an interrupted rebuild keeps what it traced
+    print(f"{len(entries)} profiles in {profiles.CACHE}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

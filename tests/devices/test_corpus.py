@@ -27,7 +27,7 @@ PUBLISHED = {"mobilenet_v2": (0.30, 3.50), "mobilenet_v3_large": (0.22, 5.48), "
 def test_profile_totals_match_the_published_figures(model_id):
     net, side = networks.CORPUS[model_id]
     cached = profiles.load()
-    assert networks.key(net, side) in cached, f"{net}@{side}: run python -m pipeline.devices.corpus.profiles"
+    assert networks.key(net, side) in cached, f"{net}@{side}: run python -m pipeline.devices.networks"
     t = cached[networks.key(net, side)].totals()
     gmacs, mparams = PUBLISHED[net]
     if gmacs is not None:  # published to 2 decimals: half a digit of rounding plus 1%

@@ -6,7 +6,7 @@ Two sources, each row citing its own:
   no value changed (README.md beside this file);
 - `published.csv`: the CPU/GPU/NPU/Edge TPU tables the project cites (pipeline/devices/SOURCES.md).
 
-`load()` returns the rows the estimator can use: a network the zoo profiles (networks.CORPUS), a device of the
+`load()` returns the rows the estimator can use: a network the zoo profiles (CORPUS), a device of the
 catalog (DEVICES), one compute unit for the whole graph. `excluded()` says how many rows were left out and why.
 Imports no ML framework.
 """
@@ -16,6 +16,25 @@ import csv
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
+# Qualcomm AI Hub model id -> (zoo network, input side). Ids and sides as in the corpus' aihub_models.csv; the AI Hub
+# model code builds each from torchvision (e.g. `regnet` is regnet_x_3_2gf, `shufflenet_v2` is x0.5).
+CORPUS = {"mobilenet_v2": ("mobilenet_v2", 224), "mobilenet_v3_large": ("mobilenet_v3_large", 224),
+          "mobilenet_v3_small": ("mobilenet_v3_small", 224), "resnet18": ("resnet18", 224),
+          "resnet50": ("resnet50", 224), "resnet101": ("resnet101", 224), "resnext50": ("resnext50_32x4d", 224),
+          "resnext101": ("resnext101_32x8d", 224), "wideresnet50": ("wide_resnet50_2", 224),
+          "shufflenet_v2": ("shufflenet_v2_x0_5", 224), "mnasnet05": ("mnasnet0_5", 224),
+          "regnet": ("regnet_x_3_2gf", 224), "regnet_y_800mf": ("regnet_y_800mf", 224),
+          "googlenet": ("googlenet", 224), "inception_v3": ("inception_v3", 224),
+          "squeezenet1_1": ("squeezenet1_1", 224), "densenet121": ("densenet121", 224),
+          "efficientnet_b0": ("efficientnet_b0", 224), "efficientnet_b4": ("efficientnet_b4", 380),
+          "efficientnet_v2_s": ("efficientnet_v2_s", 384), "convnext_tiny": ("convnext_tiny", 224),
+          "vit": ("vit_b_16", 224)}
+# The published tables' networks (corpus/published.csv): (network, side) pairs to profile.
+PUBLISHED = [*((f"mobilenet_v1_{w}", 224) for w in ("1.0", "0.75", "0.5", "0.25")),
+             *((f"mobilenet_v1_1.0", r) for r in (192, 160, 128)), ("mobilenet_v2", 224),
+             ("efficientnet_lite0", 224)]
+
 
 DIR = Path(__file__).resolve().parent
 AIHUB = "Qualcomm AI Hub profile job, quic/ai-hub-models@52c080d"
@@ -72,8 +91,6 @@ def _num(s: str) -> float | None:
 
 @lru_cache(maxsize=1)
 def _aihub() -> tuple[list[Row], dict[str, int]]:
-    from pipeline.devices.networks import CORPUS
-
     rows, seen, skipped = [], set(), {}
 
     def skip(why: str) -> None:
