@@ -6,6 +6,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 RUN_ARGS ?= recipe=mobilenet_int8 device=pixel7
 PYTEST_ARGS ?=
+# pytest-xdist workers: one per core; files stay whole on one worker (their module fixtures are computed once)
+TEST_WORKERS ?= auto
 
 .PHONY: run test test-quick install system-deps bench bench-sweep ui clean
 
@@ -58,10 +60,10 @@ system-deps:
 	else echo "note: Fashion-MNIST not found; bench/bench_pretrained.py needs it (sudo apt-get install dataset-fashion-mnist)"; fi
 
 test: install system-deps
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-quick: install
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow" $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python bench/bench_int8.py
