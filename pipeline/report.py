@@ -1,12 +1,13 @@
 """summary.json (the machine-readable contract) and the console table. Imports no ML framework."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from pipeline import judge, tasks
-from pipeline.cache import write_json_atomic
+from pipeline.cache import digest, write_json_atomic
 from pipeline.results import Findings
 
 SCHEMA_VERSION = 2  # summary.json's layout; README's "summary.json" table lists every field and its changes
@@ -118,8 +119,11 @@ def build_summary(*, recipe: str, device: Any, status: str, mlflow: dict, record
 
 
 def write_summary(run_dir: Path, summary: dict) -> Path:
+    """summary.json, written whole or not at all (a temporary file renamed over it), with `summary_sha256`: the digest
+    of its other fields, so that `python -m pipeline.verify` can tell an edited summary."""
     path = run_dir / "summary.json"
-    write_json_atomic(path, summary)
+    body = json.loads(json.dumps(summary, default=str))  # the digest is of what a reader will load
+    write_json_atomic(path, {**body, "summary_sha256": digest(body)})
     return path
 
 
