@@ -178,6 +178,18 @@ def problems(cfg: Any) -> list[str]:
     return bounds.problems(cfg, "", PipelineConfig)
 
 
+def _unique() -> str:
+    """${unique:}: 8 random hex digits, the same wherever one composed config reads it (OmegaConf caches it, and Hydra
+    copies the cache into each job's config): a sweep folder named by time alone is shared by two sweeps started in
+    the same second."""
+    import uuid
+
+    return uuid.uuid4().hex[:8]
+
+
+OmegaConf.register_new_resolver("unique", _unique, use_cache=True, replace=True)
+
+
 def register() -> None:
     """Store the schema. `stages` is left open (not struct) so that any stage parameter can be overridden from the
     command line without Hydra's `+` prefix; the planner validates each stage against its own dataclass instead, and

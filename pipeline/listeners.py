@@ -57,7 +57,7 @@ class MlflowListener(Listener):
         if record.artifact is not None:
             self.stage_runs[record.stage] = rid
 
-    def run_finished(self, run: RunInfo, summary: dict, path: Path | None) -> None:
+    def summary_ready(self, run: RunInfo, summary: dict) -> None:
         t = self.tracker
         if not t.run_id:
             return
@@ -70,22 +70,31 @@ class MlflowListener(Listener):
             # each artifact's gate verdict as a tag (the metric <artifact>.gate_pass is 1/0)
             t.set_tags({f"gate.{a['name']}": ("pass" if a["gate"]["pass"] else "fail: " + "; ".join(a["gate"]["failed"]))[:5000]
                         for a in summary["artifacts"] if a.get("gate")})
-            t.log_files([p for p in (path, run.run_dir / "pipeline.log") if p is not None])
-        except Exception as e:  # keep going: closing the run with its status matters more than these files
+        except Exception as e:  # keep going: closing the run with its status matters more than these numbers
             log.warning("could not log the summary to MLflow: %s", e)
         try:  # the run as a report: a summary card with the profile plots, a description, a LoggedModel per artifact
             from pipeline import mlflow_report
 
             plots = {p.parent.name: str(p) for p in sorted(run.run_dir.glob("reports/*/profile.png"))}
             mlflow_report.log_card(t.client, t.run_id, summary, plots, recipe_description=run.cfg.get("description"))
-            mlflow_report.log_logged_models(t.client, t.experiment_id, t.run_id, summary, self.stage_runs)
+            # the registry links the version it makes to the LoggedModel of its artifact
+            run.mlflow["logged_models"] = mlflow_report.log_logged_models(t.client, t.experiment_id, t.run_id,
+                                                                          summary, self.stage_runs)
         except Exception as e:
             log.warning("could not log the summary card or the LoggedModels to MLflow: %s", e)
 
+    def run_finished(self, run: RunInfo, summary: dict, path: Path | None) -> None:
+        t = self.tracker
+        if not t.run_id:
+            return
+        try:
+            t.log_files([p for p in (path, run.run_dir / "pipeline.log") if p is not None])
+        except Exception as e:  # keep going: closing the run with its status matters more than these files
+            log.warning("could not log summary.json and pipeline.log to MLflow: %s", e)
+
     def run_closed(self, run: RunInfo, status: str) -> None:
-        if self.tracker.run_id:
-            with contextlib.suppress(Exception):
-                self.tracker.end(MLFLOW_STATUS[status])
+        with contextlib.suppress(Exception):  # (also when a signal came while the pipeline run was being created)
+            self.tracker.end(MLFLOW_STATUS[status])
 
 
 class RegistryListener(Listener):
@@ -94,7 +103,7 @@ class RegistryListener(Listener):
     def __init__(self, tracker):
         self.tracker = tracker
 
-    def summary_ready(self, run: RunInfo, summary: dict) -> None:
+    def run_succeeded(self, run: RunInfo, summary: dict) -> None:
         if self.tracker.run_id and summary["status"] == "success":
             from pipeline import registry
 

@@ -24,6 +24,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -33,6 +34,7 @@ from pipeline.errors import ConfigError, PipelineError
 log = logging.getLogger("pipeline")
 PARENT_TAG = "mlflow.parentRunId"
 LOGGED_BY_TAG = "cache.logged_by"  # a reused stage run: the run whose artifacts hold its files
+TRACKER_TAG = "pipeline.tracker"  # the Tracker that created a run (one per pipeline run)
 
 
 class TrackingError(PipelineError):
@@ -364,6 +366,9 @@ class Tracker:
         self.uri = uri
         self.run_id: str | None = None
         self._open_runs: set[str] = set()  # stage runs created and not yet terminated
+        # on every run this Tracker creates: a call interrupted by a signal may create a run whose id never reaches us,
+        # and `end` finds it by this tag
+        self.token = uuid.uuid4().hex
         if uri.startswith(("http://", "https://")):
             _cap_http_retries(timeout_s)
         self.client = _Deadline(None, uri, timeout_s)
@@ -396,7 +401,8 @@ class Tracker:
         return {"pipeline.host": socket.gethostname(), "pipeline.pid": str(os.getpid())}
 
     def start(self, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
-        run = self.client.create_run(self.experiment_id, run_name=run_name, tags={**tags, **self._owner_tags()})
+        run = self.client.create_run(self.experiment_id, run_name=run_name,
+                                     tags={**tags, **self._owner_tags(), TRACKER_TAG: self.token})
         self.run_id = run.info.run_id
         try:
             self.log_params(self.run_id, params)
@@ -445,7 +451,7 @@ class Tracker:
         itself failed."""
         tags = {PARENT_TAG: self.run_id, "stage.type": rec.type, "stage.status": rec.status,
                 "cache.hit": str(rec.status == "reused").lower(), "cache.key": rec.cache_key,
-                "cache.reason": rec.reason[:5000], **self._owner_tags()}
+                "cache.reason": rec.reason[:5000], **self._owner_tags(), TRACKER_TAG: self.token}
         if rec.error:
             tags["error"] = rec.error[:5000]
         # A reused task's files are the bytes an earlier run logged under the same cache key: point at that run
@@ -594,6 +600,11 @@ class Tracker:
         FAILED with it; the pipeline run last, so that no stage run outlives its parent RUNNING."""
         for rid in list(self._open_runs):
             self._terminate_quietly(rid, "KILLED" if status == "KILLED" else "FAILED")
+        with contextlib.suppress(Exception):  # runs whose creation a signal interrupted: we never learnt their ids
+            for r in self._search([self.experiment_id], f"tags.`{TRACKER_TAG}` = '{self.token}' and "
+                                                        f"attributes.status = 'RUNNING'"):
+                if r.info.run_id != self.run_id:
+                    self._terminate_quietly(r.info.run_id, "KILLED" if status == "KILLED" else "FAILED")
         if self.run_id:
             self.client.set_terminated(self.run_id, status)
 

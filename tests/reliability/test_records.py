@@ -98,3 +98,140 @@ def test_edited_summary_json_is_reported_by_verify(tmp_path):
     assert v.returncode == 1 and "summary.json was edited" in v.stdout, v.stdout
     assert _verify(outputs).returncode == 1  # an outputs folder: its cache and every run folder
     assert _verify(tmp_path / "nowhere").returncode == 2
+
+
+# --- signals at any moment: a whole outcome, never a mix ------------------------------------------------------------
+def _signal_when(tmp_path: Path, sig: int, line: str, delay: float, *extra: str) -> tuple[int, str, Path]:
+    """Run the stub chain through the command line (local MLflow store, registry on), send `sig` `delay` s after
+    `line` appears in its pipeline.log; return (exit status, console output, outputs)."""
+    import os
+    import signal as signal_mod
+    import time
+
+    from rel_helpers import stub_cmd
+
+    outputs = tmp_path / "outputs"
+    proc = subprocess.Popen(stub_cmd("recipe=stub_chain", f"paths.outputs={outputs}", *FAST, *extra), cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal_mod.signal(signal_mod.SIGINT, signal_mod.SIG_DFL))
+    deadline = time.time() + 240
+    while True:
+        logs = list((outputs / "runs").glob("*/*/pipeline.log"))
+        if logs and line in logs[0].read_text():
+            break
+        assert proc.poll() is None and time.time() < deadline, (proc.stdout.read() if proc.stdout else "")[-3000:]
+        time.sleep(0.02)
+    time.sleep(delay)
+    if proc.poll() is None:
+        os.kill(proc.pid, sig)
+    out, _ = proc.communicate(timeout=240)
+    return proc.returncode, out, outputs
+
+
+def _check_whole(rc: int, out: str, outputs: Path, sig: int) -> str:
+    """The run ended one way or the other, consistently in every record. Returns its status."""
+    from mlflow.tracking import MlflowClient
+
+    from rel_helpers import mlflow_runs
+
+    (run_dir,) = list((outputs / "runs").glob("*/*"))
+    summary_file = run_dir / "summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.exists() else None  # whole JSON, or none
+    runs = mlflow_runs(outputs)
+    assert "RUNNING" not in [r.info.status for r in runs], ([(r.info.run_name, r.info.status, r.data.tags.get("mlflow.parentRunId")) for r in runs], out[-4000:])
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags and "sweep.role" not in r.data.tags)
+    client = MlflowClient(f"sqlite:///{outputs / 'mlflow.db'}")
+    versions = [v for m in client.search_registered_models() for v in client.search_model_versions(f"name='{m.name}'")
+                if v.tags.get("pipeline_run_id") == parent.info.run_id]
+    name = {2: "SIGINT", 15: "SIGTERM", 1: "SIGHUP"}[sig]
+    if rc == 128 + sig:
+        assert parent.info.status == "KILLED", parent.info.status
+        assert summary is None or summary["status"] == "killed", summary and summary["status"]
+        assert versions == [], "a killed run registered a model version"
+        assert f"interrupted by {name}" in out, out[-3000:]
+        return "killed"
+    assert rc == 0, out[-3000:]
+    assert parent.info.status == "FINISHED" and summary["status"] == "success"
+    assert (f"{name} arrived while the finished run was being recorded" in out
+            or f"{name} arrived after the run was recorded" in out), out[-3000:]
+    return "success"
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.3, 1.0])
+def test_sigterm_after_the_last_stage_ends_whole(tmp_path, delay):
+    import signal as signal_mod
+
+    rc, out, outputs = _signal_when(tmp_path, signal_mod.SIGTERM, "✔ report[d]", delay)
+    print("outcome:", _check_whole(rc, out, outputs, signal_mod.SIGTERM))
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGHUP"])
+def test_other_signals_while_a_stage_runs_end_killed(tmp_path, sig):
+    import signal as signal_mod
+
+    signum = getattr(signal_mod, sig)
+    rc, out, outputs = _signal_when(tmp_path, signum, "▶ b", 0.1, "stages.b.seconds=3")
+    assert _check_whole(rc, out, outputs, signum) == "killed"
+    summary = json.loads(next((outputs / "runs").glob("*/*/summary.json")).read_text())
+    assert f"interrupted by {sig} while stage 'b' ran" in summary["error"]
+
+
+# --- sweep and run folders: one per invocation ---------------------------------------------------------------------
+def test_sweeps_composed_in_the_same_second_get_their_own_folders(tmp_path):
+    """The folder a sweep writes job.json, multirun.yaml and its comparison to is new for each sweep, even when two
+    start in the same second (the time alone named it)."""
+    import time
+
+    outputs = tmp_path / "outputs"
+    for _ in range(20):  # until two compositions land in the same second
+        a = str(compose_stub(outputs, "recipe=stub_chain").hydra.sweep.dir)
+        b = str(compose_stub(outputs, "recipe=stub_chain").hydra.sweep.dir)
+        stamp = lambda d: Path(d).name[:19]
+        if stamp(a) == stamp(b):
+            break
+        time.sleep(0.1)
+    assert stamp(a) == stamp(b) and a != b, (a, b)
+
+
+def test_concurrent_sweeps_keep_their_own_records(tmp_path):
+    from rel_helpers import stub_cmd
+
+    outputs = tmp_path / "outputs"
+    args = ["-m", "recipe=stub_chain", "tracking=none", *FAST, f"paths.outputs={outputs}"]
+    procs = [subprocess.Popen(stub_cmd(*args, f"stages.a.value={v}"), cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for v in ("1,2", "3,4")]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[-2000:] for o in outs]
+    dirs = sorted((outputs / "multirun").iterdir())
+    assert len(dirs) == 2
+    seen = set()
+    for d in dirs:
+        jobs = [json.loads(p.read_text()) for p in d.glob("*/job.json")]
+        assert len(jobs) == 2 and len({j["sweep"] for j in jobs}) == 1 and (d / "multirun.yaml").is_file()
+        seen |= {o for j in jobs for o in j["overrides"] if o.startswith("stages.a.value=")}
+    assert seen == {f"stages.a.value={v}" for v in "1234"}  # no job's record overwrote another's
+
+
+def test_a_sweep_never_writes_into_an_existing_folder(tmp_path):
+    from rel_helpers import run_stub_cli
+
+    taken = tmp_path / "taken"
+    (taken / "0").mkdir(parents=True)
+    (taken / "0" / "job.json").write_text('{"job": 0, "mine": true}')
+    p = run_stub_cli("-m", "recipe=stub_chain", "tracking=none", *FAST, "stages.a.value=1,2",
+                     f"paths.outputs={tmp_path / 'outputs'}", f"hydra.sweep.dir={taken}")
+    assert p.returncode == 2, p.stdout[-2000:] + p.stderr[-2000:]
+    assert "already exists" in p.stderr and "hydra.sweep.dir" in p.stderr
+    assert json.loads((taken / "0" / "job.json").read_text())["mine"] is True
+
+
+def test_plan_of_a_sweep_writes_nothing(tmp_path):
+    """`--plan -m ...` prints each job's plan; no MLflow sweep run, no sweep folder, no job.json, nothing at all."""
+    from rel_helpers import assert_nothing_written, run_stub_cli
+
+    outputs = tmp_path / "outputs"
+    p = run_stub_cli("--plan", "-m", "recipe=stub_chain", "tracking=local", "stages.a.value=1,2",
+                     f"paths.outputs={outputs}")
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    assert p.stdout.count("nothing runs; drop --plan to run it") == 2
+    assert_nothing_written(outputs)
