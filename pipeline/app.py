@@ -110,9 +110,7 @@ def _listeners(cfg: DictConfig, tracker) -> list:
 
     out = []
     if tracker:
-        out.append(MlflowListener(tracker))
-        if cfg.registry.enabled:
-            out.append(RegistryListener(tracker))
+        out += [MlflowListener(tracker), RegistryListener(tracker)]  # (the registry says when it is disabled)
     return [*out, ConsoleListener()]
 
 

@@ -14,7 +14,7 @@ from omegaconf import MISSING, OmegaConf
 
 from pipeline import bounds
 from pipeline.bounds import (Dropout, Finite, NonNegative, OpenUnitInterval, Positive, PositiveInt,
-                             Seed, at_least)
+                             Seed, UnitInterval, at_least)
 
 
 @dataclass
@@ -144,6 +144,9 @@ class ObjectiveConfig:
 class RegistryConfig:
     enabled: bool = True  # register the final artifact of a run whose gates pass in the MLflow Model Registry
     name: Optional[str] = None  # registered model name; null = "<recipe>-<device>" (one model per recipe and device)
+    # the task metric (top-1, mAP, mIoU, 0-1) a model must beat to be registered; null = chance for its task
+    # (1/classes beyond sampling noise; mAP 0.05 for a detector): pipeline/tasks/chance.py
+    min_score: Optional[UnitInterval] = None
 
 
 @dataclass

@@ -104,6 +104,11 @@ class RegistryListener(Listener):
         self.tracker = tracker
 
     def run_succeeded(self, run: RunInfo, summary: dict) -> None:
+        if not run.cfg.registry.enabled:
+            summary["registry"] = {"registered": False, "reason": "registry.enabled=false: this recipe registers "
+                                   "nothing (add registry.enabled=true to register its model)"}
+            log.info("model registry: nothing registered (registry.enabled=false)")
+            return
         if self.tracker.run_id and summary["status"] == "success":
             from pipeline import registry
 

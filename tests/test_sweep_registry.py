@@ -34,7 +34,8 @@ def _run(tmp_path: Path, outputs: Path, cfg, accuracy, latency=1.0, ok=True, rec
     tracker.log_stage(rec, out)
     row = {"name": "quantize", "stage": "quantize", "format": "onnx", "precision": "int8", "size_bytes": 1000,
            "accuracy": accuracy, "latency_ms": {"p50": latency, "p90": latency}, "ok": ok,
-           "problems": [] if ok else ["loses 5.00 top-1 points (gate.max_accuracy_drop=1)"], "cache_key": "k"}
+           "problems": [] if ok else ["loses 5.00 top-1 points (gate.max_accuracy_drop=1)"],
+           "cache_key": f"k-{tracker.run_id}"}  # a new model each time (the same one is registered once)
     if gate is not None:  # the device budget verdict
         row["gate"] = gate
     summary = {"recipe": recipe, "artifacts": [row], "mlflow": {"run_id": tracker.run_id}}

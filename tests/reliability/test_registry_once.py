@@ -1,0 +1,126 @@
+"""The registry against a real MLflow store: one version per model file (a re-run says "same as vN"), each version
+linked to its run's LoggedModel, no version for a model that does not beat chance for its task, and nothing from a
+recipe that turns registering off (the smoke test)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+
+from conftest import compose_cfg
+from rel_helpers import compose_stub, outcome
+from pipeline import objective, registry, tracking
+from pipeline.artifacts import Artifact
+from pipeline.runner import TaskRecord
+
+FAST = ("stages.a.seconds=0", "stages.b.seconds=0", "stages.c.seconds=0", "stages.d.seconds=0")
+
+
+def _cfg(min_score=None):
+    return OmegaConf.create({"device": {"name": "pixel7", "display_name": "Pixel 7"},
+                             "objective": {"metrics": ["accuracy"]}, "gate": {"artifact": None},
+                             "registry": {"enabled": True, "name": None, "min_score": min_score}})
+
+
+def _run(outputs: Path, cfg, accuracy, data: bytes = b"\0" * 1000, task="classification", samples=None,
+         classes=None, logged_model=False):
+    """One pipeline-shaped run in the store (a parent run, a nested `quantize` run holding the file) registered."""
+    tracker = tracking.Tracker(tracking.local_uri(outputs), "demo", outputs / "mlartifacts")
+    tracker.start("demo@pixel7", {}, {"recipe": "demo"})
+    out = outputs / f"out-{tracker.run_id}"
+    out.mkdir(parents=True)
+    (out / "model.int8.onnx").write_bytes(data)
+    rec = TaskRecord("quantize", "quantize", "quantize_onnx", ["export"], status="ran",
+                     artifact=Artifact("quantize", "onnx", "int8", out / "model.int8.onnx"))
+    rid = tracker.log_stage(rec, out)
+    from pipeline.cache import file_sha256
+
+    row = {"name": "quantize", "stage": "quantize", "format": "onnx", "precision": "int8", "size_bytes": len(data),
+           "accuracy": accuracy, "latency_ms": None, "ok": True, "problems": [],
+           "cache_key": f"key-{file_sha256(out / 'model.int8.onnx')}", "sha256": file_sha256(out / "model.int8.onnx")}
+    stages = []
+    if samples:
+        stages.append({"name": "evaluate[quantize]", "type": "evaluate", "inputs": ["quantize"],
+                       "metrics": {"samples": samples, "classes": classes}})
+    summary = {"recipe": "demo", "task": {"name": task}, "artifacts": [row], "stages": stages,
+               "mlflow": {"run_id": tracker.run_id}}
+    if logged_model:
+        lm = tracker.client.create_logged_model(tracker.experiment_id, name="demo-quantize", source_run_id=rid)
+        summary["mlflow"]["logged_models"] = {"quantize": lm.model_id}
+    summary["objective"] = objective.summarize(summary, cfg)
+    result = registry.register(tracker, summary, cfg, outputs)
+    tracker.end("FINISHED")
+    return result, summary
+
+
+def test_the_same_file_is_registered_once_and_linked_to_its_logged_models(tmp_path):
+    outputs = tmp_path / "outputs"
+    client = MlflowClient(tracking.local_uri(outputs))
+    r1, s1 = _run(outputs, _cfg(), 0.9, logged_model=True)
+    r2, s2 = _run(outputs, _cfg(), 0.9, logged_model=True)  # a re-run: the same bytes
+    r3, _ = _run(outputs, _cfg(), 0.9)
+    assert r1["registered"] and r1["version"] == "1" and "same_as" not in r1
+    assert r2["registered"] and r2["same_as"] == "1" and r2["version"] == "1" and "same as v1" in r2["reason"]
+    assert r3["same_as"] == "1"
+    assert [v.version for v in client.search_model_versions("name='demo-pixel7'")] == [1]
+    mv = client.get_model_version("demo-pixel7", "1")
+    assert mv.tags["logged_model_id"] == s1["mlflow"]["logged_models"]["quantize"]
+    for s in (s1, s2):  # both runs' LoggedModels say which version they are (MLflow's own tag, read by its UI)
+        lm = client.get_logged_model(s["mlflow"]["logged_models"]["quantize"])
+        assert lm.tags["mlflow.modelVersions"] == '[{"name": "demo-pixel7", "version": 1}]'
+    r4, _ = _run(outputs, _cfg(), 0.95, data=b"\1" * 1000)  # another file: a new version
+    assert r4["version"] == "2" and r4["champion_moved"]
+
+
+@pytest.mark.parametrize("accuracy,samples,moved", [(0.10, 200, None), (0.13, 50, None), (0.30, 200, True)],
+                         ids=["at chance", "within noise", "above chance"])
+def test_a_classifier_must_beat_chance(tmp_path, accuracy, samples, moved):
+    outputs = tmp_path / "outputs"
+    r, _ = _run(outputs, _cfg(), accuracy, samples=samples, classes=10)
+    if moved is None:
+        assert not r["registered"] and "does not beat chance" in r["reason"] and "10 classes" in r["reason"], r
+        assert MlflowClient(tracking.local_uri(outputs)).search_registered_models() == []
+    else:
+        assert r["registered"] and r["champion_moved"] is moved
+
+
+def test_detector_and_segmenter_floors(tmp_path):
+    r, _ = _run(tmp_path / "a", _cfg(), 0.03, task="detection")
+    assert not r["registered"] and "mAP 0.05" in r["reason"]
+    r, _ = _run(tmp_path / "b", _cfg(), 0.08, task="segmentation", samples=40, classes=11)
+    assert not r["registered"] and "constant prediction among 11 classes" in r["reason"]
+    r, _ = _run(tmp_path / "c", _cfg(min_score=0.02), 0.03, task="detection")  # a stated floor
+    assert r["registered"] and r["champion_moved"]
+
+
+def test_unmeasured_task_metric_is_never_champion(tmp_path):
+    r, _ = _run(tmp_path / "outputs", _cfg(), None)
+    assert r["registered"] and not r["champion_moved"] and "cannot be shown to beat chance" in r["reason"]
+
+
+def test_smoke_recipe_registers_nothing(tmp_path):
+    assert compose_cfg(["recipe=tiny_int8"], tmp_path).registry.enabled is False
+    outputs = tmp_path / "outputs"
+    code, msg, summary = outcome(compose_stub(outputs, "recipe=stub_chain", "tracking=local", *FAST,
+                                              "registry.enabled=false"))
+    assert code == 0, msg
+    assert summary["registry"] == {"registered": False, "reason": summary["registry"]["reason"]}
+    assert "registry.enabled=false" in summary["registry"]["reason"]
+    assert MlflowClient(tracking.local_uri(outputs)).search_registered_models() == []
+
+
+def test_rerunning_a_recipe_reuses_its_version(tmp_path):
+    """End to end: the second run of the same recipe reuses every stage, so its model is the same file."""
+    outputs = tmp_path / "outputs"
+    cfg = lambda: compose_stub(outputs, "recipe=stub_chain", "tracking=local", *FAST)
+    code, msg, first = outcome(cfg())
+    assert code == 0, msg
+    code, msg, second = outcome(cfg())
+    assert code == 0, msg
+    assert first["registry"]["version"] == "1" and second["registry"]["same_as"] == "1"
+    client = MlflowClient(tracking.local_uri(outputs))
+    assert [v.version for v in client.search_model_versions("name='stub_chain-host'")] == [1]
+    lm = client.get_logged_model(second["mlflow"]["logged_models"][second["registry"]["artifact"]])
+    assert '"version": 1' in lm.tags["mlflow.modelVersions"]
