@@ -49,7 +49,7 @@ def _open_tracker(tracking, uri: str, experiment: str, outputs: Path, timeout_s:
         raise
     except Exception as e:  # SQLAlchemy/MLflow raise many types; what matters is the store and the fix
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"tracking.uri: cannot open the MLflow store {uri} ({reason[:300]}). Repair or move it away, "
+        raise ConfigError(f"tracking.uri: cannot open the MLflow store {tracking.shown(uri)} ({reason[:300]}). Repair or move it away, "
                           f"point tracking.uri at another store, or run with tracking=none.") from e
 
 
@@ -173,12 +173,16 @@ def run(cfg: DictConfig, sweep: dict | None = None, stages: Iterable[type] = (),
 
     with interrupts.held():  # from here to the closed MLflow run, signals act only where the run can stop whole
         run_dir, handler = _start_run_dir(outputs, recipe, device, cfg)
+        folded = console.folded()
         try:
             log.info("run directory: %s", run_dir)
             info = RunInfo(recipe, device, cfg, run_dir, outputs, command_line(sweep), sweep, overrides(sweep))
             events = Events(info, _listeners(cfg, tracker))
             status, error, exc, records = _execute(plan, cfg, outputs, run_dir, events)
             summary, path, status, error, exc = _report(cfg, info, events, records, status, error, exc)
+            if console.folded() > folded:
+                log.warning("%d error record(s) of a library, with tracebacks, went to %s only",
+                            console.folded() - folded, run_dir / "pipeline.log")
             if exc is not None:
                 done = sum(1 for r in records if r.status in ("ran", "reused"))
                 log.error("%s\n%d finished stage(s) are cached. Fix the problem and run the same command again to "

@@ -59,7 +59,7 @@ class MlflowListener(Listener):
 
     def summary_ready(self, run: RunInfo, summary: dict) -> None:
         t = self.tracker
-        if not t.run_id:
+        if not t.run_id or _broken(t):
             return
         try:
             t.log_metrics(t.run_id, {**report.headline_metrics(summary),
@@ -85,7 +85,7 @@ class MlflowListener(Listener):
 
     def run_finished(self, run: RunInfo, summary: dict, path: Path | None) -> None:
         t = self.tracker
-        if not t.run_id:
+        if not t.run_id or _broken(t):
             return
         try:
             t.log_files([p for p in (path, run.run_dir / "pipeline.log") if p is not None])
@@ -95,6 +95,15 @@ class MlflowListener(Listener):
     def run_closed(self, run: RunInfo, status: str) -> None:
         with contextlib.suppress(Exception):  # (also when a signal came while the pipeline run was being created)
             self.tracker.end(MLFLOW_STATUS[status])
+
+
+def _broken(tracker) -> bool:
+    """The store failed during the run (full disk, lock, deadline): the run fails with that one message; logging the
+    summary would only repeat it. Closing the run is still tried (run_closed)."""
+    fault = getattr(tracker.client, "fault", None)
+    if fault:
+        log.debug("MLflow: the summary is not logged (%s)", fault)
+    return bool(fault)
 
 
 class RegistryListener(Listener):
