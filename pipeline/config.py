@@ -101,7 +101,9 @@ class DeviceConfig:
     known_hosts: Optional[str] = None  # known_hosts file the board's host key is checked against; null = ~/.ssh's
     remote_python: str = "python3"  # interpreter on the device (with numpy and its runtime: LiteRT, onnxruntime ...)
     remote_timeout_s: Positive = 600.0  # longest a copy or a benchmark run on the device may take
-    benchmark_model: Optional[str] = None  # adb: path of LiteRT's benchmark_model binary on the phone (no Python)
+    # LiteRT's benchmark_model binary on the device (a phone without Python over adb, or a board): it times .tflite
+    # files instead of the pipeline's runner, and prints mean/min/max only (no p50/p90)
+    benchmark_model: Optional[str] = None
 
 
 @dataclass

@@ -40,8 +40,10 @@ def _artifact_rows(records: list, gate_cfg: Any, metric: str = "top-1") -> list[
             "measured_on": lat.measured_on if lat else None,
             "latency_source": lat.source if lat else None,
             # measured on the device itself (device.connection): own fields, never mixed with the host's numbers
-            "device_latency_ms": ({"p50": f.device_latency.p50_ms, "p90": f.device_latency.p90_ms}
-                                  if f.device_latency else None),
+            # (p50/p90 None where the device's tool measured none, LiteRT's benchmark_model: its mean, min, max)
+            "device_latency_ms": ({"p50": f.device_latency.p50_ms, "p90": f.device_latency.p90_ms,
+                                   "mean": f.device_latency.mean_ms, "min": f.device_latency.min_ms,
+                                   "max": f.device_latency.max_ms} if f.device_latency else None),
             "device_load_ms": f.device_latency.load_ms if f.device_latency else None,
             "measured_on_device": f.measured_on_device,
             "not_runnable": f.not_runnable,
@@ -141,7 +143,8 @@ def headline_metrics(summary: dict) -> dict[str, float]:
             vals["estimate_upper_ms"] = a["estimate"].get("upper_ms")
         if a.get("device_latency_ms"):  # measured on the device itself
             vals.update(device_latency_p50_ms=a["device_latency_ms"]["p50"],
-                        device_latency_p90_ms=a["device_latency_ms"]["p90"])
+                        device_latency_p90_ms=a["device_latency_ms"]["p90"],
+                        device_latency_mean_ms=a["device_latency_ms"].get("mean"))
         if a.get("gate"):
             vals["gate_pass"] = float(a["gate"]["pass"])
         out.update({f"{n}.{k}": v for k, v in vals.items() if v is not None})
@@ -150,6 +153,15 @@ def headline_metrics(summary: dict) -> dict[str, float]:
 
 def _fmt(v, spec: str, none: str = "-") -> str:
     return none if v is None else format(v, spec)
+
+
+def _device_ms(lat: dict | None) -> str:
+    """The device's p50, or its mean marked as such when the device's tool measured no percentiles."""
+    if not lat:
+        return "-"
+    if lat.get("p50") is not None:
+        return format(lat["p50"], ".3g")
+    return f"{lat['mean']:.3g} mean" if lat.get("mean") is not None else "-"
 
 
 def table(summary: dict, color: bool | None = None) -> str:
@@ -171,7 +183,7 @@ def table(summary: dict, color: bool | None = None) -> str:
         rows.append([a["name"], a["format"], a["precision"], runtime, f"{a['size_bytes'] / 1e6:.2f}", _fmt(acc, ".2f"),
                      _fmt(lat, ".2f"), _fmt(a["speedup"], ".2f", "") + ("x" if a["speedup"] else ""),
                      _fmt(a["size_ratio"], ".2f", "") + ("x" if a["size_ratio"] else ""),
-                     _fmt((a.get("device_latency_ms") or {}).get("p50"), ".3g"),
+                     _device_ms(a.get("device_latency_ms")),
                      _fmt((a.get("estimate") or {}).get("latency_ms"), ".3g"),
                      "-" if not a.get("gate") else ("pass" if a["gate"]["pass"] else "FAIL"), status])
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)] if rows else [len(h) for h in head]

@@ -146,3 +146,30 @@ print("closed")
         assert p.returncode == 0 and "closed" in p.stdout, (p.stdout + p.stderr)[-3000:]
         assert "is full" in p.stdout
         assert mlflow_runs_at(disk) == [("run", "FAILED")]
+
+
+# --- device.connection and the words handed to ssh and the device's shell ------------------------------------------
+@pytest.mark.parametrize("field,value,words", [
+    ("connection", "ssh://-oProxyCommand=sh@127.0.0.1", "user '-oProxyCommand=sh' is not a user name"),
+    ("connection", "ssh://pi@-oProxyCommand=sh", "host '-oproxycommand=sh' is not a host name"),
+    ("connection", "ssh://pi@host;touch", "is not a host name"),
+    ("connection", "ssh://p`id`@host", "is not a user name"),
+    ("connection", "ssh://pi@host:0", "invalid port"),
+    ("connection", "ssh://pi@ho\nst", "whitespace or control characters"),
+    ("connection", "adb://-s{marker}", "no valid serial"),
+    ("remote_python", "python3;touch {marker}", "device.remote_python"),
+    ("benchmark_model", "-oProxyCommand=x", "device.benchmark_model"),
+    ("known_hosts", "/tmp/a b", "device.known_hosts"),
+], ids=["user option", "host option", "host shell", "user shell", "port 0", "newline", "adb option", "python shell",
+        "binary option", "known_hosts space"])
+def test_option_or_shell_syntax_in_device_settings_is_refused_before_any_process(tmp_path, field, value, words):
+    marker = tmp_path / "pwned"
+    outputs = tmp_path / "outputs"
+    cfg = compose_stub(outputs, "recipe=stub_chain", "tracking=local", "device=rpi4")
+    if field != "connection":
+        cfg.device.connection = "ssh://pi@127.0.0.1:1"
+    cfg.device[field] = value.replace("{marker}", str(marker))
+    code, msg, _ = outcome(cfg)
+    assert code == 2 and words in msg, msg
+    assert not marker.exists()
+    assert_nothing_written(outputs)
