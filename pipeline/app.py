@@ -32,8 +32,23 @@ def _make_run_dir(outputs: Path, recipe: str, device: str) -> Path:
     return d
 
 
+class _RunLog(logging.FileHandler):
+    """pipeline.log. A write that fails (its disk filled up) is said once, not as logging's traceback per line."""
+
+    failed = False
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            self.failed = True
+            import sys
+
+            err = sys.exc_info()[1]
+            sys.stderr.write(f"warning: {self.baseFilename} cannot be written ({getattr(err, 'strerror', None) or err})"
+                             f"; it misses the lines from here on, the console keeps its own\n")
+
+
 def _file_logging(run_dir: Path) -> logging.Handler:
-    h = logging.FileHandler(run_dir / "pipeline.log")
+    h = _RunLog(run_dir / "pipeline.log")
     h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     h.setLevel(logging.DEBUG)
     logging.getLogger().addHandler(h)

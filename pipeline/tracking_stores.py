@@ -46,8 +46,9 @@ def check_database(uri: str, timeout_s: float) -> str | None:
     except Exception as e:
         return (f"tracking.uri: {shown(uri)!r} is not a database URI SQLAlchemy can read ({e}); write "
                 f"{kind[0].lower()}://USER[:PASSWORD]@HOST[:PORT]/DATABASE")
-    if not url.host:  # a Unix socket: the driver finds it, nothing to probe here
-        return None
+    if not url.host:  # a Unix socket: no port to probe, the driver's own connection says what is wrong
+        return _login_problem(uri, url, f"the {kind[0]} database {url.database or ''!r} (local socket)", kind[0],
+                              timeout_s)
     port = url.port or kind[1]
     where = f"the {kind[0]} database {url.database or ''!r} at {url.host}:{port}"
     try:

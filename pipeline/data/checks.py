@@ -57,6 +57,11 @@ def _inside(root: Path, rel: str) -> bool:
     return full.startswith(base + os.sep)
 
 
+def _id(v: Any) -> bool:
+    """An id COCO files use: an integer or a string (a list or an object there is a broken file, not a key)."""
+    return (isinstance(v, int) and not isinstance(v, bool)) or isinstance(v, str)
+
+
 def _number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -124,13 +129,13 @@ def _coco(images_dir: Path, annotations: Path) -> tuple[list[str], int | None]:
             continue
         if a.get("iscrowd", 0):
             continue
-        where = f"annotation {a.get('id', '#' + str(i))}"
-        if a.get("image_id") not in images:
+        where = f"annotation {a['id'] if _id(a.get('id')) else '#' + str(i)}"
+        if not _id(a.get("image_id")) or a["image_id"] not in images:
             problems.append(f"{where}: image_id {a.get('image_id')!r} is not in 'images'")
             continue
         name, size = images[a["image_id"]]
         where += f" (image {name!r})"
-        if a.get("category_id") not in cats:
+        if not _id(a.get("category_id")) or a["category_id"] not in cats:
             problems.append(f"{where}: unknown category_id {a.get('category_id')!r} (categories: {known})")
         box = a.get("bbox")
         if not (isinstance(box, list) and len(box) == 4 and all(_number(v) for v in box)):
@@ -144,8 +149,8 @@ def _coco(images_dir: Path, annotations: Path) -> tuple[list[str], int | None]:
 
 def _coco_image(im: Any, images_dir: Path, images: dict) -> list[str]:
     """Check one entry of 'images'; usable ones go into `images` (id -> (file name, size))."""
-    if not isinstance(im, dict) or not isinstance(im.get("file_name"), str) or "id" not in im:
-        return [f"image entry {str(im)[:80]}: needs an 'id' and a 'file_name'"]
+    if not isinstance(im, dict) or not isinstance(im.get("file_name"), str) or not _id(im.get("id")):
+        return [f"image entry {str(im)[:80]}: needs an 'id' (a number) and a 'file_name'"]
     name, iid = im["file_name"], im["id"]
     if iid in images:
         return [f"image id {iid!r} is listed twice"]

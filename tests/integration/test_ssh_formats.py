@@ -261,3 +261,24 @@ def test_a_benchmark_model_measurement_in_a_run_is_recorded_once(agent, files, t
     code, msg, _ = run("cache.force=[benchmark]")  # the same task again: its row is replaced, not added
     assert code == 0, msg
     assert len(store.rows(store.path_in(outputs))) == 1
+
+
+@pytest.mark.slow
+def test_readme_example_tflite_on_the_board(agent, tmp_path):
+    """The README's first board example, made small: mobilenet_int8 on rpi4 exports .tflite (litert-torch, NCHW) in
+    fp32 and int8 and times both on the board."""
+    from conftest import run_cli
+
+    out = tmp_path / "outputs"
+    env = {"SSH_AUTH_SOCK": agent.agent_sock, "OMP_NUM_THREADS": "1"}
+    p = run_cli("recipe=mobilenet_int8", "device=rpi4", f"device.connection={agent.connection}",
+                f"device.known_hosts={agent.known_hosts}", f"device.remote_python={sys.executable}",
+                "model.input_size=32", "model.width_mult=0.35", "stages.train.epochs=1",
+                "stages.quantize.calibration_samples=16", "stages.parity.min_top1_agreement=0", "~stages.profile",
+                "stages.benchmark.warmup=1", "stages.benchmark.iterations=3", f"paths.outputs={out}", env=env, timeout=1500)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    summary = json.loads(next((out / "runs").rglob("summary.json")).read_text())
+    arts = {a["name"]: a for a in summary["artifacts"]}
+    for name in ("export", "quantize"):
+        assert arts[name]["format"] == "tflite" and arts[name]["device_latency_ms"]["p50"] > 0, arts[name]
+        assert arts[name]["measured_on_device"]["runtime"] == "LiteRT"

@@ -142,3 +142,21 @@ def test_good_label_sets_pass(tmp_path):
     cfg = OmegaConf.load("conf/data/coco.yaml")
     cfg.merge_with({"path": str(img), "annotations": str(ann)})
     assert detection.check(cfg) == []
+
+
+def test_coco_with_ids_of_the_wrong_type_is_refused_not_crashed(tmp_path):
+    img, ann = _coco(tmp_path, [{"id": [1], "image_id": [1], "category_id": {"x": 1}, "bbox": [0, 0, 1, 1]},
+                                {"id": 2, "image_id": 1, "category_id": [7], "bbox": [0, 0, 1, 1]}],
+                     extra_images=[{"id": [9], "file_name": "0.png"}])
+    msg = _refused(tmp_path, "detector_int8", "data=coco", f"data.path={img}", f"data.annotations={ann}")
+    assert "annotation #0: image_id [1] is not in 'images'" in msg
+    assert "annotation 2 (image '0.png'): unknown category_id [7]" in msg
+    assert "needs an 'id' (a number) and a 'file_name'" in msg
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", "{\"images\": 3}", "not json", ""])
+def test_coco_file_that_is_not_an_instances_file(tmp_path, text):
+    img, ann = _coco(tmp_path, [])
+    ann.write_text(text)
+    msg = _refused(tmp_path, "detector_int8", "data=coco", f"data.path={img}", f"data.annotations={ann}")
+    assert "ann.json" in msg and ("not readable as JSON" in msg or "needs the lists" in msg), msg
