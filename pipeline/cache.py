@@ -93,8 +93,9 @@ class Cache:
         d = self.entry_dir(key)
         try:
             text = (d / "entry.json").read_text()
-        except FileNotFoundError:
-            return None, None
+        except FileNotFoundError:  # (commit renames a finished folder: one without entry.json was made by hand)
+            return None, ("the entry folder has no entry.json (an incomplete or hand-made entry)" if d.exists()
+                          else None)
         except OSError as e:
             return None, f"entry.json unreadable ({e.strerror})"
         try:
@@ -259,7 +260,10 @@ def entry_problem(key: str, d: Path, manifest: Any) -> str | None:
         return "; ".join([*(f"file {r!r} was added" for r in added[:3]), *(f"file {r!r} is missing" for r in missing[:3])])
     for rel, rec in files.items():
         p = d / "out" / rel
-        if p.stat().st_size != rec["size"] or file_sha256(p) != rec["sha256"]:
+        st = os.lstat(p)
+        if not stat.S_ISREG(st.st_mode):  # (a link, a FIFO or a device: never followed, never read)
+            return f"file {rel!r} was replaced by something that is not a regular file"
+        if st.st_size != rec["size"] or file_sha256(p) != rec["sha256"]:
             return f"file {rel!r} was modified (size or sha256 differs from the record)"
     return None
 
@@ -311,10 +315,13 @@ def publish(src: Path, dest: Path) -> str:
 
 
 def path_sha256(path: Path) -> str:
-    """sha256 of a file, or of a folder (a Core ML .mlpackage) as the digest of its files' relative paths and hashes."""
+    """sha256 of a file, or of a folder (a Core ML .mlpackage) as the digest of its files' relative paths and hashes.
+    Anything else (a FIFO, a device, a link to one) raises OSError rather than being read."""
     path = Path(path)
     if path.is_dir():
-        return digest({rel: file_sha256(path / rel) for rel in _files_under(path)})
+        return digest({rel: path_sha256(path / rel) for rel in _files_under(path)})
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise OSError(f"not a regular file: {path}")
     return file_sha256(path)
 
 
@@ -350,7 +357,7 @@ def verify_run(run_dir: Path) -> list[str]:
         try:
             got = path_sha256(p)
         except OSError as e:
-            problems.append(f"{name}: {rel} unreadable ({e.strerror})")
+            problems.append(f"{name}: {rel} unreadable ({e.strerror or e})")
             continue
         if got != want:
             problems.append(f"{name}: {rel} was modified: sha256 {got[:16]}..., summary.json records {want[:16]}...")

@@ -235,3 +235,31 @@ def test_plan_of_a_sweep_writes_nothing(tmp_path):
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     assert p.stdout.count("nothing runs; drop --plan to run it") == 2
     assert_nothing_written(outputs)
+
+
+def test_entry_without_entry_json_or_with_a_fifo_is_named_not_read(tmp_path):
+    """Never blocked reading a FIFO, never following a link: both are named, and the stage rebuilt."""
+    import os
+
+    from pipeline.cache import Cache
+
+    outputs = tmp_path / "outputs"
+    code, msg, first = _chain(outputs)
+    assert code == 0, msg
+    a, b = _entry(outputs, first, "a"), _entry(outputs, first, "b")
+    (a / "entry.json").unlink()
+    (b / "out" / "model.bin").chmod(0o644)
+    (b / "out" / "model.bin").unlink()
+    os.mkfifo(b / "out" / "model.bin")
+    cache = Cache(outputs / "cache")
+    assert "has no entry.json" in cache.inspect(a.name)[1]
+    assert "not a regular file" in cache.inspect(b.name)[1]
+    run_dir = Path(first["run_dir"])
+    (run_dir / "artifacts" / "c" / "model.bin").chmod(0o644)
+    (run_dir / "artifacts" / "c" / "model.bin").unlink()
+    os.mkfifo(run_dir / "artifacts" / "c" / "model.bin")
+    v = _verify(run_dir)  # (returns: the FIFO is named, not read)
+    assert v.returncode == 1 and "not a regular file" in v.stdout, v.stdout
+    code, msg, second = _chain(outputs)
+    assert code == 0, msg
+    assert {s["name"]: s["status"] for s in second["stages"]}["a"] == "ran"
