@@ -36,12 +36,12 @@ def header(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str | None
     """(why the image cannot be used or None, its (width, height) as stored)."""
     from PIL import Image
 
-    from pipeline.data import imagefolder
+    from pipeline.data.imagefolder import inspect
 
     st = path.stat()
     k = (str(path), st.st_size, st.st_mtime_ns, max_pixels)
     if k not in _HEADERS:
-        problem, size = imagefolder.inspect(path, max_pixels), None
+        problem, size = inspect(path, max_pixels), None
         if problem is None:
             with Image.open(path) as im:
                 size = im.size

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.data import checks
+from pipeline.data.checks import coco as check_coco, listing, yolo as check_yolo
 from pipeline.data._common import (check_norm, norm_of, expand, fingerprint_files, images_under, normalize, read_rgb,
                                    seeded_split, settings_of)
 
@@ -69,8 +69,8 @@ def check(data_cfg: Any) -> list[str]:
         if not ann or not expand(ann).is_file():
             return problems + [f"data.annotations: {ann!r} is not a file; give the COCO instances JSON "
                                f"(data.annotations=PATH/instances_val.json)"]
-        found, _ = checks.coco(root, expand(ann))
-        return problems + checks.listing(
+        found, _ = check_coco(root, expand(ann))
+        return problems + listing(
             f"data.annotations: {str(expand(ann))!r} (images in {str(root)!r})", found,
             "Fix these entries of the annotation file (or the images), then re-run: nothing ran.")
     images, labels = root / "images", root / "labels"
@@ -84,8 +84,8 @@ def check(data_cfg: Any) -> list[str]:
     if names is None:
         return problems + [f"data.classes: YOLO labels hold class numbers only; give the names in "
                            f"data.classes=[a,b,...] or in {str(root / 'classes.txt')!r}, one per line"]
-    return problems + checks.listing(
-        f"data.path: the YOLO set {str(root)!r}", checks.yolo(root, len(names), files),
+    return problems + listing(
+        f"data.path: the YOLO set {str(root)!r}", check_yolo(root, len(names), files),
         "Fix these label lines or files (class cx cy w h, normalised to 0-1, class < the number of data.classes), "
         "then re-run: nothing ran.")
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.data import checks
+from pipeline.data.checks import listing, masks as check_masks
 from pipeline.data._common import (check_norm, norm_of, expand, fingerprint_files, images_under, normalize, read_rgb,
                                    seeded_split, settings_of)
 
@@ -70,8 +70,8 @@ def check(data_cfg: Any) -> list[str]:
                            "data.classes=[background,cat]"]
     if not images_under(root / "images"):
         return problems + [f"data.path: {str(root / 'images')!r} holds no images"]
-    return problems + checks.listing(
-        f"data.path: the mask set {str(root)!r}", checks.masks(root, len(data_cfg.classes), IGNORE_INDEX),
+    return problems + listing(
+        f"data.path: the mask set {str(root)!r}", check_masks(root, len(data_cfg.classes), IGNORE_INDEX),
         f"Add or fix these masks (one class index per pixel, the size of its image, values below the "
         f"{len(data_cfg.classes)} data.classes or {IGNORE_INDEX}), then re-run: nothing ran.")
 

@@ -101,7 +101,7 @@ def check(device: Any) -> list[str]:
 def _remote_words(d: dict) -> list[str]:
     """device.remote_python and device.benchmark_model become words of a command line on the device, and
     device.known_hosts an ssh option: each must be a plain path (no leading '-', no spaces, quotes or shell syntax)."""
-    from pipeline.remote import PLAIN_WORD
+    from pipeline.remote.device import PLAIN_WORD
 
     problems = []
     for key in ("remote_python", "benchmark_model", "known_hosts"):

@@ -13,30 +13,21 @@ returned. Imports no ML framework.
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
-import re
 import shlex
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from pipeline.remote.connection import Connection, ConnectionError_, parse  # noqa: F401
+from pipeline.remote.device import PLAIN_WORD, _get, scratch, shell_word  # noqa: F401
 from pipeline.remote.transport import Adb, RemoteError, Ssh  # noqa: F401
 
-log = logging.getLogger("pipeline")
 RUNNER = Path(__file__).resolve().parent / "device_runner.py"
 RESULT_MARK = "EDGE_PIPELINE_RESULT "
 # every format a device deploys, with the suffix its copy gets on the device ("pte": the older name of executorch)
 SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "executorch": ".pte", "pte": ".pte", "openvino": ".xml"}
-PLAIN_WORD = re.compile(r"[A-Za-z0-9_./+~][A-Za-z0-9_./+~-]*")  # a path a shell takes as one word, no option
 DEFAULT_TIMEOUT_S = 600.0
-
-
-def _get(device: Any, key: str, default=None):
-    v = device.get(key, default) if hasattr(device, "get") else getattr(device, key, default)
-    return default if v is None else v
 
 
 def transport_for(device: Any):
@@ -90,7 +81,7 @@ def measure(device: Any, models: list[dict], threads: int, warmup: int, iteratio
             raise RemoteError(f"{m['name']}: {Path(m['path']).name} is a directory; the device runner takes one model "
                               f"file (an OpenVINO IR: its .xml, the .bin beside it goes along)")
     if _get(device, "benchmark_model"):
-        from pipeline.remote.benchmark_model import measure_tflite
+        from pipeline.remote.benchmark_model import measure_tflite  # (it imports nothing of this module)
 
         return measure_tflite(device, conn, t, models, threads, warmup, iterations, timeout)
     with scratch(t, conn, name) as folder, tempfile.TemporaryDirectory(prefix="edge-remote-") as d:
@@ -131,40 +122,3 @@ def _files_of(m: dict, i: int) -> list[tuple[Path, str]]:
             raise RemoteError(f"{m['name']}: the OpenVINO IR {local.name} has no {weights.name} beside it")
         out.append((weights, f"m{i}.bin"))
     return out
-
-
-def shell_word(word: str) -> str:
-    """`word` for a POSIX shell command line: as it is when it is a plain path (so that ~ still expands), else
-    quoted. (device.remote_python and device.benchmark_model are checked at plan time: pipeline.devices.catalog.)"""
-    return word if PLAIN_WORD.fullmatch(word) else shlex.quote(word)
-
-
-@contextlib.contextmanager
-def scratch(t, conn: Connection, name: str) -> Iterator[str]:
-    """A fresh folder on the device (mktemp -d), removed on every way out of the block. When it cannot be removed
-    (the link is gone) the error says so and how to remove it by hand."""
-    base = "\"${TMPDIR:-/tmp}\"" if conn.scheme == "ssh" else "/data/local/tmp"
-    mk = t.run(f"mktemp -d {base}/edge-pipeline.XXXXXX", "creating the scratch folder", 60)
-    folder = mk.stdout.strip().splitlines()[-1] if mk.returncode == 0 and mk.stdout.strip() else ""
-    if not folder.startswith("/"):
-        fix = _runner_failure(conn, name, "mktemp", mk.returncode, mk.stdout, mk.stderr)
-        raise RemoteError(f"creating the scratch folder on {name} failed: {fix}")
-    failed: BaseException | None = None
-    try:
-        yield folder
-    except BaseException as e:  # (a RemoteError, a timeout, a signal): remove the folder, then let it go on
-        failed = e
-        raise
-    finally:
-        try:
-            t.run(f"rm -rf {shlex.quote(folder)}", "removing the scratch folder", 60)
-        except RemoteError as e:
-            by_hand = (f"the scratch folder {folder} with the models could not be removed from {name} ({e}); "
-                       f"remove it by hand: " + (f"ssh -p {conn.port} {conn.user}@{conn.host} rm -rf {folder}"
-                                                 if conn.scheme == "ssh" else
-                                                 f"adb -s {conn.serial} shell rm -rf {folder}"))
-            if isinstance(failed, RemoteError):
-                raise RemoteError(f"{failed}\n{by_hand}") from failed
-            if failed is None:
-                raise RemoteError(f"{by_hand}. The measurement was not recorded") from e
-            log.warning("%s", by_hand)  # an interrupt or another error goes on; the folder is named here

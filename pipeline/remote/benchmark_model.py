@@ -15,6 +15,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from pipeline.remote.device import _get, scratch, shell_word
 from pipeline.remote.transport import RemoteError
 
 RUNTIME = "LiteRT benchmark_model"
@@ -48,8 +49,6 @@ def parse(text: str) -> dict:
 def measure_tflite(device: Any, conn, t, models: list[dict], threads: int, warmup: int, iterations: int,
                    timeout: float) -> dict:
     """Time each .tflite of `models` with device.benchmark_model; the result has pipeline.remote.measure's shape."""
-    from pipeline.remote import _get, scratch, shell_word
-
     name = _get(device, "display_name") or _get(device, "name", "device")
     binary = shell_word(str(_get(device, "benchmark_model")))
     bad = [m["name"] for m in models if m["fmt"] != "tflite"]

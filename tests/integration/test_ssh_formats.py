@@ -102,6 +102,7 @@ def test_executorch_pte_is_measured_on_the_board(agent, pte):
     assert r["models"]["model"]["runtime"] == "ExecuTorch" and r["models"]["model"]["latency_p50_ms"] > 0
 
 
+@pytest.mark.bad_input
 def test_a_board_without_sftp_is_copied_to_with_the_legacy_protocol(files, monkeypatch, caplog):
     """OpenSSH 9's scp speaks SFTP; an sshd without `Subsystem sftp` refuses it ("Connection closed"), which used to
     be reported as a dropped link."""
@@ -115,6 +116,7 @@ def test_a_board_without_sftp_is_copied_to_with_the_legacy_protocol(files, monke
         assert "no SFTP subsystem: copying with scp's legacy protocol (scp -O)" in caplog.text
 
 
+@pytest.mark.bad_input
 def test_a_wrong_user_is_named(agent, files):
     f = files["onnx"]
     m = {"name": "model", "fmt": "onnx", "path": str(f["path"]), "meta": {}, "shape": [1, 3, 16, 16]}
@@ -138,6 +140,7 @@ while p > 1:
     p = int(stat.rsplit(')', 1)[1].split()[1])"""
 
 
+@pytest.mark.bad_input
 def test_a_board_that_goes_away_leaves_its_scratch_folder_named(files, monkeypatch, tmp_path):
     with sshd.ssh_board() as b:
         monkeypatch.setenv("SSH_AUTH_SOCK", b.agent_sock)

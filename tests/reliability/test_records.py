@@ -212,6 +212,7 @@ def test_concurrent_sweeps_keep_their_own_records(tmp_path):
     assert seen == {f"stages.a.value={v}" for v in "1234"}  # no job's record overwrote another's
 
 
+@pytest.mark.bad_input
 def test_a_sweep_never_writes_into_an_existing_folder(tmp_path):
     from rel_helpers import run_stub_cli
 
