@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import signal
 import time
@@ -117,6 +118,10 @@ def prepare(cfg: DictConfig, stages: Iterable[type] = ()) -> tuple[DictConfig, A
             safe_name(str(name), what)
         except ValueError as e:
             raise ConfigError(f"{e}") from None
+    registered = cfg.registry.name or f"{recipe}-{device}"  # searched for in MLflow filter strings, quoted
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9 ._+-]*", str(registered)):
+        raise ConfigError(f"registry.name: {str(registered)!r} cannot name a registered model here: use letters, "
+                          f"digits, spaces and . _ + - (set registry.name=NAME)")
     return cfg, plan
 
 

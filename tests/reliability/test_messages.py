@@ -156,7 +156,7 @@ print("closed")
     ("connection", "ssh://p`id`@host", "is not a user name"),
     ("connection", "ssh://pi@host:0", "invalid port"),
     ("connection", "ssh://pi@ho\nst", "whitespace or control characters"),
-    ("connection", "adb://-s{marker}", "no valid serial"),
+    ("connection", "adb://-sX", "no valid serial"),
     ("remote_python", "python3;touch {marker}", "device.remote_python"),
     ("benchmark_model", "-oProxyCommand=x", "device.benchmark_model"),
     ("known_hosts", "/tmp/a b", "device.known_hosts"),

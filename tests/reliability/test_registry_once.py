@@ -124,3 +124,15 @@ def test_rerunning_a_recipe_reuses_its_version(tmp_path):
     assert [v.version for v in client.search_model_versions("name='stub_chain-host'")] == [1]
     lm = client.get_logged_model(second["mlflow"]["logged_models"][second["registry"]["artifact"]])
     assert '"version": 1' in lm.tags["mlflow.modelVersions"]
+
+
+@pytest.mark.bad_input
+def test_a_registered_model_name_that_would_break_the_search_is_refused(tmp_path):
+    import reliability_stubs
+    from pipeline import app
+    from pipeline.errors import ConfigError
+
+    cfg = compose_stub(tmp_path / "outputs", "recipe=stub_chain")
+    cfg.registry.name = "it's"  # (a YAML file can say it; Hydra's command line would want it quoted)
+    with pytest.raises(ConfigError, match="registry.name: \"it's\" cannot name a registered model"):
+        app.prepare(cfg, stages=reliability_stubs.STAGES)
