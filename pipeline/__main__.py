@@ -7,10 +7,23 @@ import signal
 import sys
 from pathlib import Path
 
-import hydra
-from omegaconf import DictConfig
 
-from pipeline import config, console
+def _starting(signum, frame):
+    """A signal while Python imports Hydra and the frameworks: nothing has been written yet, so say so and go
+    (pipeline.interrupts takes over once main() runs)."""
+    sys.stderr.write(f"interrupted by {signal.Signals(signum).name} while starting: nothing ran and nothing was "
+                     f"recorded\n")
+    os._exit(128 + signum)
+
+
+if __name__ == "__main__":  # (not when a launcher's worker imports this module: its signals are its own)
+    for _s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(_s, _starting)
+
+import hydra  # noqa: E402  (after the handlers: importing takes seconds)
+from omegaconf import DictConfig  # noqa: E402
+
+from pipeline import config, console  # noqa: E402
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 PLAN_FLAG = "--plan"  # print the resolved plan and what the cache will reuse, run nothing
