@@ -237,31 +237,38 @@ def _report(cfg: DictConfig, info: RunInfo, events: Events, records: list, statu
     Called with signals held. Logging the results to MLflow may be interrupted: the run then ends KILLED with a
     summary saying so, and nothing is registered. From registering on (registry, summary.json, closing the MLflow run)
     the run is recorded whole first, and a signal that arrived meanwhile is reported after."""
-    summary, path = None, None
+    summary, path, closed = None, None, False
     try:
-        with interrupts.allowed():
-            summary = _summary(cfg, info, records, status, error)
-            events.summary_ready(summary)  # (MLflow: headline metrics, tags, the card, a LoggedModel per artifact)
-    except KeyboardInterrupt as e:
-        status, exc = "killed", e
-        error = (f"interrupted by {interrupts.name(getattr(e, 'signum', signal.SIGINT))} after the last stage, "
-                 f"while the results were being logged: the run is recorded as killed and nothing was registered")
-        summary = _summary(cfg, info, records, status, error)
-    with interrupts.held() as late:
         try:
-            if status == "success":
-                events.run_succeeded(summary)  # (the registry registers the judged artifact, adds its outcome)
+            with interrupts.allowed():
+                summary = _summary(cfg, info, records, status, error)
+                events.summary_ready(summary)  # (MLflow: headline metrics, tags, the card, a LoggedModel per artifact)
+        except KeyboardInterrupt as e:
+            if status != "killed":  # (a second signal while a killed run is logged keeps the first one's reason)
+                status, exc = "killed", e
+                error = (f"interrupted by {interrupts.name(getattr(e, 'signum', signal.SIGINT))} after the last "
+                         f"stage, while the results were being logged: the run is recorded as killed and nothing "
+                         f"was registered")
+            summary = _summary(cfg, info, records, status, error)
+        with interrupts.held() as late:
             try:
-                path = report.write_summary(info.run_dir, summary)
-            except OSError as e:  # a full disk: the status still reaches MLflow and the console
-                log.error("could not write %s: %s", info.run_dir / "summary.json", e)
-                if exc is None:
-                    status, error = "failed", f"could not write summary.json: {e.strerror}"
-                    exc = StageError(f"{error}; free space under {info.outputs} or choose paths.outputs=DIR, then "
-                                     f"re-run")
-            events.run_finished(summary, path)  # (the console's table, summary path and deployable artifact)
-        finally:
-            events.run_closed(status)
+                if status == "success":
+                    events.run_succeeded(summary)  # (the registry registers the judged artifact, adds its outcome)
+                try:
+                    path = report.write_summary(info.run_dir, summary)
+                except OSError as e:  # a full disk: the status still reaches MLflow and the console
+                    log.error("could not write %s: %s", info.run_dir / "summary.json", e)
+                    if exc is None:
+                        status, error = "failed", f"could not write summary.json: {e.strerror}"
+                        exc = StageError(f"{error}; free space under {info.outputs} or choose paths.outputs=DIR, "
+                                         f"then re-run")
+                events.run_finished(summary, path)  # (the console's table, summary path and deployable artifact)
+            finally:
+                closed = True
+                events.run_closed(status)
+    finally:
+        if not closed:  # an unexpected error while summarising: the MLflow run still ends
+            events.run_closed("failed" if status == "success" else status)
     if late["signal"] is not None:
         log.warning("%s arrived while the finished run was being recorded: it was recorded completely first "
                     "(status %s%s)", interrupts.name(late["signal"]), status, f", summary {path}" if path else "")
