@@ -101,8 +101,8 @@ class Cache:
         try:
             manifest = json.loads(text)
             problem = entry_problem(key, d, manifest)
-        except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
-            problem = f"entry.json is malformed ({type(e).__name__}: {e})"
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
+            problem = f"entry.json is malformed ({type(e).__name__}: {str(e)[:200]})"
         if problem:
             return None, problem
         return Entry(key, d, manifest), None
@@ -210,7 +210,9 @@ class Cache:
         """Why `stage` has no usable entry, by comparing with the components of its last run in this recipe."""
         try:
             last = json.loads(self._index_path(recipe, stage).read_text())
-        except (OSError, ValueError):
+            if not isinstance(last, dict):
+                raise ValueError("not a record")
+        except (OSError, ValueError, RecursionError):
             return "no cached result for these settings (first run of this stage)"
         changes = diff(last, components)
         if not changes:
@@ -335,8 +337,8 @@ def verify_run(run_dir: Path) -> list[str]:
         summary = json.loads(where.read_text())
     except FileNotFoundError:
         return [f"{where}: missing: the run did not finish (or this is not a run folder)"]
-    except (OSError, ValueError) as e:
-        return [f"{where}: unreadable ({e})"]
+    except (OSError, ValueError, RecursionError) as e:
+        return [f"{where}: unreadable ({type(e).__name__}: {str(e)[:200]})"]
     problems = []
     artifacts = summary.get("artifacts") if isinstance(summary, dict) else None
     if not isinstance(artifacts, list):

@@ -99,8 +99,8 @@ def coco(images_dir: Path, annotations: Path) -> tuple[list[str], int | None]:
 def _coco(images_dir: Path, annotations: Path) -> tuple[list[str], int | None]:
     try:
         doc = json.loads(annotations.read_text())
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        return [f"{annotations.name}: not readable as JSON ({str(e).splitlines()[0][:200]})"], None
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError) as e:
+        return [f"{annotations.name}: not readable as JSON ({(str(e).splitlines() or [type(e).__name__])[0][:200]})"], None
     if not isinstance(doc, dict) or not all(isinstance(doc.get(k), list) for k in ("images", "annotations",
                                                                                       "categories")):
         return [f"{annotations.name}: needs the lists 'images', 'annotations' and 'categories' of a COCO instances "
