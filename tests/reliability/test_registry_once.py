@@ -136,3 +136,26 @@ def test_a_registered_model_name_that_would_break_the_search_is_refused(tmp_path
     cfg.registry.name = "it's"  # (a YAML file can say it; Hydra's command line would want it quoted)
     with pytest.raises(ConfigError, match="registry.name: \"it's\" cannot name a registered model"):
         app.prepare(cfg, stages=reliability_stubs.STAGES)
+
+
+def test_two_processes_registering_the_same_file_make_one_version(tmp_path):
+    """Two jobs of a sweep that judge the same file finish at once: the check and the creation are one step under
+    the registry's lock."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    outputs = tmp_path / "outputs"
+    _run(outputs, _cfg(), 0.9, data=b"\2" * 10)  # the store exists before the race (its creation is serialised anyway)
+    here = Path(__file__).resolve().parent
+    code = (f"import sys; sys.path[:0] = {[str(here), str(here.parent), str(ROOT)]!r}\n"
+            f"from pathlib import Path\nimport test_registry_once as t\n"
+            f"r, _ = t._run(Path({str(outputs)!r}), t._cfg(), 0.95)\nprint('RESULT', r.get('version'), r.get('same_as'))")
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[-2000:] for o in outs]
+    results = sorted(line.split()[1:] for o in outs for line in o.splitlines() if line.startswith("RESULT"))
+    assert results == [["2", "2"], ["2", "None"]], results  # one made v2, the other found it
+    assert len(MlflowClient(tracking.local_uri(outputs)).search_model_versions("name='demo-pixel7'")) == 2
