@@ -173,6 +173,7 @@ def main() -> None:
         if interrupts.late() is not None:
             print(f"note: {interrupts.name(interrupts.late())} arrived after the run was recorded; nothing was lost",
                   file=sys.stderr)
+        interrupts.ignore_from_now()  # the interpreter's shutdown would put the default (kill) back
 
 
 def _main(sweep) -> None:

@@ -85,6 +85,16 @@ def settle() -> None:
     _state["settled"] = True
 
 
+def ignore_from_now() -> None:
+    """Everything is recorded and the process is about to exit: ignore these signals. (Python's shutdown resets a
+    Python-level handler to the default action, which would end a finished run with a signal's exit status; an
+    ignored signal stays ignored.)"""
+    if threading.current_thread() is threading.main_thread():
+        for s in SIGNALS:
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(s, signal.SIG_IGN)
+
+
 def late() -> int | None:
     """A signal remembered after `settle()`, if any."""
     return _state["pending"] if _state["settled"] else None
