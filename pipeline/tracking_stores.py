@@ -95,7 +95,7 @@ def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-RESERVE_BYTES = 1 << 20  # kept free beside a SQLite store, so that runs can still be closed when its disk fills up
+RESERVE_BYTES = 1 << 18  # kept free beside a SQLite store, so that runs can still be closed when its disk fills up
 
 
 def make_reserve(db: Path) -> Path | None:
