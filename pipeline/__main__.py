@@ -1,5 +1,9 @@
 """`python -m pipeline ...` is `edge-pipeline run ...` (pipeline/cli/run.py: the Hydra entry point)."""
-from pipeline.cli.run import main
+if __name__ == "__main__":  # (not when a launcher's worker imports this module: its signals are its own)
+    from pipeline.core import interrupts
 
-if __name__ == "__main__":
+    interrupts.while_starting()  # importing Hydra and the frameworks takes seconds
+
+    from pipeline.cli.run import main
+
     main()

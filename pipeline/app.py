@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
+import signal
 import time
 import uuid
 from pathlib import Path
@@ -11,11 +13,7 @@ from typing import Any, Iterable
 
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.core import console
-
-from pipeline.report import objective
-from pipeline.report.schema import Summary
-from pipeline.report.summary import build_summary, write_summary
+from pipeline.core import console, interrupts
 from pipeline.core.artifacts import safe_name
 from pipeline.core.cache import Cache
 from pipeline.core.errors import ConfigError, GateFailed, PipelineError, StageError
@@ -23,6 +21,9 @@ from pipeline.core.events import Events, RunInfo
 from pipeline.core.plan import build_plan
 from pipeline.core.provenance import command_line, overrides
 from pipeline.core.runner import Runner, check_outputs_writable
+from pipeline.report import objective
+from pipeline.report.schema import Summary
+from pipeline.report.summary import build_summary, write_summary
 from pipeline.stages import discover
 
 log = logging.getLogger("pipeline")
@@ -30,7 +31,7 @@ log = logging.getLogger("pipeline")
 
 def _make_run_dir(outputs: Path, recipe: str, device: str) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    d = outputs / "runs" / recipe / f"{stamp}-{device}-{uuid.uuid4().hex[:6]}"
+    d = outputs / "runs" / recipe / f"{stamp}-{device}-{uuid.uuid4().hex[:8]}"  # new per run: mkdir fails on a clash
     d.mkdir(parents=True)
     return d
 
@@ -41,8 +42,23 @@ def cache_root(cfg: DictConfig, outputs: Path) -> Path:
     return Path(os.path.expanduser(str(d))).resolve() if d else outputs / "cache"
 
 
+class _RunLog(logging.FileHandler):
+    """pipeline.log. A write that fails (its disk filled up) is said once, not as logging's traceback per line."""
+
+    failed = False
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            self.failed = True
+            import sys
+
+            err = sys.exc_info()[1]
+            sys.stderr.write(f"warning: {self.baseFilename} cannot be written ({getattr(err, 'strerror', None) or err})"
+                             f"; it misses the lines from here on, the console keeps its own\n")
+
+
 def _file_logging(run_dir: Path) -> logging.Handler:
-    h = logging.FileHandler(run_dir / "pipeline.log")
+    h = _RunLog(run_dir / "pipeline.log")
     h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     h.setLevel(logging.DEBUG)
     logging.getLogger().addHandler(h)
@@ -58,7 +74,7 @@ def _open_tracker(tracking, uri: str, experiment: str, outputs: Path, timeout_s:
         raise
     except Exception as e:  # SQLAlchemy/MLflow raise many types; what matters is the store and the fix
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"tracking.uri: cannot open the MLflow store {uri} ({reason[:300]}). Repair or move it away, "
+        raise ConfigError(f"tracking.uri: cannot open the MLflow store {tracking.shown(uri)} ({reason[:300]}). Repair or move it away, "
                           f"point tracking.uri at another store, or run with tracking=none.") from e
 
 
@@ -111,6 +127,10 @@ def prepare(cfg: DictConfig, stages: Iterable[type] = ()) -> tuple[DictConfig, A
             safe_name(str(name), what)
         except ValueError as e:
             raise ConfigError(f"{e}") from None
+    registered = cfg.registry.name or f"{recipe}-{device}"  # searched for in MLflow filter strings, quoted
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9 ._+-]*", str(registered)):
+        raise ConfigError(f"registry.name: {str(registered)!r} cannot name a registered model here: use letters, "
+                          f"digits, spaces and . _ + - (set registry.name=NAME)")
     return cfg, plan
 
 
@@ -119,9 +139,7 @@ def _listeners(cfg: DictConfig, tracker) -> list:
 
     out = [MeasurementListener()]
     if tracker:
-        out.append(MlflowListener(tracker))
-        if cfg.registry.enabled:
-            out.append(RegistryListener(tracker))
+        out += [MlflowListener(tracker), RegistryListener(tracker)]  # (the registry says when it is disabled)
     return [*out, ConsoleListener()]
 
 
@@ -131,16 +149,20 @@ def _execute(plan, cfg: DictConfig, outputs: Path, run_dir: Path, events: Events
     runner = None
     status, error, exc = "success", None, None
     try:
-        events.run_started()
-        cache = Cache(cache_root(cfg, outputs)) if cfg.cache.enabled else Cache(nocache)
-        if cfg.cache.enabled:
-            cache.clean_tmp()
-        runner = Runner(plan, cfg, cache, run_dir, events, use_cache=bool(cfg.cache.enabled))
-        runner.run()
+        with interrupts.allowed():  # (a signal that came while the run folder was made acts here)
+            events.run_started()
+            cache = Cache(cache_root(cfg, outputs)) if cfg.cache.enabled else Cache(nocache)
+            if cfg.cache.enabled:
+                cache.clean_tmp()
+            runner = Runner(plan, cfg, cache, run_dir, events, use_cache=bool(cfg.cache.enabled))
+            runner.run()
     except StageError as e:
         status, error, exc = "failed", str(e), e
     except KeyboardInterrupt as e:
-        status, error, exc = "killed", "interrupted (SIGINT or SIGTERM)", e
+        where = next((f"while stage '{r.name}' ran" for r in (runner.records.values() if runner else [])
+                      if r.status == "interrupted"), "before the first stage" if runner is None else "between stages")
+        status, exc = "killed", e
+        error = f"interrupted by {interrupts.name(getattr(e, 'signum', signal.SIGINT))} {where}"
     except Exception as e:  # not a stage's own failure (e.g. the tracking store went away): still close the run
         where = _save_traceback(run_dir, "pipeline.traceback.txt")
         log.debug("unexpected error", exc_info=True)
@@ -153,14 +175,16 @@ def _execute(plan, cfg: DictConfig, outputs: Path, run_dir: Path, events: Events
     return status, error, exc, list(runner.records.values()) if runner else []
 
 
-def run(cfg: DictConfig, sweep: dict | None = None, stages: Iterable[type] = ()) -> Summary:
+def run(cfg: DictConfig, sweep: dict | None = None, stages: Iterable[type] = (), last: bool = False) -> Summary:
     """Run a composed pipeline config. Returns the summary (summary.json's content, typed).
 
-    `sweep`: the job's sweep context from pipeline.tracking.sweep.job_context() in a multirun, else None. `stages`: stage
-    classes to plan with besides the built-in and plug-in types.
+    `sweep`: the job's sweep context from pipeline.sweep.job_context() in a multirun, else None. `stages`: stage
+    classes to plan with besides the built-in and plug-in types. `last`: the process ends after this run (the command
+    line), so signals stay held once the run is recorded (pipeline.interrupts.settle).
 
     Raises ConfigError (exit 2) before anything is written, StageError (exit 1) after a stage failed; finished stages
-    stay cached either way. Once the MLflow run is open it is always closed: FINISHED, FAILED, or KILLED on Ctrl-C.
+    stay cached either way. Once the MLflow run is open it is always closed: FINISHED, FAILED, or KILLED on a signal
+    (pipeline.core.interrupts: SIGINT, SIGTERM or SIGHUP at any moment ends the run whole, never half recorded).
     """
     cfg, plan = prepare(cfg, stages)
     console.set_verbose(cfg.verbose)  # verbose=true: every library's output on the console, as printed
@@ -176,44 +200,88 @@ def run(cfg: DictConfig, sweep: dict | None = None, stages: Iterable[type] = ())
         with console.quiet():  # mlflow's import installs its own stderr handler, its first use creates the tables
             tracker = _open_tracker(tracking, uri, cfg.tracking.experiment or recipe, outputs, cfg.tracking.timeout_s)
 
-    run_dir, handler = _start_run_dir(outputs, recipe, device, cfg)
-    log.info("run directory: %s", run_dir)
-    info = RunInfo(recipe, device, cfg, run_dir, outputs, command_line(sweep), sweep, overrides(sweep))
-    events = Events(info, _listeners(cfg, tracker))
-    status, path = "failed", None
+    with interrupts.held():  # from here to the closed MLflow run, signals act only where the run can stop whole
+        run_dir, handler = _start_run_dir(outputs, recipe, device, cfg)
+        folded = console.folded()
+        try:
+            log.info("run directory: %s", run_dir)
+            info = RunInfo(recipe, device, cfg, run_dir, outputs, command_line(sweep), sweep, overrides(sweep))
+            events = Events(info, _listeners(cfg, tracker))
+            status, error, exc, records = _execute(plan, cfg, outputs, run_dir, events)
+            summary, path, status, error, exc = _report(cfg, info, events, records, status, error, exc)
+            if console.folded() > folded:
+                log.warning("%d error record(s) of a library, with tracebacks, went to %s only",
+                            console.folded() - folded, run_dir / "pipeline.log")
+            if exc is not None:
+                done = sum(1 for r in records if r.status in ("ran", "reused"))
+                log.error("%s\n%d finished stage(s) are cached. Fix the problem and run the same command again to "
+                          "resume:\n  %s\nsummary: %s", error, done, info.command, path or "(not written)")
+                exc.reported = True
+                raise exc
+            gate = summary.gate
+            if cfg.gate.enforce and gate is not None and not gate.passed:  # the judged artifact is not a pass
+                msg = (f"gate: artifact {gate.artifact!r} is not a pass on {cfg.device.name} ({gate.status}): "
+                       + "; ".join(gate.failed) + f"\nsummary: {path}")
+                log.error(msg)
+                raise GateFailed(msg)
+            return summary
+        finally:  # after the error lines: pipeline.log keeps them too
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+            if last:
+                interrupts.settle()
+
+
+def _summary(cfg: DictConfig, info: RunInfo, records: list, status: str, error: str | None) -> Summary:
+    summary = build_summary(recipe=info.recipe, device=cfg.device, status=status, mlflow=info.mlflow,
+                            records=records, gate_cfg=cfg.gate, run_dir=info.run_dir, error=error,
+                            task=str(cfg.get("task") or "classification"))
+    summary.objective = objective.summarize(summary, cfg)  # what sweepers, the registry and compare rank by
+    return summary
+
+
+def _report(cfg: DictConfig, info: RunInfo, events: Events, records: list, status: str, error: str | None, exc):
+    """Summarise, log and close the run; returns (summary, summary.json path or None, status, error, exception).
+
+    Called with signals held. Logging the results to MLflow may be interrupted: the run then ends KILLED with a
+    summary saying so, and nothing is registered. From registering on (registry, summary.json, closing the MLflow run)
+    the run is recorded whole first, and a signal that arrived meanwhile is reported after."""
+    summary, path, closed = None, None, False
     try:
         try:
-            status, error, exc, records = _execute(plan, cfg, outputs, run_dir, events)
-            summary = build_summary(recipe=recipe, device=cfg.device, status=status, mlflow=info.mlflow,
-                                    records=records, gate_cfg=cfg.gate, run_dir=run_dir, error=error,
-                                    task=str(cfg.get("task") or "classification"))
-            summary.objective = objective.summarize(summary, cfg)  # what sweepers, the registry and compare rank by
-            events.summary_ready(summary)
+            with interrupts.allowed():
+                summary = _summary(cfg, info, records, status, error)
+                events.summary_ready(summary)  # (MLflow: headline metrics, tags, the card, a LoggedModel per artifact)
+        except KeyboardInterrupt as e:
+            if status != "killed":  # (a second signal while a killed run is logged keeps the first one's reason)
+                status, exc = "killed", e
+                error = (f"interrupted by {interrupts.name(getattr(e, 'signum', signal.SIGINT))} after the last "
+                         f"stage, while the results were being logged: the run is recorded as killed and nothing "
+                         f"was registered")
+            summary = _summary(cfg, info, records, status, error)
+        with interrupts.held() as late:
             try:
-                path = write_summary(run_dir, summary)
-            except OSError as e:  # a full disk: the status still reaches MLflow and the console
-                log.error("could not write %s: %s", run_dir / "summary.json", e)
-                if exc is None:
-                    status, error = "failed", f"could not write summary.json: {e.strerror}"
-                    exc = StageError(f"{error}; free space under {outputs} or choose paths.outputs=DIR, then re-run")
-            events.run_finished(summary, path)  # (the console's table, summary path and deployable artifact)
-        finally:
-            events.run_closed(status)  # runs even on a second Ctrl-C here
-        if exc is not None:
-            done = sum(1 for r in records if r.status in ("ran", "reused"))
-            log.error("%s\n%d finished stage(s) are cached. Fix the problem and run the same command again to "
-                      "resume:\n  %s\nsummary: %s", error, done, info.command, path or "(not written)")
-            raise exc
-        gate = summary.gate
-        if cfg.gate.enforce and gate is not None and not gate.passed:  # the judged artifact is not a pass
-            msg = (f"gate: artifact {gate.artifact!r} is not a pass on {cfg.device.name} ({gate.status}): "
-                   + "; ".join(gate.failed) + f"\nsummary: {path}")
-            log.error(msg)
-            raise GateFailed(msg)
-        return summary
-    finally:  # after the error lines: pipeline.log keeps them too
-        logging.getLogger().removeHandler(handler)
-        handler.close()
+                if status == "success":
+                    events.run_succeeded(summary)  # (the registry registers the judged artifact, adds its outcome)
+                try:
+                    path = write_summary(info.run_dir, summary)
+                except OSError as e:  # a full disk: the status still reaches MLflow and the console
+                    log.error("could not write %s: %s", info.run_dir / "summary.json", e)
+                    if exc is None:
+                        status, error = "failed", f"could not write summary.json: {e.strerror}"
+                        exc = StageError(f"{error}; free space under {info.outputs} or choose paths.outputs=DIR, "
+                                         f"then re-run")
+                events.run_finished(summary, path)  # (the console's table, summary path and deployable artifact)
+            finally:
+                closed = True
+                events.run_closed(status)
+    finally:
+        if not closed:  # an unexpected error while summarising: the MLflow run still ends
+            events.run_closed("failed" if status == "success" else status)
+    if late["signal"] is not None:
+        log.warning("%s arrived while the finished run was being recorded: it was recorded completely first "
+                    "(status %s%s)", interrupts.name(late["signal"]), status, f", summary {path}" if path else "")
+    return summary, path, status, error, exc
 
 
 def preview(cfg: DictConfig, stages: Iterable[type] = ()) -> list[dict]:

@@ -61,9 +61,9 @@ class MlflowListener(Listener):
         if record.artifact is not None:
             self.stage_runs[record.stage] = rid
 
-    def run_finished(self, run: RunInfo, summary: Summary, path: Path | None) -> None:
+    def summary_ready(self, run: RunInfo, summary: Summary) -> None:
         t = self.tracker
-        if not t.run_id:
+        if not t.run_id or _broken(t):
             return
         try:
             t.log_metrics(t.run_id, {**headline_metrics(summary),
@@ -74,22 +74,40 @@ class MlflowListener(Listener):
             # each model's verdict as a tag (the metric <artifact>.verdict_pass is 1/0)
             t.set_tags({f"verdict.{a.name}": (a.verdict.status + "".join(f"; {p}" for p in a.verdict.problems))[:5000]
                         for a in summary.artifacts})
-            t.log_files([p for p in (path, run.run_dir / "pipeline.log") if p is not None])
-        except Exception as e:  # keep going: closing the run with its status matters more than these files
+        except Exception as e:  # keep going: closing the run with its status matters more than these numbers
             log.warning("could not log the summary to MLflow: %s", e)
         try:  # the run as a report: a summary card with the profile plots, a description, a LoggedModel per artifact
             from pipeline.report import card
 
             plots = {p.parent.name: str(p) for p in sorted(run.run_dir.glob("reports/*/profile.png"))}
             card.log_card(t.client, t.run_id, summary, plots, recipe_description=run.cfg.get("description"))
-            card.log_logged_models(t.client, t.experiment_id, t.run_id, summary, self.stage_runs)
+            # the registry links the version it makes to the LoggedModel of its artifact
+            run.mlflow["logged_models"] = card.log_logged_models(t.client, t.experiment_id, t.run_id, summary,
+                                                                 self.stage_runs)
         except Exception as e:
             log.warning("could not log the summary card or the LoggedModels to MLflow: %s", e)
 
+    def run_finished(self, run: RunInfo, summary: Summary, path: Path | None) -> None:
+        t = self.tracker
+        if not t.run_id or _broken(t):
+            return
+        try:
+            t.log_files([p for p in (path, run.run_dir / "pipeline.log") if p is not None])
+        except Exception as e:  # keep going: closing the run with its status matters more than these files
+            log.warning("could not log summary.json and pipeline.log to MLflow: %s", e)
+
     def run_closed(self, run: RunInfo, status: str) -> None:
-        if self.tracker.run_id:
-            with contextlib.suppress(Exception):
-                self.tracker.end(MLFLOW_STATUS[status])
+        with contextlib.suppress(Exception):  # (also when a signal came while the pipeline run was being created)
+            self.tracker.end(MLFLOW_STATUS[status])
+
+
+def _broken(tracker) -> bool:
+    """The store failed during the run (full disk, lock, deadline): the run fails with that one message; logging the
+    summary would only repeat it. Closing the run is still tried (run_closed)."""
+    fault = getattr(tracker.client, "fault", None)
+    if fault:
+        log.debug("MLflow: the summary is not logged (%s)", fault)
+    return bool(fault)
 
 
 class RegistryListener(Listener):
@@ -98,7 +116,12 @@ class RegistryListener(Listener):
     def __init__(self, tracker):
         self.tracker = tracker
 
-    def summary_ready(self, run: RunInfo, summary: Summary) -> None:
+    def run_succeeded(self, run: RunInfo, summary: Summary) -> None:
+        if not run.cfg.registry.enabled:
+            summary.registry = {"registered": False, "reason": "registry.enabled=false: this recipe registers "
+                                "nothing (add registry.enabled=true to register its model)"}
+            log.info("model registry: nothing registered (registry.enabled=false)")
+            return
         if self.tracker.run_id and summary.status == "success":
             from pipeline.tracking import registry
 
@@ -107,8 +130,8 @@ class RegistryListener(Listener):
 
 class MeasurementListener(Listener):
     """Records what a benchmark measured on a device (device.connection) in the measurement store under
-    paths.outputs, once the stage has succeeded: a failed or interrupted measurement records nothing, and a reused
-    one is not recorded twice."""
+    paths.outputs, once the stage has succeeded: a failed or interrupted measurement records nothing, a reused one is
+    not recorded again, and a task that runs again (cache.force, a retry) replaces its rows (keyed by its cache key)."""
 
     def task_finished(self, run: RunInfo, record: Any, out: Path | None) -> None:
         m = record.info.get("device_measurement") if out is not None and record.status == "ran" else None
@@ -118,7 +141,7 @@ class MeasurementListener(Listener):
 
         try:
             store.record_measurement(store.path_in(run.outputs), m["device"], m["result"], m["models"],
-                                     run=record.name)
+                                     run=record.name, task_key=record.cache_key)
         except Exception as e:  # the measurement itself is in the run's summary; the store is a by-product
             log.warning("could not record the device measurement of %s in the measurement store: %s",
                         record.name, e)

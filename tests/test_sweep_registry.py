@@ -41,7 +41,8 @@ def _run(tmp_path: Path, outputs: Path, cfg, accuracy, latency=1.0, ok=True, rec
     verdict = Verdict(status="fail" if problems else "pass", problems=problems)
     row = ArtifactRow(name="quantize", stage="quantize", type="quantize_onnx", format="onnx", precision="int8",
                       path="model.int8.onnx", size_bytes=1000, accuracy=accuracy,
-                      latency_ms={"p50": latency, "p90": latency}, cache_key="k", verdict=verdict)
+                      latency_ms={"p50": latency, "p90": latency}, verdict=verdict,
+                      cache_key=f"k-{tracker.run_id}")  # a new model each time (the same one is registered once)
     summary = Summary(recipe=recipe, task={"name": "classification", "metric": "top-1"},
                       device={"name": cfg.device.name}, status="success", run_dir=str(out), artifacts=[row],
                       gate=Gate(artifact="quantize", status=verdict.status, failed=problems),

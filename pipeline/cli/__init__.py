@@ -27,6 +27,9 @@ def _hydra(extra: list[str]) -> Callable[[list[str]], int]:
     """A command that runs the Hydra entry point with `extra` arguments added (plan: --plan)."""
 
     def run(args: list[str]) -> int:
+        from pipeline.core import interrupts
+
+        interrupts.while_starting()  # importing Hydra and the frameworks takes seconds
         from pipeline.cli.run import main
 
         sys.argv = ["edge-pipeline", *args, *extra]

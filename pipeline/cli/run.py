@@ -1,14 +1,15 @@
 """The Hydra entry point: `edge-pipeline run` / `python -m pipeline recipe=NAME device=NAME [key=value ...]`. Thin on
 purpose: it maps errors to exit statuses and returns the objective(s) to sweepers; run(cfg) in pipeline.app does the
-work."""
+work. The entry scripts install pipeline.core.interrupts.while_starting() before importing this module."""
 from __future__ import annotations
 
 import logging
 import os
 import signal
 import sys
-import threading
 from pathlib import Path
+
+
 
 import hydra
 from omegaconf import DictConfig
@@ -27,20 +28,20 @@ def _task(cfg: DictConfig):
     _entered = True
     console.set_verbose(cfg.verbose)  # (also in a launcher's worker process, where main() did not run)
     console.quiet_environment()
+    from pipeline.core import interrupts
     from pipeline.tracking import sweep
     from pipeline.app import run
     from pipeline.core.errors import PipelineError
 
-    if threading.current_thread() is threading.main_thread():  # (launchers may call us from a worker thread)
-        signal.signal(signal.SIGTERM, _terminate)  # a scheduler's SIGTERM closes the run as KILLED, like Ctrl-C
+    interrupts.install()  # SIGINT, SIGTERM (a scheduler), SIGHUP (a closed terminal): the run ends KILLED, whole
     job = sweep.job_context()  # None unless this is one job of a multirun
     try:
-        if _preview:
+        if _preview or (job or {}).get("preview"):
             from pipeline.app import preview
 
             preview(cfg)
             return None
-        summary = run(cfg, sweep=job)
+        summary = run(cfg, sweep=job, last=job is None)
     except PipelineError as e:
         if e.exit_code == 2:  # a stage failure was already reported with its resume command
             logging.getLogger("pipeline").error("error: %s", e)
@@ -50,22 +51,18 @@ def _task(cfg: DictConfig):
             kind = "invalid configuration" if e.exit_code == 2 else "failed"
             raise sweep.JobFailed(f"job #{job['job']} {kind}: {e}", e.exit_code) from None
         sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        sys.exit(128 + _signal_received[0])
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", None) or interrupts.last_signal() or signal.SIGINT
+        if not getattr(e, "reported", False):  # interrupted before the run had a folder: nothing was recorded
+            logging.getLogger("pipeline").error("interrupted by %s before the run started: nothing ran and nothing "
+                                                "was recorded", interrupts.name(signum))
+        sys.exit(128 + signum)
     if job is not None:  # goes into the job's job.json (pipeline.tracking.sweep.SweepCallback.on_job_end)
         job["result"] = {"run_dir": summary.run_dir, "mlflow_run_id": summary.mlflow["run_id"],
                          "run_status": summary.status}
     # For sweepers: one float per objective metric (a single metric: a float); None where the number does not exist.
     values = list(summary.objective["values"].values())
     return values[0] if len(values) == 1 else values
-
-
-_signal_received = [signal.SIGINT]
-
-
-def _terminate(signum, frame):
-    _signal_received[0] = signum
-    raise KeyboardInterrupt
 
 
 def _unknown_key_hint(message: str) -> str:
@@ -143,11 +140,39 @@ def main() -> None:
 
         print(text())
         return
+    plan_dir = None
     if PLAN_FLAG in sys.argv:
         sys.argv.remove(PLAN_FLAG)
         _preview = True
+        # A sweep's launcher makes its sweep and job folders before any job runs: under --plan they go to a
+        # throw-away folder, so that the plan of a sweep writes nothing under paths.outputs either.
+        import tempfile
+
+        plan_dir = tempfile.mkdtemp(prefix="edge-pipeline-plan-")
+        sys.argv.append(f"hydra.sweep.dir={plan_dir}")
     from pipeline.tracking import sweep
 
+    sweep.set_preview(_preview)
+    try:
+        _main(sweep)
+    finally:
+        if plan_dir:
+            import shutil
+
+            shutil.rmtree(plan_dir, ignore_errors=True)
+        from pipeline.core import interrupts
+
+        if interrupts.late() is not None:
+            print(f"note: {interrupts.name(interrupts.late())} arrived after the run was recorded; nothing was lost",
+                  file=sys.stderr)
+        interrupts.ignore_from_now()  # the interpreter's shutdown would put the default (kill) back
+
+
+def _main(sweep) -> None:
+    """Run Hydra's entry point and turn what escapes it into one message and an exit status."""
+    from pipeline.core import interrupts
+
+    interrupts.install()  # (again in _task, which a launcher may run in another process)
     # Composition errors (a YAML syntax error, an unknown key) reach us as exceptions instead of Hydra printing a
     # stack trace for some of them; we print one clear message and exit 2. Errors inside a run keep their traceback.
     user_full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
@@ -157,9 +182,19 @@ def main() -> None:
     except sweep.SweepRefused as e:  # an invalid search space, before any job ran: the message names key and fix
         print(f"error: {e.error}", file=sys.stderr)
         sys.exit(e.code)
+    except KeyboardInterrupt as e:  # while composing, or a sweep's launcher between two jobs
+        signum = getattr(e, "signum", None) or interrupts.last_signal() or signal.SIGINT
+        sweep.finish_active(failed=True, killed=True)
+        if not getattr(e, "reported", False):
+            print(f"error: interrupted by {interrupts.name(signum)}"
+                  + (": the sweep was stopped; finished jobs are kept" if sweep.started() else
+                     " before the run started: nothing ran and nothing was recorded"), file=sys.stderr)
+        sys.exit(128 + signum)
     except SystemExit as e:
-        # A sweeper that raised on a failed job skips Hydra's on_multirun_end: close the sweep here.
-        sweep.finish_active(failed=e.code not in (0, None))
+        # A sweeper that raised on a failed job skips Hydra's on_multirun_end: close the sweep here (KILLED when a job
+        # ended on a signal: exit 128 + signal).
+        sweep.finish_active(failed=e.code not in (0, None),
+                            killed=isinstance(e.code, int) and e.code - 128 in interrupts.SIGNALS)
         # Hydra exits 1 on composition errors (unknown recipe/device, bad override); those are invalid config: 2.
         # (In a sweep, jobs may run in other processes: a started sweep means composition succeeded.)
         if e.code == 1 and not _entered and not sweep.started():

@@ -5,17 +5,20 @@ the model and device settings it uses, its source code and the versions of the l
 invalidates everything below it, and a new library version never serves a stale result.
 
 Layout under <root>:
-  entries/<key>/entry.json   manifest (components, files with sizes and SHA-256, metrics, info); written last
+  entries/<key>/entry.json   manifest (components, files with sizes and SHA-256, metrics, findings, info) and a
+                             SHA-256 of each of its fields (`integrity`); written last
   entries/<key>/out/...      the stage's files
   tmp/                       work directories of running stages; renamed into entries/ only on success
   locks/<key>.lock           flock held while a key is computed, so concurrent runs compute it once
   index/<recipe>/<stage>.json the components of the last run of that stage, to explain why it re-ran
 Entries are made visible by one atomic rename of a finished directory: a killed run leaves at most a stray tmp/ dir.
+Every read checks an entry whole (`inspect`): its files against their hashes and its metadata against the digests
+recorded at commit and against its key; an entry that fails is a miss, rebuilt, and the reason names what changed.
 
 Results are immutable: an entry's files are made read-only when it is committed, and `publish` puts them into run folders
 as reflinks (copy-on-write clones, where the filesystem has them) or copies, never hard links, so that nothing written
 through a run folder reaches a cache entry or the reverse. `verify_run` checks a run folder against the sha256 values
-its summary.json records (`python -m pipeline.cli.verify RUN_DIR`).
+its summary.json records (`edge-pipeline verify RUN_DIR`).
 """
 from __future__ import annotations
 
@@ -34,7 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-SCHEMA = 3  # bump when the entry layout or the key's components change (3: a digest per code file)
+SCHEMA = 4  # bump when the entry layout or the key's components change (4: metadata digests, a digest per code file)
+INTEGRITY = "integrity"  # entry.json's record of a SHA-256 per top-level field, written at commit
 
 
 def digest(obj: Any) -> str:
@@ -79,28 +83,29 @@ class Cache:
         return self.root / "entries" / key
 
     def lookup(self, key: str) -> Entry | None:
-        """The entry for `key` if it exists, every file still matches its recorded size and hash, no file was added,
-        and every path it names stays inside the entry (a tampered manifest cannot point elsewhere)."""
+        """The entry for `key` if it exists and passes `inspect`, else None (treated as missing: recomputed)."""
+        return self.inspect(key)[0]
+
+    def inspect(self, key: str) -> tuple[Entry | None, str | None]:
+        """(entry, None) for an intact entry; (None, None) when there is none; (None, why) when one exists but may
+        not be trusted: its metadata (metrics, findings, info, components ...) no longer matches the digests recorded
+        at commit, a file changed, was added or is missing, or a path it names leaves the entry."""
         d = self.entry_dir(key)
         try:
-            manifest = json.loads((d / "entry.json").read_text())
-            if manifest.get("key") != key or manifest.get("schema") != SCHEMA:
-                return None
-            files = manifest.get("files", {})
-            named = [*files, *manifest.get("extra_files", [])]
-            if manifest.get("artifact"):
-                named.append(manifest["artifact"]["path"])
-            if not all(isinstance(rel, str) and _contained(d / "out", rel) for rel in named):
-                return None
-            if set(files) != set(_files_under(d / "out")):
-                return None
-            for rel, rec in files.items():
-                p = d / "out" / rel
-                if p.stat().st_size != rec["size"] or file_sha256(p) != rec["sha256"]:
-                    return None
-        except (OSError, ValueError, TypeError, KeyError, AttributeError):
-            return None  # unreadable or malformed: treated as missing, recomputed and replaced
-        return Entry(key, d, manifest)
+            text = (d / "entry.json").read_text()
+        except FileNotFoundError:  # (commit renames a finished folder: one without entry.json was made by hand)
+            return None, ("the entry folder has no entry.json (an incomplete or hand-made entry)" if d.exists()
+                          else None)
+        except OSError as e:
+            return None, f"entry.json unreadable ({e.strerror})"
+        try:
+            manifest = json.loads(text)
+            problem = entry_problem(key, d, manifest)
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
+            problem = f"entry.json is malformed ({type(e).__name__}: {str(e)[:200]})"
+        if problem:
+            return None, problem
+        return Entry(key, d, manifest), None
 
     @contextlib.contextmanager
     def lock(self, key: str) -> Iterator[None]:
@@ -163,6 +168,8 @@ class Cache:
                 os.fsync(f.fileno())
             _read_only(p)
         manifest = {**manifest, "key": key, "schema": SCHEMA, "files": files, "created": time.time()}
+        manifest = json.loads(json.dumps(manifest, default=str))  # what a later read sees, so that its digests match
+        manifest[INTEGRITY] = sections_digest(manifest)
         write_json_atomic(work / "entry.json", manifest)
         final = self.entry_dir(key)
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -203,13 +210,64 @@ class Cache:
         """Why `stage` has no usable entry, by comparing with the components of its last run in this recipe."""
         try:
             last = json.loads(self._index_path(recipe, stage).read_text())
-        except (OSError, ValueError):
+            if not isinstance(last, dict):
+                raise ValueError("not a record")
+        except (OSError, ValueError, RecursionError):
             return "no cached result for these settings (first run of this stage)"
         changes = diff(last, components)
         if not changes:
             return "cache entry missing or failed its integrity check"
         shown = "; ".join(changes[:4]) + (f"; and {len(changes) - 4} more" if len(changes) > 4 else "")
         return f"changed since last run: {shown}"
+
+
+def sections_digest(manifest: dict) -> dict[str, str]:
+    """SHA-256 of every top-level field of a manifest (but the integrity record itself), so that a check can name
+    which field changed."""
+    return {k: digest(v) for k, v in manifest.items() if k != INTEGRITY}
+
+
+def entry_problem(key: str, d: Path, manifest: Any) -> str | None:
+    """Why the entry at `d` may not be used for `key` (None: it is intact). Its metadata is checked against the
+    digests recorded at commit and against the key itself (the key is the digest of its components); its files
+    against their sizes and hashes. An edit that also rewrites the digests is a forgery these checks do not catch:
+    the cache trusts whoever can write its folder (see docs/reliability.md)."""
+    if not isinstance(manifest, dict):
+        return "entry.json is not a JSON object"
+    if manifest.get("key") != key:
+        return f"entry.json names another key ({str(manifest.get('key'))[:16]}...)"
+    if manifest.get("schema") != SCHEMA:
+        return f"written by another version of the pipeline (entry schema {manifest.get('schema')!r}, now {SCHEMA})"
+    recorded = manifest.get(INTEGRITY)
+    if not isinstance(recorded, dict):
+        return "entry.json has no integrity record (its metadata cannot be checked)"
+    now = sections_digest(manifest)
+    changed = sorted(k for k in set(now) | set(recorded) if now.get(k) != recorded.get(k))
+    if changed:
+        what = ", ".join(f"{k!r}" + (" (added)" if k not in recorded else " (removed)" if k not in now else "")
+                         for k in changed)
+        return f"metadata {what} of entry.json changed after the stage ran (it no longer matches its digest)"
+    if "components" in manifest and digest(manifest["components"]) != key:
+        return "its components no longer hash to its key (entry.json was edited)"
+    files = manifest.get("files", {})
+    named = [*files, *manifest.get("extra_files", [])]
+    if manifest.get("artifact"):
+        named.append(manifest["artifact"]["path"])
+    outside = [rel for rel in named if not (isinstance(rel, str) and _contained(d / "out", rel))]
+    if outside:
+        return f"entry.json names a path outside the entry: {str(outside[0])!r}"
+    present = set(_files_under(d / "out"))
+    if set(files) != present:
+        added, missing = sorted(present - set(files)), sorted(set(files) - present)
+        return "; ".join([*(f"file {r!r} was added" for r in added[:3]), *(f"file {r!r} is missing" for r in missing[:3])])
+    for rel, rec in files.items():
+        p = d / "out" / rel
+        st = os.lstat(p)
+        if not stat.S_ISREG(st.st_mode):  # (a link, a FIFO or a device: never followed, never read)
+            return f"file {rel!r} was replaced by something that is not a regular file"
+        if st.st_size != rec["size"] or file_sha256(p) != rec["sha256"]:
+            return f"file {rel!r} was modified (size or sha256 differs from the record)"
+    return None
 
 
 _LOCAL = threading.local()
@@ -259,10 +317,13 @@ def publish(src: Path, dest: Path) -> str:
 
 
 def path_sha256(path: Path) -> str:
-    """sha256 of a file, or of a folder (a Core ML .mlpackage) as the digest of its files' relative paths and hashes."""
+    """sha256 of a file, or of a folder (a Core ML .mlpackage) as the digest of its files' relative paths and hashes.
+    Anything else (a FIFO, a device, a link to one) raises OSError rather than being read."""
     path = Path(path)
     if path.is_dir():
-        return digest({rel: file_sha256(path / rel) for rel in _files_under(path)})
+        return digest({rel: path_sha256(path / rel) for rel in _files_under(path)})
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise OSError(f"not a regular file: {path}")
     return file_sha256(path)
 
 
@@ -276,8 +337,8 @@ def verify_run(run_dir: Path) -> list[str]:
         summary = json.loads(where.read_text())
     except FileNotFoundError:
         return [f"{where}: missing: the run did not finish (or this is not a run folder)"]
-    except (OSError, ValueError) as e:
-        return [f"{where}: unreadable ({e})"]
+    except (OSError, ValueError, RecursionError) as e:
+        return [f"{where}: unreadable ({type(e).__name__}: {str(e)[:200]})"]
     problems = []
     artifacts = summary.get("artifacts") if isinstance(summary, dict) else None
     if not isinstance(artifacts, list):
@@ -298,7 +359,7 @@ def verify_run(run_dir: Path) -> list[str]:
         try:
             got = path_sha256(p)
         except OSError as e:
-            problems.append(f"{name}: {rel} unreadable ({e.strerror})")
+            problems.append(f"{name}: {rel} unreadable ({e.strerror or e})")
             continue
         if got != want:
             problems.append(f"{name}: {rel} was modified: sha256 {got[:16]}..., summary.json records {want[:16]}...")

@@ -14,7 +14,7 @@ from omegaconf import MISSING, OmegaConf
 
 from pipeline.core import bounds
 from pipeline.core.bounds import (Dropout, Finite, NonNegative, OpenUnitInterval, Positive, PositiveInt,
-                             Seed, at_least)
+                             Seed, UnitInterval, at_least)
 
 
 @dataclass
@@ -109,7 +109,9 @@ class DeviceConfig:
     known_hosts: Optional[str] = None  # known_hosts file the board's host key is checked against; null = ~/.ssh's
     remote_python: str = "python3"  # interpreter on the device (with numpy and its runtime: LiteRT, onnxruntime ...)
     remote_timeout_s: Positive = 600.0  # longest a copy or a benchmark run on the device may take
-    benchmark_model: Optional[str] = None  # adb: path of LiteRT's benchmark_model binary on the phone (no Python)
+    # LiteRT's benchmark_model binary on the device (a phone without Python over adb, or a board): it times .tflite
+    # files instead of the pipeline's runner, and prints mean/min/max only (no p50/p90)
+    benchmark_model: Optional[str] = None
 
 
 @dataclass
@@ -155,6 +157,9 @@ class ObjectiveConfig:
 class RegistryConfig:
     enabled: bool = True  # register the final artifact of a run whose gates pass in the MLflow Model Registry
     name: Optional[str] = None  # registered model name; null = "<recipe>-<device>" (one model per recipe and device)
+    # the task metric (top-1, mAP, mIoU, 0-1) a model must beat to be registered; null = chance for its task
+    # (1/classes beyond sampling noise; mAP 0.05 for a detector): pipeline/tasks/chance.py
+    min_score: Optional[UnitInterval] = None
 
 
 @dataclass
@@ -187,6 +192,18 @@ def problems(cfg: Any) -> list[str]:
     """Every number of a composed config outside the range its schema field declares (pipeline.core.bounds), each as
     'gate.max_accuracy_drop: must be a finite number >= 0, got nan'. Stage parameters are checked per stage."""
     return bounds.problems(cfg, "", PipelineConfig)
+
+
+def _unique() -> str:
+    """${unique:}: 8 random hex digits, the same wherever one composed config reads it (OmegaConf caches it, and Hydra
+    copies the cache into each job's config): a sweep folder named by time alone is shared by two sweeps started in
+    the same second."""
+    import uuid
+
+    return uuid.uuid4().hex[:8]
+
+
+OmegaConf.register_new_resolver("unique", _unique, use_cache=True, replace=True)
 
 
 def register() -> None:

@@ -46,7 +46,7 @@ QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3",  # TensorFlow / LiteRT C++ logs, oneDN
 NATIVE = "native"  # logger name of captured descriptor-2 output (in pipeline.log only)
 
 # env_set: what quiet_environment set; last_output: see last_output()
-_state: dict[str, Any] = {"verbose": False, "env_set": {}, "last_output": 0.0}
+_state: dict[str, Any] = {"verbose": False, "env_set": {}, "last_output": 0.0, "folded": 0}
 
 
 def set_verbose(verbose: bool) -> None:
@@ -88,15 +88,26 @@ class _LineLogger(io.TextIOBase):
 
 
 class ConsoleFilter(logging.Filter):
-    """For the console handler: the pipeline's own records; others only at ERROR and above (unless verbose)."""
+    """For the console handler: the pipeline's own records; others only at ERROR and above (unless verbose), and
+    never their tracebacks: a library that logs each failed retry with its traceback (MLflow's SQLAlchemy store on a
+    full disk) would flood the console, while the pipeline reports the cause in one line. Those records are counted
+    (`folded()`) and kept in pipeline.log, whose handler sees every record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         name = record.name
-        shown = (_state["verbose"] or record.levelno >= logging.ERROR
-                 or any(name == o or name.startswith(o + ".") for o in OWN))
+        own = any(name == o or name.startswith(o + ".") for o in OWN)
+        shown = _state["verbose"] or record.levelno >= logging.ERROR or own
+        if shown and not own and not _state["verbose"] and (record.exc_info or "\n" in str(record.msg)):
+            _state["folded"] += 1
+            return False
         if shown:
             _state["last_output"] = time.monotonic()
         return shown
+
+
+def folded() -> int:
+    """How many library records with a traceback the console left to pipeline.log so far."""
+    return _state["folded"]
 
 
 def last_output() -> float:

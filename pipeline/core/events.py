@@ -4,8 +4,10 @@ console) act on it. Adding a listener touches neither the runner nor `app.run`'s
 Events, in order:
   run_started(run)                   before the first task (the MLflow parent run opens here)
   task_finished(run, record, out)    each task ran, was reused or failed (out: its cache folder, None on failure)
-  summary_ready(run, summary)        the summary is built, not yet written (the registry adds its outcome)
-  run_finished(run, summary, path)   summary.json is written (or path is None: it could not be)
+  summary_ready(run, summary)        the summary is built, not yet written; may be interrupted by a signal
+  run_succeeded(run, summary)        the run succeeded and is being recorded, signals held (the registry registers
+                                     here and adds its outcome to the summary); not called for a failed or killed run
+  run_finished(run, summary, path)   summary.json is written (or path is None: it could not be); signals held
   run_closed(run, status)            always, last: success | failed | killed
 """
 from __future__ import annotations
@@ -42,6 +44,8 @@ class Listener:
 
     def summary_ready(self, run: RunInfo, summary: dict) -> None: ...
 
+    def run_succeeded(self, run: RunInfo, summary: dict) -> None: ...
+
     def run_finished(self, run: RunInfo, summary: dict, path: Path | None) -> None: ...
 
     def run_closed(self, run: RunInfo, status: str) -> None: ...
@@ -64,6 +68,10 @@ class Events:
     def summary_ready(self, summary: dict) -> None:
         for lst in self.listeners:
             lst.summary_ready(self.run, summary)
+
+    def run_succeeded(self, summary: dict) -> None:
+        for lst in self.listeners:
+            lst.run_succeeded(self.run, summary)
 
     def run_finished(self, summary: dict, path: Path | None) -> None:
         for lst in self.listeners:

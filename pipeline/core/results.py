@@ -15,8 +15,8 @@ from typing import Any
 class Latency:
     """A measured latency (owner: benchmark)."""
 
-    p50_ms: float
-    p90_ms: float
+    p50_ms: float | None  # None only where the tool measured no percentiles (LiteRT's benchmark_model: a mean)
+    p90_ms: float | None
     mean_ms: float | None = None
     load_ms: float | None = None  # loading plus the first inference's lazy allocations
     load_rss_mb: float | None = None  # resident memory the load added
@@ -26,6 +26,17 @@ class Latency:
     measured_on: str = ""  # in words: where, with what runtime, threads and batch
     p50_ci: tuple | None = None  # bootstrap interval of p50 over interleaved trials (pipeline.library.stats)
     ratio_ci: dict | None = None  # other model timed side by side -> interval of its p50 / this p50
+    min_ms: float | None = None  # fastest and slowest run (a tool that prints no percentiles says these)
+    max_ms: float | None = None
+
+    def in_words(self) -> str:
+        """'p50 1.234 ms  p90 1.500 ms', or 'mean 1.234 ms (min 1.1, max 1.9; no percentiles measured)'."""
+        if self.p50_ms is not None:
+            return f"p50 {self.p50_ms:.3f} ms  p90 {self.p90_ms:.3f} ms"
+        spread = (f"min {self.min_ms:.3g}, max {self.max_ms:.3g}; " if self.min_ms is not None and
+                  self.max_ms is not None else "")
+        mean = "n/a" if self.mean_ms is None else f"{self.mean_ms:.3f} ms"
+        return f"mean {mean} ({spread}no percentiles measured)"
 
     @classmethod
     def from_measurement(cls, m: dict, **kw) -> "Latency":

@@ -131,13 +131,15 @@ class Runner:
             comp = self.components(task)
             rec.cache_key = key = cache_mod.digest(comp)
             forced = task.stage in self.forced
-            entry = self.cache.lookup(key) if self.use_cache and not forced else None
+            entry, problem = self.cache.inspect(key) if self.use_cache and not forced else (None, None)
             if entry is not None:
                 will, why = "reuse", f"cached entry {key[:12]} is intact"
             elif not self.use_cache:
                 will, why = "run", "cache disabled (cache.enabled=false)"
             elif forced:
                 will, why = "run", "forced (cache.force)"
+            elif problem:
+                will, why = "run", _untrusted(key, problem)
             else:
                 will, why = "run", self.cache.explain_miss(self.plan.recipe, task.name, comp)
             rows.append({"task": task.name, "type": task.cls.type, "inputs": list(task.inputs),
@@ -162,7 +164,8 @@ class Runner:
         with self.cache.lock(key):
             if self.use_cache and task.stage in self.forced:
                 self.cache.invalidate(key)  # under the key's lock: no other process is reading or committing it
-            entry = self.cache.lookup(key) if self.use_cache and task.stage not in self.forced else None
+            entry, problem = (self.cache.inspect(key) if self.use_cache and task.stage not in self.forced
+                              else (None, None))
             if entry is not None:
                 rec.status = "reused"
                 made = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.manifest["created"]))
@@ -173,6 +176,9 @@ class Runner:
                 elif task.stage in self.forced:
                     rec.reason = ("forced (cache.force)" if task.stage in self.cfg.cache.force
                                   else "forced: an upstream stage was forced (cache.force)")
+                elif problem:  # an entry exists but was altered: rebuilt, and the user told what changed
+                    rec.reason = _untrusted(key, problem)
+                    log.warning("%s: %s", task.name, rec.reason)
                 else:
                     rec.reason = self.cache.explain_miss(self.plan.recipe, task.name, comp)
                 log.info("▶ %s (%s): running — %s", task.name, task.cls.type, rec.reason)
@@ -199,7 +205,7 @@ class Runner:
             name=task.name, params=task.params, settings=task.settings,
             inputs={i: self.records[i].artifact for i in task.inputs},
             workdir=work / "out", lineage=self.lineage, log=logging.getLogger(f"pipeline.stage.{task.stage}"),
-            _data_loader=self._load_data,
+            _data_loader=self._load_data, key=rec.cache_key,
         )
         t0 = time.perf_counter()
         try:
@@ -308,6 +314,11 @@ class Runner:
         else:
             inside = sorted(f for f in files if f.startswith(rel + "/"))
             rec.info["sha256"] = cache_mod.digest({f[len(rel) + 1:]: files[f]["sha256"] for f in inside}) if inside else None
+
+
+def _untrusted(key: str, problem: str) -> str:
+    return (f"cache entry {key[:12]} failed its integrity check ({problem}); not trusted: rebuilding it "
+            f"(edge-pipeline verify CACHE_DIR lists every such entry)")
 
 
 def _inside_workdir(out: Path, path: Any, what: str) -> str:

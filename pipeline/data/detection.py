@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.data.checks import coco as check_coco, listing, yolo as check_yolo
 from pipeline.data._common import (check_norm, norm_of, expand, fingerprint_files, images_under, normalize, read_rgb,
                                    seeded_split, settings_of)
 
@@ -47,7 +48,8 @@ def _yolo_classes(data_cfg: Any, root: Path) -> list[str] | None:
 
 
 def check(data_cfg: Any) -> list[str]:
-    """Problems with a detection data config, each naming the fix; cheap (lists files, decodes no image)."""
+    """Problems with a detection data config, each naming the fix; cheap (parses the annotations and reads image
+    headers, decodes no pixels): every bad box, unknown category, missing file and bad label line at once."""
     from pipeline.data.composed import check_composed
 
     if data_cfg.name not in NAMES:
@@ -67,17 +69,25 @@ def check(data_cfg: Any) -> list[str]:
         if not ann or not expand(ann).is_file():
             return problems + [f"data.annotations: {ann!r} is not a file; give the COCO instances JSON "
                                f"(data.annotations=PATH/instances_val.json)"]
-        return problems
+        found, _ = check_coco(root, expand(ann))
+        return problems + listing(
+            f"data.annotations: {str(expand(ann))!r} (images in {str(root)!r})", found,
+            "Fix these entries of the annotation file (or the images), then re-run: nothing ran.")
     images, labels = root / "images", root / "labels"
     if not images.is_dir() or not labels.is_dir():
         return problems + [f"data.path: {str(root)!r} needs images/ and labels/ sub-folders (YOLO layout: "
                            f"images/NAME.jpg with labels/NAME.txt)"]
-    if not images_under(images):
+    files = images_under(images)
+    if not files:
         return problems + [f"data.path: {str(images)!r} holds no images"]
-    if _yolo_classes(data_cfg, root) is None:
-        problems.append(f"data.classes: YOLO labels hold class numbers only; give the names in data.classes=[a,b,...] "
-                        f"or in {str(root / 'classes.txt')!r}, one per line")
-    return problems
+    names = _yolo_classes(data_cfg, root)
+    if names is None:
+        return problems + [f"data.classes: YOLO labels hold class numbers only; give the names in "
+                           f"data.classes=[a,b,...] or in {str(root / 'classes.txt')!r}, one per line"]
+    return problems + listing(
+        f"data.path: the YOLO set {str(root)!r}", check_yolo(root, len(names), files),
+        "Fix these label lines or files (class cx cy w h, normalised to 0-1, class < the number of data.classes), "
+        "then re-run: nothing ran.")
 
 
 def fingerprint(data_cfg: Any, input_size: int) -> str:

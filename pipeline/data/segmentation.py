@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.data.checks import listing, masks as check_masks
 from pipeline.data._common import (check_norm, norm_of, expand, fingerprint_files, images_under, normalize, read_rgb,
                                    seeded_split, settings_of)
 
@@ -64,16 +65,15 @@ def check(data_cfg: Any) -> list[str]:
     if not (root / "images").is_dir() or not (root / "masks").is_dir():
         return problems + [f"data.path: {str(root)!r} needs images/ and masks/ sub-folders (images/NAME.jpg with "
                            f"masks/NAME.png)"]
-    pairs, missing = _pairs(root)
-    if missing:
-        problems.append(f"data.path: {len(missing)} image(s) have no mask in {str(root / 'masks')!r} (e.g. "
-                        f"{missing[0]!r} needs masks/{Path(missing[0]).stem}.png); add the masks or remove the images")
-    elif len(pairs) < 2:
-        problems.append(f"data.path: {str(root)!r} has {len(pairs)} image/mask pair(s); at least 2 are needed (one "
-                        f"to train on, one to validate)")
     if not data_cfg.get("classes"):
-        problems.append("data.classes: give the class names in mask-value order, e.g. data.classes=[background,cat]")
-    return problems
+        return problems + ["data.classes: give the class names in mask-value order, e.g. "
+                           "data.classes=[background,cat]"]
+    if not images_under(root / "images"):
+        return problems + [f"data.path: {str(root / 'images')!r} holds no images"]
+    return problems + listing(
+        f"data.path: the mask set {str(root)!r}", check_masks(root, len(data_cfg.classes), IGNORE_INDEX),
+        f"Add or fix these masks (one class index per pixel, the size of its image, values below the "
+        f"{len(data_cfg.classes)} data.classes or {IGNORE_INDEX}), then re-run: nothing ran.")
 
 
 def fingerprint(data_cfg: Any, input_size: int) -> str:

@@ -57,10 +57,12 @@ def verdict(row: dict[str, Any], budgets: dict[str, float | None], device_name: 
     listed as not checked."""
     checks, unchecked = [], []
     est = row.get("estimate") or {}
-    dev_lat = (row.get("device_latency_ms") or {}).get("p50")
+    dev = row.get("device_latency_ms") or {}
+    dev_lat = dev.get("p50") if dev.get("p50") is not None else dev.get("mean")
     if dev_lat is not None:
         on = row.get("measured_on_device") or {}
-        lat, where = dev_lat, (f"measured on {on.get('device', device_name)} ({on.get('connection', '?')}), "
+        stat = "" if dev.get("p50") is not None else "mean (the device's tool measured no p50) "
+        lat, where = dev_lat, (f"{stat}measured on {on.get('device', device_name)} ({on.get('connection', '?')}), "
                                f"{on.get('runtime', '?')} {on.get('version', '')}").rstrip()
     elif est.get("latency_ms") is not None:
         if judge == "upper" and est.get("upper_ms") is not None:

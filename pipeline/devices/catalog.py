@@ -91,9 +91,26 @@ def check(device: Any) -> list[str]:
             if d.get("measured_here"):
                 problems.append(f"device.connection: {where} is measured here (measured_here: true); a connection "
                                 f"makes no sense for it. Pick the board's profile (device=rpi4 ...) instead")
+            problems += _remote_words(d)
     for k, v in (d.get("budgets") or {}).items():
         if v is not None and not float(v) > 0:
             problems.append(f"device.budgets.{k}: must be > 0 or null, got {v}")
+    return problems
+
+
+def _remote_words(d: dict) -> list[str]:
+    """device.remote_python and device.benchmark_model become words of a command line on the device, and
+    device.known_hosts an ssh option: each must be a plain path (no leading '-', no spaces, quotes or shell syntax)."""
+    from pipeline.remote.device import PLAIN_WORD
+
+    problems = []
+    for key in ("remote_python", "benchmark_model", "known_hosts"):
+        v = d.get(key)
+        if v is not None and not PLAIN_WORD.fullmatch(str(v)):
+            problems.append(f"device.{key}: {str(v)!r} is not a plain path (letters, digits and . _ / + ~ -, not "
+                            f"starting with '-'); it is handed to "
+                            + ("ssh" if key == "known_hosts" else "the device's shell")
+                            + ": give the path without spaces, quotes or shell syntax")
     return problems
 
 

@@ -18,7 +18,7 @@ from typing import Any
 FILENAME = "measurements.db"
 COLUMNS = ("recorded_at", "device", "unit", "connection", "runtime", "runtime_version", "model", "format",
            "fingerprint", "precision", "threads", "latency_p50_ms", "latency_p90_ms", "latency_mean_ms", "load_ms",
-           "peak_rss_mb", "samples", "cpu", "run", "cores", "machine")
+           "peak_rss_mb", "samples", "cpu", "run", "cores", "machine", "latency_min_ms", "latency_max_ms", "task_key")
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS measurements (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -29,6 +29,11 @@ CREATE TABLE IF NOT EXISTS measurements (
 CREATE INDEX IF NOT EXISTS measurements_device ON measurements(device, runtime);
 CREATE TABLE IF NOT EXISTS profiles (fingerprint TEXT PRIMARY KEY, profile BLOB NOT NULL);
 """
+# added since the first version (ALTER TABLE on an older store): min/max for a binary that prints no percentiles,
+# and the benchmark task's cache key, unique per model, so that a task that runs again (a retry after its commit
+# failed, cache.force) replaces its rows instead of adding them twice; and the identity columns the refit checks
+ADDED = {"cores": "INTEGER", "machine": "TEXT", "latency_min_ms": "REAL", "latency_max_ms": "REAL", "task_key": "TEXT"}
+INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS measurements_task ON measurements(task_key, model)"
 
 
 def path_in(outputs: str | Path) -> Path:
@@ -67,19 +72,16 @@ def model_runtime(runtime: str, version: str | None) -> str | None:
     return None
 
 
-def _migrate(con: sqlite3.Connection) -> None:
-    """Stores written before a column existed get it (empty for their rows)."""
-    have = {r[1] for r in con.execute("PRAGMA table_info(measurements)")}
-    for col, typ in (("cores", "INTEGER"), ("machine", "TEXT")):
-        if col not in have:
-            con.execute(f"ALTER TABLE measurements ADD COLUMN {col} {typ}")
-
-
 def _connect(db: str | Path) -> sqlite3.Connection:
     Path(db).parent.mkdir(parents=True, exist_ok=True)
     con = sqlite3.connect(str(db), timeout=30)
     con.executescript(SCHEMA)
-    _migrate(con)
+    have = {r[1] for r in con.execute("PRAGMA table_info(measurements)")}
+    with con:
+        for col, kind in ADDED.items():
+            if col not in have:
+                con.execute(f"ALTER TABLE measurements ADD COLUMN {col} {kind}")
+        con.execute(INDEX)
     return con
 
 
@@ -99,8 +101,9 @@ def record(db: str | Path, measurements: list[dict[str, Any]], profiles: dict[st
                 missing = [k for k in ("device", "runtime", "fingerprint") if not row[k]]
                 if missing:
                     raise ValueError(f"a measurement without {', '.join(missing)} cannot be stored: {m}")
-                con.execute(f"INSERT INTO measurements ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
-                            [row[c] for c in COLUMNS])
+                # (rows without a task_key never clash: NULLs are distinct in a unique index)
+                con.execute(f"INSERT OR REPLACE INTO measurements ({', '.join(COLUMNS)}) "
+                            f"VALUES ({', '.join('?' * len(COLUMNS))})", [row[c] for c in COLUMNS])
     finally:
         con.close()
     return len(measurements)
@@ -136,10 +139,11 @@ def profile(db: str | Path, fp: str):
 
 
 def record_measurement(db: str | Path, device: Any, result: dict[str, Any], models: list[dict[str, Any]],
-                       run: str = "") -> int:
+                       run: str = "", task_key: str | None = None) -> int:
     """Store what pipeline.remote.measure returned for `models` ([{name, fmt, path, precision}]): one row per model
     with its file's fingerprint and per-layer profile (profiled here; a format the profiler cannot read is stored
-    without a profile and is left out of refits). One transaction."""
+    without a profile and is left out of refits). One transaction. `task_key`: the benchmark task's cache key; rows
+    of the same task and model replace each other (a task recorded once, however often it ran)."""
     from pipeline.devices.profiler import profile_artifact
 
     get = (lambda k: device.get(k)) if hasattr(device, "get") else (lambda k: getattr(device, k, None))
@@ -161,5 +165,7 @@ def record_measurement(db: str | Path, device: Any, result: dict[str, Any], mode
                      "latency_p90_ms": r.get("latency_p90_ms"), "latency_mean_ms": r.get("latency_mean_ms"),
                      "load_ms": r.get("load_ms"), "peak_rss_mb": result.get("peak_rss_mb"),
                      "samples": r.get("samples"), "cpu": result.get("cpu"), "run": run,
-                     "cores": result.get("cores"), "machine": result.get("machine")})
+                     "cores": result.get("cores"), "machine": result.get("machine"),
+                     "latency_min_ms": r.get("latency_min_ms"), "latency_max_ms": r.get("latency_max_ms"),
+                     "task_key": task_key or None})
     return record(db, rows, profiles)

@@ -2,7 +2,11 @@
 
 `measure(device, models, threads, warmup, iterations)` copies the model files and a self-contained runner
 (device_runner.py: stdlib + numpy + the device's own runtime) to a fresh scratch folder on the device, runs it there
-with `device.remote_python`, reads its JSON back and removes the scratch folder on every path, success or failure.
+with `device.remote_python`, reads its JSON back and removes the scratch folder on every path, success or failure
+(when the link is gone and it cannot, the error names the folder and the command that removes it). Formats: .onnx,
+.tflite, ExecuTorch .pte and OpenVINO IR, each fed the input its own file declares. A device with LiteRT's
+benchmark_model binary (device.benchmark_model: a phone without Python, or a board) is timed by that binary instead
+(pipeline.remote.benchmark_model).
 The result has the shape of pipeline.runtimes.measure.measure plus, per model, `measured_on: {device, connection,
 runtime, version, threads}`. Any failure raises RemoteError naming the cause and the fix; a partial result is never
 returned. Imports no ML framework.
@@ -10,24 +14,20 @@ returned. Imports no ML framework.
 from __future__ import annotations
 
 import json
-import re
 import shlex
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from pipeline.remote.connection import Connection, ConnectionError_, parse  # noqa: F401
+from pipeline.remote.device import PLAIN_WORD, _get, scratch, shell_word  # noqa: F401
 from pipeline.remote.transport import Adb, RemoteError, Ssh  # noqa: F401
 
 RUNNER = Path(__file__).resolve().parent / "device_runner.py"
 RESULT_MARK = "EDGE_PIPELINE_RESULT "
-SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "pte": ".pte"}
+# every format a device deploys, with the suffix its copy gets on the device ("pte": the older name of executorch)
+SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "executorch": ".pte", "pte": ".pte", "openvino": ".xml"}
 DEFAULT_TIMEOUT_S = 600.0
-
-
-def _get(device: Any, key: str, default=None):
-    v = device.get(key, default) if hasattr(device, "get") else getattr(device, key, default)
-    return default if v is None else v
 
 
 def transport_for(device: Any):
@@ -77,47 +77,33 @@ def measure(device: Any, models: list[dict], threads: int, warmup: int, iteratio
         if m["fmt"] not in SUFFIX:
             raise RemoteError(f"{m['name']}: a {m['fmt']} model cannot be timed on {name}; the device runner takes "
                               f"{', '.join(SUFFIX)} (export the model to one of them)")
-    if conn.scheme == "adb" and _get(device, "benchmark_model"):
-        return _measure_benchmark_model(device, conn, t, models, threads, warmup, iterations, timeout)
-    mk = t.run("mktemp -d \"${TMPDIR:-/tmp}/edge-pipeline.XXXXXX\"" if conn.scheme == "ssh"
-               else "mktemp -d /data/local/tmp/edge-pipeline.XXXXXX", "creating the scratch folder", 60)
-    scratch = mk.stdout.strip().splitlines()[-1] if mk.returncode == 0 and mk.stdout.strip() else ""
-    if not scratch.startswith("/"):
-        fix = _runner_failure(conn, name, "mktemp", mk.returncode, mk.stdout, mk.stderr)
-        raise RemoteError(f"creating the scratch folder on {name} failed: {fix}")
-    cleanup_error = None
-    try:
-        with tempfile.TemporaryDirectory(prefix="edge-remote-") as d:
-            spec_models, files = [], [RUNNER]
-            for i, m in enumerate(models):
-                remote_file = f"{scratch}/m{i}{SUFFIX[m['fmt']]}"
-                local = Path(m["path"])
-                if local.is_dir():
-                    raise RemoteError(f"{m['name']}: {local} is a directory; the device runner takes one model file")
-                link = Path(d) / Path(remote_file).name  # copied under a neutral name: file names stay local
+        if Path(m["path"]).is_dir():
+            raise RemoteError(f"{m['name']}: {Path(m['path']).name} is a directory; the device runner takes one model "
+                              f"file (an OpenVINO IR: its .xml, the .bin beside it goes along)")
+    if _get(device, "benchmark_model"):
+        from pipeline.remote.benchmark_model import measure_tflite  # (it imports nothing of this module)
+
+        return measure_tflite(device, conn, t, models, threads, warmup, iterations, timeout)
+    with scratch(t, conn, name) as folder, tempfile.TemporaryDirectory(prefix="edge-remote-") as d:
+        spec_models, files = [], [RUNNER]
+        for i, m in enumerate(models):
+            remote_file = f"{folder}/m{i}{SUFFIX[m['fmt']]}"
+            for local, as_name in _files_of(m, i):  # copied under neutral names: file names stay local
+                link = Path(d) / as_name
                 link.symlink_to(local.resolve())
                 files.append(link)
-                spec_models.append({"name": m["name"], "fmt": m["fmt"], "file": remote_file, "shape": m.get("shape")})
-            spec = Path(d) / "spec.json"
-            spec.write_text(json.dumps({"models": spec_models, "threads": int(threads), "warmup": int(warmup),
-                                        "iterations": int(iterations), "repeats": int(repeats)}))
-            files.append(spec)
-            t.put(files, scratch, f"copying {len(models)} model(s) to {name}", timeout)
-        cmd = (f"cd {shlex.quote(scratch)} && {shlex.quote(python)} device_runner.py spec.json"
-               if conn.scheme == "ssh" else
-               f"cd {shlex.quote(scratch)} && {python} device_runner.py spec.json")
+            spec_models.append({"name": m["name"], "fmt": m["fmt"], "file": remote_file, "shape": m.get("shape"),
+                                "layout": (m.get("meta") or {}).get("input_layout") or "NCHW"})
+        spec = Path(d) / "spec.json"
+        spec.write_text(json.dumps({"models": spec_models, "threads": int(threads), "warmup": int(warmup),
+                                    "iterations": int(iterations), "repeats": int(repeats)}))
+        files.append(spec)
+        t.put(files, folder, f"copying {len(models)} model(s) to {name}", timeout)
+        cmd = f"cd {shlex.quote(folder)} && {shell_word(python)} device_runner.py spec.json"
         r = t.run(cmd, f"running the benchmark on {name}", timeout)
         result = _parse_result(r.stdout)
         if r.returncode != 0 or result is None or "error" in result:
             raise RemoteError(_runner_failure(conn, name, python, r.returncode, r.stdout, r.stderr))
-    finally:
-        try:
-            t.run(f"rm -rf {shlex.quote(scratch)}", "removing the scratch folder", 60)
-        except RemoteError as e:
-            cleanup_error = e
-    if cleanup_error is not None:
-        raise RemoteError(f"{cleanup_error}; the scratch folder {scratch} may remain on {name} (remove it by hand). "
-                          f"The measurement was not recorded")
     for m in result["models"].values():
         m["measured_on"] = {"device": name, "connection": str(conn), "runtime": m["runtime"],
                             "version": m["version"], "threads": result["threads"], "cpu": result["cpu"]}
@@ -125,60 +111,14 @@ def measure(device: Any, models: list[dict], threads: int, warmup: int, iteratio
     return result
 
 
-_BM_AVG = re.compile(r"Inference \(avg\):\s*([\d.e+]+)")
-_BM_INIT = re.compile(r"Init:\s*([\d.e+]+)")
-_BM_PEAK = re.compile(r"peak memory footprint \(MB\)[^:]*:\s*([\d.]+)", re.I)
-_BM_STATS = re.compile(r"count=(\d+).*?min=([\d.]+).*?max=([\d.]+).*?avg=([\d.e+]+)")
-
-
-def parse_benchmark_model(text: str) -> dict:
-    """LiteRT's benchmark_model output -> load/latency figures. It prints mean, min and max, no percentiles:
-    p50/p90 stay None rather than being made up from the mean."""
-    avg, init = _BM_AVG.search(text), _BM_INIT.search(text)
-    if not avg:
-        raise ValueError("benchmark_model printed no 'Inference (avg)' line")
-    stats = _BM_STATS.findall(text)
-    peak = _BM_PEAK.search(text)
-    out = {"latency_mean_ms": float(avg.group(1)) / 1e3, "latency_p50_ms": None, "latency_p90_ms": None,
-           "load_ms": float(init.group(1)) / 1e3 if init else None,
-           "peak_rss_mb": float(peak.group(1)) if peak else None}
-    if stats:
-        n, lo, hi, _ = stats[-1]
-        out.update(samples=int(n), latency_min_ms=float(lo) / 1e3, latency_max_ms=float(hi) / 1e3)
+def _files_of(m: dict, i: int) -> list[tuple[Path, str]]:
+    """The local files of model spec `m` and the names they get on the device (an OpenVINO IR is its .xml and the
+    .bin of its weights, which OpenVINO finds by the same stem)."""
+    local = Path(m["path"])
+    out = [(local, f"m{i}{SUFFIX[m['fmt']]}")]
+    if m["fmt"] == "openvino":
+        weights = local.with_suffix(".bin")
+        if not weights.is_file():
+            raise RemoteError(f"{m['name']}: the OpenVINO IR {local.name} has no {weights.name} beside it")
+        out.append((weights, f"m{i}.bin"))
     return out
-
-
-def _measure_benchmark_model(device, conn, t, models, threads, warmup, iterations, timeout) -> dict:
-    """An Android phone with LiteRT's benchmark_model binary at device.benchmark_model: one run per .tflite."""
-    name = _get(device, "display_name") or _get(device, "name", "device")
-    binary = _get(device, "benchmark_model")
-    bad = [m["name"] for m in models if m["fmt"] != "tflite"]
-    if bad:
-        raise RemoteError(f"{', '.join(bad)}: benchmark_model on {name} runs .tflite models only")
-    mk = t.run("mktemp -d /data/local/tmp/edge-pipeline.XXXXXX", "creating the scratch folder", 60)
-    scratch = mk.stdout.strip().splitlines()[-1] if mk.stdout.strip() else ""
-    if mk.returncode != 0 or not scratch.startswith("/"):
-        raise RemoteError(f"creating the scratch folder on {name} failed: {mk.stderr.strip()[-300:]}")
-    out: dict[str, Any] = {}
-    try:
-        for i, m in enumerate(models):
-            remote = f"{scratch}/m{i}.tflite"
-            t.put([Path(m["path"])], scratch, f"copying {m['name']} to {name}", timeout)
-            t.run(f"mv {scratch}/{Path(m['path']).name} {remote}", "renaming", 60)
-            r = t.run(f"{binary} --graph={remote} --num_threads={int(threads) or 4} --warmup_runs={int(warmup)} "
-                      f"--num_runs={int(iterations)} --report_peak_memory_footprint=true",
-                      f"running benchmark_model on {name}", timeout)
-            if r.returncode != 0:
-                raise RemoteError(f"{name} ({conn}): benchmark_model failed (exit {r.returncode}); check "
-                                  f"device.benchmark_model={binary} exists and is executable (adb shell chmod +x):"
-                                  f"\n{(r.stdout + r.stderr).strip()[-1200:]}")
-            fig = parse_benchmark_model(r.stdout + r.stderr)
-            out[m["name"]] = {**fig, "runtime": "LiteRT benchmark_model", "version": "unknown",
-                              "measured_on": {"device": name, "connection": str(conn),
-                                              "runtime": "LiteRT benchmark_model", "version": "unknown",
-                                              "threads": int(threads) or 4}}
-    finally:
-        t.run(f"rm -rf {scratch}", "removing the scratch folder", 60)
-    peak = max((v.get("peak_rss_mb") or 0 for v in out.values()), default=0)
-    return {"models": out, "cpu": name, "threads": int(threads) or 4, "peak_rss_mb": peak,
-            "connection": str(conn)}

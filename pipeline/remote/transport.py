@@ -7,6 +7,8 @@ no dependency. It runs with BatchMode (never a password prompt) and StrictHostKe
 """
 from __future__ import annotations
 
+import logging
+import os
 import shlex
 import shutil
 import subprocess
@@ -14,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.remote.connection import Connection
+
+log = logging.getLogger("pipeline")
 
 
 class RemoteError(RuntimeError):
@@ -41,9 +45,16 @@ def _classify(conn: Connection, step: str, stderr: str, known_hosts: str | None)
                 f"(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub), then add it: ssh-keyscan -p {conn.port} "
                 f"{conn.host} >> {kh} (or set device.known_hosts to a file that has it)")
     if "Permission denied" in s or "Too many authentication failures" in s:
-        return (f"{step}: {conn} refused the login of {conn.user!r} (keys or an agent only, no passwords): load the "
-                f"key into ssh-agent (ssh-add KEY; SSH_AUTH_SOCK must be set) and put its public half in "
-                f"~{conn.user}/.ssh/authorized_keys on the board")
+        keys = _agent_keys()
+        user = (f"check that the user {conn.user!r} exists on the board (the USER of device.connection="
+                f"ssh://USER@HOST: a wrong user is refused exactly like a wrong key)")
+        key = (f"load the key into ssh-agent (ssh-add KEY; SSH_AUTH_SOCK must be set) and put its public half in "
+               f"~{conn.user}/.ssh/authorized_keys on the board")
+        if keys:
+            return (f"{step}: {conn} refused the login of {conn.user!r} although ssh-agent holds {keys} key(s): "
+                    f"{user}, and that one of those keys is in ~{conn.user}/.ssh/authorized_keys there (or {key})")
+        return (f"{step}: {conn} refused the login of {conn.user!r} (keys or an agent only, no passwords) and no key "
+                f"is loaded in ssh-agent: {key}; and {user}")
     if any(m in s for m in ("Connection refused", "No route to host", "Could not resolve hostname",
                             "Connection timed out", "Network is unreachable", "Operation timed out")):
         first = next((l for l in s.splitlines() if l.strip()), s.strip())
@@ -57,6 +68,21 @@ def _classify(conn: Connection, step: str, stderr: str, known_hosts: str | None)
         return (f"{step}: the disk of {conn} is full. Free space in the board's temporary folder (df -h /tmp on "
                 f"the board) or point TMPDIR at a larger filesystem for {conn.user!r}, then re-run")
     return None
+
+
+def _agent_keys() -> int:
+    """How many keys the user's ssh-agent holds (0: none, or no agent reachable)."""
+    if not os.environ.get("SSH_AUTH_SOCK") or shutil.which("ssh-add") is None:
+        return 0
+    try:
+        p = subprocess.run(["ssh-add", "-l"], capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return len([line for line in p.stdout.splitlines() if line.strip()]) if p.returncode == 0 else 0
+
+
+# scp's default (SFTP) protocol needs the board's sshd to offer the SFTP subsystem; without it the copy ends with this
+NO_SFTP = ("subsystem request failed", "Connection closed")
 
 
 class Ssh:
@@ -75,26 +101,53 @@ class Ssh:
         if known_hosts is not None:
             kh = str(Path(known_hosts).expanduser())
             self.opts += ["-o", f"UserKnownHostsFile={kh}", "-o", "GlobalKnownHostsFile=/dev/null"]
+        # parse() refused users and hosts that could be read as options; "--" below ends the options anyway
         self.target = f"{conn.user}@{conn.host}"
+        self.scp_target = f"{conn.user}@[{conn.host}]" if ":" in conn.host else self.target
+        self.legacy_scp = False  # set once the board turned out to have no SFTP subsystem
 
-    def _call(self, argv: list[str], step: str, timeout_s: float) -> Result:
+    def _exec(self, argv: list[str], step: str, timeout_s: float) -> subprocess.CompletedProcess:
         try:
-            p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
+            return subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
             raise RemoteError(f"{step}: {self.conn} did not finish within {timeout_s:.0f} s. Raise "
                               f"device.remote_timeout_s (a slow board, many iterations) or lower "
                               f"benchmark.iterations; nothing of this run was recorded") from None
+
+    def _failure(self, argv: list[str], step: str, stderr: str) -> RemoteError:
+        return RemoteError(_classify(self.conn, step, stderr, self.known_hosts)
+                           or f"{step}: {argv[0]} to {self.conn} failed: {stderr.strip()[-800:]}")
+
+    def _call(self, argv: list[str], step: str, timeout_s: float) -> Result:
+        p = self._exec(argv, step, timeout_s)
         if p.returncode == 255 or (p.returncode != 0 and argv[0] == "scp"):
-            raise RemoteError(_classify(self.conn, step, p.stderr, self.known_hosts)
-                              or f"{step}: {argv[0]} to {self.conn} failed: {p.stderr.strip()[-800:]}")
+            raise self._failure(argv, step, p.stderr)
         return Result(p.returncode, p.stdout, p.stderr)
 
     def run(self, command: str, step: str, timeout_s: float) -> Result:
-        return self._call(["ssh", *self.opts, "-p", str(self.conn.port), self.target, command], step, timeout_s)
+        return self._call(["ssh", *self.opts, "-p", str(self.conn.port), "--", self.target, command], step,
+                          timeout_s)
 
     def put(self, files: list[Path], remote_dir: str, step: str, timeout_s: float) -> None:
-        self._call(["scp", "-q", *self.opts, "-P", str(self.conn.port), *map(str, files),
-                    f"{self.target}:{shlex.quote(remote_dir)}/"], step, timeout_s)
+        """scp the files into remote_dir: its SFTP protocol first, its legacy one (scp -O) when the board's sshd has
+        no SFTP subsystem (then for every later copy too)."""
+        argv = lambda legacy: ["scp", "-q", *(["-O"] if legacy else []), *self.opts, "-P", str(self.conn.port), "--",
+                               *map(str, files), f"{self.scp_target}:{shlex.quote(remote_dir)}/"]
+        p = self._exec(argv(self.legacy_scp), step, timeout_s)
+        if p.returncode == 0:
+            return
+        if self.legacy_scp or not any(m in p.stderr for m in NO_SFTP):
+            raise self._failure(argv(self.legacy_scp), step, p.stderr)
+        legacy = self._exec(argv(True), step, timeout_s)
+        if legacy.returncode == 0:
+            self.legacy_scp = True
+            log.info("%s: the board's sshd offers no SFTP subsystem: copying with scp's legacy protocol (scp -O)",
+                     self.conn)
+            return
+        why = _classify(self.conn, step, legacy.stderr, self.known_hosts) or legacy.stderr.strip()[-600:]
+        raise RemoteError(f"{step}: scp to {self.conn} failed with its SFTP protocol ({p.stderr.strip()[-200:]}: the "
+                          f"board's sshd may offer no SFTP subsystem; add 'Subsystem sftp internal-sftp' to its "
+                          f"sshd_config) and with its legacy protocol, scp -O ({why})")
 
 
 class Adb:

@@ -75,7 +75,7 @@ class ArtifactRow:
     precision: str = doc("fp32 | fp16 | bf16 | int8 | default ...")
     path: str = doc("the file (or package folder) relative to the run folder")
     size_bytes: int = doc("size on disk (an OpenVINO IR counts its .bin)")
-    sha256: str | None = doc("sha256 of the file, or of a folder's files (python -m pipeline.cli.verify checks it)", None)
+    sha256: str | None = doc("sha256 of the file, or of a folder's files (edge-pipeline verify checks it)", None)
     cache_key: str = doc("the cache key of the stage that made it", "")
     accuracy: float | None = doc("the task's primary metric on the validation split, a fraction (top-1, mAP, mIoU)",
                                  None)
@@ -87,7 +87,8 @@ class ArtifactRow:
     runtime: str | None = doc("the runtime that ran it (timing, else evaluation)", None)
     measured_on: str | None = doc("where the host latency was measured: CPU, runtime, threads, batch", None)
     latency_source: str | None = doc("host | device", None)
-    device_latency_ms: dict | None = doc("measured on the device itself over device.connection: p50, p90", None)
+    device_latency_ms: dict | None = doc("measured on the device itself over device.connection: p50, p90 (None where "
+                                         "the device's tool measures no percentiles), mean, min, max", None)
     device_load_ms: float | None = doc("load time on the device", None)
     measured_on_device: dict | None = doc("device, connection, runtime, version, threads of that measurement", None)
     estimate: dict | None = doc("latency estimate for the device (never a measurement): latency_ms, interval, label, "
@@ -162,6 +163,7 @@ class Summary:
     error: str | None = doc("why the run failed", None)
     mlflow: dict = doc("tracking_uri, experiment, run_id", factory=dict)
     registry: dict | None = doc("what the model registry did with the judged artifact", None)
+    summary_sha256: str | None = doc("digest of the other fields as written (verify tells an edited summary)", None)
     schema_version: int = doc("layout version of this file", SCHEMA_VERSION)
 
     def row(self, name: str | None) -> ArtifactRow | None:

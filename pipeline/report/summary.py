@@ -2,11 +2,12 @@
 stage found about it), then the judge's verdicts (pipeline.report.judge). Imports no ML framework."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from pipeline import tasks
-from pipeline.core.cache import write_json_atomic
+from pipeline.core.cache import digest, write_json_atomic
 from pipeline.core.results import Findings
 from pipeline.report import judge
 from pipeline.report.schema import ArtifactRow, StageRow, Summary
@@ -44,7 +45,9 @@ def artifact_row(r, f: Findings) -> ArtifactRow:
         ratio_ci=lat.ratio_ci if lat else None, load_ms=lat.load_ms if lat else None,
         load_rss_mb=lat.load_rss_mb if lat else None, runtime=(lat.runtime if lat else None) or f.eval_runtime,
         measured_on=lat.measured_on if lat else None, latency_source=lat.source if lat else None,
-        device_latency_ms={"p50": dev.p50_ms, "p90": dev.p90_ms} if dev else None,
+        # p50/p90 None where the device's tool measured none (LiteRT's benchmark_model): its mean, min and max
+        device_latency_ms=({"p50": dev.p50_ms, "p90": dev.p90_ms, "mean": dev.mean_ms, "min": dev.min_ms,
+                            "max": dev.max_ms} if dev else None),
         device_load_ms=dev.load_ms if dev else None, measured_on_device=f.measured_on_device,
         estimate=f.estimate, no_estimate=f.no_estimate, coverage=f.coverage_summary,
         ram_estimate_mb=f.ram_estimate_mb, parity=f.parity, not_runnable=f.not_runnable, facts=_facts(a),
@@ -96,8 +99,11 @@ def build_summary(*, recipe: str, device: Any, status: str, mlflow: dict, record
 
 
 def write_summary(run_dir: Path, summary: Summary) -> Path:
+    """summary.json, written whole or not at all (a temporary file renamed over it), with `summary_sha256`: the digest
+    of its other fields, so that `edge-pipeline verify` can tell an edited summary."""
     path = run_dir / "summary.json"
-    write_json_atomic(path, summary.to_dict())
+    body = json.loads(json.dumps(summary.to_dict(), default=str))  # the digest is of what a reader will load
+    write_json_atomic(path, {**body, "summary_sha256": digest(body)})
     return path
 
 
@@ -115,6 +121,7 @@ def headline_metrics(summary: Summary) -> dict[str, float]:
             vals["estimate_upper_ms"] = a.estimate.get("upper_ms")
         if a.device_latency_ms:  # measured on the device itself
             vals.update(device_latency_p50_ms=a.device_latency_ms["p50"],
-                        device_latency_p90_ms=a.device_latency_ms["p90"])
+                        device_latency_p90_ms=a.device_latency_ms["p90"],
+                        device_latency_mean_ms=a.device_latency_ms.get("mean"))
         out.update({f"{a.name}.{k}": x for k, x in vals.items() if x is not None})
     return out

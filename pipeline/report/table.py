@@ -73,6 +73,15 @@ def _fmt(v, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
 
+def _device_ms(lat: dict | None) -> str:
+    """The device's p50, or its mean marked as such when the device's tool measured no percentiles."""
+    if not lat:
+        return "-"
+    if lat.get("p50") is not None:
+        return format(lat["p50"], ".3g")
+    return f"{lat['mean']:.3g} mean" if lat.get("mean") is not None else "-"
+
+
 def summary_table(summary: Summary, color: bool | None = None, width: int | None = None) -> str:
     """The run's models, one row each; a model that fails or cannot be judged says why in a numbered note."""
     color = sys.stdout.isatty() if color is None else color
@@ -92,7 +101,7 @@ def summary_table(summary: Summary, color: bool | None = None, width: int | None
                      else "-", f"{a.size_bytes / 1e6:.2f}", a.metric_text(),
                      _fmt((a.latency_ms or {}).get("p50"), ".3g"), _speedup(v),
                      "" if v.size_ratio is None else f"{v.size_ratio:.2f}x",
-                     _fmt((a.device_latency_ms or {}).get("p50"), ".3g"),
+                     _device_ms(a.device_latency_ms),
                      _fmt((a.estimate or {}).get("latency_ms"), ".3g"),
                      word + (f" [{','.join(refs)}]" if refs else "")])
         colors.append({FAIL: RED, NA: YELLOW}.get(v.status, GREEN) if color else None)

@@ -25,8 +25,7 @@ class TfliteModel:
             self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as e:
-            raise ValueError(f"LiteRT cannot load {path}: {str(e).splitlines()[0]}. The file is corrupt or not a "
-                             f"TFLite model; re-create it (re-run with cache.force=[STAGE]) or supply a valid one.") from e
+            raise ValueError(load_error(path, meta, e)) from e
         self.inp = self.interpreter.get_input_details()[0]
         self.outs = self.interpreter.get_output_details()
         self.out = self.outs[0]
@@ -69,8 +68,61 @@ class TfliteModel:
         return self.predict_outputs(x)[0]
 
 
+def load_error(path: Path, meta: dict[str, Any], e: BaseException) -> str:
+    """Why LiteRT refused the file, named by the file the user knows (not the cache's copy), with a fix that works."""
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    name = repr(meta.get("imported_from") or path.name)
+    custom = unresolved_custom_ops(str(e))
+    if custom:
+        return (f"LiteRT cannot run {name}: it uses custom operator(s) {', '.join(map(repr, custom))} that LiteRT's "
+                f"built-in operators do not include (nothing is registered for them here). Convert the model again "
+                f"with built-in operators only (TFLiteConverter: target_spec.supported_ops = [TFLITE_BUILTINS]), or "
+                f"import the model it came from (.onnx, .pt2, .keras)")
+    if meta.get("imported_from"):
+        return (f"LiteRT cannot load {name}: {first}. The file is not a TFLite model LiteRT "
+                f"{_litert_version()} can run; export it again or supply another file")
+    return (f"LiteRT cannot load {name}: {first}. Export it again (the stage that made it: "
+            f"re-run with cache.force=[STAGE]) or report the converter's output as a bug")
+
+
+def unresolved_custom_ops(text: str) -> list[str]:
+    """Custom operator names in LiteRT's "Encountered unresolved custom op: NAME." messages."""
+    import re
+
+    return sorted(set(re.findall(r"unresolved custom op: ([^.\s]+)", text)))
+
+
+def _litert_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("ai-edge-litert")
+    except metadata.PackageNotFoundError:
+        return "(unknown version)"
+
+
 def load(path: Path, meta: dict[str, Any], threads: int) -> TfliteModel:
     return TfliteModel(path, meta, threads)
+
+
+def custom_problem(path: Path | str) -> str | None:
+    """Why LiteRT cannot run the file's custom operators, or None. The flatbuffer names them; LiteRT itself decides
+    which it has (its built-in resolver includes a few, e.g. TFLite_Detection_PostProcess), so a file that names any
+    is loaded once to ask it."""
+    custom = inspect(path).get("custom_operators") or []
+    if not custom:
+        return None
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        Interpreter(model_path=str(path), num_threads=1).allocate_tensors()
+    except (ValueError, RuntimeError) as e:
+        missing = unresolved_custom_ops(str(e)) or custom
+        return (f"uses custom operator(s) {', '.join(map(repr, missing))} that LiteRT's built-in operators do not "
+                f"include, so no stage could run it. Convert the model again with built-in operators only "
+                f"(TFLiteConverter: target_spec.supported_ops = [TFLITE_BUILTINS]), or import the model it came from "
+                f"(.onnx, .pt2, .keras)")
+    return None
 
 
 def _enum_names(enum_cls) -> dict[int, str]:
@@ -93,10 +145,14 @@ def inspect(path: Path | str) -> dict[str, Any]:
     float_ops: Counter = Counter()
     edge_conversions: list[str] = []
     weight_types: Counter = Counter()
+    custom: set[str] = set()
     for op in g.operators:
         code = model.operatorCodes[op.opcodeIndex]
         name = op_names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "CUSTOM")
         ops[name] += 1
+        if name == "CUSTOM":
+            cc = code.customCode
+            custom.add(cc.decode() if isinstance(cc, bytes) else str(cc or "?"))
         ins = [i for i in (op.inputs if op.inputs is not None else []) if i >= 0]
         outs = list(op.outputs if op.outputs is not None else [])
         for i in ins:  # constant inputs (weights, biases) with their storage type
@@ -125,6 +181,7 @@ def inspect(path: Path | str) -> dict[str, Any]:
     return {"operators": dict(sorted(ops.items())), "operator_count": sum(ops.values()),
             "float_operators": dict(sorted(float_ops.items())), "integer_only": not float_ops,
             "edge_conversions": edge_conversions, "constant_bytes_by_type": dict(weight_types),
+            "custom_operators": sorted(custom),
             "inputs": io(g.inputs), "outputs": io(g.outputs)}
 
 

@@ -75,8 +75,10 @@ class Benchmark(Stage):
                   "remote_python": ctx.settings.device.remote_python,
                   "remote_timeout_s": ctx.settings.device.remote_timeout_s,
                   "benchmark_model": ctx.settings.device.benchmark_model}
-        skipped = {n: f"a {a.format} model cannot be timed on {device['display_name']} (the device runner takes "
-                      f"{', '.join(remote.SUFFIX)})" for n, a in ctx.inputs.items() if a.format not in remote.SUFFIX}
+        takes, by = ((("tflite",), "device.benchmark_model times .tflite files only") if device["benchmark_model"]
+                     else (tuple(remote.SUFFIX), f"the device runner takes {', '.join(remote.SUFFIX)}"))
+        skipped = {n: f"a {a.format} model cannot be timed on {device['display_name']} ({by})"
+                   for n, a in ctx.inputs.items() if a.format not in takes}
         if len(skipped) == len(ctx.inputs):
             raise NotRunnableHere(next(iter(skipped.values())))
         models = [{"name": n, "fmt": a.format, "path": str(a.path), "meta": a.meta, "precision": a.precision,
@@ -84,20 +86,26 @@ class Benchmark(Stage):
                   if n not in skipped]
         r = remote.measure(device, models, int(ctx.settings.device.threads), p.warmup, p.iterations, repeats=p.repeats)
         about = {n: Findings(not_runnable=why) for n, why in skipped.items()}
-        metrics = {"device_peak_rss_mb": r["peak_rss_mb"], "device_threads": r["threads"]}
+        metrics = {"device_threads": r["threads"]}
+        if r.get("peak_rss_mb") is not None:
+            metrics["device_peak_rss_mb"] = r["peak_rss_mb"]
         for name, m in r["models"].items():
             on = m["measured_on"]
             words = (f"{on['device']} ({on['connection']}), {on['runtime']} {on['version']}, {on['threads']} "
                      f"thread(s), batch {p.batch_size}")
-            lat = Latency.from_measurement({**m, "runtime": f"{on['runtime']} {on['version']}"}, threads=on["threads"],
-                                           source="device", measured_on=words)
+            lat = Latency(p50_ms=m.get("latency_p50_ms"), p90_ms=m.get("latency_p90_ms"),
+                          mean_ms=m.get("latency_mean_ms"), load_ms=m.get("load_ms"),
+                          load_rss_mb=m.get("load_rss_mb"), runtime=f"{on['runtime']} {on['version']}",
+                          threads=on["threads"], source="device", measured_on=words,
+                          min_ms=m.get("latency_min_ms"), max_ms=m.get("latency_max_ms"))
             about[name] = Findings(device_latency=lat, measured_on_device=on)
-            metrics.update({f"{name}.device_latency_p50_ms": m["latency_p50_ms"],
-                            f"{name}.device_latency_p90_ms": m["latency_p90_ms"],
-                            f"{name}.device_load_ms": m["load_ms"]})
-            ctx.log.info("%s: p50 %.3f ms  p90 %.3f ms — measured on %s (%s), %s %s, %d thread(s)", name,
-                         m["latency_p50_ms"], m["latency_p90_ms"], on["device"], on["connection"], on["runtime"],
-                         on["version"], on["threads"])
+            # (a number that was not measured is left out, never written as 0: benchmark_model prints no p50/p90)
+            metrics.update({f"{name}.device_{k}": v for k, v in (
+                ("latency_p50_ms", lat.p50_ms), ("latency_p90_ms", lat.p90_ms), ("latency_mean_ms", lat.mean_ms),
+                ("latency_min_ms", lat.min_ms), ("latency_max_ms", lat.max_ms), ("load_ms", lat.load_ms))
+                if isinstance(v, (int, float))})
+            ctx.log.info("%s: %s — measured on %s (%s), %s %s, %d thread(s)", name, lat.in_words(), on["device"],
+                         on["connection"], on["runtime"], on["version"], on["threads"])
         # the measurement store records it once the stage has succeeded (pipeline.listeners.MeasurementListener)
         return StageResult(metrics=metrics, about=about,
                            info={"device": r["connection"], "cpu": r["cpu"], "threads": r["threads"],

@@ -61,6 +61,8 @@ class Evaluate(Stage):
         ctx.log.info("%s: %s on %d validation images (%s)", a.stage,
                      ", ".join(f"{k} {v:.4f}" for k, v in scores.items()), len(x), model.runtime)
         metrics = {**scores, "samples": len(x)}
+        if data.num_classes:  # (the registry's chance level: 1 / classes)
+            metrics["classes"] = data.num_classes
         if task.name == "classification":
             metrics["accuracy"] = primary  # the name the classification recipes' runs have always logged
         return StageResult(metrics=metrics,

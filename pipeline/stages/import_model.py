@@ -151,6 +151,15 @@ class ImportModel(Stage):
         if problems:
             return problems
         size = int(p.input_size or cfg.model.input_size)
+        if source_format(p) == "tflite":  # operators LiteRT lacks: refused now, not after the run started
+            from pipeline.runtimes import tflite_rt
+
+            try:
+                custom = tflite_rt.custom_problem(f)
+            except Exception:  # not a flatbuffer at all: the signature read below names that
+                custom = None
+            if custom:
+                return [f"path: {f.name!r} {custom}"]
         try:
             sig = plan_signature(p, f, size)
         except Exception as e:  # a file the reader cannot open is named here; run() gives the full error

@@ -35,6 +35,7 @@ ID_TAG = "sweep.id"
 _job: dict | None = None  # the sweep context of the job running in this process (set by on_job_start)
 _active: "SweepCallback | None" = None  # the sweep launched by this process, until it is finished
 _started = False  # this process launched a sweep (so Hydra's config composition succeeded)
+_preview = False  # --plan: jobs print their plan; the sweep opens no MLflow run and writes no job.json
 
 
 class JobFailed(CompactHydraException):
@@ -70,10 +71,33 @@ def started() -> bool:
     return _started
 
 
-def finish_active(failed: bool) -> None:
-    """Close the sweep this process launched if Hydra did not (its sweeper raised on a failed job)."""
+def set_preview(on: bool) -> None:
+    global _preview
+    _preview = bool(on)
+
+
+def finish_active(failed: bool, killed: bool = False) -> None:
+    """Close the sweep this process launched if Hydra did not (its sweeper raised on a failed job, or a signal
+    stopped it: KILLED)."""
     if _active is not None:
-        _active.finish(failed=failed)
+        _active.finish(failed=failed, killed=killed)
+
+
+def claim_dir(path: Path) -> None:
+    """Create the sweep's folder, failing if it exists: two sweeps never share one (job.json, multirun.yaml and the
+    comparison of one would overwrite the other's). The default name holds the time and a random suffix."""
+    from pipeline.core.errors import ConfigError
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir()
+    except FileExistsError:
+        raise SweepRefused(ConfigError(
+            f"hydra.sweep.dir: {str(path)!r} already exists (another sweep's folder); a sweep writes into a new "
+            f"folder only. Leave hydra.sweep.dir at its default (time + random suffix) or name a new folder")) from None
+    except OSError as e:
+        raise SweepRefused(ConfigError(f"hydra.sweep.dir: cannot create {str(path)!r} ({e.strerror}); choose a "
+                                       f"writable folder (paths.outputs=DIR)")) from None
 
 
 def job_tags(job: dict, uri: str) -> dict[str, str]:
@@ -156,6 +180,7 @@ class SweepCallback(Callback):
         self.experiment_id: str | None = None
         self.sweep_dir: str | None = None
         self.finished = False
+        self.preview = False
         self._config: DictConfig | None = None
 
     def __getstate__(self):  # the launching process's config stays home; jobs only need the ids
@@ -169,11 +194,17 @@ class SweepCallback(Callback):
             from pipeline.core.errors import ConfigError
 
             raise SweepRefused(ConfigError(problems))
+        self.preview = _preview
+        self.sweep_dir = str(Path(str(config.hydra.sweep.dir)).resolve())
+        if not self.preview:
+            claim_dir(Path(self.sweep_dir))
         _active, _started = self, True
         self._config = config
         self.sweep_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-        self.sweep_dir = str(Path(str(config.hydra.sweep.dir)).resolve())
         overrides = " ".join(OmegaConf.to_container(config.hydra.overrides.task))
+        if self.preview:
+            log.info("sweep plan: %s (nothing runs and nothing is written)", overrides)
+            return
         log.info("sweep %s: %s (jobs write to %s)", self.sweep_id, overrides, self.sweep_dir)
         if not config.tracking.enabled:
             return
@@ -206,13 +237,22 @@ class SweepCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self.finish(failed=False)
 
-    def finish(self, failed: bool) -> None:
-        """Summarise the jobs, log the comparison to the parent run and close it. Runs once."""
+    def finish(self, failed: bool, killed: bool = False) -> None:
+        """Summarise the jobs, log the comparison to the parent run and close it (signals held meanwhile, so that a
+        second one cannot leave it half closed). Runs once."""
+        from pipeline.core import interrupts
+
+        with interrupts.held():
+            self._finish(failed, killed)
+
+    def _finish(self, failed: bool, killed: bool) -> None:
         global _active
         if self.finished:
             return
         self.finished = True
         _active = None
+        if self.preview:
+            return
         jobs = self.job_records()
         bad = [j for j in jobs if j.get("status") != "COMPLETED"]
         log.info("sweep %s: %d job(s) finished, %d failed", self.sweep_id, len(jobs) - len(bad), len(bad))
@@ -240,8 +280,8 @@ class SweepCallback(Callback):
             log.warning("sweep %s: could not build the comparison report: %s", self.sweep_id, e)
         for k, v in {"jobs": len(jobs), "jobs_failed": len(bad)}.items():
             client.log_metric(self.parent_run_id, k, v)
-        tracking.terminate(self.tracking_uri, self.parent_run_id, "FAILED" if failed else "FINISHED",
-                           getattr(self, "timeout_s", 10.0))
+        tracking.terminate(self.tracking_uri, self.parent_run_id,
+                           "KILLED" if killed else "FAILED" if failed else "FINISHED", getattr(self, "timeout_s", 10.0))
 
     def job_records(self) -> list[dict]:
         """job.json of every job of this sweep that wrote one (all of them when the sweep dir is shared)."""
@@ -260,11 +300,13 @@ class SweepCallback(Callback):
             _job = None
             return
         _job = {"id": self.sweep_id, "parent_run_id": self.parent_run_id, "tracking_uri": self.tracking_uri,
-                "job": int(config.hydra.job.num), "overrides": list(config.hydra.overrides.task)}
+                "job": int(config.hydra.job.num), "overrides": list(config.hydra.overrides.task),
+                "preview": getattr(self, "preview", False)}
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         global _job
-        if self.sweep_id is None:
+        if self.sweep_id is None or getattr(self, "preview", False):
+            _job = None
             return
         from hydra.core.utils import JobStatus
 

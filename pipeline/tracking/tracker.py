@@ -24,15 +24,18 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from pipeline.core.errors import ConfigError, PipelineError
+from pipeline.tracking.stores import check_database, make_reserve, shown
 
 log = logging.getLogger("pipeline")
 PARENT_TAG = "mlflow.parentRunId"
 LOGGED_BY_TAG = "cache.logged_by"  # a reused stage run: the run whose artifacts hold its files
+TRACKER_TAG = "pipeline.tracker"  # the Tracker that created a run (one per pipeline run)
 
 
 class TrackingError(PipelineError):
@@ -107,11 +110,17 @@ def check_server(uri: str, timeout_s: float) -> str | None:
 
 
 def resolve_uri(tracking_cfg: Any, outputs: Path) -> str:
-    """The URI to log to; refuses (exit 2) an unreachable server unless tracking.fallback_to_local is set."""
+    """The URI to log to; refuses (exit 2) an unreachable server or database unless tracking.fallback_to_local."""
     timeout = tracking_cfg.timeout_s
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0:
         raise ConfigError(f"tracking.timeout_s: must be a finite number > 0, got {timeout!r}")
     uri = tracking_cfg.uri or local_uri(outputs)
+    db_problem = check_database(uri, float(tracking_cfg.timeout_s))
+    if db_problem is not None:
+        if tracking_cfg.fallback_to_local:
+            log.warning("%s; logging to the local store %s (tracking.fallback_to_local)", db_problem, local_uri(outputs))
+            return local_uri(outputs)
+        raise ConfigError(db_problem)
     problem = check_server(uri, float(tracking_cfg.timeout_s))
     if problem is None:
         return uri
@@ -226,11 +235,10 @@ def explain(e: BaseException, uri: str, action: str) -> str:
     text = " ".join(str(x) for x in errs).lower()
     db = sqlite_path(uri)
     where = str(db.parent) if db else None
-    if any(isinstance(x, OSError) and x.errno in (errno.ENOSPC, errno.EDQUOT) for x in errs) or \
-            "database or disk is full" in text or "no space left" in text:
+    if disk_full(e):
         return (f"MLflow: {action} failed: the disk holding {where or 'the artifact folder'} is full. Free space "
-                f"there or move paths.outputs to a bigger disk (paths.outputs=DIR), or run with tracking=none; then "
-                f"re-run (finished stages are reused)")
+                f"there or move paths.outputs (or tracking.uri) to a bigger disk (paths.outputs=DIR), or run with "
+                f"tracking=none; then re-run (finished stages are reused)")
     if "database is locked" in text or "database table is locked" in text:
         return (f"MLflow: {action} failed: the store {db or uri} is locked by another process holding a write "
                 f"transaction on it (a `mlflow ui`/`mlflow server` or sqlite3 shell on that file, or a stuck run). "
@@ -243,13 +251,20 @@ def explain(e: BaseException, uri: str, action: str) -> str:
     if "malformed" in text or "not a database" in text or "file is encrypted" in text:
         return (f"MLflow: {action} failed: {db or uri} is not a healthy MLflow store ({_first_line(e)}). Move it "
                 f"away (a fresh one is created), point tracking.uri at another store, or run with tracking=none")
-    return f"MLflow: {action} failed on {uri}: {_first_line(e)}"
+    return f"MLflow: {action} failed on {shown(uri)}: {_first_line(e)}"
 
 
 FAULT_WORDS = ("database or disk is full", "no space left", "database is locked", "database table is locked",
                "readonly database", "read-only file system", "permission denied", "malformed", "not a database",
                "file is encrypted", "disk i/o error", "unable to open database", "max retries exceeded",
                "api request to", "connection", "timed out")
+
+
+def disk_full(e: BaseException) -> bool:
+    errs = _chain(e)
+    text = " ".join(str(x) for x in errs).lower()
+    return any(isinstance(x, OSError) and x.errno in (errno.ENOSPC, errno.EDQUOT) for x in errs) or \
+        "database or disk is full" in text or "no space left" in text
 
 
 def is_fault(e: BaseException) -> bool:
@@ -295,6 +310,8 @@ class _Deadline:
     def __init__(self, client, uri: str, timeout_s: float):
         self._client, self.uri, self.timeout_s = client, uri, float(timeout_s)
         self._local = uri.startswith("sqlite:")
+        self.reserve: Path | None = None  # (make_reserve) given up to close a run when the disk is full
+        self.fault: str | None = None  # the first fault of the open store, once one happened (the run fails on it)
         self.error_type: type[PipelineError] = TrackingOpenError  # until the store is open; then TrackingError
 
     def __getattr__(self, name: str):
@@ -330,7 +347,15 @@ class _Deadline:
             e = box["error"]
             if isinstance(e, PipelineError) or not is_fault(e):
                 raise e  # an answer (not found, already exists, invalid value): the caller's to handle
-            raise self.error_type(explain(e, self.uri, name)) from e
+            if name == "set_terminated" and self.reserve is not None and disk_full(e):
+                self.reserve.unlink(missing_ok=True)  # the room kept for this: close the run, then say why
+                self.reserve = None
+                log.debug("the disk of %s is full: released its reserve to close run %s", self.uri, args[:1])
+                return self.call(name, fn, *args, **kwargs)
+            message = explain(e, self.uri, name)
+            if self.error_type is TrackingError:
+                self.fault = self.fault or message
+            raise self.error_type(message) from e
         return box.get("value")
 
     def _timed_out(self, name: str, limit: float) -> str:
@@ -340,6 +365,11 @@ class _Deadline:
         if db is not None:
             return (f"MLflow: {name} on the store {db} did not finish within {limit:g} s (tracking.timeout_s="
                     f"{self.timeout_s:g}); check that disk, raise tracking.timeout_s, or run with tracking=none")
+        if not self.uri.startswith(("http://", "https://")):  # a database URI: the database, not a server
+            return (f"tracking.uri: the database {shown(self.uri)} did not answer {name} within {limit:g} s "
+                    f"(tracking.timeout_s={self.timeout_s:g}). Check that it runs and accepts this user "
+                    f"({check_database(self.uri, 2) or 'it accepts connections'}), raise tracking.timeout_s, or "
+                    f"run with tracking=local or tracking=none")
         parsed = urlparse(self.uri)
         return (f"tracking.uri: the MLflow server at {self.uri} did not answer {name} within {limit:g} s "
                 f"(tracking.timeout_s={self.timeout_s:g}; its /health may answer while its API hangs, e.g. a stuck "
@@ -364,6 +394,9 @@ class Tracker:
         self.uri = uri
         self.run_id: str | None = None
         self._open_runs: set[str] = set()  # stage runs created and not yet terminated
+        # on every run this Tracker creates: a call interrupted by a signal may create a run whose id never reaches us,
+        # and `end` finds it by this tag
+        self.token = uuid.uuid4().hex
         if uri.startswith(("http://", "https://")):
             _cap_http_retries(timeout_s)
         self.client = _Deadline(None, uri, timeout_s)
@@ -374,6 +407,9 @@ class Tracker:
         except OSError as e:  # the lock file or the store's folder
             raise TrackingOpenError(explain(e, uri, "opening the store")) from e
         self.client.error_type = TrackingError
+        db = sqlite_path(uri)
+        if db is not None:
+            self.client.reserve = make_reserve(db)
 
     def _open_experiment(self, experiment: str, artifact_root: Path | None) -> None:
         exp = self.client.get_experiment_by_name(experiment)
@@ -396,7 +432,8 @@ class Tracker:
         return {"pipeline.host": socket.gethostname(), "pipeline.pid": str(os.getpid())}
 
     def start(self, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
-        run = self.client.create_run(self.experiment_id, run_name=run_name, tags={**tags, **self._owner_tags()})
+        run = self.client.create_run(self.experiment_id, run_name=run_name,
+                                     tags={**tags, **self._owner_tags(), TRACKER_TAG: self.token})
         self.run_id = run.info.run_id
         try:
             self.log_params(self.run_id, params)
@@ -445,7 +482,7 @@ class Tracker:
         itself failed."""
         tags = {PARENT_TAG: self.run_id, "stage.type": rec.type, "stage.status": rec.status,
                 "cache.hit": str(rec.status == "reused").lower(), "cache.key": rec.cache_key,
-                "cache.reason": rec.reason[:5000], **self._owner_tags()}
+                "cache.reason": rec.reason[:5000], **self._owner_tags(), TRACKER_TAG: self.token}
         if rec.error:
             tags["error"] = rec.error[:5000]
         # A reused task's files are the bytes an earlier run logged under the same cache key: point at that run
@@ -594,6 +631,11 @@ class Tracker:
         FAILED with it; the pipeline run last, so that no stage run outlives its parent RUNNING."""
         for rid in list(self._open_runs):
             self._terminate_quietly(rid, "KILLED" if status == "KILLED" else "FAILED")
+        with contextlib.suppress(Exception):  # runs whose creation a signal interrupted: we never learnt their ids
+            for r in self._search([self.experiment_id], f"tags.`{TRACKER_TAG}` = '{self.token}' and "
+                                                        f"attributes.status = 'RUNNING'"):
+                if r.info.run_id != self.run_id:
+                    self._terminate_quietly(r.info.run_id, "KILLED" if status == "KILLED" else "FAILED")
         if self.run_id:
             self.client.set_terminated(self.run_id, status)
 

@@ -42,7 +42,9 @@ class Board:
 
 
 @contextlib.contextmanager
-def ssh_board(extra_config: str = "") -> Iterator[Board]:
+def ssh_board(extra_config: str = "", sftp: bool = True) -> Iterator[Board]:
+    """`sftp=False`: an sshd without the SFTP subsystem (as some embedded boards ship), which scp's default protocol
+    needs."""
     root = Path(tempfile.mkdtemp(prefix="dev-sshd-", dir="/tmp"))
     procs: list[subprocess.Popen] = []
     try:
@@ -53,13 +55,13 @@ def ssh_board(extra_config: str = "") -> Iterator[Board]:
         (root / "authorized_keys").write_text((root / "user_key.pub").read_text())
         os.chmod(root / "authorized_keys", 0o600)
         port, user = free_port(), getpass.getuser()
-        sftp = next((p for p in ("/usr/lib/openssh/sftp-server", "/usr/libexec/sftp-server",
+        sftp_server = next((p for p in ("/usr/lib/openssh/sftp-server", "/usr/libexec/sftp-server",
                                  "/usr/lib/ssh/sftp-server") if Path(p).exists()), "internal-sftp")
         (root / "sshd_config").write_text(
             f"Port {port}\nListenAddress 127.0.0.1\nHostKey {root / 'host_key'}\nPidFile {root / 'sshd.pid'}\n"
             f"AuthorizedKeysFile {root / 'authorized_keys'}\nPubkeyAuthentication yes\nPasswordAuthentication no\n"
             f"KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n"
-            f"AllowUsers {user}\nSubsystem sftp {sftp}\nLogLevel ERROR\n{extra_config}")
+            f"AllowUsers {user}\n" + (f"Subsystem sftp {sftp_server}\n" if sftp else "") + f"LogLevel ERROR\n{extra_config}")
         Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # sshd's privilege-separation directory
         log = root / "sshd.log"
         sshd = subprocess.Popen([SSHD, "-D", "-e", "-f", str(root / "sshd_config")], stdout=open(log, "w"),
