@@ -102,7 +102,8 @@ def write_summary(run_dir: Path, summary: Summary) -> Path:
     """summary.json, written whole or not at all (a temporary file renamed over it), with `summary_sha256`: the digest
     of its other fields, so that `edge-pipeline verify` can tell an edited summary."""
     path = run_dir / "summary.json"
-    body = json.loads(json.dumps(summary.to_dict(), default=str))  # the digest is of what a reader will load
+    fields = {k: v for k, v in summary.to_dict().items() if k != "summary_sha256"}
+    body = json.loads(json.dumps(fields, default=str))  # the digest is of what a reader will load
     write_json_atomic(path, {**body, "summary_sha256": digest(body)})
     return path
 

@@ -127,7 +127,7 @@ def test_runs_close_failed_on_a_disk_with_no_byte_left(tmp_path):
         code = f"""
 import sys; sys.path[:0] = {[str(here), str(here.parent), str(ROOT)]!r}
 from pathlib import Path
-from pipeline.tracking import tracker
+from pipeline.tracking import tracker as tracking
 import test_messages as t
 disk = Path({str(disk)!r})
 tr = tracking.Tracker(f"sqlite:///{{disk}}/mlflow.db", "x", disk / "art")

@@ -12,7 +12,9 @@ from omegaconf import OmegaConf
 from conftest import compose_cfg
 from rel_helpers import compose_stub, outcome
 from pipeline.report import objective
-from pipeline.tracking import registry, tracker
+import summaries
+from pipeline.report.schema import Summary
+from pipeline.tracking import registry, tracker as tracking
 from pipeline.core.artifacts import Artifact
 from pipeline.core.runner import TaskRecord
 
@@ -38,19 +40,19 @@ def _run(outputs: Path, cfg, accuracy, data: bytes = b"\0" * 1000, task="classif
     rid = tracker.log_stage(rec, out)
     from pipeline.core.cache import file_sha256
 
-    row = {"name": "quantize", "stage": "quantize", "format": "onnx", "precision": "int8", "size_bytes": len(data),
-           "accuracy": accuracy, "latency_ms": None, "ok": True, "problems": [],
-           "cache_key": f"key-{file_sha256(out / 'model.int8.onnx')}", "sha256": file_sha256(out / "model.int8.onnx")}
+    sha = file_sha256(out / "model.int8.onnx")
+    row = summaries.row("quantize", "onnx", "int8", len(data), accuracy, cache_key=f"key-{sha}", sha256=sha)
     stages = []
     if samples:
-        stages.append({"name": "evaluate[quantize]", "type": "evaluate", "inputs": ["quantize"],
-                       "metrics": {"samples": samples, "classes": classes}})
-    summary = {"recipe": "demo", "task": {"name": task}, "artifacts": [row], "stages": stages,
-               "mlflow": {"run_id": tracker.run_id}}
+        stages.append({"name": "evaluate[quantize]", "type": "evaluate", "inputs": ["quantize"], "status": "ran",
+                       "seconds": 1.0, "cache_key": "k", "reason": "", "metrics": {"samples": samples,
+                                                                                "classes": classes}})
+    mlflow = {"run_id": tracker.run_id}
     if logged_model:
         lm = tracker.client.create_logged_model(tracker.experiment_id, name="demo-quantize", source_run_id=rid)
-        summary["mlflow"]["logged_models"] = {"quantize": lm.model_id}
-    summary["objective"] = objective.summarize(summary, cfg)
+        mlflow["logged_models"] = {"quantize": lm.model_id}
+    summary = Summary.from_dict(summaries.summary([row], task={"name": task}, stages=stages, mlflow=mlflow))
+    summary.objective = objective.summarize(summary, cfg)
     result = registry.register(tracker, summary, cfg, outputs)
     tracker.end("FINISHED")
     return result, summary
@@ -67,9 +69,9 @@ def test_the_same_file_is_registered_once_and_linked_to_its_logged_models(tmp_pa
     assert r3["same_as"] == "1"
     assert [v.version for v in client.search_model_versions("name='demo-pixel7'")] == [1]
     mv = client.get_model_version("demo-pixel7", "1")
-    assert mv.tags["logged_model_id"] == s1["mlflow"]["logged_models"]["quantize"]
+    assert mv.tags["logged_model_id"] == s1.mlflow["logged_models"]["quantize"]
     for s in (s1, s2):  # both runs' LoggedModels say which version they are (MLflow's own tag, read by its UI)
-        lm = client.get_logged_model(s["mlflow"]["logged_models"]["quantize"])
+        lm = client.get_logged_model(s.mlflow["logged_models"]["quantize"])
         assert lm.tags["mlflow.modelVersions"] == '[{"name": "demo-pixel7", "version": 1}]'
     r4, _ = _run(outputs, _cfg(), 0.95, data=b"\1" * 1000)  # another file: a new version
     assert r4["version"] == "2" and r4["champion_moved"]
