@@ -205,7 +205,7 @@ class Runner:
             name=task.name, params=task.params, settings=task.settings,
             inputs={i: self.records[i].artifact for i in task.inputs},
             workdir=work / "out", lineage=self.lineage, log=logging.getLogger(f"pipeline.stage.{task.stage}"),
-            _data_loader=self._load_data, key=rec.cache_key,
+            _data_loader=self._load_data,
         )
         t0 = time.perf_counter()
         try:

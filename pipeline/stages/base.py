@@ -45,7 +45,6 @@ class StageContext:
     log: logging.Logger
     _data: Any = None
     _data_loader: Callable[[], Any] | None = None
-    key: str = ""  # this task's cache key (e.g. so that a record kept outside the cache is kept once per task)
 
     def data(self):
         """The dataset, loaded once per process and shared by all stages of a run (the stage must read "data")."""
