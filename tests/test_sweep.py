@@ -53,7 +53,7 @@ def test_grid_sweep_shares_cache_and_groups_runs(grid_sweep, shared):
     assert sorted(status("export")) == ["ran", "reused", "reused", "reused"]
     assert sorted(status("quantize")) == ["ran", "ran", "reused", "reused"]  # one per calibration size
     for s in summaries:
-        assert s["objective"]["metrics"] == ["accuracy"] and s["objective"]["artifact"] == "quantize"
+        assert s["objective"]["metrics"] == ["accuracy"] and s["gate"]["artifact"] == "quantize"
 
     jobs = [json.loads(p.read_text()) for p in sweep_dir.glob("*/job.json")]
     assert {j["status"] for j in jobs} == {"COMPLETED"} and len({j["sweep"] for j in jobs}) == 1
