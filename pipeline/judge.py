@@ -60,6 +60,9 @@ def compare(rows: list[dict], gate_cfg: Any, metric: str = "top-1") -> None:
                 if -r["accuracy_delta"] > gate_cfg.max_accuracy_drop:
                     problems.append(f"loses {-r['accuracy_delta']:.2f} {metric} points (gate.max_accuracy_drop="
                                     f"{gate_cfg.max_accuracy_drop:g})")
+        parity = r.get("parity") or {}
+        if parity.get("ok") is False:  # a failed check is never ok, whatever else the row says
+            problems += list(parity.get("problems") or ["parity failed"])
         sel = r.get("selection")
         if sel and sel.get("slower_than_fp32"):
             problems.append(f"slower than the fastest fp32 model {sel['fastest_fp32']!r} timed in the same run "

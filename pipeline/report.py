@@ -31,6 +31,7 @@ def _artifact_rows(records: list, gate_cfg: Any, metric: str = "top-1") -> list[
             "path": r.info.get("run_path", str(a.path)), "size_bytes": a.size_bytes,
             "sha256": r.info.get("sha256"),
             "accuracy": f.accuracy,
+            "accuracy_na": f.accuracy_na,  # why there is no metric (shown as n/a with this reason, never 0%)
             "latency_ms": {"p50": lat.p50_ms, "p90": lat.p90_ms,
                            **({"p50_ci": list(lat.p50_ci)} if lat and lat.p50_ci else {})} if lat else None,
             "ratio_ci": lat.ratio_ci if lat else None,
@@ -158,13 +159,14 @@ def table(summary: dict, color: bool | None = None) -> str:
     for a in summary["artifacts"]:
         lat = a["latency_ms"]["p50"] if a["latency_ms"] else None
         acc = None if a["accuracy"] is None else 100 * a["accuracy"]
+        na = "n/a" if a.get("accuracy_na") else "-"
         status = "✅" if a["ok"] else "❌ " + "; ".join(a["problems"])
         if a.get("speed_verdict") == "no measurable difference":
             status += " speed: no measurable difference from its baseline"
         if a.get("not_runnable"):
             status += f" ({a['not_runnable']})" if "not runnable" in a["not_runnable"] else " (not run on this host)"
         runtime = " ".join((a.get("runtime") or "-").split()[:2])
-        rows.append([a["name"], a["format"], a["precision"], runtime, f"{a['size_bytes'] / 1e6:.2f}", _fmt(acc, ".2f"),
+        rows.append([a["name"], a["format"], a["precision"], runtime, f"{a['size_bytes'] / 1e6:.2f}", _fmt(acc, ".2f", na),
                      _fmt(lat, ".2f"), _fmt(a["speedup"], ".2f", "") + ("x" if a["speedup"] else ""),
                      _fmt(a["size_ratio"], ".2f", "") + ("x" if a["size_ratio"] else ""),
                      _fmt((a.get("device_latency_ms") or {}).get("p50"), ".3g"),
@@ -181,8 +183,10 @@ def table(summary: dict, color: bool | None = None) -> str:
     for a in summary["artifacts"]:
         sel = a.get("selection")
         if sel:
-            losers = [f"{c['name']} ({c['format']}, {c['latency_p50_ms']:.2f} ms, {metric} {100 * c['accuracy']:.2f}%: "
-                      f"{c['lost_because']})" for c in sel["candidates"] if c["kind"] == "int8" and not c["chosen"]]
+            losers = [f"{c['name']} ({c['format']}, {c['latency_p50_ms']:.2f} ms, "
+                      + (f"{metric} {100 * c['accuracy']:.2f}%: " if c.get("accuracy") is not None else
+                         f"output cosine {c.get('fidelity', {}).get('cosine', float('nan')):.4f}: ")
+                      + f"{c['lost_because']})" for c in sel["candidates"] if c["kind"] == "int8" and not c["chosen"]]
             out.append(f"{a['name']}: measured choice {sel['chosen']} ({sel['speedup_vs_fastest_fp32']:.2f}x the "
                        f"fastest fp32, {sel['fastest_fp32']}); not chosen: {'; '.join(losers) or 'none'}")
     out += [n for a in summary["artifacts"] for n in a.get("notes", [])]  # pruning pay-off in words
@@ -196,6 +200,7 @@ def table(summary: dict, color: bool | None = None) -> str:
     out += [f"* est. ms: {l}" for l in sorted(labels)]
     out += [f"* est. ms: none for {a['name']}: {a['no_estimate']}" for a in summary["artifacts"] if a.get("no_estimate")]
     out += [f"coverage {a['name']}: {a['coverage']}" for a in summary["artifacts"] if a.get("coverage")]
+    out += [f"n/a {a['name']}: {a['accuracy_na']}" for a in summary["artifacts"] if a.get("accuracy_na")]
     for a in summary["artifacts"]:
         if a.get("gate") and a["gate"]["failed"]:
             out.append(f"gate {a['name']}: misses " + "; ".join(a["gate"]["failed"]))

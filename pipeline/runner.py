@@ -243,6 +243,7 @@ class Runner:
                         shutil.copyfile(f, dest / f.name)
                         kept.append(dest / f.name)
         rec.files = kept
+        rec.about = dict(getattr(e, "about", None) or {})  # a failed check's findings (CheckFailed): shown, never cached
         self.cache.discard(work)
         rec.status, rec.seconds = "failed", time.perf_counter() - t0
         rec.error = f"{type(e).__name__}: {e}"
