@@ -81,8 +81,10 @@ class ExportTflite(Stage):
         p: ExportTfliteConfig = ctx.params
         src = self.source(ctx)
         path = ctx.workdir / f"model.{p.precision}.tflite"
-        calib = calibration.sample(ctx.data(), p.calibration_samples, ctx.settings.seed, ctx.name) \
-            if p.precision == "int8" else None
+        # the source's own input (its signature: normalisation, channel order) is what the .tflite will be fed;
+        # export_source turns it NHWC for a Keras source
+        calib = calibration.inputs(ctx.data(), p.calibration_samples, ctx.settings.seed, ctx.name, src.format,
+                                   src.meta) if p.precision == "int8" else None
         if src.format == "torch" and p.precision == "int8":
             from pipeline.convert import tflite_int8
             from pipeline.models import load_torch
@@ -107,6 +109,8 @@ class ExportTflite(Stage):
             meta["quantization"] = {"tool": facts.get("quantizer"), "precision": p.precision,
                                     "calibration_samples": facts.get("calibration_samples"),
                                     "per_channel": p.per_channel, "io": io_dtype}
+            if calib is not None:
+                meta["quantization"]["calibration_input"] = calibration.describe(calib)
         # a quick check that the file runs and agrees with its source on every output (the parity stage does the
         # full comparison)
         from pipeline import runtimes

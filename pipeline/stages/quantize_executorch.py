@@ -42,8 +42,11 @@ class QuantizeExecutorch(Stage):
             raise ValueError(f"stage {ctx.name!r}: int8 ExecuTorch needs the PyTorch model the .pte came from, and "
                              f"no torch artifact is upstream of {src.stage!r}; export the .pte from a torch model "
                              f"in this recipe")
-        calib = calibration.sample(ctx.data(), p.calibration_samples, ctx.settings.seed, ctx.name)
+        # the .pte computes what its torch source computes: calibrate on what that model is fed
+        calib = calibration.inputs(ctx.data(), p.calibration_samples, ctx.settings.seed, ctx.name, "torch",
+                                   torch_src.meta)
         path, meta = int8_candidate(torch_src.path, {**src.meta}, calib, ctx.workdir, per_channel=p.per_channel)
+        meta["quantization"] = {**meta["quantization"], "calibration_input": calibration.describe(calib)}
         cov = meta["executorch"]["coverage"]
         ctx.log.info("quantized %s: %d calibration images, PT2E XNNPACK int8 (%s); %s", path.name,
                      p.calibration_samples, "per-channel" if p.per_channel else "per-tensor", coverage_line(cov))

@@ -35,15 +35,14 @@ class QuantizeOnnx(Stage):
         return problems
 
     def run(self, ctx: StageContext) -> StageResult:
-        from pipeline import calibration, runtimes
+        from pipeline import calibration
         from pipeline.convert.onnx import quantize_qdq
 
         p: QuantizeOnnxConfig = ctx.params
         src = ctx.input
-        calib = calibration.sample(ctx.data(), p.calibration_samples, ctx.settings.seed, ctx.name)
-        calib = runtimes.adapt_input("onnx", src.meta, calib)
+        calib = calibration.inputs(ctx.data(), p.calibration_samples, ctx.settings.seed, ctx.name, "onnx", src.meta)
         out = ctx.workdir / "model.int8.onnx"
-        facts = quantize_qdq(src.path, out, calib, p)
+        facts = {**quantize_qdq(src.path, out, calib, p), "calibration_input": calibration.describe(calib)}
         ctx.log.info("quantized %s: %d calibration images, %s; %d bytes of duplicate initializers shared",
                      out.name, p.calibration_samples, p.method, facts.pop("duplicate_initializer_bytes_saved"))
         return StageResult(Artifact(ctx.name, "onnx", "int8", out,

@@ -46,16 +46,17 @@ class QuantizeOpenvino(Stage):
     def run(self, ctx: StageContext) -> StageResult:
         import numpy as np
 
-        from pipeline import calibration
+        from pipeline import calibration, runtimes
         from pipeline.convert import openvino as ovc
 
         p: QuantizeOpenvinoConfig = ctx.params
         src = ctx.input
         data = ctx.data()
-        calib = calibration.sample(data, p.calibration_samples, ctx.settings.seed, ctx.name)
+        calib = calibration.inputs(data, p.calibration_samples, ctx.settings.seed, ctx.name, "openvino", src.meta)
         if not p.accuracy_control:
             path, meta = ovc.int8_candidate(src.path, src.meta, calib, ctx.workdir, p.preset)
             q = meta["quantization"]
+            q["calibration_input"] = calibration.describe(calib)
             ctx.log.info("quantized %s: %d calibration images, NNCF %s preset, %d operations in int8", path.name,
                          p.calibration_samples, p.preset, q["quantized_operations"])
             return StageResult(Artifact(ctx.name, "openvino", "int8", path, meta),
@@ -66,11 +67,13 @@ class QuantizeOpenvino(Stage):
         idx = np.random.default_rng(int(ctx.settings.seed) + 1).choice(len(data.train_x), n, replace=False)
         # an IR converted from ONNX names its operations after ONNX nodes: list the kept layers by torch module
         onnx_src = next((a for a in ctx.lineage(src.stage) if a.format == "onnx"), None)
-        path, meta = ovc.accuracy_controlled_candidate(src.path, src.meta, calib, data.train_x[idx],
+        path, meta = ovc.accuracy_controlled_candidate(src.path, src.meta, calib,
+                                                       runtimes.adapt_input("openvino", src.meta, data.train_x[idx]),
                                                        data.train_y[idx], ctx.workdir, points / 100.0,
                                                        layer_names=ovc.onnx_layer_names(onnx_src.path)
                                                        if onnx_src else None)
         q = meta["quantization"]
+        q["calibration_input"] = calibration.describe(calib)
         kept = q["reverted_to_float"]
         ctx.log.info("quantized %s with accuracy control (max drop %.2f points on %d training images): plain int8 "
                      "drops %.2f, this one %.2f (%s); kept in float: %s", path.name, points, n,

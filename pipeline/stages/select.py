@@ -310,11 +310,23 @@ def _fp32_ir(env: dict):
     return env["shared"]["ir"]
 
 
+def _fed_as(c: Candidate, env: dict) -> tuple[str, dict]:
+    """(format, meta) whose signature a candidate's calibration images must follow: models made from the PyTorch
+    model (LiteRT, ExecuTorch) take what it takes; ONNX Runtime and OpenVINO candidates what the input ONNX takes."""
+    if c.backend in ("litert", "executorch") and env["torch"] is not None:
+        return "torch", env["torch"].meta
+    return ("openvino" if c.format == "openvino" else "onnx"), env["src"].meta
+
+
 def _build(name: str, c: Candidate, d, env: dict) -> tuple[Any, dict]:
     """Make candidate `name` in directory `d`; returns (path, meta). Library functions do the work."""
     import logging
 
-    src, calib = env["src"], env["calib"]
+    from pipeline import runtimes
+
+    src = env["src"]
+    # each back end calibrates on what its model is fed at evaluation (the one input path, pipeline.calibration)
+    calib = runtimes.adapt_input(*_fed_as(c, env), env["calib"])
     shape = src.meta["input_shape"]
     if c.build == "input":
         return src.path, src.meta
@@ -335,6 +347,7 @@ def _build(name: str, c: Candidate, d, env: dict) -> tuple[Any, dict]:
             facts = nncf_onnx.quantize(src.path, calib, path)
         else:
             vx, vy = env["ac_data"]
+            vx = runtimes.adapt_input(*_fed_as(c, env), vx)
             facts = nncf_onnx.quantize_with_accuracy_control(src.path, calib, vx, vy, path,
                                                              min(env["ac_target"], 99.0) / 100.0)
         return path, {**src.meta, "quantization": facts}
@@ -367,6 +380,7 @@ def _build(name: str, c: Candidate, d, env: dict) -> tuple[Any, dict]:
             path, qmeta = env["shared"]["int8_ir"]
             return path, {**qmeta, "openvino": {**qmeta["openvino"], **c.options}}
         vx, vy = env["ac_data"]
+        vx = runtimes.adapt_input(*_fed_as(c, env), vx)
         return ovc.accuracy_controlled_candidate(xml, meta, calib, vx, vy, d, min(env["ac_target"], 99.0) / 100.0,
                                                  layer_names=ovc.onnx_layer_names(src.path))
     if c.build in ("executorch", "executorch_int8"):
