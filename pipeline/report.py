@@ -185,7 +185,7 @@ def table(summary: dict, color: bool | None = None) -> str:
         if sel:
             losers = [f"{c['name']} ({c['format']}, {c['latency_p50_ms']:.2f} ms, "
                       + (f"{metric} {100 * c['accuracy']:.2f}%: " if c.get("accuracy") is not None else
-                         f"output cosine {c.get('fidelity', {}).get('cosine', float('nan')):.4f}: ")
+                         f"output cosine {(c.get('fidelity') or {}).get('cosine') or float('nan'):.4f}: ")
                       + f"{c['lost_because']})" for c in sel["candidates"] if c["kind"] == "int8" and not c["chosen"]]
             out.append(f"{a['name']}: measured choice {sel['chosen']} ({sel['speedup_vs_fastest_fp32']:.2f}x the "
                        f"fastest fp32, {sel['fastest_fp32']}); not chosen: {'; '.join(losers) or 'none'}")
