@@ -68,6 +68,10 @@ class ExportTflite(Stage):
 
         return check_params(p) + tasks.check_name(str(cfg.get("task", "classification")))
 
+    @classmethod
+    def calibrates(cls, p: ExportTfliteConfig) -> bool:
+        return p.precision == "int8"  # fp32, fp16 and dynamic range calibrate nothing
+
     def source(self, ctx: StageContext) -> Artifact:
         return ctx.input
 
@@ -141,6 +145,13 @@ class QuantizeTflite(ExportTflite):
     Config = QuantizeTfliteConfig
     accepts = ("tflite",)
     implements = ("quantize", "tflite")
+
+    @classmethod
+    def check_lineage(cls, p, upstream, cfg) -> list[str]:
+        from pipeline.stages.base import needs_source
+
+        return needs_source(upstream, SOURCE_FORMATS, "LiteRT int8 re-converts the PyTorch or Keras model the .tflite was exported from",
+                             "export it with {type: export_tflite, precision: int8, inputs: [<the import>]}")
 
     def source(self, ctx: StageContext) -> Artifact:
         for a in ctx.lineage(ctx.input.stage):

@@ -31,6 +31,13 @@ class QuantizeExecutorch(Stage):
             return [f"calibration_samples must be > 0, got {p.calibration_samples}; 100-500 images is usual"]
         return []
 
+    @classmethod
+    def check_lineage(cls, p, upstream, cfg) -> list[str]:
+        from pipeline.stages.base import needs_source
+
+        return needs_source(upstream, ("torch",), "int8 ExecuTorch re-exports the PyTorch model the .pte was exported from",
+                            "export it with {type: export_executorch} before this stage")
+
     def run(self, ctx: StageContext) -> StageResult:
         from pipeline import calibration
         from pipeline.convert.executorch import coverage_line, int8_candidate
