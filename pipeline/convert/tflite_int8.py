@@ -85,7 +85,8 @@ def _annotate_conv_clamp(gm, config, filter_fn=None) -> None:
         u._mark_nodes_as_annotated(partition)
 
 
-def quantizer(per_channel: bool = True, observer: str = "histogram", fuse_clamp: bool = True):
+def quantizer(per_channel: bool = True, observer: str = "histogram", fuse_clamp: bool = True,
+              float_modules=()):
     """litert-torch's PT2E quantizer: symmetric int8 weights (per channel by default) and int8 activations whose
     ranges come from `observer`: "histogram" (litert-torch's default, picks the range that minimises the
     quantization error of the observed histogram) or "minmax" (the observed extremes, what ONNX Runtime's MinMax
@@ -109,12 +110,15 @@ def quantizer(per_channel: bool = True, observer: str = "histogram", fuse_clamp:
                 _annotate_conv_clamp(model, quantization_config, filter_fn)
             return super()._annotate_all_static_patterns(model, quantization_config, filter_fn)
 
-    return Quantizer().set_global(config)
+    q = Quantizer().set_global(config)
+    for name in float_modules:  # float islands: these modules stay in float (a mixed-precision file)
+        q.set_module_name(name, None)
+    return q
 
 
 def convert(model, example_input: np.ndarray, path: Path, calibration: np.ndarray, per_channel: bool = True,
             io: str = "int8", observer: str = "histogram", rewrite: bool = True,
-            fuse_clamp: bool = True) -> dict[str, Any]:
+            fuse_clamp: bool = True, float_modules=()) -> dict[str, Any]:
     """An eval-mode torch module -> full-integer int8 .tflite at `path`, calibrated on `calibration` (float32 NCHW
     images, run one at a time since the exported graph has batch 1). rewrite=False skips `int8_ready` (to measure
     what it changes). Returns facts for the artifact's metadata,
@@ -135,7 +139,7 @@ def convert(model, example_input: np.ndarray, path: Path, calibration: np.ndarra
     model = copy.deepcopy(model).eval()
     model, rewritten = int8_ready(model) if rewrite else (model, 0)
     x = (torch.from_numpy(np.ascontiguousarray(example_input, np.float32)),)
-    q = quantizer(per_channel, observer, fuse_clamp)
+    q = quantizer(per_channel, observer, fuse_clamp, float_modules)
     try:  # strict export records source functions, which the annotators of add/mul/cat need
         gm, strict = torch.export.export(model, x, strict=True).module(), True
     except Exception:  # dynamo cannot trace every model: non-strict export, and the facts say so
@@ -156,5 +160,44 @@ def convert(model, example_input: np.ndarray, path: Path, calibration: np.ndarra
             "quantizer": f"litert-torch PT2EQuantizer (symmetric int8 weights{', per channel' if per_channel else ''}; "
                          f"int8 activations, {observer} calibration{', conv+ReLU6 observed after the clamp' if fuse_clamp else ''})",
             "calibration_samples": int(len(calibration)), "strict_export": strict,
+            **({"float_modules": list(float_modules)} if float_modules else {}),
             "rewritten_hardsigmoid": rewritten, "float_operators": info["float_operators"],
+            "integer_only": info["integer_only"]}
+
+
+def convert_a16w8(model, example_input: np.ndarray, path: Path, calibration: np.ndarray) -> dict[str, Any]:
+    """16x8 .tflite: int16 activations and int8 weights, what TFLite offers when int8 activations lose too much.
+    The fp32 file from litert-torch is quantized by ai-edge-quantizer's static_wi8_ai16 recipe, calibrated on
+    `calibration` (float32 NCHW, fed one image at a time through the file's signature). Integer kernels, but
+    XNNPACK has none for int16 activations: it runs on LiteRT's reference kernels, slower than int8 (the benchmark
+    says by how much)."""
+    import tempfile
+
+    import litert_torch
+    import torch
+    from ai_edge_quantizer import quantizer as aeq
+    from ai_edge_quantizer import recipe
+
+    from pipeline.convert.tflite import quiet_converters
+    from pipeline.runtimes import tflite_rt
+
+    if calibration is None or not len(calibration):
+        raise ValueError("16x8 quantization needs calibration images")
+    with quiet_converters(), tempfile.TemporaryDirectory() as tmp:
+        fp32 = Path(tmp) / "model.fp32.tflite"
+        litert_torch.convert(model.eval(), (torch.from_numpy(np.ascontiguousarray(example_input, np.float32)),)
+                             ).export(str(fp32))
+        q = aeq.Quantizer(str(fp32), recipe.static_wi8_ai16())
+        from ai_edge_litert.interpreter import Interpreter
+
+        it = Interpreter(model_path=str(fp32))
+        key, sig = next(iter(it.get_signature_list().items()))
+        name = sig["inputs"][0]
+        data = {key: [{name: np.ascontiguousarray(calibration[i : i + 1], np.float32)} for i in range(len(calibration))]}
+        result = q.quantize(q.calibrate(data))
+        Path(path).write_bytes(bytes(result.quantized_model))
+    info = tflite_rt.inspect(path)
+    return {"converter": f"litert-torch {litert_torch.__version__} + ai-edge-quantizer static_wi8_ai16",
+            "quantizer": "ai-edge-quantizer 16x8 (int16 activations, int8 weights, min-max calibration)",
+            "calibration_samples": int(len(calibration)), "float_operators": info["float_operators"],
             "integer_only": info["integer_only"]}

@@ -237,7 +237,8 @@ def _failure_message(ctx: StageContext, failures: list, links: list, x, p: Parit
             + (f" Upstream links agreed: {', '.join(ok)}." if ok else "")
             + (f" Downstream stages also off: {', '.join(later)}." if later else "")
             + (f" {layer}." if layer else "")
-            + (f" Remedies tried at '{a.stage}': {'; '.join(t['name'] for t in tried)}." if tried else "")
+            + (f" Tried at '{a.stage}': {'; '.join(t['name'] for t in tried)}"
+               + (" (its remedies are off: remedies=false)." if len(tried) == 1 else ".") if tried else "")
             + f" Look at stage '{a.stage}' first (its parameters, calibration, operators)."
             + (f" Fixes worth trying there: {'; '.join(fixes)}." if fixes else ""))
 
