@@ -47,6 +47,7 @@ class ParityConfig:
     max_abs_error: Optional[NonNegative] = None  # fail when any output's largest absolute difference is above this
     batch_size: PositiveInt = 64  # images per inference call
     diagnose_samples: PositiveInt = 8  # when an int8 model fails: images of the per-layer comparison with its float source
+    diagnose_memory_mb: PositiveInt = 2048  # the per-layer comparison holds at most this many MB of activations at once
 
 
 THRESHOLDS = (*AGREEMENT, "min_cosine", "min_snr_db", "max_abs_error")
@@ -253,8 +254,11 @@ def _diverging_layer(ctx: StageContext, a, src, x, p) -> str:
         return (f"No per-layer comparison: it needs an int8 and a float model of the same format (onnx or tflite), "
                 f"here {a.format} vs {src.format}")
     try:
-        report = diagnose.first_diverging_layer(a.format, src.path, a.path, x[: min(len(x), p.diagnose_samples)],
-                                                meta=a.meta)
+        from pipeline import runtimes
+
+        xs = runtimes.adapt_input(a.format, a.meta, x[: min(len(x), p.diagnose_samples)])  # what the model takes
+        report = diagnose.first_diverging_layer(a.format, src.path, a.path, xs, meta=a.meta,
+                                                memory_mb=p.diagnose_memory_mb)
         files = diagnose.write(report, ctx.workdir / FAILURE_DIR, stem=f"diverging_layer_{a.stage}")
     except Exception as e:  # the diagnosis must not hide the parity failure itself
         ctx.log.warning("per-layer comparison of %s with %s failed: %s", a.stage, src.stage, e)
