@@ -217,7 +217,12 @@ class ImportModel(Stage):
         if p.postprocess:
             meta["postprocess"] = dict(p.postprocess)
         first = outs[0]
-        if ctx.settings.task in ("classification", "segmentation", "detection") and first.ndim >= 2:
+        if ctx.settings.task == "segmentation":
+            from pipeline.tasks.segmentation import Segmentation
+
+            found = Segmentation.layout(first.shape, ctx.data().num_classes or None)
+            meta["num_classes"] = max(2, found[1]) if found else None
+        elif ctx.settings.task in ("classification", "detection") and first.ndim >= 2:
             meta["num_classes"] = int(first.shape[1])
         problems = self._fits(ctx.settings.task, outs, meta, ctx)
         if problems:
