@@ -180,9 +180,7 @@ class PipelineConfig:
 def problems(cfg: Any) -> list[str]:
     """Every number of a composed config outside the range its schema field declares (pipeline.bounds), each as
     'gate.max_accuracy_drop: must be a finite number >= 0, got nan'. Stage parameters are checked per stage."""
-    from pipeline.data import size
-
-    return bounds.problems(cfg, "", PipelineConfig) + size.problems(cfg.model.input_size, str(cfg.data.name))
+    return bounds.problems(cfg, "", PipelineConfig)
 
 
 def register() -> None:

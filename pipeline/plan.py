@@ -237,6 +237,7 @@ def build_plan(cfg: DictConfig, registry: dict[str, type[Stage]] | None = None) 
         problems.append(f"model.name: unknown model {cfg.model.name!r}.{_suggest(cfg.model.name, models.ZOO)} "
                         f"Available: {', '.join(sorted(models.ZOO))}.")
     problems += data_mod.check(cfg.data)
+    problems += data_mod.size.problems(cfg.model.input_size, str(cfg.data.name))  # one side or [H, W]
     problems += config.problems(cfg)  # every number of the config within the range its field declares
 
     specs: dict[str, dict] = {}
@@ -324,7 +325,8 @@ def build_plan(cfg: DictConfig, registry: dict[str, type[Stage]] | None = None) 
                 exporters = sorted(t for t, c in registry.items() if c.produces in accepts and shown in c.accepts)
                 hint = (f" Add an export stage between them (type: {' or '.join(exporters)}, inputs: [{inp}])"
                         if exporters else "")
-                if not exporters and name in resolved:  # pinning another format would deploy what the device does not run
+                if not exporters and name in resolved and name not in pinned_formats:
+                    # (pinning another format would deploy what the device does not run)
                     via = (f" Device {cfg.device.name!r} runs {cfg.device.runtime} ({'/'.join(accepts)}), and no stage "
                            f"converts a {shown} model to it: import the model's PyTorch or Keras source (or a file "
                            f"of the device's format) instead, or plan for a device whose runtime takes {shown} models")

@@ -250,8 +250,8 @@ def check(sig: Signature, input_size=None) -> list[str]:
 
         h, w = hw(input_size)
         if size != (h, w):
-            problems.append(f"{sig.source}: the model takes {size[0]} x {size[1]} (H x W) images ({sig.layout}) but "
-                            f"the data is resized to {h} x {w}: set model.input_size="
+            problems.append(f"{sig.source}: the model takes {size[0]}x{size[1]} (HxW) images ({sig.layout}) but "
+                            f"the data is resized to {h}x{w}: set model.input_size="
                             + (f"{size[0]}" if size[0] == size[1] else f"[{size[0]},{size[1]}]"))
     c = sig.channels
     if c is not None and c not in (1, 3):
@@ -284,7 +284,7 @@ def adapt(x: np.ndarray, sig: Signature, data_mean=(0.5, 0.5, 0.5), data_std=(0.
         x = np.repeat(x, 3, axis=1)
     size = sig.input_size
     if size and tuple(x.shape[2:]) != tuple(size):
-        raise ValueError(f"the model takes {size[0]} x {size[1]} (H x W) images but the batch is {x.shape[2]} x "
+        raise ValueError(f"the model takes {size[0]}x{size[1]} (HxW) images but the batch is {x.shape[2]}x"
                          f"{x.shape[3]}: set model.input_size="
                          + (f"{size[0]}" if size[0] == size[1] else f"[{size[0]},{size[1]}]"))
     if sig.layout == "NHWC":

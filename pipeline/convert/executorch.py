@@ -201,19 +201,15 @@ def coverage_line(cov: dict[str, Any]) -> str:
 
 
 def int8_candidate(torch_path: Path, meta: dict[str, Any], calibration: np.ndarray, workdir: Path,
-                   per_channel: bool = True, float_edges: bool = False) -> tuple[Path, dict[str, Any]]:
+                   per_channel: bool = True, float_modules: Sequence[str] = ()) -> tuple[Path, dict[str, Any]]:
     """The measured choice's ExecuTorch int8 candidate: the torch model at `torch_path` (the fp32 `.pte`'s source;
     a `.pte` cannot be re-quantized) -> PT2E XNNPACK int8 `.pte` in `workdir`. Returns (path, meta)."""
     from pipeline.models import load_torch
 
     model, _ = load_torch(Path(torch_path))
     path = Path(workdir) / "model.int8.pte"
-    floats = ()
-    if float_edges:
-        from pipeline.convert.remedies import edge_modules
-
-        floats = edge_modules(model, len(meta.get("output_names") or [0]))
-    facts = quantize_pte(model, meta["input_shape"], calibration, path, per_channel=per_channel, float_modules=floats)
+    facts = quantize_pte(model, meta["input_shape"], calibration, path, per_channel=per_channel,
+                         float_modules=float_modules)
     return path, {**meta, "input_shape": facts["input_shape"], "executorch": facts,
                   "quantization": facts["quantization"]}
 

@@ -3,8 +3,9 @@ report every attempt. Shared by the quantize stages of every back end (a stage g
 module decides which attempts, judges each against the float model, and keeps the best).
 
 The ladders, cheapest first (each step is tried only if the model is still outside its budget):
-  onnx        per-channel weights; 4x the calibration images; entropy, then percentile calibration; NNCF's int8
-              (its fast bias correction); NNCF accuracy control (the costliest layers back to float; needs labels)
+  onnx        per-channel weights; 4x the calibration images; entropy, then percentile calibration; float islands
+              (the outputs' decoding after the last weighted layers); NNCF's int8 (its fast bias correction); NNCF
+              accuracy control (the costliest layers back to float; needs labels)
   tflite      per-channel weights; 4x the calibration images; min-max calibration; 16x8 (int16 activations, int8
               weights, ai-edge-quantizer); float islands (the first and last layers left in float)
   openvino    4x the calibration images; NNCF's mixed preset (asymmetric activations); full bias correction instead
@@ -44,6 +45,7 @@ _EDGES = Step("float islands (first and last layers in float)", {"float_edges": 
 LADDERS: dict[str, tuple[Step, ...]] = {
     "onnx": (_PER_CHANNEL, _MORE, Step("entropy calibration", {"method": "entropy"}),
              Step("percentile calibration", {"method": "percentile"}),
+             Step("float islands (the outputs' decoding in float)", {"float_tail": True}),
              Step("NNCF int8 (fast bias correction)", {"tool": "nncf"}),
              Step("NNCF accuracy control (costliest layers back to float)", {"tool": "nncf_ac"}, needs="labels")),
     "tflite": (_PER_CHANNEL, _MORE, Step("min-max calibration", {"observer": "minmax"}),

@@ -209,8 +209,8 @@ class ImportModel(Stage):
         x = ctx.data().val_x[:2]
         if tuple(x.shape[-2:]) != tuple(size):
             want = size[0] if size[0] == size[1] else f"[{size[0]},{size[1]}]"
-            raise ValueError(f"{src.name}: the model takes {size[0]} x {size[1]} (H x W) images but the data is "
-                             f"resized to {x.shape[-2]} x {x.shape[-1]}: set model.input_size={want}")
+            raise ValueError(f"{src.name}: the model takes {size[0]}x{size[1]} (HxW) images but the data is "
+                             f"resized to {x.shape[-2]}x{x.shape[-1]}: set model.input_size={want}")
         model = runtimes.load(fmt, path, meta, threads=1)
         outs = runtimes.outputs_of(model, x)
         names = [o.name for o in sig.outputs] if len(sig.outputs) == len(outs) else []
@@ -225,7 +225,8 @@ class ImportModel(Stage):
             found = Segmentation.layout(first.shape, ctx.data().num_classes or None)
             meta["num_classes"] = max(2, found[1]) if found else None
         elif ctx.settings.task in ("classification", "detection") and first.ndim >= 2:
-            meta["num_classes"] = int(first.shape[1])
+            yolo = (p.postprocess or {}).get("kind") == "yolo"  # [N, 4 + classes, candidates]
+            meta["num_classes"] = int(min(first.shape[1:]) - 4 if yolo else first.shape[1])
         problems = self._fits(ctx.settings.task, outs, meta, ctx)
         if problems:
             raise ValueError(f"{src.name}: " + "; ".join(problems))

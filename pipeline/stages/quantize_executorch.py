@@ -59,8 +59,13 @@ class QuantizeExecutorch(Stage):
             # the .pte computes what its torch source computes: calibrate on what that model is fed
             n = remedies.calibration_count(o, p.calibration_samples, len(data.train_x))
             calib = calibration.inputs(data, n, seed, ctx.name, "torch", torch_src.meta)
+            floats = ()
+            if o.get("float_edges"):
+                from pipeline.models import load_torch
+
+                floats = remedies.edge_modules(load_torch(torch_src.path)[0], len(src.meta.get("output_names") or [0]))
             path, meta = int8_candidate(torch_src.path, {**src.meta}, calib, d, per_channel=o["per_channel"],
-                                        float_edges=bool(o.get("float_edges")))
+                                        float_modules=floats)
             meta["quantization"] = {**meta["quantization"], "calibration_input": calibration.describe(calib)}
             return path, meta
 

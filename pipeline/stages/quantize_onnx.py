@@ -3,8 +3,8 @@ of the training split (pipeline.convert.onnx.quantize_qdq). Every output of the 
 and boxes); calibration images are fed as the model takes them (an imported NHWC graph gets NHWC images).
 
 When the int8 model misses parity's budget against its fp32 source, the remedies of pipeline.convert.remedies are
-tried, cheapest first (per-channel weights, more calibration images, entropy / percentile calibration, NNCF's int8,
-NNCF accuracy control), each reported; the best one is the artifact."""
+tried, cheapest first (per-channel weights, more calibration images, entropy / percentile calibration, the outputs'
+decoding in float, NNCF's int8, NNCF accuracy control), each reported; the best one is the artifact."""
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
@@ -62,7 +62,7 @@ class QuantizeOnnx(Stage):
             else:
                 opts = replace(QdqOptions(**{f.name: getattr(p, f.name) for f in fields(QdqOptions)}),
                                per_channel=o["per_channel"], method=o["method"])
-                facts = quantize_qdq(src.path, out, calib, opts)
+                facts = quantize_qdq(src.path, out, calib, opts, float_tail=bool(o.get("float_tail")))
                 facts.pop("duplicate_initializer_bytes_saved")
             return out, {**src.meta, "task": ctx.settings.task,
                          "quantization": {**facts, "calibration_input": calibration.describe(calib)}}

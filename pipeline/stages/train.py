@@ -36,9 +36,9 @@ class Train(Stage):
         if task != "classification" and models.framework(str(cfg.model.name)) == "keras" and not fine_tunes:
             problems.append(f"model.name: {cfg.model.name!r} (Keras) trains as a classifier only; task={task!r} "
                             f"needs a PyTorch model of the zoo")
-        if task == "none":
-            problems.append("task=none has no labels to train on: import a trained model (type: import_model) "
-                            "instead of a train stage")
+        if task == "none" or str(cfg.data.name) == "images":
+            problems.append(f"{'task=none' if task == 'none' else 'data=images'} has no labels to train on: import a "
+                            f"trained model (type: import_model) instead of a train stage")
         return problems
 
     @classmethod

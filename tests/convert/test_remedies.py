@@ -120,5 +120,6 @@ def test_when_no_remedy_helps_parity_names_every_attempt_and_the_first_diverging
     msg = str(e.value)
     assert "diverged from its source 'export'" in msg and "min_snr_db 20" in msg
     assert ("Tried at 'int8': as configured; per-channel weights; 4x the calibration images; entropy calibration; "
-            "percentile calibration; NNCF int8 (fast bias correction).") in msg
+            "percentile calibration; float islands (the outputs' decoding in float); NNCF int8 (fast bias "
+            "correction).") in msg
     assert "first diverging layer: " in msg

@@ -186,7 +186,9 @@ def test_nhwc_two_output_onnx_detector(tmp_path):
     cfg.stages = OmegaConf.create({
         "mine": {"type": "import_model", "path": str(path)},
         "quantize": {"type": "quantize_onnx", "inputs": ["mine"], "calibration_samples": 16},
-        "parity": {"type": "parity", "samples": 16, "inputs": ["quantize"]},
+        # (an untrained detector's peaks are ties that int8 noise reorders: the task's mAP agreement is not the
+        # point here, each output's tensor metrics are)
+        "parity": {"type": "parity", "samples": 16, "inputs": ["quantize"], "task_defaults": False},
         "evaluate": {"type": "evaluate"}})
     s = run(cfg)
     par = _art(s, "quantize")["parity"]
