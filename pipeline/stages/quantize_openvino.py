@@ -1,6 +1,8 @@
 """`quantize_openvino`: int8 IR with NNCF, calibrated on N training images: post-training `nncf.quantize`, or with
 accuracy control (`nncf.quantize_with_accuracy_control`: the operations that cost most accuracy go back to float
-until the drop is within the budget; the summary lists them) (pipeline.convert.openvino)."""
+until the drop is within the budget; the summary lists them) (pipeline.convert.openvino). Post-training int8 outside
+parity's budget against the fp32 IR gets the remedies of pipeline.convert.remedies (more calibration images, the
+mixed preset, full bias correction, accuracy control where there are labels), each reported."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -54,9 +56,9 @@ class QuantizeOpenvino(Stage):
         p: QuantizeOpenvinoConfig = ctx.params
         src = ctx.input
         data = ctx.data()
-        calib = calibration.inputs(data, p.calibration_samples, ctx.settings.seed, ctx.name, "openvino", src.meta)
         if not p.accuracy_control:
-            return self._with_remedies(ctx, data, calib)
+            return self._with_remedies(ctx, data)
+        calib = calibration.inputs(data, p.calibration_samples, ctx.settings.seed, ctx.name, "openvino", src.meta)
         points = p.max_accuracy_drop if p.max_accuracy_drop is not None else float(ctx.settings.gate.max_accuracy_drop)
         n = min(p.accuracy_control_samples, len(data.train_x))
         idx = np.random.default_rng(int(ctx.settings.seed) + 1).choice(len(data.train_x), n, replace=False)
@@ -85,7 +87,7 @@ class QuantizeOpenvino(Stage):
                            info={"kept_in_float": kept, "accuracy_control_met": q["met"],
                                  "plain_int8_top1": q["top1"]["int8"], "accuracy_controlled_top1": q["top1"]["int8_accuracy_control"]})
 
-    def _with_remedies(self, ctx: StageContext, data, calib) -> StageResult:
+    def _with_remedies(self, ctx: StageContext, data) -> StageResult:
         """NNCF's post-training int8; outside parity's budget, the OpenVINO ladder of pipeline.convert.remedies."""
         from pipeline import calibration
         from pipeline.convert import openvino as ovc
