@@ -112,8 +112,15 @@ def quantize_pte(model, input_shape: Sequence[int], calibration: np.ndarray, pat
     shape = (1, *tuple(input_shape)[1:])
     example = (torch.zeros(shape),)
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=per_channel))
-    for name in float_modules:  # float islands: left in float, XNNPACK runs them in fp32
-        quantizer.set_module_name(name, None)
+    if float_modules:  # float islands: nodes of these modules are not annotated, XNNPACK runs them in fp32
+        floats = set(float_modules)  # (set_module_name(m, None) is refused by the XNNPACK quantizer)
+
+        def in_float_module(node) -> bool:
+            stack = node.meta.get("nn_module_stack") or {}
+            paths = {str(v[0]).replace("L['self'].", "").replace("L__self___", "") for v in stack.values()}
+            return bool(paths & floats)
+
+        quantizer.set_filter_function(lambda node: not in_float_module(node))
     with quiet(), torch.no_grad():
         graph = torch.export.export(_eval(model), example).module()
         prepared = prepare_pt2e(graph, quantizer)

@@ -85,8 +85,7 @@ def _annotate_conv_clamp(gm, config, filter_fn=None) -> None:
         u._mark_nodes_as_annotated(partition)
 
 
-def quantizer(per_channel: bool = True, observer: str = "histogram", fuse_clamp: bool = True,
-              float_modules=()):
+def quantizer(per_channel: bool = True, observer: str = "histogram", fuse_clamp: bool = True):
     """litert-torch's PT2E quantizer: symmetric int8 weights (per channel by default) and int8 activations whose
     ranges come from `observer`: "histogram" (litert-torch's default, picks the range that minimises the
     quantization error of the observed histogram) or "minmax" (the observed extremes, what ONNX Runtime's MinMax
@@ -110,15 +109,12 @@ def quantizer(per_channel: bool = True, observer: str = "histogram", fuse_clamp:
                 _annotate_conv_clamp(model, quantization_config, filter_fn)
             return super()._annotate_all_static_patterns(model, quantization_config, filter_fn)
 
-    q = Quantizer().set_global(config)
-    for name in float_modules:  # float islands: these modules stay in float (a mixed-precision file)
-        q.set_module_name(name, None)
-    return q
+    return Quantizer().set_global(config)
 
 
 def convert(model, example_input: np.ndarray, path: Path, calibration: np.ndarray, per_channel: bool = True,
             io: str = "int8", observer: str = "histogram", rewrite: bool = True,
-            fuse_clamp: bool = True, float_modules=()) -> dict[str, Any]:
+            fuse_clamp: bool = True) -> dict[str, Any]:
     """An eval-mode torch module -> full-integer int8 .tflite at `path`, calibrated on `calibration` (float32 NCHW
     images, run one at a time since the exported graph has batch 1). rewrite=False skips `int8_ready` (to measure
     what it changes). Returns facts for the artifact's metadata,
@@ -139,7 +135,7 @@ def convert(model, example_input: np.ndarray, path: Path, calibration: np.ndarra
     model = copy.deepcopy(model).eval()
     model, rewritten = int8_ready(model) if rewrite else (model, 0)
     x = (torch.from_numpy(np.ascontiguousarray(example_input, np.float32)),)
-    q = quantizer(per_channel, observer, fuse_clamp, float_modules)
+    q = quantizer(per_channel, observer, fuse_clamp)
     try:  # strict export records source functions, which the annotators of add/mul/cat need
         gm, strict = torch.export.export(model, x, strict=True).module(), True
     except Exception:  # dynamo cannot trace every model: non-strict export, and the facts say so
@@ -160,7 +156,6 @@ def convert(model, example_input: np.ndarray, path: Path, calibration: np.ndarra
             "quantizer": f"litert-torch PT2EQuantizer (symmetric int8 weights{', per channel' if per_channel else ''}; "
                          f"int8 activations, {observer} calibration{', conv+ReLU6 observed after the clamp' if fuse_clamp else ''})",
             "calibration_samples": int(len(calibration)), "strict_export": strict,
-            **({"float_modules": list(float_modules)} if float_modules else {}),
             "rewritten_hardsigmoid": rewritten, "float_operators": info["float_operators"],
             "integer_only": info["integer_only"]}
 

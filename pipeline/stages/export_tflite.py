@@ -8,7 +8,7 @@ quantizes); dynamic-range (int8 weights, activations quantized at run time). Ker
 TFLiteConverter with the same four precisions (a representative dataset for int8). Every int8 file is then read back
 from its flatbuffer: a float operator left inside fails the stage (`require_integer_only`), instead of being assumed away.
 An int8 file outside parity's budget against its source gets the remedies of pipeline.convert.remedies, cheapest
-first (per-channel weights, more calibration images, min-max calibration, 16x8, float islands), each reported.
+first (per-channel weights, more calibration images, min-max calibration, 16x8), each reported.
 
 The conversions are library functions in pipeline/convert/tflite.py.
 """
@@ -96,12 +96,8 @@ class ExportTflite(Stage):
         n = remedies.calibration_count(o, p.calibration_samples, len(data.train_x))
         calib = calibration.inputs(data, n, ctx.settings.seed, ctx.name, src.format, src.meta) \
             if p.precision == "int8" else None
-        remedy = o.get("scheme") or o.get("observer") != "histogram" or o.get("float_edges")
-        if src.format != "torch" and remedy:
+        if src.format != "torch" and (o.get("scheme") or o.get("observer") != "histogram"):
             raise ValueError("this remedy converts PyTorch models (litert-torch); the source is a Keras model")
-        if o.get("float_edges") and p.require_integer_only:
-            raise ValueError(f"float islands make a mixed file; set stages.{ctx.name}.require_integer_only=false "
-                             f"to allow them")
         if src.format == "torch" and p.precision == "int8":
             from pipeline.convert import tflite_int8
             from pipeline.models import load_torch
@@ -111,10 +107,7 @@ class ExportTflite(Stage):
             if o.get("scheme") == "a16w8":
                 facts = tflite_int8.convert_a16w8(model, example, path, calib)
             else:
-                floats = remedies.edge_modules(model, len(src.meta.get("output_names") or [0])) \
-                    if o.get("float_edges") else ()
-                facts = tflite_int8.convert(model, example, path, calib, o["per_channel"], p.io, o["observer"],
-                                            float_modules=floats)
+                facts = tflite_int8.convert(model, example, path, calib, o["per_channel"], p.io, o["observer"])
             layout = "NCHW"
         else:
             facts, layout = export_source(src.format, src.path, src.meta["input_shape"], path, p.precision, calib,

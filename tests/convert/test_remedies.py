@@ -123,3 +123,33 @@ def test_when_no_remedy_helps_parity_names_every_attempt_and_the_first_diverging
             "percentile calibration; float islands (the outputs' decoding in float); NNCF int8 (fast bias "
             "correction).") in msg
     assert "first diverging layer: " in msg
+
+
+def test_mixed_precision_remedies_make_files_that_run_and_agree(tmp_path):
+    """The rungs that change precision: LiteRT 16x8 (ai-edge-quantizer's int16 activations) and ExecuTorch float
+    islands (the first and last layers left in float by the XNNPACK quantizer) give runnable files close to the
+    PyTorch model."""
+    import numpy as np
+
+    from pipeline import runtimes
+    from pipeline.convert import executorch, remedies, tflite_int8
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3),
+                                torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(8, 4)).eval()
+    x = np.random.default_rng(0).standard_normal((24, 3, 16, 16)).astype(np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x[16:])).numpy()
+    a16 = tmp_path / "a16w8.tflite"
+    assert "16x8" in tflite_int8.convert_a16w8(model, x[:1], a16, x[:16])["quantizer"]
+    floats = remedies.edge_modules(model)
+    assert floats == ["0", "6"]  # the first convolution and the classifier
+    pte = tmp_path / "islands.pte"
+    facts = executorch.quantize_pte(model, (1, 3, 16, 16), x[:16], pte, float_modules=floats)
+    assert facts["quantization"]["float_modules"] == floats
+    for fmt, path in (("tflite", a16), ("executorch", pte)):
+        got = runtimes.load(fmt, path, {"input_layout": "NCHW", "input_shape": [1, 3, 16, 16]}, threads=1).predict(
+            x[16:])
+        cos = (ref * got).sum(1) / np.linalg.norm(ref, axis=1) / np.linalg.norm(got, axis=1)
+        assert cos.mean() > 0.99, (path.name, cos)
