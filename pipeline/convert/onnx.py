@@ -68,6 +68,7 @@ def export_torch(model, input_shape, path: Path, opset: int = 18, dynamic_batch:
 
 
 COMPUTE = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+MIN_QDQ_OPSET = 13  # DequantizeLinear's `axis` (per-channel weights) arrived in opset 13
 
 
 def tail_nodes(model) -> list[str]:
@@ -104,11 +105,21 @@ def quantize_qdq(src: Path, out: Path, calibration, p: QdqOptions, log_level: in
         def get_next(self):
             return next(self.it, None)
 
-    input_name = onnx.load(str(src), load_external_data=False).graph.input[0].name
+    head = onnx.load(str(src), load_external_data=False)
+    input_name = head.graph.input[0].name
     model_in = Path(src)
+    opset = next((o.version for o in head.opset_import if o.domain in ("", "ai.onnx")), MIN_QDQ_OPSET)
+    if opset < MIN_QDQ_OPSET:  # an older file (Paddle, early exporters): per-channel QDQ needs `axis`, from opset 13
+        from onnx import version_converter
+
+        model_in = out.with_name("opset13.onnx")
+        onnx.save(version_converter.convert_version(onnx.load(str(src)), MIN_QDQ_OPSET), str(model_in))
     if p.preprocess:
-        model_in = out.with_name("preprocessed.onnx")
-        quant_pre_process(str(src), str(model_in), skip_symbolic_shape=True)
+        pre = out.with_name("preprocessed.onnx")
+        quant_pre_process(str(model_in), str(pre), skip_symbolic_shape=True)
+        if model_in != Path(src):
+            model_in.unlink()
+        model_in = pre
     qtype = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
     graph_model = onnx.load(str(model_in))
     ops = sorted({n.op_type for n in graph_model.graph.node} - set(p.exclude_op_types))
