@@ -164,8 +164,8 @@ def spec(model: str, device: str) -> tuple[list[str], dict]:
         over = ["task=classification", "data=imagefolder", f"data.path={fashion_folder()}", "model.input_size=112",
                 "data.mean=[0.485,0.456,0.406]", "data.std=[0.229,0.224,0.225]"]
         mine = {"type": "import_model", "path": F.get_model_file_path(), "_target_": "third_party_nets.efficientnet_lite0"}
-        stages = {"mine": mine, "finetune": {"type": "train", "inputs": ["mine"], "epochs": 3, "batch_size": 32,
-                                              "lr": 0.01},
+        stages = {"mine": mine, "finetune": {"type": "train", "inputs": ["mine"], "epochs": 4, "batch_size": 32,
+                                              "lr": 0.002},  # (a pretrained network: a small peak rate)
                   "export": {"type": "export", "inputs": ["finetune"]},
                   "quantize": {**quantize, "inputs": ["export"]}, "parity": {"type": "parity"},
                   "evaluate": {"type": "evaluate"}, "benchmark": _benchmark(["export", "quantize"])}
