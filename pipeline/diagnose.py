@@ -10,8 +10,8 @@ as many as fit, both models run image by image and only running sums are kept, s
 layers costs several passes instead of all its tensors for all images at once (which took more than 24 GB).
 
 ONNX (QDQ int8 vs fp32): each float tensor is paired with the int8 model's value after its QuantizeLinear /
-DequantizeLinear pair (what the next layer receives), by the names ONNX Runtime's quantizer gives them (as its
-qdq_loss_debug pairs them). Both graphs run with graph optimisations off so that every tensor exists; QDQ then
+DequantizeLinear pair (what the next layer receives), found by following the pair in the graph (ONNX Runtime's
+quantizer and NNCF name them differently). Both graphs run with graph optimisations off so that every tensor exists; QDQ then
 computes each layer in float on dequantized values, which differs from ONNX Runtime's fused int8 kernels only by
 their requantization rounding.
 
@@ -187,15 +187,21 @@ def onnx_layers(fp32_path: Path, int8_path: Path, x: np.ndarray, threshold: floa
     ref_model = onnx.shape_inference.infer_shapes(onnx.load(str(fp32_path)))
     q_model = onnx.load(str(int8_path))
     q_tensors = {t for n in q_model.graph.node for t in n.output} | {i.name for i in q_model.graph.input}
+    # what follows a tensor's QuantizeLinear -> DequantizeLinear pair, whoever named them (NNCF keeps the float
+    # tensor's name on the Q input; ONNX Runtime renames it <t>_QuantizeLinear_Input and gives <t> to the DQ output)
+    q_of = {n.output[0]: n.input[0] for n in q_model.graph.node if n.op_type == "QuantizeLinear"}
+    after_qdq = {q_of[n.input[0]]: n.output[0] for n in q_model.graph.node
+                 if n.op_type == "DequantizeLinear" and n.input[0] in q_of}
     names = _layer_names(ref_model.graph)
     pairs = []  # (layer, op, float tensor, the int8 model's tensor after Q/DQ, bytes per image)
+    quantized = False
     for t, op, size in _onnx_activation_tensors(ref_model.graph):
-        post = t if t + QUANT_INPUT_SUFFIX in q_tensors else t + DEQUANT_OUTPUT_SUFFIX
-        post = post if post in q_tensors else t  # (a tensor the quantizer left in float keeps its name)
+        post = after_qdq.get(t) or after_qdq.get(t + QUANT_INPUT_SUFFIX) or (
+            t + DEQUANT_OUTPUT_SUFFIX if t + DEQUANT_OUTPUT_SUFFIX in q_tensors else None)
+        quantized |= post is not None
+        post = post or t  # (a tensor the quantizer left in float keeps its name)
         if post in q_tensors:
             pairs.append((names.get(t, t) if op != "input" else t, op, t, post, size))
-    quantized = any(t + QUANT_INPUT_SUFFIX in q_tensors or t + DEQUANT_OUTPUT_SUFFIX in q_tensors
-                    for _, _, t, _, _ in pairs)
     if not quantized:
         raise ValueError(f"{int8_path} and {fp32_path} share no quantized tensor: compare an int8 QDQ model with the "
                          f"fp32 model it was quantized from")
