@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 WORK = Path(os.environ.get("BENCH_WORK", "/tmp/edge-bench-third-party"))
-RESULTS = ROOT / "bench" / "third_party_results.json"
+RESULTS = Path(os.environ.get("BENCH_RESULTS", ROOT / "bench" / "third_party_results.json"))
 DEVICES = ("pixel7", "jetson_orin_nano", "host")
 MODELS = ["nudenet", "ppocr_det", "face_tflite", "lite0_fashion", "nudenet_plain", "centernet_digits"]
 
@@ -56,12 +56,12 @@ def _package_file(package: str, rel: str) -> Path:
 
 
 # --- images ---------------------------------------------------------------------------------------------------
-def faces(n: int = 64) -> Path:
+def faces(n: int = 200) -> Path:
     """Random crops (40-100% of the side), flips and brightness of three photos: a face (Grace Hopper) and two
     scenes without one."""
     from PIL import Image, ImageEnhance
 
-    out = WORK / "images_faces"
+    out = WORK / f"images_faces{n}"
     if out.is_dir():
         return out
     out.mkdir(parents=True)

@@ -2,7 +2,7 @@
 
 From one trained model it builds the candidates every back end here can make, in every precision this CPU runs:
 ONNX Runtime fp32 and its QDQ int8 variants (quantize_static's defaults, per-channel, signed/unsigned activations,
-Add left in float, NNCF's ONNX int8), OpenVINO fp32 / its default / bf16 / f16 and NNCF int8 (LATENCY and THROUGHPUT
+Add left in float, the outputs' decoding left in float, NNCF's ONNX int8), OpenVINO fp32 / its default / bf16 / f16 and NNCF int8 (LATENCY and THROUGHPUT
 hints), ExecuTorch XNNPACK fp32 and int8, LiteRT fp32 and full-integer int8, and, when no plain int8 candidate stays
 within the accuracy budget, NNCF's accuracy-controlled int8 (the costliest layers kept in float, listed with what
 they cost). Every candidate is evaluated on the validation split and timed side by side in one fresh process
@@ -51,6 +51,9 @@ CANDIDATES: dict[str, Candidate] = {
     "ort_per_channel_s8": Candidate("onnxruntime", "onnx", "int8", "ort_qdq", _qdq(activation_type="int8")),
     "ort_per_channel_u8_float_add": Candidate("onnxruntime", "onnx", "int8", "ort_qdq",
                                               _qdq(exclude_op_types=["Add"])),
+    "ort_per_channel_u8_float_tail": Candidate("onnxruntime", "onnx", "int8", "ort_qdq", _qdq(float_tail=True),
+                                               about="the outputs' decoding left in float (a detector's boxes and "
+                                                     "scores keep their own ranges)"),
     "ort_nncf_int8": Candidate("onnxruntime", "onnx", "int8", "nncf_onnx", about="nncf.quantize on the ONNX model"),
     "ort_int8_accuracy_control": Candidate("onnxruntime", "onnx", "int8", "nncf_onnx_ac", accuracy_control=True,
                                            counterpart="ort_nncf_int8",
@@ -76,7 +79,8 @@ CANDIDATES: dict[str, Candidate] = {
                                  about="PT2E with the XNNPACK quantizer, lowered to XNNPACK"),
 }
 # quantize_qdq options of the ONNX Runtime QDQ variants (bench/bench_runtimes.py builds the same ones)
-QDQ_VARIANTS = {n: dict(c.options) for n, c in CANDIDATES.items() if c.build == "ort_qdq"}
+QDQ_VARIANTS = {n: dict(c.options) for n, c in CANDIDATES.items()
+                if c.build == "ort_qdq" and "float_tail" not in c.options}  # (QdqOptions fields only)
 # all but openvino_bf16 (OpenVINO's default already computes in bf16 wherever the CPU can) and ort_nncf_int8 (built
 # when ONNX accuracy control is, as what it is compared with)
 DEFAULT_CANDIDATES = [n for n in CANDIDATES if n not in ("openvino_bf16", "ort_nncf_int8")]
@@ -344,8 +348,9 @@ def _build(name: str, c: Candidate, d, env: dict) -> tuple[Any, dict]:
 
         path = d / "model.int8.onnx"
         # ERROR: the defaults candidate skips ONNX Runtime's pre-processing on purpose, and it says so
-        facts = onnx_convert.quantize_qdq(src.path, path, calib,
-                                          onnx_convert.QdqOptions(method=env["method"], **c.options), logging.ERROR)
+        opts = {k: v for k, v in c.options.items() if k != "float_tail"}
+        facts = onnx_convert.quantize_qdq(src.path, path, calib, onnx_convert.QdqOptions(method=env["method"], **opts),
+                                          logging.ERROR, float_tail=bool(c.options.get("float_tail")))
         facts.pop("duplicate_initializer_bytes_saved")
         return path, {**src.meta, "quantization": facts}
     if c.build in ("nncf_onnx", "nncf_onnx_ac"):
@@ -419,6 +424,8 @@ def _settings(c: Candidate, meta: dict, threads: int) -> str:
                     f"{'u8' if c.options['activation_type'] == 'uint8' else 's8'} act")
         if c.options.get("exclude_op_types"):
             bits.append("float " + "/".join(c.options["exclude_op_types"]))
+        if c.options.get("float_tail"):
+            bits.append("float output decoding")
     elif c.format == "onnx":
         bits.append("graph opt ALL" if c.build == "input" else "QDQ (NNCF)")
     elif c.format == "openvino":
