@@ -271,8 +271,10 @@ def table(results: list[dict]) -> str:
         lines.append(f"| {r['model']} | {r['device']} | {r['status']} | {metric(ref)} | {metric(q)} | {shown} | "
                      f"{used} | {q['size_mb']:.2f} | {ms(fp32_ms)} / {ms(q['p50_ms'] if q else None)} | "
                      f"{verdict.replace('|', '/')} |" if q else
-                     f"| {r['model']} | {r['device']} | {r['status']} | {metric(ref)} | - | - | - | - | - | "
-                     f"{(r.get('error') or '')[:300].replace('|', '/')} |")
+                     f"| {r['model']} | {r['device']} | {r['status']} | {metric(ref)} | "
+                     f"{'no int8 stage' if r['status'] == 'success' else 'no int8 kept'} | - | - | "
+                     f"{ref['size_mb']:.2f} (fp32) | {ms(ref['p50_ms'])} / - | "
+                     f"{'fp32 deployed as imported' if r['status'] == 'success' else (r.get('error') or '')[:400]} |")
     return "\n".join(lines)
 
 
