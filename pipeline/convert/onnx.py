@@ -67,9 +67,32 @@ def export_torch(model, input_shape, path: Path, opset: int = 18, dynamic_batch:
     return float(max(np.abs(r - g).max() for r, g in zip(ref, got)))
 
 
-def quantize_qdq(src: Path, out: Path, calibration, p: QdqOptions, log_level: int = logging.WARNING) -> dict:
+COMPUTE = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+MIN_QDQ_OPSET = 13  # DequantizeLinear's `axis` (per-channel weights) arrived in opset 13
+
+
+def tail_nodes(model) -> list[str]:
+    """The nodes between the last layers with weights and the graph's outputs (a detector's decoding: reshapes,
+    sigmoids, box arithmetic, the concat of boxes and scores): walking back from every output, up to (not into) a
+    Conv / Gemm / MatMul. Left in float, they keep each output's own range: one int8 scale for a concat of pixel
+    coordinates (0-640) and scores (0-1) rounds every score to 0 or 2.5."""
+    producer = {t: n for n in model.graph.node for t in n.output}
+    out, todo, seen = [], [o.name for o in model.graph.output], set()
+    while todo:
+        n = producer.get(todo.pop())
+        if n is None or n.name in seen or n.op_type in COMPUTE:
+            continue
+        seen.add(n.name)
+        out.append(n.name)
+        todo += list(n.input)
+    return out
+
+
+def quantize_qdq(src: Path, out: Path, calibration, p: QdqOptions, log_level: int = logging.WARNING,
+                 float_tail: bool = False) -> dict:
     """Static int8 quantization of the ONNX model `src` into `out`, calibrated on `calibration` (N, C, H, W).
-    Returns the `quantization` facts for the artifact's meta."""
+    float_tail: leave `tail_nodes` (the outputs' decoding) in float. Returns the `quantization` facts for the
+    artifact's meta."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static
@@ -82,13 +105,25 @@ def quantize_qdq(src: Path, out: Path, calibration, p: QdqOptions, log_level: in
         def get_next(self):
             return next(self.it, None)
 
-    input_name = onnx.load(str(src), load_external_data=False).graph.input[0].name
+    head = onnx.load(str(src), load_external_data=False)
+    input_name = head.graph.input[0].name
     model_in = Path(src)
+    opset = next((o.version for o in head.opset_import if o.domain in ("", "ai.onnx")), MIN_QDQ_OPSET)
+    if opset < MIN_QDQ_OPSET:  # an older file (Paddle, early exporters): per-channel QDQ needs `axis`, from opset 13
+        from onnx import version_converter
+
+        model_in = out.with_name("opset13.onnx")
+        onnx.save(version_converter.convert_version(onnx.load(str(src)), MIN_QDQ_OPSET), str(model_in))
     if p.preprocess:
-        model_in = out.with_name("preprocessed.onnx")
-        quant_pre_process(str(src), str(model_in), skip_symbolic_shape=True)
+        pre = out.with_name("preprocessed.onnx")
+        quant_pre_process(str(model_in), str(pre), skip_symbolic_shape=True)
+        if model_in != Path(src):
+            model_in.unlink()
+        model_in = pre
     qtype = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
-    ops = sorted({n.op_type for n in onnx.load(str(model_in)).graph.node} - set(p.exclude_op_types))
+    graph_model = onnx.load(str(model_in))
+    ops = sorted({n.op_type for n in graph_model.graph.node} - set(p.exclude_op_types))
+    excluded = tail_nodes(graph_model) if float_tail else []
     with quiet(("root",), log_level, silence_warnings=False):  # it logs every rewrite on the root logger
         quantize_static(
             str(model_in), str(out), Reader(calibration, input_name),
@@ -96,7 +131,7 @@ def quantize_qdq(src: Path, out: Path, calibration, p: QdqOptions, log_level: in
             activation_type=qtype[p.activation_type], weight_type=qtype[p.weight_type],
             calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                               "percentile": CalibrationMethod.Percentile}[p.method],
-            op_types_to_quantize=ops,
+            op_types_to_quantize=ops, nodes_to_exclude=excluded,
             extra_options={"ActivationSymmetric": p.symmetric_activations},
         )
     if model_in != Path(src):
@@ -104,7 +139,8 @@ def quantize_qdq(src: Path, out: Path, calibration, p: QdqOptions, log_level: in
     saved = dedupe_initializers(out)
     return {"tool": "onnxruntime.quantize_static", "format": "QDQ", "calibration_samples": len(calibration),
             "method": p.method, "per_channel": p.per_channel, "activations": p.activation_type,
-            "weights": p.weight_type, "duplicate_initializer_bytes_saved": saved}
+            "weights": p.weight_type, "duplicate_initializer_bytes_saved": saved,
+            **({"float_nodes": excluded} if excluded else {})}
 
 
 def dedupe_initializers(path) -> int:

@@ -221,11 +221,11 @@ def _copy_ir(src_xml: Path, dst_xml: Path) -> None:
 
 
 def int8_candidate(fp32_xml: Path, meta: dict[str, Any], calibration: np.ndarray, workdir: Path,
-                   preset: str = "performance") -> tuple[Path, dict[str, Any]]:
+                   preset: str = "performance", fast_bias_correction: bool = True) -> tuple[Path, dict[str, Any]]:
     """The measured choice's OpenVINO int8 candidate: NNCF post-training int8 of the fp32 IR. Returns (path, meta);
     the plugin's default precision applies to the layers left in float."""
     path = Path(workdir) / "model.int8.xml"
-    facts = quantize_ir(fp32_xml, calibration, path, preset=preset)
+    facts = quantize_ir(fp32_xml, calibration, path, preset=preset, fast_bias_correction=fast_bias_correction)
     return path, {**meta, "openvino": {**meta.get("openvino", {}), "inference_precision": None},
                   "quantization": facts}
 

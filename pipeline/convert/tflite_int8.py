@@ -158,3 +158,41 @@ def convert(model, example_input: np.ndarray, path: Path, calibration: np.ndarra
             "calibration_samples": int(len(calibration)), "strict_export": strict,
             "rewritten_hardsigmoid": rewritten, "float_operators": info["float_operators"],
             "integer_only": info["integer_only"]}
+
+
+def convert_a16w8(model, example_input: np.ndarray, path: Path, calibration: np.ndarray) -> dict[str, Any]:
+    """16x8 .tflite: int16 activations and int8 weights, what TFLite offers when int8 activations lose too much.
+    The fp32 file from litert-torch is quantized by ai-edge-quantizer's static_wi8_ai16 recipe, calibrated on
+    `calibration` (float32 NCHW, fed one image at a time through the file's signature). Integer kernels, but
+    XNNPACK has none for int16 activations: it runs on LiteRT's reference kernels, slower than int8 (the benchmark
+    says by how much)."""
+    import tempfile
+
+    import litert_torch
+    import torch
+    from ai_edge_quantizer import quantizer as aeq
+    from ai_edge_quantizer import recipe
+
+    from pipeline.convert.tflite import quiet_converters
+    from pipeline.runtimes import tflite_rt
+
+    if calibration is None or not len(calibration):
+        raise ValueError("16x8 quantization needs calibration images")
+    with quiet_converters(), tempfile.TemporaryDirectory() as tmp:
+        fp32 = Path(tmp) / "model.fp32.tflite"
+        litert_torch.convert(model.eval(), (torch.from_numpy(np.ascontiguousarray(example_input, np.float32)),)
+                             ).export(str(fp32))
+        q = aeq.Quantizer(str(fp32), recipe.static_wi8_ai16())
+        from ai_edge_litert.interpreter import Interpreter
+
+        it = Interpreter(model_path=str(fp32))
+        key, sig = next(iter(it.get_signature_list().items()))
+        name = sig["inputs"][0]
+        data = {key: [{name: np.ascontiguousarray(calibration[i : i + 1], np.float32)} for i in range(len(calibration))]}
+        result = q.quantize(q.calibrate(data))
+        Path(path).write_bytes(bytes(result.quantized_model))
+    info = tflite_rt.inspect(path)
+    return {"converter": f"litert-torch {litert_torch.__version__} + ai-edge-quantizer static_wi8_ai16",
+            "quantizer": "ai-edge-quantizer 16x8 (int16 activations, int8 weights, min-max calibration)",
+            "calibration_samples": int(len(calibration)), "float_operators": info["float_operators"],
+            "integer_only": info["integer_only"]}

@@ -34,6 +34,9 @@ class DataConfig:
     annotations: Optional[str] = None  # coco: the instances JSON
     classes: Optional[List[str]] = None  # yolo / masks: class names in label order
     max_images: Optional[PositiveInt] = None  # images: cap on the images read
+    # coco / yolo: how images meet the input size: letterbox (aspect kept, padded grey; boxes scaled and shifted
+    # with them, and mapped back by pipeline.data._common.unletterbox) | stretch; null = letterbox
+    resize: Optional[str] = None
     train_images: Optional[PositiveInt] = None  # digits_detection / digits_segmentation: composed training canvases
     val_images: Optional[PositiveInt] = None  # the same: composed validation canvases
     digits_per_image: Optional[List[PositiveInt]] = None  # the same: [min, max] digits per canvas
@@ -43,7 +46,9 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     name: str = MISSING  # a model of the zoo (pipeline/models)
-    input_size: PositiveInt = 224  # square input resolution
+    # input resolution: one side for a square (224), or [H, W] for another shape ([608, 800]); checked by
+    # pipeline.data.size (a union of int and list is beyond the schema's types)
+    input_size: Any = 224
     width_mult: Positive = 1.0  # channel width multiplier
     dropout: Dropout = 0.2  # dropout before the classifier
 

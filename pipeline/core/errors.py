@@ -29,6 +29,16 @@ class StageError(PipelineError):
     exit_code = 1
 
 
+class CheckFailed(StageError):
+    """A stage computed its findings and one of its checks failed (parity below its thresholds, an int8 model no
+    remedy brought within budget). `about` (artifact name -> pipeline.core.results.Findings) holds what it found, so the
+    failed model's row shows its problems; the runner keeps it in the task record, never in the cache."""
+
+    def __init__(self, message: str, about: dict | None = None):
+        super().__init__(message)
+        self.about = dict(about or {})
+
+
 class NotRunnableHere(PipelineError):
     """The artifact's runtime does not exist on this host (e.g. Core ML on Linux). Not a failure: reported as such."""
 

@@ -168,10 +168,13 @@ def _validate_params(name: str, stage_type: str, cls: type[Stage], raw: dict) ->
         return None, [f"stages.{name}.{key}: {msg}"]
 
 
-def _check_calibration(name: str, params: Any, cfg: DictConfig, found: list[str]) -> list[str]:
-    """Any stage with a `calibration_samples` parameter draws that many images from the training split, whose size is
-    known cheaply (pipeline.data.split_sizes): a count that cannot be met is a plan error, not a failure minutes in."""
+def _check_calibration(name: str, cls: type[Stage], params: Any, cfg: DictConfig, found: list[str]) -> list[str]:
+    """Any stage that calibrates draws `calibration_samples` images from the training split, whose size is known
+    cheaply (pipeline.data.split_sizes): a count that cannot be met is a plan error, not a failure minutes in. A stage
+    that calibrates nothing with these parameters (an fp32 export) asks for no images."""
     n = getattr(params, "calibration_samples", None)
+    if not cls.calibrates(params):
+        return []
     if not isinstance(n, int) or any(f"stages.{name}" in p and "calibration_samples" in p for p in found):
         return []
     if n < 1:
@@ -181,6 +184,17 @@ def _check_calibration(name: str, params: Any, cfg: DictConfig, found: list[str]
         return [f"stages.{name}.calibration_samples: {n} is more than the {sizes[0]} images of the training split of "
                 f"data {cfg.data.name!r}; set stages.{name}.calibration_samples={sizes[0]} or less"]
     return []
+
+
+def _chain(name: str, specs: dict, out_fmt: dict) -> list[tuple[str, str, Any]]:
+    """(stage, type, planned format) of the stages up `name`'s first-input chain, nearest first."""
+    out, seen = [], {name}
+    cur = specs[name]["inputs"][0] if specs[name]["inputs"] else None
+    while cur in specs and cur not in seen:
+        seen.add(cur)
+        out.append((cur, specs[cur]["type"], out_fmt.get(cur)))
+        cur = specs[cur]["inputs"][0] if specs[cur]["inputs"] else None
+    return out
 
 
 def _find_cycle(deps: dict[str, list[str]]) -> list[str] | None:
@@ -221,6 +235,7 @@ def build_plan(cfg: DictConfig, registry: dict[str, type[Stage]] | None = None) 
         problems.append(f"model.name: unknown model {cfg.model.name!r}.{_suggest(cfg.model.name, models.ZOO)} "
                         f"Available: {', '.join(sorted(models.ZOO))}.")
     problems += data_mod.check(cfg.data)
+    problems += data_mod.size.problems(cfg.model.input_size, str(cfg.data.name))  # one side or [H, W]
     problems += config.problems(cfg)  # every number of the config within the range its field declares
 
     specs: dict[str, dict] = {}
@@ -297,6 +312,7 @@ def build_plan(cfg: DictConfig, registry: dict[str, type[Stage]] | None = None) 
         accepts = spec["cls"].input_formats(spec["params"], cfg.device)
         via = (f" (type {spec['type']!r} is what a generic stage resolved to for device {cfg.device.name!r}; pin "
                f"another with stages.{name}.format=FORMAT)") if name in resolved else ""
+        before = len(problems)
         for inp in spec["inputs"]:
             fmt = out_fmt[inp]
             if fmt is None:
@@ -307,11 +323,19 @@ def build_plan(cfg: DictConfig, registry: dict[str, type[Stage]] | None = None) 
                 exporters = sorted(t for t, c in registry.items() if c.produces in accepts and shown in c.accepts)
                 hint = (f" Add an export stage between them (type: {' or '.join(exporters)}, inputs: [{inp}])"
                         if exporters else "")
+                if not exporters and name in resolved and name not in pinned_formats:
+                    # (pinning another format would deploy what the device does not run)
+                    via = (f" Device {cfg.device.name!r} runs {cfg.device.runtime} ({'/'.join(accepts)}), and no stage "
+                           f"converts a {shown} model to it: import the model's PyTorch or Keras source (or a file "
+                           f"of the device's format) instead, or plan for a device whose runtime takes {shown} models")
                 problems.append(f"stages.{name}: stage type {spec['type']!r} takes {'/'.join(accepts)} models, but "
                                 f"input {inp!r} produces a {shown} model.{hint}{via}")
         problems += out_of_bounds.get(name, [])
         problems += [f"stages.{name}: {p}" for p in spec["cls"].check(spec["params"], cfg)]
-        problems += _check_calibration(name, spec["params"], cfg, problems)
+        problems += _check_calibration(name, spec["cls"], spec["params"], cfg, problems)
+        if len(problems) == before:  # (a wrong input format already says what to change)
+            problems += [f"stages.{name}: {p}"
+                         for p in spec["cls"].check_lineage(spec["params"], _chain(name, specs, out_fmt), cfg)]
     for fmt in {f for v in out_fmt.values() for f in _formats(v)}:
         if fmt not in FORMATS:
             problems.append(f"internal: format {fmt!r} is not one of {FORMATS}")

@@ -52,7 +52,9 @@ class Findings:
     """Everything the analysis stages found about one artifact. A field left None was not looked at."""
 
     accuracy: float | None = None  # evaluate: the task's primary metric on the validation split, 0-1
-    accuracy_na: str | None = None  # evaluate: why the metric cannot be computed for this model here (shown as n/a)
+    # evaluate: why there is no metric for this model on this data (a label-free task, a head whose classes are not
+    # the data's); `accuracy` is then None, never 0
+    accuracy_na: str | None = None
     eval_runtime: str | None = None  # evaluate: the runtime that produced it
     latency: Latency | None = None  # benchmark
     device_latency: Latency | None = None  # benchmark with device.connection: measured on that device (source "device")

@@ -92,13 +92,13 @@ class Runner:
     # --- inputs of a task -------------------------------------------------------------------------------------
     def _load_data(self):
         if self._data is None:
-            log.info("loading data: %s (input %dpx)", self.cfg.data.name, self.cfg.model.input_size)
-            self._data = data_mod.load(self.cfg.data, int(self.cfg.model.input_size))
+            log.info("loading data: %s (input %s)", self.cfg.data.name, data_mod.size.shown(self.cfg.model.input_size))
+            self._data = data_mod.load(self.cfg.data, data_mod.size.key(self.cfg.model.input_size))
         return self._data
 
     def data_fingerprint(self) -> str:
         if self._data_fp is None:
-            self._data_fp = data_mod.fingerprint(self.cfg.data, int(self.cfg.model.input_size))
+            self._data_fp = data_mod.fingerprint(self.cfg.data, data_mod.size.key(self.cfg.model.input_size))
         return self._data_fp
 
     def components(self, task: Task) -> dict:
@@ -259,6 +259,7 @@ class Runner:
                         shutil.copyfile(f, dest / f.name)
                         kept.append(dest / f.name)
         rec.files = kept
+        rec.about = dict(getattr(e, "about", None) or {})  # a failed check's findings (CheckFailed): shown, never cached
         self.cache.discard(work)
         rec.status, rec.seconds = "failed", time.perf_counter() - t0
         rec.error = f"{type(e).__name__}: {e}"

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.data import size
 from pipeline.data.files import IMAGE_SUFFIXES, _class_dirs, _images
 
 log = logging.getLogger("pipeline")
@@ -322,8 +323,8 @@ def load(data_cfg: Any, input_size: int) -> Dataset:
 
         d = load_digits()
         raw = (d.images / 16.0).astype(np.float32)
-        imgs = np.stack([np.asarray(Image.fromarray(im, mode="F").resize((input_size, input_size), Image.BILINEAR))
-                         for im in raw])
+        h, w = size.hw(input_size)
+        imgs = np.stack([np.asarray(Image.fromarray(im, mode="F").resize((w, h), Image.BILINEAR)) for im in raw])
         x = np.repeat(imgs[:, None], 3, axis=1)
         y = d.target.astype(np.int64)
         classes = [str(c) for c in d.target_names]

@@ -44,14 +44,49 @@ def normalize(x: np.ndarray, data_cfg: Any) -> np.ndarray:
     return ((x - m) / s).astype(np.float32)
 
 
-def read_rgb(path: Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """One image as float32 [3, size, size] in [0, 1] and its original (width, height); unreadable files named."""
+RESIZE = ("stretch", "letterbox")
+PAD = 114 / 255.0  # letterbox padding grey (the value YOLO-family detectors are trained with)
+
+
+def letterbox_params(wh: tuple[int, int], size) -> tuple[float, float, float]:
+    """(scale, pad_x, pad_y) fitting an image of (width, height) into the input size, aspect kept, centred."""
+    from pipeline.data.size import hw
+
+    h, w = hw(size)
+    s = min(w / wh[0], h / wh[1])
+    return s, (w - wh[0] * s) / 2.0, (h - wh[1] * s) / 2.0
+
+
+def unletterbox(boxes: np.ndarray, params) -> np.ndarray:
+    """Boxes x1 y1 x2 y2 in input pixels back to the original image's pixels (the inverse of a letterbox)."""
+    s, px, py = params[:3]
+    sy = params[3] if len(params) > 3 else s  # (a stretched image has its own vertical scale)
+    return (np.asarray(boxes, np.float32).reshape(-1, 4) - np.array([px, py, px, py], np.float32)) \
+        / np.array([s, sy, s, sy], np.float32)
+
+
+def read_rgb(path: Path, size, resize: str = "stretch") -> tuple[np.ndarray, tuple[int, int]]:
+    """One image as float32 [3, H, W] in [0, 1] at the input size (one side or (H, W)) and its original (width,
+    height); unreadable files named. resize: stretch to the input size, or letterbox (aspect kept, the rest padded
+    grey; detectors trained on letterboxed images expect it)."""
     from PIL import Image, UnidentifiedImageError
 
+    from pipeline.data.size import hw
+
+    h, w = hw(size)
     try:
         with Image.open(path) as im:
             wh = im.size
-            im = im.convert("RGB").resize((size, size), Image.BILINEAR)
+            im = im.convert("RGB")
+            if resize == "letterbox":
+                s, px, py = letterbox_params(wh, size)
+                nw, nh = max(1, round(wh[0] * s)), max(1, round(wh[1] * s))
+                canvas = np.full((3, h, w), PAD, np.float32)
+                x0, y0 = int(round(px - 0.5 * (nw - wh[0] * s))), int(round(py - 0.5 * (nh - wh[1] * s)))
+                small = np.asarray(im.resize((nw, nh), Image.BILINEAR), np.float32).transpose(2, 0, 1) / 255.0
+                canvas[:, y0 : y0 + nh, x0 : x0 + nw] = small[:, : h - y0, : w - x0]
+                return canvas, wh
+            im = im.resize((w, h), Image.BILINEAR)
             return np.asarray(im, np.float32).transpose(2, 0, 1) / 255.0, wh
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise ValueError(f"cannot read image {path}: {e}. Remove or replace the file, then re-run.") from e

@@ -5,7 +5,10 @@
   yolo              YOLO txt: data.path/images/*.jpg and data.path/labels/*.txt, one "class cx cy w h" line per box
                     (normalised to the image), class names in data.classes or data.path/classes.txt
 
-Images are resized to the model's square input and the boxes scaled with them; boxes are x1 y1 x2 y2 in input pixels.
+Images meet the model's input size (model.input_size: a side or [H, W]) by letterbox (aspect kept, padded grey: what
+detectors are trained on; data.resize=stretch to stretch them instead) and the boxes are scaled and shifted with them;
+boxes are x1 y1 x2 y2 in input pixels, and the dataset's meta keeps each image's (scale, pad_x, pad_y) to map boxes
+back to the original image (pipeline.data._common.unletterbox).
 A seeded share (data.val_fraction) of the images is held out for validation.
 """
 from __future__ import annotations
@@ -55,6 +58,8 @@ def check(data_cfg: Any) -> list[str]:
     if data_cfg.name not in NAMES:
         return [f"data.name: {data_cfg.name!r} is not a detection data set; choose one of {', '.join(NAMES)}"]
     problems = check_norm(data_cfg)
+    if data_cfg.get("resize") not in (None, "letterbox", "stretch"):
+        problems.append(f"data.resize: letterbox or stretch, got {data_cfg.resize!r}")
     if data_cfg.name == "digits_detection":
         return problems + check_composed(data_cfg)
     if not 0.0 < float(data_cfg.val_fraction) < 1.0:
@@ -100,12 +105,26 @@ def fingerprint(data_cfg: Any, input_size: int) -> str:
     return fingerprint_files(s, images_under(root, recursive=True) + sorted((root / "labels").glob("*.txt")), root)
 
 
-def _scaled(boxes: np.ndarray, wh: tuple[int, int], size: int) -> np.ndarray:
-    sx, sy = size / wh[0], size / wh[1]
-    return (np.asarray(boxes, np.float32).reshape(-1, 4) * np.array([sx, sy, sx, sy], np.float32)).clip(0, size)
+def _placed(boxes: np.ndarray, wh: tuple[int, int], size, resize: str) -> tuple[np.ndarray, list[float]]:
+    """Boxes in the original image's pixels -> input pixels, as the image was resized; and (scale, pad_x, pad_y)
+    mapping them back."""
+    from pipeline.data._common import letterbox_params
+    from pipeline.data.size import hw
+
+    h, w = hw(size)
+    b = np.asarray(boxes, np.float32).reshape(-1, 4)
+    if resize == "letterbox":
+        s, px, py = letterbox_params(wh, size)
+        out = b * s + np.array([px, py, px, py], np.float32)
+        params = [s, px, py]
+    else:
+        sx, sy = w / wh[0], h / wh[1]
+        out = b * np.array([sx, sy, sx, sy], np.float32)
+        params = [sx, 0.0, 0.0] if abs(sx - sy) < 1e-9 else [sx, 0.0, 0.0, sy]
+    return out.clip(0, [w, h, w, h]).astype(np.float32), params
 
 
-def read_coco(images_dir: Path, annotations: Path, size: int) -> tuple[np.ndarray, list, list[str]]:
+def read_coco(images_dir: Path, annotations: Path, size, resize: str = "letterbox") -> tuple[np.ndarray, list, list[str], list]:
     """Every annotated image of a COCO instances file (crowd boxes skipped), resized, with its boxes."""
     import contextlib
     import io
@@ -121,29 +140,31 @@ def read_coco(images_dir: Path, annotations: Path, size: int) -> tuple[np.ndarra
     cat_ids = sorted(coco.getCatIds())
     index = {c: i for i, c in enumerate(cat_ids)}
     classes = [coco.loadCats(c)[0]["name"] for c in cat_ids]
-    xs, ys = [], []
+    xs, ys, placed = [], [], []
     for img_id in sorted(coco.getImgIds()):
         info = coco.loadImgs(img_id)[0]
         path = images_dir / info["file_name"]
         if not path.is_file():
             raise ValueError(f"COCO image {info['file_name']!r} (id {img_id}) is not in {images_dir}: give data.path "
                              f"= the folder the annotation file's file_name entries are relative to")
-        x, wh = read_rgb(path, size)
+        x, wh = read_rgb(path, size, resize)
         anns = [a for a in coco.loadAnns(coco.getAnnIds(imgIds=img_id)) if not a.get("iscrowd", 0)]
         b = np.array([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
                       for a in anns], np.float32).reshape(-1, 4)
         xs.append(x)
-        ys.append({"boxes": _scaled(b, wh, size), "labels": np.array([index[a["category_id"]] for a in anns], np.int64)})
+        boxes, params = _placed(b, wh, size, resize)
+        placed.append(params)
+        ys.append({"boxes": boxes, "labels": np.array([index[a["category_id"]] for a in anns], np.int64)})
     if not xs:
         raise ValueError(f"COCO annotations {annotations} list no images")
-    return np.stack(xs), ys, classes
+    return np.stack(xs), ys, classes, placed
 
 
-def read_yolo(root: Path, classes: list[str], size: int) -> tuple[np.ndarray, list]:
+def read_yolo(root: Path, classes: list[str], size, resize: str = "letterbox") -> tuple[np.ndarray, list, list]:
     """images/NAME.* with labels/NAME.txt ("class cx cy w h", normalised); an image without a label file has no box."""
-    xs, ys = [], []
+    xs, ys, placed = [], [], []
     for path in images_under(root / "images"):
-        x, _ = read_rgb(path, size)
+        x, (W, H) = read_rgb(path, size, resize)
         rows = []
         lf = root / "labels" / (path.stem + ".txt")
         if lf.is_file():
@@ -158,11 +179,13 @@ def read_yolo(root: Path, classes: list[str], size: int) -> tuple[np.ndarray, li
                 if not 0 <= c < len(classes):
                     raise ValueError(f"{lf}:{n}: class {c} is out of range for the {len(classes)} classes "
                                      f"{classes}; fix the label or data.classes")
-                rows.append((c, (cx - w / 2) * size, (cy - h / 2) * size, (cx + w / 2) * size, (cy + h / 2) * size))
+                rows.append((c, (cx - w / 2) * W, (cy - h / 2) * H, (cx + w / 2) * W, (cy + h / 2) * H))
         r = np.array(rows, np.float32).reshape(-1, 5)
+        boxes, params = _placed(r[:, 1:], (W, H), size, resize)
         xs.append(x)
-        ys.append({"boxes": r[:, 1:].clip(0, size), "labels": r[:, 0].astype(np.int64)})
-    return np.stack(xs), ys
+        placed.append(params)
+        ys.append({"boxes": boxes, "labels": r[:, 0].astype(np.int64)})
+    return np.stack(xs), ys, placed
 
 
 def load(data_cfg: Any, input_size: int) -> DetectionDataset:
@@ -179,12 +202,15 @@ def load(data_cfg: Any, input_size: int) -> DetectionDataset:
                                 list(DIGIT_CLASSES), meta={"name": data_cfg.name, "input_size": input_size, **norm_of(data_cfg),
                                                            "train": len(tr.images), "val": len(va.images)})
     root = expand(data_cfg.path)
+    resize = data_cfg.get("resize") or "letterbox"
     if data_cfg.name == "coco":
-        x, y, classes = read_coco(root, expand(data_cfg.annotations), input_size)
+        x, y, classes, placed = read_coco(root, expand(data_cfg.annotations), input_size, resize)
     else:
         classes = _yolo_classes(data_cfg, root)
-        x, y = read_yolo(root, classes, input_size)
+        x, y, placed = read_yolo(root, classes, input_size, resize)
     tr, va = seeded_split(len(x), float(data_cfg.val_fraction), int(data_cfg.seed))
     x = normalize(x, data_cfg)
     return DetectionDataset(x[tr], [y[i] for i in tr], x[va], [y[i] for i in va], classes,
-                            meta={"name": data_cfg.name, "input_size": input_size, **norm_of(data_cfg), "train": len(tr), "val": len(va)})
+                            meta={"name": data_cfg.name, "input_size": input_size, **norm_of(data_cfg), "train": len(tr),
+                                  "val": len(va), "resize": resize, "placement": {"train": [placed[i] for i in tr],
+                                                                                "val": [placed[i] for i in va]}})

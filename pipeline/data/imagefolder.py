@@ -157,12 +157,16 @@ def _declared_bits(im) -> int | None:
     return None
 
 
-def resize(rgb: np.ndarray, size: int) -> np.ndarray:
-    """Bilinear resize of float32 HxWx3 to size x size, channel by channel in Pillow's float mode (no 8-bit rounding)."""
+def resize(rgb: np.ndarray, size) -> np.ndarray:
+    """Bilinear resize of float32 HxWx3 to the input size (one side or (H, W)), channel by channel in Pillow's float
+    mode (no 8-bit rounding)."""
     from PIL import Image
 
+    from pipeline.data.size import hw
+
+    h, w = hw(size)
     return np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(rgb[..., c]), mode="F")
-                                .resize((size, size), Image.BILINEAR)) for c in range(3)], axis=2)
+                                .resize((w, h), Image.BILINEAR)) for c in range(3)], axis=2)
 
 
 def decode(path: Path, input_size: int, max_pixels: int) -> np.ndarray:
@@ -175,7 +179,10 @@ def decode(path: Path, input_size: int, max_pixels: int) -> np.ndarray:
         with Image.open(path) as im:
             if im.mode == "RGB" and "transparency" not in im.info:  # the common case, kept in 8 bits as before
                 im = ImageOps.exif_transpose(im)
-                small = im.convert("RGB").resize((input_size, input_size), Image.BILINEAR)
+                from pipeline.data.size import hw
+
+                h, w = hw(input_size)
+                small = im.convert("RGB").resize((w, h), Image.BILINEAR)
                 return np.asarray(small, np.float32).transpose(2, 0, 1) / 255.0
             im.load()
             return resize(to_rgb(im), input_size).transpose(2, 0, 1)

@@ -96,7 +96,10 @@ def read_masks(root: Path, size: int, num_classes: int) -> tuple[np.ndarray, np.
                                  f"(a single-channel or palette PNG)")
             if m.size != wh:
                 raise ValueError(f"mask {mpath} is {m.size[0]}x{m.size[1]} but its image is {wh[0]}x{wh[1]}")
-            mask = np.asarray(m.resize((size, size), Image.NEAREST)).astype(np.int64)
+            from pipeline.data.size import hw
+
+            h, w = hw(size)
+            mask = np.asarray(m.resize((w, h), Image.NEAREST)).astype(np.int64)
         bad = np.setdiff1d(np.unique(mask), [*range(num_classes), IGNORE_INDEX])
         if bad.size:
             raise ValueError(f"mask {mpath} holds values {bad.tolist()}, not classes 0..{num_classes - 1} of "

@@ -68,6 +68,10 @@ def worst(per_output: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
     return out
 
 
+# Thresholds on every output tensor (the others bound a task's agreement metrics).
+OUTPUT_THRESHOLDS = ("min_cosine", "min_snr_db", "max_abs_error")
+
+
 def violations(per_output: Mapping[str, Mapping[str, float]], min_cosine: float | None = None,
                min_snr_db: float | None = None, max_abs_error: float | None = None) -> list[str]:
     """Thresholds broken, one sentence each naming the output, the value and the threshold."""

@@ -237,16 +237,22 @@ def apply_overrides(sig: Signature, override: dict[str, Any] | None) -> Signatur
     return replace(sig, layout=layout, preprocessing=pre)
 
 
-def check(sig: Signature, input_size: int | None = None) -> list[str]:
-    """Plan-time problems feeding the pipeline's square RGB images to this model, each with the fix."""
+def check(sig: Signature, input_size=None) -> list[str]:
+    """Plan-time problems feeding the pipeline's RGB images (input_size: one side or (H, W)) to this model, each with
+    the fix."""
     problems = []
     if len(sig.input.shape) == 4 and sig.layout is None:
         problems.append(f"{sig.source}: cannot tell the layout of input {sig.input.name!r} {sig.input.shape} (NCHW or "
                         f"NHWC); give it: model.signature.layout=NHWC (or NCHW)")
     size = sig.input_size
-    if size and input_size and size != (input_size, input_size):
-        problems.append(f"{sig.source}: the model takes {size[0]}x{size[1]} images ({sig.layout}) but the data is "
-                        f"resized to {input_size}x{input_size}: set model.input_size={size[0]}")
+    if size and input_size:
+        from pipeline.data.size import hw
+
+        h, w = hw(input_size)
+        if size != (h, w):
+            problems.append(f"{sig.source}: the model takes {size[0]}x{size[1]} (HxW) images ({sig.layout}) but "
+                            f"the data is resized to {h}x{w}: set model.input_size="
+                            + (f"{size[0]}" if size[0] == size[1] else f"[{size[0]},{size[1]}]"))
     c = sig.channels
     if c is not None and c not in (1, 3):
         problems.append(f"{sig.source}: input {sig.input.name!r} has {c} channels; images have 3 (RGB) or 1 (gray)")
@@ -278,8 +284,9 @@ def adapt(x: np.ndarray, sig: Signature, data_mean=(0.5, 0.5, 0.5), data_std=(0.
         x = np.repeat(x, 3, axis=1)
     size = sig.input_size
     if size and tuple(x.shape[2:]) != tuple(size):
-        raise ValueError(f"the model takes {size[0]}x{size[1]} images but the batch is {x.shape[2]}x{x.shape[3]}: "
-                         f"set model.input_size={size[0]}")
+        raise ValueError(f"the model takes {size[0]}x{size[1]} (HxW) images but the batch is {x.shape[2]}x"
+                         f"{x.shape[3]}: set model.input_size="
+                         + (f"{size[0]}" if size[0] == size[1] else f"[{size[0]},{size[1]}]"))
     if sig.layout == "NHWC":
         x = x.transpose(0, 2, 3, 1)
     if wants_pixels:

@@ -15,7 +15,7 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def mobilenet_v2(num_classes: int, input_size: int, width_mult: float = 1.0, dropout: float = 0.0):
+def mobilenet_v2(num_classes: int, input_size, width_mult: float = 1.0, dropout: float = 0.0):
     """keras.applications.MobileNetV2 (alpha = width_mult), logits out. keras.applications has no dropout before the
     classifier, so `dropout` adds one (0 keeps the published architecture).
 
@@ -23,7 +23,9 @@ def mobilenet_v2(num_classes: int, input_size: int, width_mult: float = 1.0, dro
     would lag the weights and evaluation would collapse, so it is set to 0.9 (PyTorch's 0.1)."""
     import keras
 
-    base = keras.applications.MobileNetV2(input_shape=(input_size, input_size, 3), alpha=width_mult,
+    from pipeline.data.size import hw
+
+    base = keras.applications.MobileNetV2(input_shape=(*hw(input_size), 3), alpha=width_mult,
                                           include_top=False, weights=None, pooling="avg")
     x = base.output
     if dropout > 0:

@@ -118,9 +118,10 @@ def summary_notes(summary: Summary) -> list[str]:
     for a in arts:
         sel = a.selection
         if sel:
-            losers = [f"{c['name']} ({c['format']}, {c['latency_p50_ms']:.2f} ms, {metric} {100 * c['accuracy']:.2f}%: "
-                      f"{c['lost_because']})" for c in sel["candidates"] if c["kind"] == "int8" and not c["chosen"]
-                      and c.get("accuracy") is not None]
+            losers = [f"{c['name']} ({c['format']}, {c['latency_p50_ms']:.2f} ms, "
+                      + (f"{metric} {100 * c['accuracy']:.2f}%: " if c.get("accuracy") is not None else
+                         f"output cosine {(c.get('fidelity') or {}).get('cosine') or float('nan'):.4f}: ")
+                      + f"{c['lost_because']})" for c in sel["candidates"] if c["kind"] == "int8" and not c["chosen"]]
             out.append(f"{a.name}: measured choice {sel['chosen']} ({sel['speedup_vs_fastest_fp32']:.2f}x the fastest "
                        f"fp32, {sel['fastest_fp32']}); not chosen: {'; '.join(losers) or 'none'}")
     out += [n for a in arts for n in a.notes]

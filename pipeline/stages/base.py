@@ -118,5 +118,27 @@ class Stage:
         """Rules spanning several fields or the environment; return one sentence per problem."""
         return []
 
+    @classmethod
+    def calibrates(cls, params: Any) -> bool:
+        """Whether this run draws `calibration_samples` training images (the plan checks there are that many)."""
+        return hasattr(params, "calibration_samples")
+
+    @classmethod
+    def check_lineage(cls, params: Any, upstream: list[tuple[str, str, Any]], cfg: Any) -> list[str]:
+        """Rules on the stages up the first-input chain ((stage, type, planned format), nearest first), e.g. an
+        int8 re-conversion that needs a PyTorch model upstream; one sentence per problem."""
+        return []
+
     def run(self, ctx: StageContext) -> StageResult:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+def needs_source(upstream, formats, what: str, fix: str) -> list[str]:
+    """Plan-time: a re-conversion needs a model of `formats` up its chain; an imported file of the target format
+    (which cannot be re-quantized) is refused naming the way to a deployable file."""
+    if not upstream or any(f in formats for _, _, f in upstream):
+        return []
+    chain = " <- ".join(f"{n} ({t}, {f})" for n, t, f in upstream)
+    return [f"{what}, and none is upstream ({chain}). A file imported in its final format "
+            f"cannot be re-quantized: import the model's source ({' or '.join(formats)}) and {fix}; or, if the "
+            f"imported file is already what the device should run, remove this stage"]

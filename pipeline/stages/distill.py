@@ -82,8 +82,10 @@ class Distill(Stage):
         else:
             teacher_path = Path(p.teacher_checkpoint).expanduser()
             teacher, _ = models.load_torch(teacher_path)
-            size = int(ctx.settings.model.input_size)
-            meta = {"input_shape": [1, 3, size, size], "num_classes": data.num_classes, "classes": data.classes}
+            from pipeline.data.size import hw
+
+            meta = {"input_shape": [1, 3, *hw(ctx.settings.model.input_size)], "num_classes": data.num_classes,
+                    "classes": data.classes}
         teacher.eval()
         for t in teacher.parameters():
             t.requires_grad_(False)

@@ -50,12 +50,14 @@ class Evaluate(Stage):
             x = x[: ctx.params.max_samples]
             y = None if y is None else y[: ctx.params.max_samples]
         if not task.needs_labels or y is None:
-            ctx.log.info("%s: task %r has no labels to score; nothing to evaluate (%d images)", a.stage, task.name,
-                         len(x))
-            return StageResult(metrics={"samples": len(x)},
-                               about={a.stage: Findings(eval_runtime=model.runtime,
-                                                        extra={"task": {"name": task.name, "metrics": {}}})})
+            why = f"task {task.name!r} has no labels to score a model with (parity holds it to its source instead)"
+            return self._not_applicable(ctx, a, model, task, why, len(x))
         outputs = runtimes.predict_all_outputs(model, x, ctx.params.batch_size)
+        names = list(a.meta.get("output_names") or [f"output_{i}" for i in range(len(outputs))])
+        misfit = tasks.get(task.name, postprocess=a.meta.get("postprocess")).check_model(
+            [{"name": n, "shape": list(o.shape)} for n, o in zip(names, outputs)], data.num_classes or None)
+        if misfit:  # e.g. an imported 1000-class checkpoint on 5-class data, before its new head
+            return self._not_applicable(ctx, a, model, task, misfit[0].split(":")[0], len(x))
         scores = task.evaluate(outputs, y)
         primary = scores[task.primary]
         ctx.log.info("%s: %s on %d validation images (%s)", a.stage,
@@ -69,3 +71,11 @@ class Evaluate(Stage):
                            about={a.stage: Findings(accuracy=primary, eval_runtime=model.runtime,
                                                     extra={"task": {"name": task.name, "metric": task.primary,
                                                                     "metrics": scores}})})
+
+    @staticmethod
+    def _not_applicable(ctx: StageContext, a, model, task, why: str, n: int) -> StageResult:
+        """No metric for this model on this data: `accuracy` stays None and the reason is shown as n/a, never 0%."""
+        ctx.log.info("%s: no %s on this data: %s (%d images)", a.stage, task.primary or "metric", why, n)
+        return StageResult(metrics={"samples": n},
+                           about={a.stage: Findings(eval_runtime=model.runtime, accuracy_na=why,
+                                                    extra={"task": {"name": task.name, "metrics": {}}})})

@@ -32,6 +32,7 @@ from omegaconf import MISSING
 from pipeline.core.artifacts import Artifact
 from pipeline.core.bounds import PositiveInt
 from pipeline.core.cache import file_sha256
+from pipeline.data.size import hw
 from pipeline.stages.base import Stage, StageContext, StageResult
 
 SUFFIX_FORMAT = {".onnx": "onnx", ".tflite": "tflite", ".pt2": "torch", ".ts": "torch", ".pt": "torch",
@@ -43,7 +44,7 @@ class ImportModelConfig:
     path: str = MISSING  # the model file (required): .onnx, .tflite, .pt2, TorchScript (.ts/.pt), .keras, or a state_dict with _target_
     _target_: Optional[str] = None  # your nn.Module class as a dotted path (mypkg.nets.MyNet); `path` is then its state_dict
     init: Dict[str, Any] = field(default_factory=dict)  # keyword arguments for the _target_ class
-    input_size: Optional[PositiveInt] = None  # square input resolution; null = model.input_size (or the file's fixed size)
+    input_size: Any = None  # input resolution, one side or [H, W]; null = model.input_size (or the file's fixed size)
     channels: PositiveInt = 3  # input channels
     # what the file cannot say: layout (NCHW | NHWC), and the model's own preprocessing: scale, mean, std, channel_order
     # (model input = (pixel / scale - mean) / std); the file's word is taken for anything not given
@@ -150,7 +151,7 @@ class ImportModel(Stage):
         problems = tasks.check_data(task, str(cfg.data.name))
         if problems:
             return problems
-        size = int(p.input_size or cfg.model.input_size)
+        size = hw(p.input_size or cfg.model.input_size)
         if source_format(p) == "tflite":  # operators LiteRT lacks: refused now, not after the run started
             from pipeline.runtimes import tflite_rt
 
@@ -166,7 +167,7 @@ class ImportModel(Stage):
             return [f"path: cannot read the signature of {f.name!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"]
         if sig is None:  # (Keras: the outputs are known only once TensorFlow loads the file, at run time)
             return []
-        problems = signature.check(sig, int(cfg.model.input_size))  # the data is resized to model.input_size
+        problems = signature.check(sig, cfg.model.input_size)  # the data is resized to model.input_size
         names = _stage_names(p, cfg)
         classes = None if _fine_tuned(names, cfg) else data_mod.num_classes(cfg.data)
         outputs = [{"name": o.name, "shape": o.shape} for o in sig.outputs]
@@ -181,7 +182,7 @@ class ImportModel(Stage):
         p: ImportModelConfig = ctx.params
         src = _resolve(p.path)
         fmt = source_format(p)
-        size = int(p.input_size or ctx.settings.model.input_size)
+        size = hw(p.input_size or ctx.settings.model.input_size)
         ctx.workdir.mkdir(parents=True, exist_ok=True)
         digest = file_sha256(src)
         if fmt == "onnx":
@@ -194,7 +195,7 @@ class ImportModel(Stage):
             path = self._state_dict(p, src, ctx.workdir)
         else:
             path = self._torch_graph(src, ctx.workdir)
-        meta: dict[str, Any] = {"input_shape": [1, p.channels, size, size], "imported_from": src.name,
+        meta: dict[str, Any] = {"input_shape": [1, p.channels, *size], "imported_from": src.name,
                                 "sha256": digest, "task": ctx.settings.task}
         norm = ctx.data().meta
         if "mean" in norm:  # what the pipeline's images were normalised with (the adapter recovers pixels from it)
@@ -211,15 +212,16 @@ class ImportModel(Stage):
                                                    "inputs", "outputs")}
         sig = signature.read(fmt, path, meta, dict(p.signature) or None)
         if sig.input_size:
-            size = sig.input_size[0]  # a fixed input size in the file wins over model.input_size
+            size = tuple(sig.input_size)  # a fixed input size in the file wins over model.input_size
             meta["input_shape"] = [1, sig.channels or p.channels, *sig.input_size]
         meta["signature"] = sig.to_dict()
         if sig.layout:
             meta["input_layout"] = sig.layout
         x = ctx.data().val_x[:2]
-        if tuple(x.shape[-2:]) != (size, size):
-            raise ValueError(f"{src.name}: the model takes {size}x{size} images but the data is resized to "
-                             f"{x.shape[-2]}x{x.shape[-1]}: set model.input_size={size}")
+        if tuple(x.shape[-2:]) != tuple(size):
+            want = size[0] if size[0] == size[1] else f"[{size[0]},{size[1]}]"
+            raise ValueError(f"{src.name}: the model takes {size[0]}x{size[1]} (HxW) images but the data is "
+                             f"resized to {x.shape[-2]}x{x.shape[-1]}: set model.input_size={want}")
         model = runtimes.load(fmt, path, meta, threads=1)
         outs = runtimes.outputs_of(model, x)
         names = [o.name for o in sig.outputs] if len(sig.outputs) == len(outs) else []
@@ -228,8 +230,14 @@ class ImportModel(Stage):
         if p.postprocess:
             meta["postprocess"] = dict(p.postprocess)
         first = outs[0]
-        if ctx.settings.task in ("classification", "segmentation", "detection") and first.ndim >= 2:
-            meta["num_classes"] = int(first.shape[1])
+        if ctx.settings.task == "segmentation":
+            from pipeline.tasks.segmentation import Segmentation
+
+            found = Segmentation.layout(first.shape, ctx.data().num_classes or None)
+            meta["num_classes"] = max(2, found[1]) if found else None
+        elif ctx.settings.task in ("classification", "detection") and first.ndim >= 2:
+            yolo = (p.postprocess or {}).get("kind") == "yolo"  # [N, 4 + classes, candidates]
+            meta["num_classes"] = int(min(first.shape[1:]) - 4 if yolo else first.shape[1])
         problems = self._fits(ctx.settings.task, outs, meta, ctx)
         if problems:
             raise ValueError(f"{src.name}: " + "; ".join(problems))
@@ -378,7 +386,7 @@ def load_graph(src: Path):
             f"with _target_ naming the class") from e
 
 
-def plan_signature(p: ImportModelConfig, f: Path, size: int):
+def plan_signature(p: ImportModelConfig, f: Path, size: tuple[int, int]):
     """The file's signature for the plan: read from ONNX and TFLite files, from a PyTorch file by running it once on
     zeros of the configured size; None for Keras (TensorFlow would have to load it)."""
     from pipeline.library import signature
@@ -396,7 +404,7 @@ def plan_signature(p: ImportModelConfig, f: Path, size: int):
     import torch
 
     model = build_target(p, f) if p._target_ else load_graph(f)[0]
-    shape = [1, p.channels, size, size]
+    shape = [1, p.channels, *size]
     with torch.inference_mode():
         out = model(torch.zeros(shape))
     outs = out if isinstance(out, (tuple, list)) else [out]

@@ -5,9 +5,13 @@ Both run in their own runtimes on the same N images, and EVERY output tensor is 
 the same position (a detector's heatmap and boxes, a segmenter's logits): cosine (mean and worst sample), max and mean
 absolute error, SNR in dB (pipeline.library.parity_metrics). The task (`task`, pipeline.tasks) adds what the outputs mean:
 top-1 agreement for a classifier, mAP@.5 of the model's detections against the source's confident ones for a
-detector, the share of pixels of the same class (and their mIoU) for a segmenter; none need labels. With thresholds
-in the recipe, a link below them fails the run, and the error names the first stage along the lineage whose artifact
-diverged, so "accuracy fell" becomes "the int8 conversion broke it", with the fixes worth trying.
+detector, the share of pixels of the same class (and their mIoU) for a segmenter; none need labels. Each task has
+default thresholds (pipeline/tasks say which and why; a label-free model is held to every output's cosine and SNR)
+that the recipe may tighten or loosen. A link below them fails the stage with CheckFailed: the failed model's row
+carries its problems, and the error names the first stage along the lineage whose artifact diverged, so "accuracy
+fell" becomes "the int8 conversion broke it", with the remedies already tried or the fixes worth trying. A model
+fine-tuned from an imported one is not held to it (training changes a model on purpose); its conversions are held to
+it instead.
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from typing import Optional
 
 from pipeline.core.artifacts import FORMATS
 from pipeline.core.bounds import Finite, NonNegative, PositiveInt, UnitInterval, between
-from pipeline.core.errors import NotRunnableHere
+from pipeline.core.errors import CheckFailed, NotRunnableHere
 from pipeline.core.results import Findings
 from pipeline.stages.base import FAILURE_DIR, Stage, StageContext, StageResult
 
@@ -30,15 +34,28 @@ AGREEMENT = {"min_top1_agreement": ("classification", "top1_agreement"),
 @dataclass
 class ParityConfig:
     samples: PositiveInt = 256  # validation images every model and its source run on (the first N of the split)
-    min_top1_agreement: Optional[UnitInterval] = None  # classification: fail below this share of identical top-1, e.g. 0.97
-    min_map50_agreement: Optional[UnitInterval] = None  # detection: fail below this mAP@.5 against the source's detections
-    min_pixel_agreement: Optional[UnitInterval] = None  # segmentation: fail below this share of same-class pixels
+    # apply the task's default thresholds (pipeline/tasks: classification top-1 agreement 0.97, detection mAP@.5
+    # agreement 0.9, segmentation pixel agreement 0.97, task none: every output's cosine 0.99 and SNR 20 dB) wherever
+    # the recipe gives no value; false = only the thresholds set here
+    task_defaults: bool = True
+    min_top1_agreement: Optional[UnitInterval] = None  # classification: fail below this share of identical top-1 (default 0.97)
+    min_map50_agreement: Optional[UnitInterval] = None  # detection: fail below this mAP@.5 against the source's detections (default 0.9)
+    min_pixel_agreement: Optional[UnitInterval] = None  # segmentation: fail below this share of same-class pixels (default 0.97)
     min_miou_agreement: Optional[UnitInterval] = None  # segmentation: fail below this mIoU against the source's classes
-    min_cosine: Optional[between(-1, 1)] = None  # fail when any output's mean cosine similarity is below this, e.g. 0.99
-    min_snr_db: Optional[Finite] = None  # fail when any output's signal-to-noise ratio is below this (dB), e.g. 20
+    min_cosine: Optional[between(-1, 1)] = None  # fail when any output's mean cosine similarity is below this (task none: 0.99)
+    min_snr_db: Optional[Finite] = None  # fail when any output's signal-to-noise ratio is below this, dB (task none: 20)
     max_abs_error: Optional[NonNegative] = None  # fail when any output's largest absolute difference is above this
     batch_size: PositiveInt = 64  # images per inference call
     diagnose_samples: PositiveInt = 8  # when an int8 model fails: images of the per-layer comparison with its float source
+    diagnose_memory_mb: PositiveInt = 2048  # the per-layer comparison holds at most this many MB of activations at once
+
+
+THRESHOLDS = (*AGREEMENT, "min_cosine", "min_snr_db", "max_abs_error")
+
+
+def given(p: ParityConfig) -> dict[str, float]:
+    """The thresholds the recipe sets itself (the rest come from the task's defaults)."""
+    return {k: getattr(p, k) for k in THRESHOLDS if getattr(p, k) is not None}
 
 
 def compare(ref, got) -> dict[str, float]:
@@ -111,8 +128,7 @@ class Parity(Stage):
         return problems
 
     def run(self, ctx: StageContext) -> StageResult:
-        from pipeline import runtimes, tasks
-        from pipeline.library import parity_metrics
+        from pipeline import runtimes
 
         p: ParityConfig = ctx.params
         data = ctx.data()
@@ -136,58 +152,97 @@ class Parity(Stage):
                 about[a.stage] = Findings(parity={"source": None})
                 continue
             src = chain[1]
+            skip = _not_comparable(a, src)
+            if skip:
+                about[a.stage] = Findings(parity={"source": src.stage, "skipped": skip})
+                ctx.log.info("%s vs %s: not compared: %s", a.stage, src.stage, skip)
+                continue
             (got, rt_got), (ref, rt_ref) = run_model(a), run_model(src)
             if got is None or ref is None:
                 why = rt_got if got is None else rt_ref
                 about[a.stage] = Findings(parity={"source": src.stage, "not_runnable": why})
                 ctx.log.info("%s vs %s: %s", a.stage, src.stage, why)
                 continue
-            names = list(src.meta.get("output_names") or a.meta.get("output_names") or [])
-            if len(names) != len(ref):
-                names = ["logits"] if len(ref) == 1 else [f"output_{i}" for i in range(len(ref))]
-            if len(got) != len(ref):
-                raise ValueError(f"parity: stage '{a.stage}' gives {len(got)} outputs but its source '{src.stage}' "
-                                 f"gives {len(ref)} ({', '.join(names)}); a conversion dropped or added an output")
-            per_output = parity_metrics.compare_outputs(ref, got, names)
-            task = tasks.for_model(ctx.settings.task, src.meta, data.num_classes or None)
-            agreement = task.agreement(ref, got, labels if task.needs_labels else None)
-            m = {**parity_metrics.worst(per_output), **agreement}
-            bad = violations(m, p, per_output)
-            about[a.stage] = Findings(parity={"source": src.stage, **_finite(m), "task": task.name,
-                                              "outputs": {o: _finite(v) for o, v in per_output.items()},
-                                              "samples": len(x), "runtime": rt_got, "source_runtime": rt_ref,
-                                              "ok": not bad})
+            m, per_output, bad, found = _link(ctx, a, src, got, ref, labels, data)
+            about[a.stage] = Findings(parity={**found, "samples": len(x), "runtime": rt_got, "source_runtime": rt_ref})
             metrics.update({f"{a.stage}.{k}": v for k, v in _finite(m, drop=True).items()})
             if len(per_output) > 1:
                 metrics.update({f"{a.stage}.{o}.{k}": v for o, vals in per_output.items()
                                 for k, v in _finite(vals, drop=True).items()})
             links.append((len(chain), a, src, m, bad))
-            shown = "; ".join(f"{o}: cosine {v['cosine']:.5f}, max |error| {v['max_abs_error']:.4g}, SNR "
-                              f"{v['snr_db']:.1f} dB" for o, v in per_output.items())
-            agreed = ", ".join(f"{k} {v:.4f}" for k, v in agreement.items())
-            ctx.log.info("%s (%s %s) vs %s (%s): %s%s%s", a.stage, a.format, a.precision, src.stage, src.format,
-                         shown, f"; {agreed}" if agreed else "", "" if not bad else "  <- " + "; ".join(bad))
             if bad:
                 failures.append((len(chain), a, src, bad))
         if failures:
-            failures.sort(key=lambda f: f[0])  # nearest the root first: the first stage that broke the model
-            depth, a, src, bad = failures[0]
-            key = next((k for k in ("top1_agreement", "map50_agreement", "pixel_agreement") if k in links[0][3]),
-                       "cosine")
-            ok = [f"{l[1].stage} ({l[3][key]:.3f})" for l in sorted(links, key=lambda l: l[0])
-                  if not l[4] and l[0] < depth and key in l[3]]
-            later = [f[1].stage for f in failures[1:]]
-            fixes = parity_metrics.FIXES if a.precision.startswith("int8") else ()
-            layer = _diverging_layer(ctx, a, src, x, p) if a.precision.startswith("int8") else ""
-            raise RuntimeError(
-                f"parity: stage '{a.stage}' ({a.format} {a.precision}) diverged from its source '{src.stage}' "
-                f"({src.format} {src.precision}) on {len(x)} validation images: {'; '.join(bad)}."
-                + (f" Upstream links agreed: {', '.join(ok)}." if ok else "")
-                + (f" Downstream stages also off: {', '.join(later)}." if later else "")
-                + (f" {layer}." if layer else "")
-                + f" Look at stage '{a.stage}' first (its parameters, calibration, operators)."
-                + (f" Fixes worth trying there: {'; '.join(fixes)}." if fixes else ""))
+            raise CheckFailed(_failure_message(ctx, failures, links, x, p), about)
         return StageResult(metrics=metrics, about=about)
+
+
+def _not_comparable(a, src) -> str | None:
+    """Why a model is not held to its source: a training stage changed it on purpose (a fine-tuned model, often
+    with a new head for other classes). Its conversions are then compared with it, not with the pretrained file."""
+    if a.meta.get("finetune") and not src.meta.get("finetune"):
+        ft = a.meta["finetune"] if isinstance(a.meta["finetune"], dict) else {}
+        had, now = ft.get("head_classes") or [src.meta.get("num_classes"), a.meta.get("num_classes")]
+        head = f" with a new head ({had} -> {now} classes)" if ft.get("head_replaced") or had != now else ""
+        return (f"'{a.stage}' was fine-tuned from '{src.stage}'{head}: training changes a model on purpose, so parity "
+                f"holds its conversions to it instead")
+    return None
+
+
+def _link(ctx: StageContext, a, src, got, ref, labels, data):
+    """One model against its source: per-output tensor metrics, the task's agreement, the thresholds broken.
+    Returns (worst metrics + agreement, per-output metrics, problems, the parity findings)."""
+    from pipeline import tasks
+    from pipeline.library import parity_metrics
+
+    p: ParityConfig = ctx.params
+    names = list(src.meta.get("output_names") or a.meta.get("output_names") or [])
+    if len(names) != len(ref):
+        names = ["logits"] if len(ref) == 1 else [f"output_{i}" for i in range(len(ref))]
+    if len(got) != len(ref):
+        raise ValueError(f"parity: stage '{a.stage}' gives {len(got)} outputs but its source '{src.stage}' "
+                         f"gives {len(ref)} ({', '.join(names)}); a conversion dropped or added an output")
+    per_output = parity_metrics.compare_outputs(ref, got, names)
+    task = tasks.for_model(ctx.settings.task, src.meta, data.num_classes or None)
+    agreement = task.agreement(ref, got, labels if task.needs_labels else None)
+    m = {**parity_metrics.worst(per_output), **agreement}
+    limits = task.parity_thresholds_for(given(p), p.task_defaults)
+    bad = task.parity_problems(agreement, per_output, given(p), p.task_defaults)
+    found = {"source": src.stage, **_finite(m), "task": task.name,
+             "outputs": {o: _finite(v) for o, v in per_output.items()}, "thresholds": limits,
+             "ok": not bad, "problems": [f"parity against '{src.stage}': {b}" for b in bad]}
+    shown = "; ".join(f"{o}: cosine {v['cosine']:.5f}, max |error| {v['max_abs_error']:.4g}, SNR "
+                      f"{v['snr_db']:.1f} dB" for o, v in per_output.items())
+    agreed = ", ".join(f"{k} {v:.4f}" for k, v in agreement.items())
+    ctx.log.info("%s (%s %s) vs %s (%s): %s%s%s", a.stage, a.format, a.precision, src.stage, src.format,
+                 shown, f"; {agreed}" if agreed else "", "" if not bad else "  <- " + "; ".join(bad))
+    return m, per_output, bad, found
+
+
+def _failure_message(ctx: StageContext, failures: list, links: list, x, p: ParityConfig) -> str:
+    """The failure sentence: the first stage along the lineage whose model broke, what broke, what agreed upstream,
+    where int8 parted from float, and the fixes worth trying there."""
+    from pipeline.library import parity_metrics
+
+    failures.sort(key=lambda f: f[0])  # nearest the root first: the first stage that broke the model
+    depth, a, src, bad = failures[0]
+    key = next((k for k in ("top1_agreement", "map50_agreement", "pixel_agreement") if k in links[0][3]), "cosine")
+    ok = [f"{l[1].stage} ({l[3][key]:.3f})" for l in sorted(links, key=lambda l: l[0])
+          if not l[4] and l[0] < depth and key in l[3]]
+    later = [f[1].stage for f in failures[1:]]
+    int8 = a.precision.startswith("int8")
+    tried = (a.meta.get("remedies") or {}).get("attempts") or []
+    fixes = parity_metrics.FIXES if int8 and not tried else ()
+    layer = _diverging_layer(ctx, a, src, x, p) if int8 else ""
+    return (f"parity: stage '{a.stage}' ({a.format} {a.precision}) diverged from its source '{src.stage}' "
+            f"({src.format} {src.precision}) on {len(x)} validation images: {'; '.join(bad)}."
+            + (f" Upstream links agreed: {', '.join(ok)}." if ok else "")
+            + (f" Downstream stages also off: {', '.join(later)}." if later else "")
+            + (f" {layer}." if layer else "")
+            + (f" Tried at '{a.stage}': {'; '.join(t['name'] for t in tried)}"
+               + (" (its remedies are off: remedies=false)." if len(tried) == 1 else ".") if tried else "")
+            + f" Look at stage '{a.stage}' first (its parameters, calibration, operators)."
+            + (f" Fixes worth trying there: {'; '.join(fixes)}." if fixes else ""))
 
 
 def _diverging_layer(ctx: StageContext, a, src, x, p) -> str:
@@ -200,8 +255,11 @@ def _diverging_layer(ctx: StageContext, a, src, x, p) -> str:
         return (f"No per-layer comparison: it needs an int8 and a float model of the same format (onnx or tflite), "
                 f"here {a.format} vs {src.format}")
     try:
-        report = diagnose.first_diverging_layer(a.format, src.path, a.path, x[: min(len(x), p.diagnose_samples)],
-                                                meta=a.meta)
+        from pipeline import runtimes
+
+        xs = runtimes.adapt_input(a.format, a.meta, x[: min(len(x), p.diagnose_samples)])  # what the model takes
+        report = diagnose.first_diverging_layer(a.format, src.path, a.path, xs, meta=a.meta,
+                                                memory_mb=p.diagnose_memory_mb)
         files = diagnose.write(report, ctx.workdir / FAILURE_DIR, stem=f"diverging_layer_{a.stage}")
     except Exception as e:  # the diagnosis must not hide the parity failure itself
         ctx.log.warning("per-layer comparison of %s with %s failed: %s", a.stage, src.stage, e)

@@ -2,7 +2,7 @@
 
 From one trained model it builds the candidates every back end here can make, in every precision this CPU runs:
 ONNX Runtime fp32 and its QDQ int8 variants (quantize_static's defaults, per-channel, signed/unsigned activations,
-Add left in float, NNCF's ONNX int8), OpenVINO fp32 / its default / bf16 / f16 and NNCF int8 (LATENCY and THROUGHPUT
+Add left in float, the outputs' decoding left in float, NNCF's ONNX int8), OpenVINO fp32 / its default / bf16 / f16 and NNCF int8 (LATENCY and THROUGHPUT
 hints), ExecuTorch XNNPACK fp32 and int8, LiteRT fp32 and full-integer int8, and, when no plain int8 candidate stays
 within the accuracy budget, NNCF's accuracy-controlled int8 (the costliest layers kept in float, listed with what
 they cost). Every candidate is evaluated on the validation split and timed side by side in one fresh process
@@ -51,6 +51,9 @@ CANDIDATES: dict[str, Candidate] = {
     "ort_per_channel_s8": Candidate("onnxruntime", "onnx", "int8", "ort_qdq", _qdq(activation_type="int8")),
     "ort_per_channel_u8_float_add": Candidate("onnxruntime", "onnx", "int8", "ort_qdq",
                                               _qdq(exclude_op_types=["Add"])),
+    "ort_per_channel_u8_float_tail": Candidate("onnxruntime", "onnx", "int8", "ort_qdq", _qdq(float_tail=True),
+                                               about="the outputs' decoding left in float (a detector's boxes and "
+                                                     "scores keep their own ranges)"),
     "ort_nncf_int8": Candidate("onnxruntime", "onnx", "int8", "nncf_onnx", about="nncf.quantize on the ONNX model"),
     "ort_int8_accuracy_control": Candidate("onnxruntime", "onnx", "int8", "nncf_onnx_ac", accuracy_control=True,
                                            counterpart="ort_nncf_int8",
@@ -76,7 +79,8 @@ CANDIDATES: dict[str, Candidate] = {
                                  about="PT2E with the XNNPACK quantizer, lowered to XNNPACK"),
 }
 # quantize_qdq options of the ONNX Runtime QDQ variants (bench/bench_runtimes.py builds the same ones)
-QDQ_VARIANTS = {n: dict(c.options) for n, c in CANDIDATES.items() if c.build == "ort_qdq"}
+QDQ_VARIANTS = {n: dict(c.options) for n, c in CANDIDATES.items()
+                if c.build == "ort_qdq" and "float_tail" not in c.options}  # (QdqOptions fields only)
 # all but openvino_bf16 (OpenVINO's default already computes in bf16 wherever the CPU can) and ort_nncf_int8 (built
 # when ONNX accuracy control is, as what it is compared with)
 DEFAULT_CANDIDATES = [n for n in CANDIDATES if n not in ("openvino_bf16", "ort_nncf_int8")]
@@ -108,7 +112,8 @@ class SelectInt8(Stage):
     accepts = ("onnx",)
     implements = ("quantize", "measured")
     min_inputs = max_inputs = 1
-    reads = ("data", "host", "seed", "device.threads", "gate.max_accuracy_drop")  # host: it times the candidates here
+    # host: it times the candidates here
+    reads = ("data", "host", "seed", "task", "device.threads", "gate.max_accuracy_drop")
 
     @classmethod
     def output_format(cls, params, device):
@@ -139,8 +144,8 @@ class SelectInt8(Stage):
 
         import numpy as np
 
-        from pipeline import runtimes
-
+        from pipeline import runtimes, tasks
+        from pipeline.convert.scoring import Scorer
         from pipeline.library import calibration
         from pipeline.runtimes import host_threads, isolated
 
@@ -153,12 +158,16 @@ class SelectInt8(Stage):
                "calib": calibration.sample(data, p.calibration_samples, ctx.settings.seed, ctx.name),
                "method": p.method, "shared": {},
                "ac_target": p.accuracy_control_max_drop if p.accuracy_control_max_drop is not None else budget / 2}
+        task = tasks.for_model(ctx.settings.task, src.meta, data.num_classes or None)
         n_ac = min(p.accuracy_control_samples, len(data.train_x))
         idx = np.random.default_rng(int(ctx.settings.seed) + 1).choice(len(data.train_x), n_ac, replace=False)
-        env["ac_data"] = (data.train_x[idx], data.train_y[idx])
+        # NNCF's accuracy control validates with top-1 on labelled images (pipeline.convert.openvino.top1_validation)
+        env["ac_data"] = (data.train_x[idx], data.train_y[idx]) if task.name == "classification" else None
         x, y = data.val_x, data.val_y
         if p.eval_samples:
-            x, y = x[: p.eval_samples], y[: p.eval_samples]
+            x, y = x[: p.eval_samples], (None if y is None else task.take(y, np.arange(min(p.eval_samples, len(x)))))
+        # a labelled task is judged on its metric; a label-free model on its outputs' fidelity to the input model
+        scorer = Scorer(task, y, budget, names=src.meta.get("output_names"))
         root = ctx.workdir / "candidates"
         root.mkdir()
         env["ir_dir"] = root / "_openvino_ir"  # the fp32 and int8 IRs the OpenVINO candidates share
@@ -184,7 +193,10 @@ class SelectInt8(Stage):
             if why is None:
                 try:
                     model = runtimes.load(c.format, path, meta, threads=0)
-                    acc = float((runtimes.predict_all(model, x, 64).argmax(1) == y).mean())
+                    outs = runtimes.predict_all_outputs(model, x, 64)
+                    if name == REFERENCE:
+                        scorer.reference(outs)
+                    score = scorer.score(outs)
                 except Exception as e:
                     ctx.log.debug("running %s failed", name, exc_info=True)
                     why = f"does not run here: {type(e).__name__}: {str(e).strip().splitlines()[0][:300]}"
@@ -193,9 +205,9 @@ class SelectInt8(Stage):
                 ctx.log.warning("%s: %s", name, why)
                 return
             seconds = time.perf_counter() - t0
-            ctx.log.info("%s: built and evaluated in %.1f s (top-1 %.4f)", name, seconds, acc)
-            built[name] = {"path": path, "meta": meta, "accuracy": acc, "runtime": model.runtime,
-                           "build_s": seconds}
+            ctx.log.info("%s: built and evaluated in %.1f s (%s)", name, seconds, _shown(score))
+            built[name] = {"path": path, "meta": meta, "accuracy": score.accuracy, "score": score,
+                           "runtime": model.runtime, "build_s": seconds}
 
         for name in names:
             if not CANDIDATES[name].accuracy_control:
@@ -203,10 +215,12 @@ class SelectInt8(Stage):
         if REFERENCE not in built:
             raise RuntimeError(f"the input model cannot run here ({skipped.get(REFERENCE)}): nothing to compare with")
         ref_acc = built[REFERENCE]["accuracy"]
-        within = [n for n, b in built.items() if CANDIDATES[n].precision == "int8"
-                  and 100.0 * (ref_acc - b["accuracy"]) <= budget]
+        within = [n for n, b in built.items() if CANDIDATES[n].precision == "int8" and b["score"].passed]
         for name in ac:
-            if p.accuracy_control == "if_needed" and within:
+            if env["ac_data"] is None:
+                skipped[name] = (f"not built: NNCF's accuracy control here validates top-1 on labelled images, and "
+                                 f"task {task.name!r} has none")
+            elif p.accuracy_control == "if_needed" and within:
                 skipped[name] = (f"not built: plain int8 already meets the budget ({within[0]}); "
                                  f"accuracy_control=always builds it anyway")
             else:  # judged against its plain int8 counterpart, timed side by side
@@ -223,26 +237,24 @@ class SelectInt8(Stage):
         extra = {t: isolated.measure(models, t, p.warmup, p.iterations)
                  for t in dict.fromkeys(host_threads(t) for t in p.threads) if t != threads}
 
-        rows = _rows(built, measured, extra, ref_acc, budget, threads)
+        rows = _rows(built, measured, extra, threads)
         int8 = [r for r in rows.values() if r["kind"] == "int8"]
         passing = sorted((r for r in int8 if r["passed"]), key=lambda r: r["latency_p50_ms"])
         table = sorted(rows.values(), key=lambda r: r["latency_p50_ms"])
         not_run = [{"name": n, "backend": CANDIDATES[n].backend, "format": CANDIDATES[n].format,
                     "precision": CANDIDATES[n].precision, "reason": why} for n, why in skipped.items()]
         if not passing:
-            for line in _markdown(table, not_run, None, budget, measured, extra).splitlines():
+            for line in _markdown(table, not_run, None, scorer.describe(), measured, extra).splitlines():
                 ctx.log.info("%s", line)
-            raise RuntimeError("no int8 candidate stays within the accuracy budget "
-                               f"({budget:g} top-1 points below fp32 {ref_acc:.4f}): "
-                               + "; ".join(f"{r['name']} {r['accuracy']:.4f}" for r in int8)
+            raise RuntimeError(f"no int8 candidate stays within the budget ({scorer.describe()}): "
+                               + "; ".join(f"{r['name']}: {'; '.join(r['problems'])}" for r in int8)
                                + (f"; not run: {', '.join(skipped)}" if skipped else ""))
         best = passing[0]
         sp = measured["speedups"]
         for r in int8:
             r["chosen"] = r is best
             if r is not best:
-                r["lost_because"] = ("slower" if r["passed"] else
-                                     f"loses {r['accuracy_drop_points']:.2f} top-1 points (budget {budget:g})")
+                r["lost_because"] = "slower" if r["passed"] else "; ".join(r["problems"])
                 if r["passed"] and sp[best["name"]][r["name"]]["verdict"] == "no measurable difference":
                     r["lost_because"] = "slower by less than the interval (a tie)"
         fastest_fp32, fastest_peer = _fastest(rows, "precision", "fp32"), _fastest(rows, "peer_default", True)
@@ -252,6 +264,7 @@ class SelectInt8(Stage):
         selection = {"chosen": best["name"], "backend": best["backend"], "format": best["format"],
                      "settings": best["settings"], "threads": threads, "cpu": measured["cpu"],
                      "load_average": measured["load_average"], "budget_points": budget,
+                     "judged_on": scorer.describe(),
                      "reference": REFERENCE, "reference_accuracy": ref_acc,
                      "fastest_fp32": fastest_fp32["name"], "speedup_vs_fastest_fp32": best["speedup_vs_fastest_fp32"],
                      "speedup_vs_fastest_fp32_ci": best["speedup_vs_fastest_fp32_ci"],
@@ -262,7 +275,7 @@ class SelectInt8(Stage):
                      "slower_than_fp32": slower, "kept_in_float": best.get("kept_in_float"),
                      "float_layers_cost": best.get("float_layers_cost"),
                      "candidates": table, "not_runnable": not_run, "table": "select_int8.md"}
-        md = _markdown(table, not_run, selection, budget, measured, extra)
+        md = _markdown(table, not_run, selection, scorer.describe(), measured, extra)
         (ctx.workdir / "select_int8.md").write_text(md)
         shutil.rmtree(root)  # the losers are listed, not kept
         for line in md.splitlines():
@@ -312,11 +325,23 @@ def _fp32_ir(env: dict):
     return env["shared"]["ir"]
 
 
+def _fed_as(c: Candidate, env: dict) -> tuple[str, dict]:
+    """(format, meta) whose signature a candidate's calibration images must follow: models made from the PyTorch
+    model (LiteRT, ExecuTorch) take what it takes; ONNX Runtime and OpenVINO candidates what the input ONNX takes."""
+    if c.backend in ("litert", "executorch") and env["torch"] is not None:
+        return "torch", env["torch"].meta
+    return ("openvino" if c.format == "openvino" else "onnx"), env["src"].meta
+
+
 def _build(name: str, c: Candidate, d, env: dict) -> tuple[Any, dict]:
     """Make candidate `name` in directory `d`; returns (path, meta). Library functions do the work."""
     import logging
 
-    src, calib = env["src"], env["calib"]
+    from pipeline import runtimes
+
+    src = env["src"]
+    # each back end calibrates on what its model is fed at evaluation (the one input path, pipeline.library.calibration)
+    calib = runtimes.adapt_input(*_fed_as(c, env), env["calib"])
     shape = src.meta["input_shape"]
     if c.build == "input":
         return src.path, src.meta
@@ -325,8 +350,9 @@ def _build(name: str, c: Candidate, d, env: dict) -> tuple[Any, dict]:
 
         path = d / "model.int8.onnx"
         # ERROR: the defaults candidate skips ONNX Runtime's pre-processing on purpose, and it says so
-        facts = onnx_convert.quantize_qdq(src.path, path, calib,
-                                          onnx_convert.QdqOptions(method=env["method"], **c.options), logging.ERROR)
+        opts = {k: v for k, v in c.options.items() if k != "float_tail"}
+        facts = onnx_convert.quantize_qdq(src.path, path, calib, onnx_convert.QdqOptions(method=env["method"], **opts),
+                                          logging.ERROR, float_tail=bool(c.options.get("float_tail")))
         facts.pop("duplicate_initializer_bytes_saved")
         return path, {**src.meta, "quantization": facts}
     if c.build in ("nncf_onnx", "nncf_onnx_ac"):
@@ -337,6 +363,7 @@ def _build(name: str, c: Candidate, d, env: dict) -> tuple[Any, dict]:
             facts = nncf_onnx.quantize(src.path, calib, path)
         else:
             vx, vy = env["ac_data"]
+            vx = runtimes.adapt_input(*_fed_as(c, env), vx)
             facts = nncf_onnx.quantize_with_accuracy_control(src.path, calib, vx, vy, path,
                                                              min(env["ac_target"], 99.0) / 100.0)
         return path, {**src.meta, "quantization": facts}
@@ -369,6 +396,7 @@ def _build(name: str, c: Candidate, d, env: dict) -> tuple[Any, dict]:
             path, qmeta = env["shared"]["int8_ir"]
             return path, {**qmeta, "openvino": {**qmeta["openvino"], **c.options}}
         vx, vy = env["ac_data"]
+        vx = runtimes.adapt_input(*_fed_as(c, env), vx)
         return ovc.accuracy_controlled_candidate(xml, meta, calib, vx, vy, d, min(env["ac_target"], 99.0) / 100.0,
                                                  layer_names=ovc.onnx_layer_names(src.path))
     if c.build in ("executorch", "executorch_int8"):
@@ -398,6 +426,8 @@ def _settings(c: Candidate, meta: dict, threads: int) -> str:
                     f"{'u8' if c.options['activation_type'] == 'uint8' else 's8'} act")
         if c.options.get("exclude_op_types"):
             bits.append("float " + "/".join(c.options["exclude_op_types"]))
+        if c.options.get("float_tail"):
+            bits.append("float output decoding")
     elif c.format == "onnx":
         bits.append("graph opt ALL" if c.build == "input" else "QDQ (NNCF)")
     elif c.format == "openvino":
@@ -414,8 +444,9 @@ def _settings(c: Candidate, meta: dict, threads: int) -> str:
     return ", ".join(bits)
 
 
-def _rows(built: dict, measured: dict, extra: dict, ref_acc: float, budget: float, threads: int) -> dict:
-    """One table row per built candidate: size, accuracy, drop, p50 with interval, ratios, budget verdict."""
+def _rows(built: dict, measured: dict, extra: dict, threads: int) -> dict:
+    """One table row per built candidate: size, accuracy (or output fidelity), drop, p50 with interval, ratios,
+    budget verdict (pipeline.convert.scoring decided it)."""
     from pipeline.convert.openvino import default_inference_precision
 
     m, sp = measured["models"], measured["speedups"]
@@ -429,14 +460,15 @@ def _rows(built: dict, measured: dict, extra: dict, ref_acc: float, budget: floa
              "kind": "int8" if c.precision == "int8" else "float", "peer_default": c.peer_default,
              "settings": _settings(c, b["meta"], threads), "runtime": m[n]["runtime"],
              "size_bytes": _size(c.format, b["path"]), "accuracy": b["accuracy"],
-             "accuracy_drop_points": 100.0 * (ref_acc - b["accuracy"]),
+             "accuracy_drop_points": b["score"].drop_points, "fidelity": b["score"].fidelity,
+             "problems": b["score"].problems,
              "latency_p50_ms": m[n]["latency_p50_ms"], "latency_p90_ms": m[n]["latency_p90_ms"],
              "latency_p50_ci": [m[n].get("latency_p50_ci_low_ms"), m[n].get("latency_p50_ci_high_ms")],
              "build_seconds": b["build_s"], "about": c.about}
         if extra:
             r["latency_p50_ms_at_threads"] = {str(t): e["models"][n]["latency_p50_ms"] for t, e in extra.items()}
         if c.precision == "int8":
-            r["passed"] = r["accuracy_drop_points"] <= budget
+            r["passed"] = b["score"].passed
         q = b["meta"].get("quantization") or {}
         if c.accuracy_control:
             r["kept_in_float"] = list(q.get("reverted_to_float", []))
@@ -461,8 +493,25 @@ def _rows(built: dict, measured: dict, extra: dict, ref_acc: float, budget: floa
                 "size_bytes": r["size_bytes"] - plain["size_bytes"],
                 "p50_ms": r["latency_p50_ms"] - plain["latency_p50_ms"],
                 "latency_ratio": s["speedup"], "latency_ratio_ci": s["ci"], "verdict": _cost_verdict(s["verdict"]),
-                "accuracy_points_recovered": 100.0 * (r["accuracy"] - plain["accuracy"])}
+                "accuracy_points_recovered": 100.0 * (r["accuracy"] - plain["accuracy"])
+                if r["accuracy"] is not None and plain["accuracy"] is not None else None}
     return rows
+
+
+def _shown(score) -> str:
+    """A candidate's score in words: its metric, or its fidelity to the reference."""
+    if score.accuracy is not None:
+        return f"metric {score.accuracy:.4f}"
+    f = score.fidelity
+    return ", ".join(f"{k} {'identical' if v is None else format(v, '.4f')}" for k, v in f.items()) or "-"
+
+
+def _metric_cell(r: dict) -> str:
+    if r["accuracy"] is not None:
+        return f"{100 * r['accuracy']:.2f}"
+    f = r.get("fidelity") or {}
+    snr = "identical" if f.get("snr_db") is None else f"{f['snr_db']:.1f} dB"
+    return f"cos {f.get('cosine', float('nan')):.4f}, {snr}"
 
 
 def _fastest(rows: dict, key: str, value) -> dict | None:
@@ -495,13 +544,13 @@ def _ratio(r: dict, key: str) -> str:
     return f"{v:.2f}x" + (f" ({ci[0]:.2f}-{ci[1]:.2f})" if ci and ci != [1.0, 1.0] else "")
 
 
-def _markdown(table: list[dict], not_run: list[dict], sel: dict | None, budget: float, measured: dict,
+def _markdown(table: list[dict], not_run: list[dict], sel: dict | None, budget: str, measured: dict,
               extra: dict) -> str:
     """The stage's table: every candidate, timed or not, with why not."""
     from pipeline.runtimes.measure import describe_load
 
     extra_heads = [f"p50 ms @{t} thr" for t in extra]
-    head = ["candidate", "backend", "precision", "settings", "peer default", "MB", "top-1 %", "drop pts",
+    head = ["candidate", "backend", "precision", "settings", "peer default", "MB", "metric % / fidelity", "drop pts",
             "p50 ms (95% CI)", *extra_heads, "vs fastest fp32", "vs fastest peer default", "within budget", "chosen"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in table:
@@ -512,7 +561,8 @@ def _markdown(table: list[dict], not_run: list[dict], sel: dict | None, budget: 
         if r.get("kept_in_float") is not None:
             chosen = "; ".join(filter(None, [chosen, f"kept in float: {', '.join(r['kept_in_float']) or 'none'}"]))
         cells = [r["name"], r["backend"], r["precision"], r["settings"], "yes" if r["peer_default"] else "",
-                 f"{r['size_bytes'] / 1e6:.3g}", f"{100 * r['accuracy']:.2f}", f"{r['accuracy_drop_points']:.2f}",
+                 f"{r['size_bytes'] / 1e6:.3g}", _metric_cell(r),
+                 "-" if r["accuracy_drop_points"] is None else f"{r['accuracy_drop_points']:.2f}",
                  p50, *[f"{r['latency_p50_ms_at_threads'][str(t)]:.3f}" for t in extra],
                  _ratio(r, "fastest_fp32"), _ratio(r, "fastest_peer_default"), within, chosen]
         lines.append("| " + " | ".join(cells) + " |")
@@ -522,8 +572,7 @@ def _markdown(table: list[dict], not_run: list[dict], sel: dict | None, budget: 
         lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
     out = ["\n".join(lines), ""]
     out.append(f"Timed on this host ({measured['cpu']}), {measured['threads']} thread(s), batch 1, one fresh process, "
-               f"all models round-robin; {describe_load(measured['load_average'])}. Accuracy budget: {budget:g} top-1 "
-               f"points below {REFERENCE}.")
+               f"all models round-robin; {describe_load(measured['load_average'])}. Budget: {budget}.")
     if sel:
         where = ", ".join(dict.fromkeys([sel["backend"], sel["format"], sel["settings"]]))
         out.append(f"Chosen: {sel['chosen']} ({where}): "

@@ -36,9 +36,9 @@ class Train(Stage):
         if task != "classification" and models.framework(str(cfg.model.name)) == "keras" and not fine_tunes:
             problems.append(f"model.name: {cfg.model.name!r} (Keras) trains as a classifier only; task={task!r} "
                             f"needs a PyTorch model of the zoo")
-        if task == "none":
-            problems.append("task=none has no labels to train on: import a trained model (type: import_model) "
-                            "instead of a train stage")
+        if task == "none" or str(cfg.data.name) == "images":
+            problems.append(f"{'task=none' if task == 'none' else 'data=images'} has no labels to train on: import a "
+                            f"trained model (type: import_model) instead of a train stage")
         return problems
 
     @classmethod
@@ -53,18 +53,20 @@ class Train(Stage):
         model_cfg = ctx.settings.model
         p: TrainConfig = ctx.params
         data = ctx.data()
-        size = int(model_cfg.input_size)
-        task = tasks.for_model(ctx.settings.task, {"input_shape": [1, 3, size, size]}, data.num_classes)
+        from pipeline.data.size import hw
+
+        h, w = hw(model_cfg.input_size)
+        task = tasks.for_model(ctx.settings.task, {"input_shape": [1, 3, h, w]}, data.num_classes)
         if ctx.inputs:
             return self._finetune(ctx, data, task)
         fw = models.framework(model_cfg.name)
         spec = {"name": model_cfg.name, "num_classes": data.num_classes, "kwargs": models.arch_kwargs(model_cfg)}
-        meta = {"input_shape": [1, 3, size, size], "num_classes": data.num_classes, "classes": data.classes,
+        meta = {"input_shape": [1, 3, h, w], "num_classes": data.num_classes, "classes": data.classes,
                 "arch": spec, "task": ctx.settings.task}
         if fw == "keras":
             from pipeline.models import keras_zoo
 
-            model, result, path = keras_zoo.train(spec, size, data, p, ctx.settings.seed, ctx.log, ctx.workdir)
+            model, result, path = keras_zoo.train(spec, (h, w), data, p, ctx.settings.seed, ctx.log, ctx.workdir)
             meta.update(input_layout="NHWC", parameters=int(model.count_params()))
         else:
             from pipeline.library import training

@@ -46,8 +46,9 @@ HIGHER_IS_BETTER: dict[str, bool] = {"top1": True, "top5": True, "map50_95": Tru
 # The data sets each task reads (the `data.name` values), for the plan-time check of a recipe.
 DATASETS: dict[str, tuple[str, ...]] = {
     "classification": ("digits", "imagefolder"),
-    "detection": ("digits_detection", "coco", "yolo"),
-    "segmentation": ("digits_segmentation", "masks"),
+    # (images: no labels; the model is held to its source by the task's agreement, and evaluate shows n/a)
+    "detection": ("digits_detection", "coco", "yolo", "images"),
+    "segmentation": ("digits_segmentation", "masks", "images"),
     "none": ("images", "digits", "imagefolder", "digits_detection", "digits_segmentation", "coco", "yolo", "masks"),
 }
 # Module holding check / fingerprint / load for each data set name of a task (the classification sets live in

@@ -6,12 +6,17 @@ from typing import Any, Sequence
 import numpy as np
 
 
+AGREEMENT_NAMES = {"top1_agreement": "top-1 agreement", "map50_agreement": "mAP@.5 agreement",
+                   "pixel_agreement": "pixel agreement", "miou_agreement": "mIoU agreement"}
+
+
 class Task:
     name: str = ""
     metrics: tuple[str, ...] = ()
     higher_is_better: dict[str, bool] = {}
     needs_labels: bool = True
-    # Default parity thresholds of the task's agreement metrics (a recipe overrides them); {} = tensor metrics only.
+    # Default parity thresholds (parameter name of the parity stage -> bound), applied unless the recipe gives its
+    # own value or turns defaults off (stages.parity.task_defaults=false). Each task says why its values.
     parity_thresholds: dict[str, float] = {}
 
     @property
@@ -30,18 +35,33 @@ class Task:
 
     def check_agreement(self, agreement: dict[str, float], thresholds: dict[str, float] | None = None) -> list[str]:
         """Thresholds (`min_<name>` / `max_<name>`) broken by an agreement dict, one sentence each."""
-        thresholds = {**self.parity_thresholds, **(thresholds or {})}
+        return self.parity_problems(agreement, {}, thresholds)
+
+    def parity_thresholds_for(self, overrides: dict[str, Any] | None = None, defaults: bool = True) -> dict[str, float]:
+        """The thresholds a parity check applies: this task's defaults (unless `defaults` is False), each replaced
+        by the recipe's value where it gives one (None = keep the default)."""
+        out = dict(self.parity_thresholds) if defaults else {}
+        out.update({k: float(v) for k, v in (overrides or {}).items() if v is not None})
+        return out
+
+    def parity_problems(self, agreement: dict[str, float], per_output: dict[str, dict[str, float]],
+                        thresholds: dict[str, float] | None = None, defaults: bool = True) -> list[str]:
+        """Every threshold broken, one sentence each: the task's agreement metrics (`min_top1_agreement` ...) first,
+        then each output tensor's cosine / SNR / largest error (`min_cosine`, `min_snr_db`, `max_abs_error`)."""
+        from pipeline.library import parity_metrics
+
+        limits = self.parity_thresholds_for(thresholds, defaults)
         out = []
-        for key, limit in thresholds.items():
-            if limit is None:
-                continue
+        for key, limit in limits.items():
             kind, _, metric = key.partition("_")
-            if metric not in agreement:
+            if key in parity_metrics.OUTPUT_THRESHOLDS or metric not in agreement:
                 continue
             v = agreement[metric]
             if (kind == "min" and v < limit) or (kind == "max" and v > limit):
-                out.append(f"{self.name} {metric} {v:.4f} {'<' if kind == 'min' else '>'} {key} {limit:g}")
-        return out
+                shown = AGREEMENT_NAMES.get(metric, metric)
+                out.append(f"{shown} {v:.4f} {'<' if kind == 'min' else '>'} {key} {limit:g}")
+        return out + parity_metrics.violations(per_output, limits.get("min_cosine"), limits.get("min_snr_db"),
+                                               limits.get("max_abs_error"))
 
     def loss(self, outputs, labels, input_size: tuple[int, int] | None = None):
         """Training loss (torch) of a model's outputs on a batch of labels (`take(labels, idx)`)."""

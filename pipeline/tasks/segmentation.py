@@ -1,5 +1,11 @@
-"""Semantic segmentation: per-pixel logits [N, classes, H, W]; mean IoU and pixel accuracy from a confusion matrix
-(scikit-learn's), pixels labelled `ignore_index` (255, the usual "void") left out.
+"""Semantic segmentation: per-pixel scores; mean IoU and pixel accuracy from a confusion matrix (scikit-learn's),
+pixels labelled `ignore_index` (255, the usual "void") left out.
+
+The head's layout is read from its shape: [N, classes, H, W] (PyTorch), [N, H, W, classes] (TFLite/Keras, NHWC), and
+the binary head most edge, matting and foreground models have: one channel ([N, 1, H, W], [N, H, W, 1] or [N, H, W])
+of a sigmoid (values in [0, 1], foreground above 0.5) or of its logit (foreground above 0), scored as two classes
+(0 = background, 1 = foreground). A one-channel layout is unambiguous; a multi-channel one is NHWC when its last
+axis, and not its second, holds the class count.
 
 mIoU averages the IoU of the classes that occur in the labels or the predictions (a class absent from both has no
 IoU; counting it as 0 or 1 would move the mean for nothing), as mmsegmentation and torchmetrics do by default.
@@ -44,33 +50,60 @@ class Segmentation(Task):
     name = "segmentation"
     metrics = ("miou", "pixel_acc")
     higher_is_better = {"miou": True, "pixel_acc": True}
+    # Disagreement between a segmenter and its source concentrates on object boundaries: a one-pixel band around the
+    # objects of a typical mask is 2-3% of the pixels, so 0.97 allows boundary jitter and catches a class that
+    # bleeds or vanishes.
     parity_thresholds = {"min_pixel_agreement": 0.97}
 
-    def __init__(self, ignore_index: int = IGNORE_INDEX, **_: Any):
+    def __init__(self, ignore_index: int = IGNORE_INDEX, num_classes: int | None = None, **_: Any):
         self.ignore_index = ignore_index
+        self.num_classes = num_classes
 
     @staticmethod
-    def logits(outputs) -> np.ndarray:
-        outs = as_list(outputs)
-        x = np.asarray(outs[0])
-        if x.ndim != 4:
-            raise ValueError(f"a segmenter's first output is per-pixel logits [N, classes, H, W]; this model gives "
-                             f"shape {list(x.shape)}")
-        return x
+    def layout(shape, num_classes: int | None = None) -> tuple[str, int] | None:
+        """(NCHW | NHWC | NHW, channels) of a head's output shape, or None when it is no per-pixel map."""
+        shape = list(shape)
+        if len(shape) == 3:
+            return "NHW", 1
+        if len(shape) != 4:
+            return None
+        c1, c3 = shape[1], shape[3]
+        if c3 == 1 and c1 != 1:
+            return "NHWC", 1
+        if num_classes and c3 == num_classes and c1 != num_classes:
+            return "NHWC", c3
+        if num_classes is None and isinstance(c3, int) and isinstance(c1, int) and 1 < c3 < 8 < c1:
+            return "NHWC", c3  # a handful of classes last, a spatial size second
+        return "NCHW", c1
+
+    def logits(self, outputs) -> np.ndarray:
+        """The first output as [N, channels, H, W] whatever the head's layout."""
+        x = np.asarray(as_list(outputs)[0])
+        found = self.layout(x.shape, self.num_classes)
+        if found is None:
+            raise ValueError(f"a segmenter's first output is a per-pixel map ([N, classes, H, W], [N, H, W, classes] "
+                             f"or a one-channel [N, H, W]); this model gives shape {list(x.shape)}")
+        kind = found[0]
+        return x[:, None] if kind == "NHW" else x.transpose(0, 3, 1, 2) if kind == "NHWC" else x
 
     def predict(self, outputs) -> np.ndarray:
-        return self.logits(outputs).argmax(1)
+        x = self.logits(outputs)
+        if x.shape[1] == 1:  # binary: a sigmoid's probability, or its logit
+            p = x[:, 0]
+            return (p > (0.5 if p.min() >= 0 and p.max() <= 1 else 0.0)).astype(np.int64)
+        return x.argmax(1)
+
+    def classes(self, outputs) -> int:
+        return max(2, self.logits(outputs).shape[1])
 
     def evaluate(self, outputs, labels) -> dict[str, float]:
-        x = self.logits(outputs)
-        return scores(confusion(x.argmax(1), labels, x.shape[1], self.ignore_index))
+        return scores(confusion(self.predict(outputs), labels, self.classes(outputs), self.ignore_index))
 
     def agreement(self, reference, outputs, labels=None) -> dict[str, float]:
-        r, g = self.logits(reference), self.logits(outputs)
-        pr, pg = r.argmax(1), g.argmax(1)
+        pr, pg = self.predict(reference), self.predict(outputs)
         return {"pixel_agreement": float((pr == pg).mean()),
-                "miou_agreement": scores(confusion(pg, pr, r.shape[1], self.ignore_index))["miou"],
-                **self._with_labels(r, g, labels)}
+                "miou_agreement": scores(confusion(pg, pr, self.classes(reference), self.ignore_index))["miou"],
+                **self._with_labels(reference, outputs, labels)}
 
     def loss(self, outputs, labels, input_size=None):
         """Per-pixel cross-entropy, ignore_index pixels left out (torch)."""
@@ -83,10 +116,19 @@ class Segmentation(Task):
 
     def check_model(self, outputs, num_classes):
         shape = (outputs[0].get("shape") if outputs else None) or []
-        if len(shape) != 4:
-            return [f"task segmentation expects per-pixel logits (batch, classes, H, W); the model gives "
-                    f"{[o.get('shape') for o in outputs]}: choose the task that fits the model"]
-        if num_classes is not None and isinstance(shape[1], int) and shape[1] != num_classes:
-            return [f"the segmenter predicts {shape[1]} classes but the masks have {num_classes}: retrain its head "
+        found = self.layout(shape, num_classes)
+        if found is None:
+            return [f"task segmentation expects a per-pixel map ((batch, classes, H, W), (batch, H, W, classes) or one "
+                    f"channel (batch, H, W)); the model gives {[o.get('shape') for o in outputs]}: choose the task "
+                    f"that fits the model"]
+        channels = found[1]
+        if num_classes is None or not isinstance(channels, int) or channels <= 0:
+            return []
+        if channels == 1 and num_classes != 2:
+            return [f"the segmenter has one (binary, foreground/background) channel but the masks have {num_classes} "
+                    f"classes: give masks of two classes (0 = background, 1 = foreground; data.classes=[background,"
+                    f"foreground]) or a head with {num_classes} channels"]
+        if channels != 1 and channels != num_classes:
+            return [f"the segmenter predicts {channels} classes but the masks have {num_classes}: retrain its head "
                     f"or give data.classes matching the model"]
         return []

@@ -59,7 +59,13 @@ def test_coco_json_layout(tmp_path):
     d = detection.load(cfg, 80)
     assert d.classes == ["cat", "dog"] and len(d.train_x) + len(d.val_x) == 4
     cats = [t["boxes"][0] for t in d.train_y + d.val_y if t["labels"].tolist() == [0]]
-    np.testing.assert_allclose(cats[0], [8, 8, 48, 48], rtol=1e-5)  # [4, 3, 24, 18] in 40x30 -> 80x80 px
+    # letterboxed (the default): 40x30 -> 80x60 placed 10 px down in 80x80, so [4, 3, 24, 18] -> [8, 16, 48, 46]
+    np.testing.assert_allclose(cats[0], [8, 16, 48, 46], rtol=1e-5)
+    assert d.meta["resize"] == "letterbox" and len(d.meta["placement"]["val"]) == len(d.val_x)
+    d = detection.load(_cfg("coco", path=str(tmp_path / "img"), annotations=str(tmp_path / "ann.json"),
+                            val_fraction=0.25, resize="stretch"), 80)
+    cats = [t["boxes"][0] for t in d.train_y + d.val_y if t["labels"].tolist() == [0]]
+    np.testing.assert_allclose(cats[0], [8, 8, 48, 48], rtol=1e-5)  # stretched: [4, 3, 24, 18] in 40x30 -> 80x80 px
     assert sorted(len(t["labels"]) for t in d.train_y + d.val_y) == [0, 0, 1, 1]  # the crowd box is skipped
     (msg,) = detection.check(_cfg("coco", path=str(tmp_path / "img"), annotations=str(tmp_path / "nope.json")))
     assert "data.annotations" in msg

@@ -257,9 +257,10 @@ def test_a_benchmark_model_measurement_in_a_run_is_recorded_once(agent, files, t
     assert lat["min"] == pytest.approx(2.056) and lat["max"] == pytest.approx(2.656)
     rows = store.rows(store.path_in(outputs))
     assert len(rows) == 1 and rows[0]["latency_p50_ms"] is None and rows[0]["latency_mean_ms"] == pytest.approx(2.1771)
-    from pipeline.report import summary
+    from pipeline.report.schema import Summary
+    from pipeline.report.table import summary_table
 
-    assert "2.18 mean" in report.table(summary, color=False)
+    assert "2.18 mean" in summary_table(Summary.from_dict(summary), color=False)
 
     code, msg, _ = run("cache.force=[benchmark]")  # the same task again: its row is replaced, not added
     assert code == 0, msg

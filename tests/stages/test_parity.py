@@ -83,6 +83,37 @@ def test_divergence_names_the_stage_that_broke_the_model(outputs):
     assert msg.index("'damage'") < msg.index("'export'") if "'export'" in msg else True  # blamed first: the cause
 
 
+def test_task_default_applies_and_the_failed_row_is_never_ok(outputs):
+    """No threshold in the recipe: classification's default top-1 agreement (0.97) still fails a broken model, and
+    the summary row of that model carries the problem and is not ok (the run failed; summary.json says why)."""
+    import json
+
+    cfg = cfg_for(outputs, 3.0)
+    cfg.stages.parity = OmegaConf.create({"type": "parity", "samples": 128})
+    with pytest.raises(StageError) as e:
+        app.run(cfg, stages=[Damage])
+    assert "min_top1_agreement 0.97" in str(e.value)
+    latest = max((outputs / "runs").rglob("summary.json"), key=lambda p: p.stat().st_mtime)
+    rows = {a["name"]: a for a in json.loads(latest.read_text())["artifacts"]}
+    assert rows["damage"]["ok"] is False and rows["damage"]["parity"]["ok"] is False
+    assert any("top-1 agreement" in p for p in rows["damage"]["problems"])
+    assert rows["train"]["ok"] is True
+
+
+def test_label_free_defaults_are_per_output_cosine_and_snr():
+    from pipeline import tasks
+
+    t = tasks.get("none")
+    per_output = {"scores": {"cosine": 0.995, "snr_db": 7.9, "max_abs_error": 0.3}}
+    bad = t.parity_problems({}, per_output)
+    assert bad == ["output 'scores': SNR 7.9 dB < min_snr_db 20"]
+    assert t.parity_problems({}, per_output, {"min_snr_db": 5.0}) == []  # a recipe may loosen it
+    assert t.parity_problems({}, per_output, defaults=False) == []
+    c = tasks.get("classification")
+    assert c.parity_problems({"top1_agreement": 0.96}, {}) == ["top-1 agreement 0.9600 < min_top1_agreement 0.97"]
+    assert c.parity_problems({"top1_agreement": 0.96}, {}, {"min_top1_agreement": 0.95}) == []
+
+
 def test_compare_and_thresholds():
     ref = np.array([[1.0, 0.0], [0.0, 1.0], [2.0, 1.0]])
     m = compare(ref, ref * 2)
