@@ -1,0 +1,401 @@
+"""One model in every format and precision the back ends here can make: the candidates the measured int8 choice
+(`select_int8`) and the cross-format benchmark (`benchmark_formats`) build, score and time side by side.
+
+A candidate is made from the input ONNX model (ONNX Runtime's QDQ variants, NNCF, the OpenVINO IRs) or from the
+PyTorch model upstream of it (LiteRT, ExecuTorch, Core ML). Each one ends in one of three states, the table's status:
+  ran          built, evaluated and timed here;
+  not_runnable built (its size is known) or not, but this host cannot run it: Core ML off macOS, a precision the CPU
+               lacks, or no PyTorch model to make it from;
+  failed       its converter or runtime raised: the first line of the error is the reason.
+One back end failing never hides the others' numbers. Latency comes from pipeline.runtimes.measure (one fresh
+process, every model round-robin, bootstrap intervals); frameworks are imported inside the builders.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from pipeline.core.artifacts import path_size
+
+RAN, NOT_RUNNABLE, FAILED = "ran", "not_runnable", "failed"
+BACKENDS = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO", "executorch": "ExecuTorch", "litert": "LiteRT",
+            "coreml": "Core ML"}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One model to build and time: which back end runs it, in which precision, made how, with which settings."""
+
+    backend: str  # onnxruntime | openvino | executorch | litert | coreml
+    format: str  # artifact format
+    precision: str  # fp32 | bf16 | fp16 | int8 | default (OpenVINO: what the plugin picks on this CPU)
+    build: str  # how it is made (see `build`)
+    options: dict = field(default_factory=dict)  # builder options / runtime settings recorded in the meta
+    peer_default: bool = False  # what a user of that back end gets with its documented defaults
+    accuracy_control: bool = False  # NNCF accuracy control: built only when asked for (see select_int8)
+    counterpart: Optional[str] = None  # accuracy control: the plain int8 candidate it is compared with
+    about: str = ""
+
+
+def _qdq(**kw) -> dict:
+    return {"per_channel": True, "activation_type": "uint8", "weight_type": "int8", **kw}
+
+
+CANDIDATES: dict[str, Candidate] = {
+    "ort_fp32": Candidate("onnxruntime", "onnx", "fp32", "input", about="the input ONNX model (accuracy reference)"),
+    "ort_defaults": Candidate("onnxruntime", "onnx", "int8", "ort_qdq",
+                              _qdq(per_channel=False, activation_type="int8", preprocess=False), peer_default=True,
+                              about="quantize_static with its defaults: per-tensor, s8 activations, no pre-processing"),
+    "ort_per_channel_u8": Candidate("onnxruntime", "onnx", "int8", "ort_qdq", _qdq()),
+    "ort_per_channel_s8": Candidate("onnxruntime", "onnx", "int8", "ort_qdq", _qdq(activation_type="int8")),
+    "ort_per_channel_u8_float_add": Candidate("onnxruntime", "onnx", "int8", "ort_qdq",
+                                              _qdq(exclude_op_types=["Add"])),
+    "ort_nncf_int8": Candidate("onnxruntime", "onnx", "int8", "nncf_onnx", about="nncf.quantize on the ONNX model"),
+    "ort_int8_accuracy_control": Candidate("onnxruntime", "onnx", "int8", "nncf_onnx_ac", accuracy_control=True,
+                                           counterpart="ort_nncf_int8",
+                                           about="nncf.quantize_with_accuracy_control on the ONNX model"),
+    "litert_fp32": Candidate("litert", "tflite", "fp32", "litert", {"precision": "fp32"}),
+    "litert_int8": Candidate("litert", "tflite", "int8", "litert", {"precision": "int8"}, peer_default=True,
+                             about="litert-torch full-integer int8 (PT2E), LiteRT's int8 path"),
+    "openvino_fp32": Candidate("openvino", "openvino", "fp32", "openvino", {"inference_precision": "f32"}),
+    "openvino_default": Candidate("openvino", "openvino", "default", "openvino", {"inference_precision": None},
+                                  peer_default=True, about="the fp32 IR compiled with no hint (the plugin's choice)"),
+    "openvino_bf16": Candidate("openvino", "openvino", "bf16", "openvino", {"inference_precision": "bf16"}),
+    "openvino_f16": Candidate("openvino", "openvino", "fp16", "openvino", {"inference_precision": "f16"}),
+    "openvino_int8": Candidate("openvino", "openvino", "int8", "openvino_int8", {"performance_mode": "LATENCY"},
+                               about="nncf.quantize with its defaults (performance preset)"),
+    "openvino_int8_throughput": Candidate("openvino", "openvino", "int8", "openvino_int8",
+                                          {"performance_mode": "THROUGHPUT"}),
+    "openvino_int8_accuracy_control": Candidate("openvino", "openvino", "int8", "openvino_ac", accuracy_control=True,
+                                                counterpart="openvino_int8",
+                                                about="nncf.quantize_with_accuracy_control on the IR"),
+    "executorch_fp32": Candidate("executorch", "executorch", "fp32", "executorch", peer_default=True,
+                                 about="torch.export lowered to XNNPACK, ExecuTorch's documented path"),
+    "executorch_int8": Candidate("executorch", "executorch", "int8", "executorch_int8",
+                                 about="PT2E with the XNNPACK quantizer, lowered to XNNPACK"),
+    "coreml_fp16": Candidate("coreml", "coreml", "fp16", "coreml", {"precision": "fp16"}, peer_default=True,
+                             about="ML Program with fp16 compute, coremltools' default"),
+    "coreml_int8": Candidate("coreml", "coreml", "int8-weights", "coreml_int8",
+                             about="fp16 package with int8 weights (coremltools.optimize linear quantization)"),
+}
+# quantize_qdq options of the ONNX Runtime QDQ variants (bench/bench_runtimes.py builds the same ones)
+QDQ_VARIANTS = {n: dict(c.options) for n, c in CANDIDATES.items() if c.build == "ort_qdq"}
+REFERENCE = "ort_fp32"  # the input model: the accuracy every drop is measured from
+COREML_TARGET = "iOS17"  # minimum deployment target of the Core ML candidates (int8 weights need iOS16 or later)
+
+
+class Unbuildable(Exception):
+    """A candidate this input cannot make (e.g. no PyTorch model upstream), with the reason as its message."""
+
+
+def not_runnable(c: Candidate) -> str | None:
+    """Why candidate `c` cannot run on this host, or None: the runtime module's `not_runnable_here`, given the
+    settings when it takes them (OpenVINO: a precision the CPU plugin lacks)."""
+    from pipeline import runtimes
+
+    return runtimes.not_runnable_reason(c.format, {"openvino": c.options} if c.format == "openvino" else {})
+
+
+@dataclass
+class Env:
+    """What every builder needs: the input ONNX artifact, the PyTorch artifact upstream (or None), the calibration
+    images (the same for every candidate), NNCF's labelled images and target for accuracy control, the folder the
+    OpenVINO IRs are shared in, and what builders convert once and share (the fp32 IR)."""
+
+    src: Any
+    torch: Any
+    calib: Any
+    ir_dir: Path
+    method: str = "minmax"
+    ac_data: tuple | None = None
+    ac_target: float = 0.5
+    shared: dict = field(default_factory=dict)
+
+
+def _need_torch(env: Env, what: str):
+    if env.torch is None:
+        raise Unbuildable(f"not built: {what} is made from the PyTorch model, and none is upstream of "
+                          f"{env.src.stage!r}")
+    return env.torch
+
+
+def _fp32_ir(env: Env):
+    """The fp32 OpenVINO IR of the input ONNX model, converted once and shared by the OpenVINO candidates."""
+    from pipeline.convert import openvino as ovc
+
+    if "ir" not in env.shared:
+        env.ir_dir.mkdir(parents=True, exist_ok=True)
+        xml = env.ir_dir / "model.xml"
+        facts = ovc.export_ir(env.src.path, env.src.meta["input_shape"], xml)
+        env.shared["ir"] = (xml, {**env.src.meta, "openvino": {"device": "CPU", **facts}})
+    return env.shared["ir"]
+
+
+def build(name: str, d: Path, env: Env) -> tuple[Any, dict]:
+    """Make candidate `name` in directory `d`; returns (path, meta). The convert/ library functions do the work."""
+    c = CANDIDATES[name]
+    src, calib = env.src, env.calib
+    if c.build == "input":
+        return src.path, src.meta
+    if c.build == "ort_qdq":
+        return _build_qdq(c, d, env)
+    if c.build in ("nncf_onnx", "nncf_onnx_ac"):
+        from pipeline.convert import nncf_onnx
+
+        path = d / "model.int8.onnx"
+        if c.build == "nncf_onnx":
+            facts = nncf_onnx.quantize(src.path, calib, path)
+        else:
+            vx, vy = env.ac_data
+            facts = nncf_onnx.quantize_with_accuracy_control(src.path, calib, vx, vy, path,
+                                                             min(env.ac_target, 99.0) / 100.0)
+        return path, {**src.meta, "quantization": facts}
+    if c.build == "litert":
+        return _build_litert(c, d, env)
+    if c.build in ("openvino", "openvino_int8", "openvino_ac"):
+        return _build_openvino(c, d, env)
+    if c.build in ("executorch", "executorch_int8"):
+        from pipeline.convert import executorch as etc
+
+        torch_src = _need_torch(env, "a .pte")
+        if c.build == "executorch":
+            return etc.peer_default(torch_src.path, src.meta, d)
+        return etc.int8_candidate(torch_src.path, src.meta, calib, d)
+    if c.build in ("coreml", "coreml_int8"):
+        return _build_coreml(c, d, env)
+    raise ValueError(f"internal: candidate {name!r} has no builder {c.build!r}")
+
+
+def _build_qdq(c: Candidate, d: Path, env: Env) -> tuple[Any, dict]:
+    import logging
+
+    from pipeline.convert import onnx as onnx_convert
+
+    path = d / "model.int8.onnx"
+    # ERROR: the defaults candidate skips ONNX Runtime's pre-processing on purpose, and it says so
+    facts = onnx_convert.quantize_qdq(env.src.path, path, env.calib,
+                                      onnx_convert.QdqOptions(method=env.method, **c.options), logging.ERROR)
+    facts.pop("duplicate_initializer_bytes_saved")
+    return path, {**env.src.meta, "quantization": facts}
+
+
+def _build_litert(c: Candidate, d: Path, env: Env) -> tuple[Any, dict]:
+    from pipeline.convert.tflite import export_source
+    from pipeline.runtimes import tflite_rt
+
+    torch_src = _need_torch(env, "a .tflite")
+    path = d / f"model.{c.options['precision']}.tflite"
+    int8 = c.options["precision"] == "int8"
+    facts, layout = export_source("torch", torch_src.path, env.src.meta["input_shape"], path,
+                                  c.options["precision"], env.calib if int8 else None)
+    info = tflite_rt.inspect(path)
+    meta = {**env.src.meta, "input_layout": layout,
+            "tflite": {**facts, **{k: info[k] for k in ("operators", "operator_count", "float_operators",
+                                                       "integer_only", "inputs", "outputs")}}}
+    if int8:
+        meta["quantization"] = {"tool": facts.get("quantizer"), "precision": "int8",
+                                "calibration_samples": len(env.calib), "io": "int8"}
+    return path, meta
+
+
+def _build_openvino(c: Candidate, d: Path, env: Env) -> tuple[Any, dict]:
+    from pipeline.convert import openvino as ovc
+
+    xml, meta = _fp32_ir(env)
+    if c.build == "openvino":
+        return xml, {**meta, "openvino": {**meta["openvino"], **c.options}}
+    if c.build == "openvino_int8":
+        if "int8_ir" not in env.shared:
+            env.shared["int8_ir"] = ovc.int8_candidate(xml, meta, env.calib, env.ir_dir)
+        path, qmeta = env.shared["int8_ir"]
+        return path, {**qmeta, "openvino": {**qmeta["openvino"], **c.options}}
+    vx, vy = env.ac_data
+    return ovc.accuracy_controlled_candidate(xml, meta, env.calib, vx, vy, d, min(env.ac_target, 99.0) / 100.0,
+                                             layer_names=ovc.onnx_layer_names(env.src.path))
+
+
+def _build_coreml(c: Candidate, d: Path, env: Env) -> tuple[Any, dict]:
+    """An ML Program package (coremltools converts on Linux; only macOS runs it), so its size is known here."""
+    from pipeline.convert import coreml
+    from pipeline.models import load_torch
+
+    torch_src = _need_torch(env, "a Core ML package")
+    if "coreml_fp16" not in env.shared:
+        model, _ = load_torch(torch_src.path)
+        path = d.parent / "_coreml_fp16" / "model.mlpackage"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        converter = coreml.convert_torch(model, env.src.meta["input_shape"], path, "fp16", COREML_TARGET)
+        env.shared["coreml_fp16"] = (path, {**env.src.meta, "coreml": {"converter": converter,
+                                                                       "deployment_target": COREML_TARGET,
+                                                                       "compute_precision": "fp16"}})
+    path, meta = env.shared["coreml_fp16"]
+    if c.build == "coreml":
+        return path, meta
+    out = d / "model.mlpackage"
+    coreml.compress_weights(path, out, "int8", 8, True)
+    return out, {**meta, "quantization": {"tool": "coremltools.optimize.coreml", "mode": "int8"}}
+
+
+def size(fmt: str, path) -> int:
+    """Bytes on disk; an OpenVINO IR counts its weights (.bin)."""
+    if fmt == "openvino":
+        from pipeline.convert.openvino import ir_size
+
+        return ir_size(path)
+    return path_size(path)
+
+
+def settings(c: Candidate, meta: dict, threads: int) -> str:
+    """The runtime settings a candidate is timed with, in words."""
+    bits = [f"{threads} thr"]
+    q = meta.get("quantization") or {}
+    if c.build == "ort_qdq":
+        bits.append(f"QDQ {'per-channel' if c.options['per_channel'] else 'per-tensor'} "
+                    f"{'u8' if c.options['activation_type'] == 'uint8' else 's8'} act")
+        if c.options.get("exclude_op_types"):
+            bits.append("float " + "/".join(c.options["exclude_op_types"]))
+    elif c.format == "onnx":
+        bits.append("graph opt ALL" if c.build == "input" else "QDQ (NNCF)")
+    elif c.format == "openvino":
+        ov = meta.get("openvino") or {}
+        bits.append(str(ov.get("performance_mode") or "LATENCY"))
+        if c.precision != "int8":
+            bits.append(f"{ov.get('inference_precision') or 'default'} compute")
+        if ov.get("num_streams"):
+            bits.append(f"{ov['num_streams']} streams")
+    elif c.format == "executorch":
+        bits.append("XNNPACK")
+    elif c.format == "tflite":
+        bits.append("XNNPACK" + (" full-integer" if q else ""))
+    elif c.format == "coreml":
+        bits = [f"{COREML_TARGET}, ML Program"]
+    return ", ".join(bits)
+
+
+def _first_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
+
+
+def build_and_score(names: list[str], root: Path, env: Env, score: Callable[[Any], float | None], log,
+                    progress: Callable[[int, int, str], None] | None = None) -> tuple[dict, dict]:
+    """Build every candidate of `names` under `root`, load the runnable ones and score them (`score(model)`: the
+    task metric, or None when there is none). Returns (built: {name: {path, meta, accuracy, runtime, build_s}},
+    skipped: {name: {status, reason, size_bytes?}}). `progress(k, n, name)` is called before each candidate."""
+    from pipeline import runtimes
+
+    built: dict[str, dict] = {}
+    skipped: dict[str, dict] = {}
+    for k, name in enumerate(names, start=1):
+        if progress:
+            progress(k, len(names), name)
+        c, t0 = CANDIDATES[name], time.perf_counter()
+        why_not = not_runnable(c)
+        if why_not is not None and c.format != "coreml":  # nothing to gain from building it (Core ML: its size)
+            skipped[name] = {"status": NOT_RUNNABLE, "reason": why_not}
+            continue
+        try:
+            d = root / name
+            d.mkdir(parents=True)
+            path, meta = build(name, d, env)
+        except Unbuildable as e:
+            skipped[name] = {"status": NOT_RUNNABLE, "reason": str(e)}
+            continue
+        except Exception as e:  # one back end failing here must not hide the others' numbers
+            log.debug("building %s failed", name, exc_info=True)
+            skipped[name] = {"status": FAILED, "reason": f"could not be built here: {_first_line(e)}"}
+            continue
+        if why_not is not None:
+            skipped[name] = {"status": NOT_RUNNABLE, "reason": why_not, "size_bytes": size(c.format, path),
+                             "settings": settings(c, meta, 0)}
+            continue
+        try:
+            model = runtimes.load(c.format, path, meta, threads=0)
+            acc = score(model)
+        except Exception as e:
+            log.debug("running %s failed", name, exc_info=True)
+            skipped[name] = {"status": FAILED, "reason": f"does not run here: {_first_line(e)}"}
+            continue
+        seconds = time.perf_counter() - t0
+        log.info("%s: built%s in %.1f s%s", name, " and evaluated" if acc is not None else "", seconds,
+                 "" if acc is None else f" (top-1 {acc:.4f})")
+        built[name] = {"path": path, "meta": meta, "accuracy": acc, "runtime": model.runtime, "build_s": seconds}
+    return built, skipped
+
+
+def time_side_by_side(built: dict, threads: int, warmup: int, iterations: int) -> dict:
+    """Every built candidate timed in one fresh process, round-robin (pipeline.runtimes.measure's result)."""
+    from pipeline.runtimes import isolated
+
+    models = [{"name": n, "fmt": CANDIDATES[n].format, "path": str(b["path"]), "meta": b["meta"],
+               "shape": [1, *list(b["meta"]["input_shape"])[1:]]} for n, b in built.items()]
+    return isolated.measure(models, threads, warmup, iterations)
+
+
+def display_precision(c: Candidate) -> str:
+    """The precision as run: OpenVINO's "default" named for what the plugin picked on this CPU."""
+    if c.precision != "default":
+        return c.precision
+    from pipeline.convert.openvino import default_inference_precision
+
+    p = default_inference_precision()
+    return {"f32": "fp32", "f16": "fp16"}.get(p, p)
+
+
+def rows(built: dict, measured: dict, ref_acc: float | None, threads: int) -> dict:
+    """One row per built candidate: size, metric (and its drop against REFERENCE), p50 with interval, FPS, and the
+    speed-ups against the fastest fp32 model and the fastest peer default, each with its side-by-side interval."""
+    m, sp = measured["models"], measured["speedups"]
+    out = {}
+    for n, b in built.items():
+        c = CANDIDATES[n]
+        acc = b["accuracy"]
+        out[n] = {"name": n, "backend": c.backend, "format": c.format, "precision": display_precision(c),
+                  "kind": "int8" if c.precision == "int8" else "float", "peer_default": c.peer_default,
+                  "status": RAN, "settings": settings(c, b["meta"], threads), "runtime": m[n]["runtime"],
+                  "size_bytes": size(c.format, b["path"]), "accuracy": acc,
+                  "accuracy_drop_points": None if acc is None or ref_acc is None else 100.0 * (ref_acc - acc),
+                  "latency_p50_ms": m[n]["latency_p50_ms"], "latency_p90_ms": m[n]["latency_p90_ms"],
+                  "latency_p50_ci": [m[n].get("latency_p50_ci_low_ms"), m[n].get("latency_p50_ci_high_ms")],
+                  "fps": 1000.0 / m[n]["latency_p50_ms"] if m[n]["latency_p50_ms"] else None,
+                  "build_seconds": b["build_s"], "about": c.about}
+    for key, ref in (("fastest_fp32", fastest(out, "precision", "fp32")),
+                     ("fastest_peer_default", fastest(out, "peer_default", True))):
+        if ref is None:
+            continue
+        for n, r in out.items():
+            if r is ref:
+                r[f"speedup_vs_{key}"], r[f"speedup_vs_{key}_ci"] = 1.0, [1.0, 1.0]
+            else:  # speedups[a][b] = b's p50 / a's p50, measured side by side
+                s = sp[n][ref["name"]]
+                r[f"speedup_vs_{key}"], r[f"speedup_vs_{key}_ci"] = s["speedup"], s["ci"]
+                r[f"speedup_vs_{key}_verdict"] = s["verdict"]
+    return out
+
+
+def skipped_rows(skipped: dict) -> list[dict]:
+    """The candidates that were not timed, with their status and reason (and size, where they were built)."""
+    out = []
+    for n, s in skipped.items():
+        c = CANDIDATES[n]
+        out.append({"name": n, "backend": c.backend, "format": c.format, "precision": c.precision,
+                    "peer_default": c.peer_default, "about": c.about, **s})
+    return out
+
+
+def fastest(rows_: dict, key: str, value) -> dict | None:
+    """The row with the lowest p50 among those whose `key` is `value` (the fastest fp32, the fastest peer default)."""
+    match = [r for r in rows_.values() if r[key] == value]
+    return min(match, key=lambda r: r["latency_p50_ms"]) if match else None
+
+
+def keep(fmt: str, path, workdir: Path) -> Path:
+    """Copy a chosen model (an IR: its .xml and .bin) into a stage's work directory; returns its new path."""
+    path = Path(path)
+    out = workdir / path.name
+    shutil.copy2(path, out)
+    if fmt == "openvino":
+        shutil.copy2(path.with_suffix(".bin"), out.with_suffix(".bin"))
+    return out
