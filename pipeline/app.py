@@ -1,6 +1,7 @@
 """`run(cfg)`: plan -> run -> report. The Hydra entry point (pipeline/__main__.py) is a thin wrapper around it."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -33,6 +34,21 @@ def _make_run_dir(outputs: Path, recipe: str, device: str) -> Path:
     d = outputs / "runs" / recipe / f"{stamp}-{device}-{uuid.uuid4().hex[:6]}"
     d.mkdir(parents=True)
     return d
+
+
+def link_latest(outputs: Path, run_dir: Path) -> None:
+    """Point <outputs>/latest at the newest run folder (a relative symlink, replaced in one rename); best effort."""
+    link = outputs / "latest"
+    tmp = outputs / f".latest.{os.getpid()}.{uuid.uuid4().hex[:6]}"
+    try:
+        if link.exists() and not link.is_symlink():  # the user's own file or folder: leave it alone
+            return
+        os.symlink(os.path.relpath(run_dir, outputs), tmp)
+        os.replace(tmp, link)
+    except OSError as e:  # e.g. a filesystem without symlinks
+        log.debug("could not link %s: %s", link, e)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 def _file_logging(run_dir: Path) -> logging.Handler:
@@ -171,6 +187,7 @@ def run(cfg: DictConfig, sweep: dict | None = None, stages: Iterable[type] = ())
             tracker = _open_tracker(tracking, uri, cfg.tracking.experiment or recipe, outputs, cfg.tracking.timeout_s)
 
     run_dir, handler = _start_run_dir(outputs, recipe, device, cfg)
+    link_latest(outputs, run_dir)
     log.info("run directory: %s", run_dir)
     info = RunInfo(recipe, device, cfg, run_dir, outputs, command_line(sweep), sweep, overrides(sweep))
     events = Events(info, _listeners(cfg, tracker))

@@ -131,22 +131,27 @@ class ConsoleListener(Listener):
     def run_finished(self, run: RunInfo, summary: Summary, path: Path | None) -> None:
         if path is None:  # (the error says it was not written)
             return
-        print(summary_table(summary), flush=True)
-        for line in (f"summary: {path}", deployable_line(summary)):
+        from pipeline.report import crossformat
+
+        for doc in crossformat.tables(summary):
+            print(crossformat.console(doc) + "\n", flush=True)
+        if summary.artifacts:
+            print(summary_table(summary), flush=True)
+        latest = run.outputs / "latest"
+        for line in (f"summary: {path}", f"latest run: {latest}" if latest.is_symlink() else None,
+                     deployable_line(summary)):
             if line:
                 print(line, flush=True)
 
 
 def deployable_line(summary: Summary) -> str | None:
-    """`deployable: <path> (onnx int8, 0.52 MB), verdict: pass` for the artifact the run is judged on (gate.artifact,
+    """`deployable: <full path> (onnx int8, 0.52 MB), verdict: pass` for the artifact the run is judged on (gate.artifact,
     pipeline.report.judge); `not deployable as is: ...` with what it misses when it is not a pass. None for a failed
     run or one without models."""
     row = summary.judged
     if summary.status != "success" or row is None:
         return None
     path = Path(summary.run_dir) / row.path  # (a relative run path, or the cache entry's absolute path)
-    with contextlib.suppress(ValueError):
-        path = path.relative_to(Path.cwd())
     v = row.verdict
     verdict = f"verdict: {v.status}" + (f" ({'; '.join(v.problems)})" if v.problems else "")
     lead = "deployable" if v.ok else "not deployable as is"

@@ -276,7 +276,12 @@ def settings(c: Candidate, meta: dict, threads: int) -> str:
 
 
 def _first_line(e: BaseException) -> str:
-    return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
+    """The error in one line; ONNX Runtime's node failures lose the C++ source location and keep the check's words."""
+    text = " ".join(str(e).split())
+    if " Status Message: " in text:
+        head, _, rest = text.partition(" Status Message: ")
+        text = head + (f" ({rest.rsplit(' was false. ', 1)[1]})" if " was false. " in rest else "")
+    return f"{type(e).__name__}: {text[:300]}"
 
 
 def build_and_score(names: list[str], root: Path, env: Env, score: Callable[[Any], float | None], log,
@@ -313,6 +318,7 @@ def build_and_score(names: list[str], root: Path, env: Env, score: Callable[[Any
             continue
         try:
             model = runtimes.load(c.format, path, meta, threads=0)
+            model.predict(env.calib[:1])  # one real image: a model that cannot run says so here, not when timed
             acc = score(model)
         except Exception as e:
             log.debug("running %s failed", name, exc_info=True)
@@ -325,13 +331,18 @@ def build_and_score(names: list[str], root: Path, env: Env, score: Callable[[Any
     return built, skipped
 
 
-def time_side_by_side(built: dict, threads: int, warmup: int, iterations: int) -> dict:
-    """Every built candidate timed in one fresh process, round-robin (pipeline.runtimes.measure's result)."""
+def time_side_by_side(built: dict, skipped: dict, threads: int, warmup: int, iterations: int) -> dict:
+    """Every built candidate timed in one fresh process, round-robin (pipeline.runtimes.measure's result). A model
+    the measuring process could not load or run moves from `built` to `skipped` as failed."""
     from pipeline.runtimes import isolated
 
     models = [{"name": n, "fmt": CANDIDATES[n].format, "path": str(b["path"]), "meta": b["meta"],
                "shape": [1, *list(b["meta"]["input_shape"])[1:]]} for n, b in built.items()]
-    return isolated.measure(models, threads, warmup, iterations)
+    measured = isolated.measure(models, threads, warmup, iterations)
+    for name, why in (measured.get("failed") or {}).items():
+        built.pop(name, None)
+        skipped[name] = {"status": FAILED, "reason": f"does not run in the timing process: {why}"}
+    return measured
 
 
 def display_precision(c: Candidate) -> str:
@@ -399,3 +410,54 @@ def keep(fmt: str, path, workdir: Path) -> Path:
     if fmt == "openvino":
         shutil.copy2(path.with_suffix(".bin"), out.with_suffix(".bin"))
     return out
+
+
+def sources(given, lineage, model_cfg, num_classes: int, workdir: Path, log) -> tuple[Any, Any, bool]:
+    """The ONNX and PyTorch models the candidates are made from: (onnx artifact, torch artifact or None, untrained).
+
+    `given`: the input artifact (torch or onnx), or None to build zoo model `model_cfg.name` with `num_classes`
+    outputs and random weights (untrained: fine for latency and size, meaningless for a task metric). A PyTorch
+    input is exported to ONNX here; an ONNX input takes the PyTorch model upstream of it, if any."""
+    from pipeline.core.artifacts import Artifact
+
+    untrained = given is None
+    if given is None:
+        from pipeline import models
+
+        size = int(model_cfg.input_size)
+        spec = {"name": str(model_cfg.name), "num_classes": int(num_classes), "kwargs": models.arch_kwargs(model_cfg)}
+        model = models.build(spec["name"], spec["num_classes"], **spec["kwargs"]).eval()
+        path = models.save_torch(model, workdir / "_zoo", spec)
+        meta = {"input_shape": [1, 3, size, size], "num_classes": int(num_classes), "arch": spec,
+                "parameters": sum(t.numel() for t in model.parameters()), **models.output_facts(model)}
+        given = Artifact("zoo", "torch", "fp32", path, meta)
+        log.info("%s (%d px, %d classes, %.2f M parameters) built from the zoo with random weights", spec["name"],
+                 size, num_classes, meta["parameters"] / 1e6)
+    if given.format == "onnx":
+        return given, next((a for a in lineage(given.stage) if a.format == "torch"), None), untrained
+    from pipeline.convert.onnx import export_torch
+    from pipeline.models import load_torch
+
+    model, _ = load_torch(given.path)
+    onnx_path = workdir / "_onnx" / "model.onnx"
+    onnx_path.parent.mkdir(parents=True, exist_ok=True)
+    err = export_torch(model, given.meta["input_shape"], onnx_path, output_names=given.meta.get("output_names"))
+    log.info("exported %s to ONNX (max |torch - onnx| = %.2e)", given.stage, err)
+    return Artifact(given.stage, "onnx", "fp32", onnx_path, {**given.meta, "opset": 18}), given, untrained
+
+
+def write_csv(path: Path, table: list[dict]) -> None:
+    """The cross-format table as CSV: one line per candidate, the numbers unformatted (a spreadsheet's job)."""
+    import csv
+
+    cols = ["name", "backend", "format", "precision", "status", "reason", "peer_default", "settings", "runtime",
+            "size_bytes", "accuracy", "latency_p50_ms", "latency_p50_ci_low_ms", "latency_p50_ci_high_ms",
+            "latency_p90_ms", "fps", "speedup_vs_fastest_fp32", "speedup_vs_fastest_fp32_ci_low",
+            "speedup_vs_fastest_fp32_ci_high"]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, cols, extrasaction="ignore")
+        w.writeheader()
+        for r in table:
+            ci, sci = r.get("latency_p50_ci") or [None, None], r.get("speedup_vs_fastest_fp32_ci") or [None, None]
+            w.writerow({**r, "latency_p50_ci_low_ms": ci[0], "latency_p50_ci_high_ms": ci[1],
+                        "speedup_vs_fastest_fp32_ci_low": sci[0], "speedup_vs_fastest_fp32_ci_high": sci[1]})

@@ -162,6 +162,11 @@ class Summary:
     error: str | None = doc("why the run failed", None)
     mlflow: dict = doc("tracking_uri, experiment, run_id", factory=dict)
     registry: dict | None = doc("what the model registry did with the judged artifact", None)
+    formats: list[dict] = doc("cross-format benchmarks (benchmark_formats): one model in every format and precision, "
+                              "each candidate's status, size, metric, p50 with its interval, FPS and speed-up",
+                              factory=list)
+    release: dict | None = doc("the release gate against the registry champion (gate.against): verdict, checks, "
+                               "report", None)
     schema_version: int = doc("layout version of this file", SCHEMA_VERSION)
 
     def row(self, name: str | None) -> ArtifactRow | None:

@@ -121,9 +121,9 @@ class SelectInt8(Stage):
 
         # latency: every built model in one fresh process per thread count, round-robin
         t0 = time.perf_counter()
-        measured = cands.time_side_by_side(built, threads, p.warmup, p.iterations)
+        measured = cands.time_side_by_side(built, skipped, threads, p.warmup, p.iterations)
         ctx.log.info("timed %d models side by side in %.1f s", len(built), time.perf_counter() - t0)
-        extra = {t: cands.time_side_by_side(built, t, p.warmup, p.iterations)
+        extra = {t: cands.time_side_by_side(built, skipped, t, p.warmup, p.iterations)
                  for t in dict.fromkeys(host_threads(t) for t in p.threads) if t != threads}
         rows = _rows(built, measured, extra, ref_acc, budget, threads)
         table = sorted(rows.values(), key=lambda r: r["latency_p50_ms"])
