@@ -125,9 +125,10 @@ def prepare(cfg: DictConfig, stages: Iterable[type] = ()) -> tuple[DictConfig, A
 
 
 def _listeners(cfg: DictConfig, tracker) -> list:
-    from pipeline.listeners import ConsoleListener, MeasurementListener, MlflowListener, RegistryListener
+    from pipeline.listeners import (CardListener, ConsoleListener, MeasurementListener, MlflowListener,
+                                    RegistryListener)
 
-    out = [MeasurementListener()]
+    out = [MeasurementListener(), CardListener()]
     if tracker:
         out.append(MlflowListener(tracker))
         if cfg.registry.enabled:
@@ -242,4 +243,19 @@ def preview(cfg: DictConfig, stages: Iterable[type] = ()) -> list[dict]:
               r["will"], r["reason"]] for r in rows]
     print(f"plan for recipe {plan.recipe!r} on device {cfg.device.name!r} (nothing runs; drop --plan to run it):")
     print("\n".join(render(head, cells, wrap=("why", "inputs"), drop_empty=False)), flush=True)
+    print(time_estimate(rows), flush=True)
     return rows
+
+
+def time_estimate(rows: list[dict]) -> str:
+    """One line: how long the tasks that will run took the last time this cache ran them."""
+    todo = [r for r in rows if r["will"] == "run"]
+    if not todo:
+        return "estimated time: seconds (every task is reused from the cache)"
+    known = [r["last_seconds"] for r in todo if r.get("last_seconds") is not None]
+    unknown = [r["task"] for r in todo if r.get("last_seconds") is None]
+    if not known:
+        return f"estimated time: unknown ({len(todo)} task(s) to run, none of them ran before with this cache)"
+    text = (f"estimated time: about {console.duration(sum(known))} for {len(known)} of the {len(todo)} task(s) to "
+            f"run (their last durations in this cache, on this machine)")
+    return text + (f"; never ran here: {', '.join(unknown)}" if unknown else "")

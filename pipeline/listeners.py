@@ -77,11 +77,10 @@ class MlflowListener(Listener):
             t.log_files([p for p in (path, run.run_dir / "pipeline.log") if p is not None])
         except Exception as e:  # keep going: closing the run with its status matters more than these files
             log.warning("could not log the summary to MLflow: %s", e)
-        try:  # the run as a report: a summary card with the profile plots, a description, a LoggedModel per artifact
+        try:  # the run as a report: the card with its pictures, a description, a LoggedModel per artifact
             from pipeline.report import card
 
-            plots = {p.parent.name: str(p) for p in sorted(run.run_dir.glob("reports/*/profile.png"))}
-            card.log_card(t.client, t.run_id, summary, plots, recipe_description=run.cfg.get("description"))
+            card.log_card(t.client, t.run_id, summary, run.card, recipe_description=run.cfg.get("description"))
             card.log_logged_models(t.client, t.experiment_id, t.run_id, summary, self.stage_runs)
         except Exception as e:
             log.warning("could not log the summary card or the LoggedModels to MLflow: %s", e)
@@ -90,6 +89,20 @@ class MlflowListener(Listener):
         if self.tracker.run_id:
             with contextlib.suppress(Exception):
                 self.tracker.end(MLFLOW_STATUS[status])
+
+
+class CardListener(Listener):
+    """The run card (summary_card.md / .html with its pictures) in <run folder>/card, before MLflow logs it."""
+
+    def run_finished(self, run: RunInfo, summary: Summary, path: Path | None) -> None:
+        if path is None:
+            return
+        from pipeline.report import card
+
+        try:
+            run.card = card.write_card(summary, run.run_dir)
+        except Exception as e:  # the card is a by-product of the run: say so, keep going
+            log.warning("could not write the run card: %s", e)
 
 
 class RegistryListener(Listener):

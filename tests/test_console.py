@@ -146,9 +146,14 @@ def test_a_real_run_shows_the_pipeline_and_logs_the_libraries(tiny_run):
     assert all(STAMP.match(l) for l in shown[:table]), shown[:table]
     for task in ("train", "export", "quantize", "evaluate[export]", "evaluate[quantize]", "benchmark"):
         assert any(f"▶ {task} (" in l for l in shown) and any(f"✔ {task} (" in l and "done in" in l for l in shown)
-    assert shown[-2].startswith("summary: ") and shown[-1].startswith("deployable: "), shown[-3:]
+    assert shown[-3].startswith("summary: ") and shown[-1].startswith("deployable: "), shown[-3:]
     assert "(onnx int8, " in shown[-1] and shown[-1].endswith("verdict: pass"), shown[-1]
-    assert Path(shown[-1].split()[1]).is_file()
+    deployable = Path(shown[-1].split()[1])
+    assert deployable.is_absolute() and deployable.is_file()
+    # outputs/latest: the newest run folder, the one holding the deployable file
+    latest = Path(shown[-2].removeprefix("latest run: "))
+    assert latest.is_symlink() and deployable.is_relative_to(latest.resolve())
+    assert max(len(l) for l in shown[table:-3]) <= 120
 
 
 @pytest.mark.slow
