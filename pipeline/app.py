@@ -114,6 +114,7 @@ def prepare(cfg: DictConfig, stages: Iterable[type] = ()) -> tuple[DictConfig, A
         raise ConfigError(f"the configuration does not resolve: {e}") from e
     plan = build_plan(cfg, discover(extra=stages))
     objective.check(cfg, [t.stage for t in plan.producers()])
+    _check_release_gate(cfg)
     recipe, device = plan.recipe, cfg.device.name
     # Both become folder names (outputs/runs/<recipe>/<stamp>-<device>-...): nothing may point outside the run folder.
     for what, name in (("recipe", recipe), ("device.name", device)):
@@ -122,6 +123,19 @@ def prepare(cfg: DictConfig, stages: Iterable[type] = ()) -> tuple[DictConfig, A
         except ValueError as e:
             raise ConfigError(f"{e}") from None
     return cfg, plan
+
+
+def _check_release_gate(cfg: DictConfig) -> None:
+    against = cfg.gate.get("against")
+    if against is None:
+        return
+    if not (str(against) in ("champion", "candidate") or str(against).isdigit()):
+        raise ConfigError(f"gate.against: {against!r} is not a registry version; use champion, candidate or a "
+                          f"version number")
+    if not (cfg.tracking.enabled and cfg.registry.enabled):
+        raise ConfigError("gate.against: the release gate compares with the MLflow model registry, and this run has "
+                          f"{'tracking' if not cfg.tracking.enabled else 'the registry'} off; drop tracking=none / "
+                          f"registry.enabled=false, or gate.against")
 
 
 def _listeners(cfg: DictConfig, tracker) -> list:
@@ -200,6 +214,8 @@ def run(cfg: DictConfig, sweep: dict | None = None, stages: Iterable[type] = ())
                                     records=records, gate_cfg=cfg.gate, run_dir=run_dir, error=error,
                                     task=str(cfg.get("task") or "classification"))
             summary.objective = objective.summarize(summary, cfg)  # what sweepers, the registry and compare rank by
+            if cfg.gate.against and status == "success" and tracker is not None:
+                summary.release = _release_gate(summary, cfg, tracker)
             events.summary_ready(summary)
             try:
                 path = write_summary(run_dir, summary)
@@ -216,6 +232,11 @@ def run(cfg: DictConfig, sweep: dict | None = None, stages: Iterable[type] = ())
             log.error("%s\n%d finished stage(s) are cached. Fix the problem and run the same command again to "
                       "resume:\n  %s\nsummary: %s", error, done, info.command, path or "(not written)")
             raise exc
+        if summary.release is not None and not summary.release.passed:  # a regression against the registry version
+            msg = (f"release gate against {summary.release.against}: {summary.release.headline}\n"
+                   f"report: {summary.release.report}")
+            log.error(msg)
+            raise GateFailed(msg)
         gate = summary.gate
         if cfg.gate.enforce and gate is not None and not gate.passed:  # the judged artifact is not a pass
             msg = (f"gate: artifact {gate.artifact!r} is not a pass on {cfg.device.name} ({gate.status}): "
@@ -226,6 +247,22 @@ def run(cfg: DictConfig, sweep: dict | None = None, stages: Iterable[type] = ())
     finally:  # after the error lines: pipeline.log keeps them too
         logging.getLogger().removeHandler(handler)
         handler.close()
+
+
+def _release_gate(summary: Summary, cfg: DictConfig, tracker):
+    """gate.against: the release gate before the registry sees the model (pipeline.tracking.gate); its own failure
+    to compare is reported as n/a, never as a pass of the model or a crash of the finished run."""
+    from pipeline.report.schema import Release
+    from pipeline.tracking import gate as release_gate
+
+    try:
+        verdict = release_gate.judge_run(summary, cfg, tracker.client, str(cfg.gate.against))
+    except Exception as e:
+        log.warning("release gate: could not compare with %s: %s", cfg.gate.against, e, exc_info=log.isEnabledFor(
+            logging.DEBUG))
+        return Release(against=str(cfg.gate.against), status="n/a", headline=f"not compared: {e}")
+    log.info("release gate against %s: %s (%s)", verdict.against, verdict.headline, verdict.report)
+    return verdict
 
 
 def preview(cfg: DictConfig, stages: Iterable[type] = ()) -> list[dict]:

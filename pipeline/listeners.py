@@ -168,4 +168,8 @@ def deployable_line(summary: Summary) -> str | None:
     v = row.verdict
     verdict = f"verdict: {v.status}" + (f" ({'; '.join(v.problems)})" if v.problems else "")
     lead = "deployable" if v.ok else "not deployable as is"
+    rel = summary.release
+    if rel is not None:
+        verdict += f"; release gate against {rel.against}: {rel.headline}"
+        lead = lead if rel.passed else "not deployable as is"
     return f"{lead}: {path} ({row.format} {row.precision}, {row.size_bytes / 1e6:.2f} MB), {verdict}"

@@ -67,6 +67,10 @@ def _register(tracker: Any, summary: Summary, cfg: Any, outputs: Path) -> dict:
     row = summary.judged
     if row is None:
         return {"registered": False, "model": name, "reason": "the run produced no model"}
+    if summary.release is not None and not summary.release.passed:  # the release gate found a regression
+        why = f"release gate against {summary.release.against}: {summary.release.headline}"
+        log.info("model registry: %s not registered: %s", row.name, why)
+        return {"registered": False, "model": name, "artifact": row.name, "reason": why}
     if not row.verdict.ok:  # the judge's verdict, nothing re-judged here
         why = f"verdict {row.verdict.status}: " + "; ".join(row.verdict.problems)
         log.info("model registry: %s not registered: %s", row.name, why)
@@ -115,9 +119,11 @@ def _register(tracker: Any, summary: Summary, cfg: Any, outputs: Path) -> dict:
                    f"{primary} {new:.4g} beats champion v{champ.version} ({old if old is None else format(old, '.4g')})")
         else:
             moved = False
-            why = f"{primary} {new} does not beat champion v{champ.version} ({old})"
+            why = (f"{primary} {new if new is None else format(new, '.4g')} does not beat champion v{champ.version} "
+                   f"({old if old is None else format(old, '.4g')})")
     aliases = [CANDIDATE] + ([CHAMPION] if moved else [])
     log.info("model registry: %s v%s (%s) -> %s; %s", name, version, row.name, ", ".join(aliases), why)
     tracker.set_tags({"registry.model": name, "registry.version": version, "registry.aliases": ",".join(aliases)})
     return {"registered": True, "model": name, "version": version, "artifact": row.name, "aliases": aliases,
-            "champion_moved": moved, "reason": why}
+            "champion_moved": moved, "previous_champion": str(champ.version) if moved and champ else None,
+            "reason": why}
