@@ -44,11 +44,16 @@ def tables(summary: Summary) -> list[dict]:
     return out
 
 
+def sig3(v: float) -> str:
+    """Three significant digits, trailing zeros kept (1.00, 0.574, 18.7, 151): numbers in a column read alike."""
+    return f"{v:#.3g}".rstrip(".")
+
+
 def _p50(r: dict) -> str:
     if r.get("latency_p50_ms") is None:
         return "-"
     lo, hi = (r.get("latency_p50_ci") or [None, None])[:2]
-    return f"{r['latency_p50_ms']:.3g}" + (f" ({lo:.3g}-{hi:.3g})" if lo is not None else "")
+    return sig3(r["latency_p50_ms"]) + (f" ({sig3(lo)}-{sig3(hi)})" if lo is not None else "")
 
 
 def _speedup(r: dict) -> str:
