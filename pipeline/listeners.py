@@ -40,7 +40,8 @@ class MlflowListener(Listener):
         # a curated set of parameters (the run's overrides, the recipe's knobs, the device by name); the whole device
         # catalogue entry and whatever did not fit go into device.json
         params, rest = card.curated_params(cfg, run.overrides)
-        run_id = t.start(card.run_name(run.recipe, run.device, run.overrides), params, tags)
+        run_id = t.start(card.run_name(run.recipe, run.device, run.overrides, run_id=run.run_dir.name.rsplit("-", 1)[-1]),
+                         params, tags)
         run.mlflow = {"tracking_uri": t.uri, "experiment": t.experiment, "run_id": run_id}
         log.info("MLflow: %s  experiment=%s  run=%s", t.uri, t.experiment, run_id)
         (run.run_dir / "device.json").write_text(card.device_catalog_json(cfg, rest))

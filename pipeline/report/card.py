@@ -72,9 +72,12 @@ def curated_params(cfg: Any, overrides: Iterable[str] | str | None = None,
     """
     c = _plain(cfg) or {}
     picked: dict[str, Any] = {}
+    shown = {"recipe", "seed", "device", "model", "data", "model.name", "device.name", "data.name", "model.input_size",
+             "model.width_mult", "data.path", "data.max_per_class"}
     for t in _override_tokens(overrides):
         k, _, v = t.lstrip("+~").partition("=")
-        picked[f"override.{k}"] = v
+        if k not in shown and not k.startswith("stages."):  # those are parameters of their own already
+            picked[f"override.{k}"] = v
     picked["recipe"] = c.get("recipe")
     model = c.get("model") or {}
     for k in ("name", "input_size", "width_mult"):
@@ -122,8 +125,10 @@ def device_catalog_json(cfg: Any, rest: dict[str, Any] | None = None) -> str:
                       default=str, sort_keys=False)
 
 
-def run_name(recipe: str, device: str, overrides: Iterable[str] | str | None = None, max_len: int = 100) -> str:
-    """`mobilenet_int8@pixel7 calib=64 method=entropy`: the overrides that make this run different, shortened."""
+def run_name(recipe: str, device: str, overrides: Iterable[str] | str | None = None, max_len: int = 100,
+             run_id: str | None = None) -> str:
+    """`mobilenet_int8@pixel7 calib=64 method=entropy #02408d`: the overrides that make this run different, shortened,
+    and the id of its run folder (outputs/runs/<recipe>/<stamp>-<device>-<id>), so that repeated runs differ."""
     parts = []
     for t in _override_tokens(overrides):
         key, _, value = t.lstrip("+~").partition("=")
@@ -132,7 +137,8 @@ def run_name(recipe: str, device: str, overrides: Iterable[str] | str | None = N
         last = key.rsplit(".", 1)[-1]
         parts.append(f"{ABBREV.get(last, last)}={value}")
     name = f"{recipe}@{device}" + ("" if not parts else " " + " ".join(parts))
-    return name if len(name) <= max_len else name[: max_len - 1] + "…"
+    tail = f" #{run_id}" if run_id else ""
+    return name + tail if len(name + tail) <= max_len else name[: max_len - 1 - len(tail)] + "…" + tail
 
 
 def description(summary: Summary, recipe_description: str | None = None) -> str:
