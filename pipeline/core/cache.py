@@ -398,10 +398,11 @@ def diff(old: dict, new: dict) -> list[str]:
                 out.append(f"library {k[10:]} {a.get(k, '(not used)')} -> {b.get(k, '(not used)')}")
         else:
             out.append(f"{k} {a.get(k, '(unset)')!r} -> {b.get(k, '(unset)')!r}")
+    first = out[:1] if device_renamed else []  # the cause before what follows from it (inputs, code)
     if inputs:
-        out.insert(0, f"input {', '.join(map(repr, inputs))} changed" if len(inputs) == 1
-                   else f"inputs {', '.join(map(repr, inputs))} changed")
+        first.append(f"input {', '.join(map(repr, inputs))} changed" if len(inputs) == 1
+                     else f"inputs {', '.join(map(repr, inputs))} changed")
     if code:
         shown = ", ".join(code[:3]) + (f" and {len(code) - 3} more" if len(code) > 3 else "")
-        out.insert(0, f"code changed: {shown}")
-    return out
+        first.append(f"code changed: {shown}")
+    return first + out[1 if device_renamed else 0:]

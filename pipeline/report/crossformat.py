@@ -16,6 +16,7 @@ from pipeline.report.table import render, wrap_notes
 
 BACKENDS = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO", "executorch": "ExecuTorch", "litert": "LiteRT",
             "coreml": "Core ML"}
+SHORT = {**BACKENDS, "onnxruntime": "ORT"}  # the console: 15 table columns for 120 characters
 # the console has colour emoji; the card's fonts (DejaVu) draw these instead
 SYMBOLS = {"console": {"ran": "✅", "not_runnable": "❎", "failed": "❌"},
            "card": {"ran": "✓ ran", "not_runnable": "– not run", "failed": "✗ failed"}}
@@ -95,7 +96,8 @@ def cells(doc: dict, style: str = "console") -> tuple[list[str], list[list[str]]
         size = f"{r['size_bytes'] / 1e6:.2f}" if r.get("size_bytes") else "-"
         fps = f"{r['fps']:.0f}" if r.get("fps") else ("-" if r.get("latency_p50_ms") is None
                                                        else f"{1000 / r['latency_p50_ms']:.0f}")
-        body.append([name, f"{BACKENDS.get(r['backend'], r['backend'])} {r['precision']}", word, size,
+        names = SHORT if style == "console" else BACKENDS
+        body.append([name, f"{names.get(r['backend'], r['backend'])} {r['precision']}", word, size,
                      _metric(doc, r), _p50(r), fps, _speedup(r)])
     notes = [f"[{i}] {why}" for i, why in enumerate(reasons, start=1)] + doc_notes(doc)
     return head, body, notes

@@ -32,7 +32,7 @@ def test_console_table_fits_and_says_why_each_candidate_did_not_run():
     lines = text.splitlines()
     assert max(display_width(l) for l in lines) <= 120
     body = {l.split()[0]: l for l in lines[3:9]}
-    assert "✅" in body["ort_fp32"] and "1.00x (ref.)" in body["ort_fp32"]
+    assert "ORT fp32" in body["ort_fp32"] and "✅" in body["ort_fp32"] and "1.00x (ref.)" in body["ort_fp32"]
     assert "❌ [1]" in body["ort_nncf_int8"] and "❎ [2]" in body["coreml_fp16†"] and "❎ [2]" in body["coreml_int8"]
     assert "1.00 (0.900-1.10)" in body["ort_per_channel_u8_float_add"] and "2.00x (1.80-2.20)" in text
     assert " n/a " in body["litert_int8†"] and " 0.00 " not in text  # never a 0% for a metric that does not exist
