@@ -56,6 +56,9 @@ def _panel(ax, pts: list[dict], x_of, y_of, xlabel: str, ylabel: str, errors: bo
         ax.scatter(x, y, s=70, marker=SHAPES.get(p["precision"], "D"), zorder=3, edgecolors="black",
                    facecolors="#4477aa" if p["ok"] else "white")
         ax.annotate(str(k), (x, y), xytext=(5, 4), textcoords="offset points", fontsize=8, zorder=4)
+    lo, hi = ax.get_ylim()
+    if ylabel.endswith("(%)") and hi > 100:  # a percentage axis stops at 100
+        ax.set_ylim(lo, 100.5)
     ax.set_xlabel(xlabel, fontsize=8)
     ax.set_ylabel(ylabel, fontsize=8)
     ax.grid(True, alpha=0.3)
