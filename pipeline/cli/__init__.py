@@ -66,7 +66,7 @@ COMMANDS: dict[str, Command] = {
     "benchmark": Command("one model in every format and precision this host runs, timed side by side",
                          _module_main("pipeline.cli.benchmark")),
     "gate": Command("release gate for CI: this run's deployable model against the registry champion",
-                    _module_main("pipeline.tracking.gate")),
+                    _module_main("pipeline.cli.gate")),
     "compare": Command("leaderboard of runs from MLflow: table, Pareto plot, HTML",
                        _module_main("pipeline.tracking.compare")),
     "verify": Command("check run folders against the sha256 values their summary.json records",

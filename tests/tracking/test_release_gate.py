@@ -56,7 +56,7 @@ def test_an_identical_rerun_passes_as_no_measurable_change(runs):
 
 @pytest.mark.slow
 def test_the_command_exits_1_on_the_regression_and_0_without(runs, capsys):
-    from pipeline.tracking import gate
+    from pipeline.cli import gate
 
     _, worse, again, _ = runs
     assert gate.main(["--against", "champion", f"run={worse.run_dir}", "iterations=20"]) == 1
