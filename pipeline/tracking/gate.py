@@ -62,8 +62,10 @@ def _champion(client, mv, workdir: Path) -> tuple[Summary, dict, Path]:
         raise ConfigError(f"registry version {mv.version} of {mv.name!r} names no pipeline run (pipeline_run_id tag)")
     summary = Summary.load(client.download_artifacts(run_id, "summary.json", str(workdir)))
     files = Path(client.download_artifacts(mv.run_id, mv.tags["artifact"], str(workdir / "model")))
-    meta_file = files / "artifact.json"
-    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    try:  # (a version registered before stage runs logged it has none: its latency is then not compared)
+        meta = json.loads(Path(client.download_artifacts(mv.run_id, "artifact.json", str(workdir))).read_text())
+    except Exception:  # mlflow raises several types for a missing artifact
+        meta = {}
     return summary, meta, files
 
 

@@ -479,9 +479,10 @@ class Tracker:
         return rid
 
     def _log_artifact_meta(self, run_id: str, stage: str, artifact, out_dir: Path) -> None:
-        """<stage>/artifact.json beside the model files: its format, precision, file and metadata (input shape,
-        layout, quantization), so that a registered version can be loaded and run again (the release gate times the
-        champion against a new model)."""
+        """artifact.json at the stage run's root, next to the <stage>/ folder a registry version points at (which keeps
+        the model's files only): the format, precision, file within that folder and metadata (input shape, layout,
+        quantization), so that a registered version can be loaded and run again (the release gate times the champion
+        against a new model)."""
         try:
             rel = str(Path(artifact.path).resolve().relative_to(out_dir.resolve()))
         except ValueError:
@@ -490,7 +491,7 @@ class Tracker:
             p = Path(d) / "artifact.json"
             p.write_text(json.dumps({"format": artifact.format, "precision": artifact.precision, "path": rel,
                                      "meta": artifact.meta}, indent=1, default=str))
-            self.client.log_artifact(run_id, str(p), artifact_path=stage)
+            self.client.log_artifact(run_id, str(p))
 
     def _logged_by(self, cache_key: str) -> str | None:
         """The finished stage run of this experiment that computed `cache_key` and logged its files, if any."""
