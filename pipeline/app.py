@@ -232,21 +232,26 @@ def run(cfg: DictConfig, sweep: dict | None = None, stages: Iterable[type] = ())
             log.error("%s\n%d finished stage(s) are cached. Fix the problem and run the same command again to "
                       "resume:\n  %s\nsummary: %s", error, done, info.command, path or "(not written)")
             raise exc
-        if summary.release is not None and not summary.release.passed:  # a regression against the registry version
-            msg = (f"release gate against {summary.release.against}: {summary.release.headline}\n"
-                   f"report: {summary.release.report}")
-            log.error(msg)
-            raise GateFailed(msg)
-        gate = summary.gate
-        if cfg.gate.enforce and gate is not None and not gate.passed:  # the judged artifact is not a pass
-            msg = (f"gate: artifact {gate.artifact!r} is not a pass on {cfg.device.name} ({gate.status}): "
-                   + "; ".join(gate.failed) + f"\nsummary: {path}")
-            log.error(msg)
-            raise GateFailed(msg)
+        _raise_gate_failure(summary, cfg, path)
         return summary
     finally:  # after the error lines: pipeline.log keeps them too
         logging.getLogger().removeHandler(handler)
         handler.close()
+
+
+def _raise_gate_failure(summary: Summary, cfg: DictConfig, path: Path | None) -> None:
+    """Exit 1 (GateFailed) on a regression against the registry version (gate.against), or when the judged artifact
+    is not a pass and gate.enforce is set."""
+    rel, gate = summary.release, summary.gate
+    msg = None
+    if rel is not None and not rel.passed:
+        msg = f"release gate against {rel.against}: {rel.headline}\nreport: {rel.report}"
+    elif cfg.gate.enforce and gate is not None and not gate.passed:
+        msg = (f"gate: artifact {gate.artifact!r} is not a pass on {cfg.device.name} ({gate.status}): "
+               + "; ".join(gate.failed) + f"\nsummary: {path}")
+    if msg:
+        log.error(msg)
+        raise GateFailed(msg)
 
 
 def _release_gate(summary: Summary, cfg: DictConfig, tracker):

@@ -21,6 +21,7 @@ from typing import List, Optional
 
 from pipeline.core.bounds import NonNegativeInt, PositiveInt
 from pipeline.library import candidates as cands
+from pipeline.library import side_by_side as sbs
 from pipeline.stages.base import Stage, StageContext, StageResult
 
 # every candidate but the accuracy-controlled ones (they trade latency for accuracy against a budget: select_int8's
@@ -76,29 +77,29 @@ class BenchmarkFormats(Stage):
         names = list(dict.fromkeys([cands.REFERENCE, *p.candidates]))
         score, metric_na = _scorer(data, p.eval_samples, untrained, str(ctx.settings.task), src.stage)
         progress = lambda k, n, name: ctx.log.info("candidate %d of %d: %s", k, n, name)
-        built, skipped = cands.build_and_score(names, root, env, score, ctx.log, progress)
+        built, skipped = sbs.build_and_score(names, root, env, score, ctx.log, progress)
         for name, s in skipped.items():
             ctx.log.info("%s: %s", name, s["reason"])
         if not built:
             raise RuntimeError("no candidate runs here: " + "; ".join(f"{n}: {s['reason']}" for n, s in skipped.items()))
         threads = host_threads(int(ctx.settings.device.threads))
         t0 = time.perf_counter()
-        measured = cands.time_side_by_side(built, skipped, threads, p.warmup, p.iterations)
+        measured = sbs.time_side_by_side(built, skipped, threads, p.warmup, p.iterations)
         ctx.log.info("timed %d models side by side in %.1f s", len(built), time.perf_counter() - t0)
         ref = built.get(cands.REFERENCE, {}).get("accuracy")
         if metric_na is None and not any(b["accuracy"] is not None for b in built.values()):
             metric_na = f"the model's outputs are not the data's {data.num_classes} classes (fine-tune it first)"
-        rows = cands.rows(built, measured, ref, threads)
-        table = [rows[n] if n in rows else {**cands.skipped_rows({n: skipped[n]})[0]} for n in names
+        rows = sbs.rows(built, measured, ref, threads)
+        table = [rows[n] if n in rows else {**sbs.skipped_rows({n: skipped[n]})[0]} for n in names
                  if n in rows or n in skipped]
-        fastest = cands.fastest(rows, "precision", "fp32")
+        fastest = sbs.fastest(rows, "precision", "fp32")
         doc = {"model": {"name": src.stage if given is not None else str(ctx.settings.model.name),
                          "input_shape": list(src.meta["input_shape"]), "untrained": untrained},
                "metric": "top-1", "metric_na": metric_na, "reference": fastest["name"] if fastest else None,
                "threads": threads, "cpu": measured["cpu"], "load_average": measured["load_average"],
                "iterations": p.iterations, "rows": table,
                "files": {"csv": "benchmark_formats.csv", "json": "benchmark_formats.json"}}
-        cands.write_csv(ctx.workdir / "benchmark_formats.csv", table)
+        sbs.write_csv(ctx.workdir / "benchmark_formats.csv", table)
         (ctx.workdir / "benchmark_formats.json").write_text(json.dumps(doc, indent=1, default=str))
         shutil.rmtree(root)  # the candidates are measured, not kept: the table lists them
         metrics = {"candidates": len(names), "ran": len(built), "not_run": len(skipped)}

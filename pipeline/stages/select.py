@@ -22,6 +22,7 @@ from pipeline.core.artifacts import Artifact
 from pipeline.core.bounds import NonNegative, NonNegativeInt, PositiveInt
 from pipeline.core.results import Findings
 from pipeline.library import candidates as cands
+from pipeline.library import side_by_side as sbs
 from pipeline.stages.base import Stage, StageContext, StageResult
 
 
@@ -109,7 +110,7 @@ class SelectInt8(Stage):
         names = list(dict.fromkeys([REFERENCE, *p.candidates]))
         score = lambda model: float((runtimes.predict_all(model, x, 64).argmax(1) == y).mean())
         progress = lambda k, n, name: ctx.log.info("candidate %d of %d: %s", k, n, name)
-        built, skipped = cands.build_and_score([n for n in names if not CANDIDATES[n].accuracy_control], root, env,
+        built, skipped = sbs.build_and_score([n for n in names if not CANDIDATES[n].accuracy_control], root, env,
                                                score, ctx.log, progress)
         if REFERENCE not in built:
             raise RuntimeError(f"the input model cannot run here ({skipped.get(REFERENCE, {}).get('reason')}): "
@@ -121,20 +122,20 @@ class SelectInt8(Stage):
 
         # latency: every built model in one fresh process per thread count, round-robin
         t0 = time.perf_counter()
-        measured = cands.time_side_by_side(built, skipped, threads, p.warmup, p.iterations)
+        measured = sbs.time_side_by_side(built, skipped, threads, p.warmup, p.iterations)
         ctx.log.info("timed %d models side by side in %.1f s", len(built), time.perf_counter() - t0)
-        extra = {t: cands.time_side_by_side(built, skipped, t, p.warmup, p.iterations)
+        extra = {t: sbs.time_side_by_side(built, skipped, t, p.warmup, p.iterations)
                  for t in dict.fromkeys(host_threads(t) for t in p.threads) if t != threads}
         rows = _rows(built, measured, extra, ref_acc, budget, threads)
         table = sorted(rows.values(), key=lambda r: r["latency_p50_ms"])
-        not_run = cands.skipped_rows(skipped)
+        not_run = sbs.skipped_rows(skipped)
         best = _choose(rows, budget, measured, skipped, ctx.log, lambda: _markdown(table, not_run, None, budget,
                                                                                    measured, extra))
         selection = _selection(best, rows, table, not_run, threads, measured, budget, ref_acc)
         md = _markdown(table, not_run, selection, budget, measured, extra)
         (ctx.workdir / "select_int8.md").write_text(md)
         chosen = built[best["name"]]
-        out = cands.keep(CANDIDATES[best["name"]].format, chosen["path"], ctx.workdir)
+        out = sbs.keep(CANDIDATES[best["name"]].format, chosen["path"], ctx.workdir)
         shutil.rmtree(root)  # the losers are listed, not kept
         for line in md.splitlines():
             ctx.log.info("%s", line)
@@ -143,14 +144,9 @@ class SelectInt8(Stage):
                             best["name"], selection["fastest_fp32"], best["speedup_vs_fastest_fp32"])
         meta = {**chosen["meta"], "selection": {k: v for k, v in selection.items()
                                                 if k not in ("candidates", "not_runnable")}}
-        metrics = {"speedup_vs_fastest_fp32": best["speedup_vs_fastest_fp32"], "candidates": len(built),
-                   "not_runnable": len(skipped)}
-        if best.get("speedup_vs_fastest_peer_default") is not None:
-            metrics["speedup_vs_fastest_peer_default"] = best["speedup_vs_fastest_peer_default"]
-        if best.get("kept_in_float") is not None:
-            metrics["layers_in_float"] = len(best["kept_in_float"])
-        return StageResult(Artifact(ctx.name, best["format"], "int8", out, meta), metrics=metrics,
-                           info={"selection": selection}, about={ctx.name: Findings(selection=selection)})
+        return StageResult(Artifact(ctx.name, best["format"], "int8", out, meta),
+                           metrics=_metrics(best, len(built), len(skipped)), info={"selection": selection},
+                           about={ctx.name: Findings(selection=selection)})
 
     @staticmethod
     def _accuracy_control(p, names, built, skipped, root, env, score, budget, log) -> None:
@@ -167,9 +163,19 @@ class SelectInt8(Stage):
                                            f"accuracy_control=always builds it anyway"}
                 continue
             todo = [n for n in (CANDIDATES[name].counterpart, name) if n not in built and n not in skipped]
-            b, s = cands.build_and_score(todo, root, env, score, log)
+            b, s = sbs.build_and_score(todo, root, env, score, log)
             built.update(b)
             skipped.update(s)
+
+
+def _metrics(best: dict, built: int, skipped: int) -> dict:
+    metrics = {"speedup_vs_fastest_fp32": best["speedup_vs_fastest_fp32"], "candidates": built,
+               "not_runnable": skipped}
+    if best.get("speedup_vs_fastest_peer_default") is not None:
+        metrics["speedup_vs_fastest_peer_default"] = best["speedup_vs_fastest_peer_default"]
+    if best.get("kept_in_float") is not None:
+        metrics["layers_in_float"] = len(best["kept_in_float"])
+    return metrics
 
 
 def _choose(rows: dict, budget: float, measured: dict, skipped: dict, log, table) -> dict:
@@ -198,7 +204,7 @@ def _choose(rows: dict, budget: float, measured: dict, skipped: dict, log, table
 
 def _selection(best: dict, rows: dict, table: list, not_run: list, threads: int, measured: dict, budget: float,
                ref_acc: float) -> dict:
-    fastest_fp32, fastest_peer = cands.fastest(rows, "precision", "fp32"), cands.fastest(rows, "peer_default", True)
+    fastest_fp32, fastest_peer = sbs.fastest(rows, "precision", "fp32"), sbs.fastest(rows, "peer_default", True)
     int8 = [r for r in rows.values() if r["kind"] == "int8"]
     return {"chosen": best["name"], "backend": best["backend"], "format": best["format"],
             "settings": best["settings"], "threads": threads, "cpu": measured["cpu"],
@@ -219,7 +225,7 @@ def _selection(best: dict, rows: dict, table: list, not_run: list, threads: int,
 def _rows(built: dict, measured: dict, extra: dict, ref_acc: float, budget: float, threads: int) -> dict:
     """The library's rows (size, accuracy, p50 with interval, ratios) with the choice's own columns: the budget
     verdict, the timings at other thread counts, and what an accuracy-controlled model's float layers cost."""
-    rows = cands.rows(built, measured, ref_acc, threads)
+    rows = sbs.rows(built, measured, ref_acc, threads)
     sp = measured["speedups"]
     for n, r in rows.items():
         c = CANDIDATES[n]
