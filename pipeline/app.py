@@ -1,6 +1,7 @@
 """`run(cfg)`: plan -> run -> report. The Hydra entry point (pipeline/cli/run.py) is a thin wrapper around it."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -55,6 +56,21 @@ class _RunLog(logging.FileHandler):
             err = sys.exc_info()[1]
             sys.stderr.write(f"warning: {self.baseFilename} cannot be written ({getattr(err, 'strerror', None) or err})"
                              f"; it misses the lines from here on, the console keeps its own\n")
+
+
+def link_latest(outputs: Path, run_dir: Path) -> None:
+    """Point <outputs>/latest at the newest run folder (a relative symlink, replaced in one rename); best effort."""
+    link = outputs / "latest"
+    tmp = outputs / f".latest.{os.getpid()}.{uuid.uuid4().hex[:6]}"
+    try:
+        if link.exists() and not link.is_symlink():  # the user's own file or folder: leave it alone
+            return
+        os.symlink(os.path.relpath(run_dir, outputs), tmp)
+        os.replace(tmp, link)
+    except OSError as e:  # e.g. a filesystem without symlinks
+        log.debug("could not link %s: %s", link, e)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 def _file_logging(run_dir: Path) -> logging.Handler:
@@ -120,6 +136,7 @@ def prepare(cfg: DictConfig, stages: Iterable[type] = ()) -> tuple[DictConfig, A
         raise ConfigError(f"the configuration does not resolve: {e}") from e
     plan = build_plan(cfg, discover(extra=stages))
     objective.check(cfg, [t.stage for t in plan.producers()])
+    _check_release_gate(cfg)
     recipe, device = plan.recipe, cfg.device.name
     # Both become folder names (outputs/runs/<recipe>/<stamp>-<device>-...): nothing may point outside the run folder.
     for what, name in (("recipe", recipe), ("device.name", device)):
@@ -134,10 +151,24 @@ def prepare(cfg: DictConfig, stages: Iterable[type] = ()) -> tuple[DictConfig, A
     return cfg, plan
 
 
-def _listeners(cfg: DictConfig, tracker) -> list:
-    from pipeline.listeners import ConsoleListener, MeasurementListener, MlflowListener, RegistryListener
+def _check_release_gate(cfg: DictConfig) -> None:
+    against = cfg.gate.get("against")
+    if against is None:
+        return
+    if not (str(against) in ("champion", "candidate") or str(against).isdigit()):
+        raise ConfigError(f"gate.against: {against!r} is not a registry version; use champion, candidate or a "
+                          f"version number")
+    if not (cfg.tracking.enabled and cfg.registry.enabled):
+        raise ConfigError("gate.against: the release gate compares with the MLflow model registry, and this run has "
+                          f"{'tracking' if not cfg.tracking.enabled else 'the registry'} off; drop tracking=none / "
+                          f"registry.enabled=false, or gate.against")
 
-    out = [MeasurementListener()]
+
+def _listeners(cfg: DictConfig, tracker) -> list:
+    from pipeline.listeners import (CardListener, ConsoleListener, MeasurementListener, MlflowListener,
+                                    RegistryListener)
+
+    out = [MeasurementListener(), CardListener()]
     if tracker:
         out += [MlflowListener(tracker), RegistryListener(tracker)]  # (the registry says when it is disabled)
     return [*out, ConsoleListener()]
@@ -202,13 +233,14 @@ def run(cfg: DictConfig, sweep: dict | None = None, stages: Iterable[type] = (),
 
     with interrupts.held():  # from here to the closed MLflow run, signals act only where the run can stop whole
         run_dir, handler = _start_run_dir(outputs, recipe, device, cfg)
+        link_latest(outputs, run_dir)
         folded = console.folded()
         try:
             log.info("run directory: %s", run_dir)
             info = RunInfo(recipe, device, cfg, run_dir, outputs, command_line(sweep), sweep, overrides(sweep))
             events = Events(info, _listeners(cfg, tracker))
             status, error, exc, records = _execute(plan, cfg, outputs, run_dir, events)
-            summary, path, status, error, exc = _report(cfg, info, events, records, status, error, exc)
+            summary, path, status, error, exc = _report(cfg, info, events, records, status, error, exc, tracker)
             if console.folded() > folded:
                 log.warning("%d error record(s) of a library, with tracebacks, went to %s only",
                             console.folded() - folded, run_dir / "pipeline.log")
@@ -218,12 +250,7 @@ def run(cfg: DictConfig, sweep: dict | None = None, stages: Iterable[type] = (),
                           "resume:\n  %s\nsummary: %s", error, done, info.command, path or "(not written)")
                 exc.reported = True
                 raise exc
-            gate = summary.gate
-            if cfg.gate.enforce and gate is not None and not gate.passed:  # the judged artifact is not a pass
-                msg = (f"gate: artifact {gate.artifact!r} is not a pass on {cfg.device.name} ({gate.status}): "
-                       + "; ".join(gate.failed) + f"\nsummary: {path}")
-                log.error(msg)
-                raise GateFailed(msg)
+            _raise_gate_failure(summary, cfg, path)
             return summary
         finally:  # after the error lines: pipeline.log keeps them too
             logging.getLogger().removeHandler(handler)
@@ -232,15 +259,18 @@ def run(cfg: DictConfig, sweep: dict | None = None, stages: Iterable[type] = (),
                 interrupts.settle()
 
 
-def _summary(cfg: DictConfig, info: RunInfo, records: list, status: str, error: str | None) -> Summary:
+def _summary(cfg: DictConfig, info: RunInfo, records: list, status: str, error: str | None, tracker) -> Summary:
     summary = build_summary(recipe=info.recipe, device=cfg.device, status=status, mlflow=info.mlflow,
                             records=records, gate_cfg=cfg.gate, run_dir=info.run_dir, error=error,
                             task=str(cfg.get("task") or "classification"))
     summary.objective = objective.summarize(summary, cfg)  # what sweepers, the registry and compare rank by
+    if cfg.gate.against and status == "success" and tracker is not None:
+        summary.release = _release_gate(summary, cfg, tracker)
     return summary
 
 
-def _report(cfg: DictConfig, info: RunInfo, events: Events, records: list, status: str, error: str | None, exc):
+def _report(cfg: DictConfig, info: RunInfo, events: Events, records: list, status: str, error: str | None, exc,
+            tracker):
     """Summarise, log and close the run; returns (summary, summary.json path or None, status, error, exception).
 
     Called with signals held. Logging the results to MLflow may be interrupted: the run then ends KILLED with a
@@ -250,7 +280,7 @@ def _report(cfg: DictConfig, info: RunInfo, events: Events, records: list, statu
     try:
         try:
             with interrupts.allowed():
-                summary = _summary(cfg, info, records, status, error)
+                summary = _summary(cfg, info, records, status, error, tracker)
                 events.summary_ready(summary)  # (MLflow: headline metrics, tags, the card, a LoggedModel per artifact)
         except KeyboardInterrupt as e:
             if status != "killed":  # (a second signal while a killed run is logged keeps the first one's reason)
@@ -258,7 +288,7 @@ def _report(cfg: DictConfig, info: RunInfo, events: Events, records: list, statu
                 error = (f"interrupted by {interrupts.name(getattr(e, 'signum', signal.SIGINT))} after the last "
                          f"stage, while the results were being logged: the run is recorded as killed and nothing "
                          f"was registered")
-            summary = _summary(cfg, info, records, status, error)
+            summary = _summary(cfg, info, records, status, error, tracker)
         with interrupts.held() as late:
             try:
                 if status == "success":
@@ -284,6 +314,37 @@ def _report(cfg: DictConfig, info: RunInfo, events: Events, records: list, statu
     return summary, path, status, error, exc
 
 
+def _raise_gate_failure(summary: Summary, cfg: DictConfig, path: Path | None) -> None:
+    """Exit 1 (GateFailed) on a regression against the registry version (gate.against), or when the judged artifact
+    is not a pass and gate.enforce is set."""
+    rel, gate = summary.release, summary.gate
+    msg = None
+    if rel is not None and not rel.passed:
+        msg = f"release gate against {rel.against}: {rel.headline}\nreport: {rel.report}"
+    elif cfg.gate.enforce and gate is not None and not gate.passed:
+        msg = (f"gate: artifact {gate.artifact!r} is not a pass on {cfg.device.name} ({gate.status}): "
+               + "; ".join(gate.failed) + f"\nsummary: {path}")
+    if msg:
+        log.error(msg)
+        raise GateFailed(msg)
+
+
+def _release_gate(summary: Summary, cfg: DictConfig, tracker):
+    """gate.against: the release gate before the registry sees the model (pipeline.tracking.gate); its own failure
+    to compare is reported as n/a, never as a pass of the model or a crash of the finished run."""
+    from pipeline.report.schema import Release
+    from pipeline.tracking import gate as release_gate
+
+    try:
+        verdict = release_gate.judge_run(summary, cfg, tracker.client, str(cfg.gate.against))
+    except Exception as e:
+        log.warning("release gate: could not compare with %s: %s", cfg.gate.against, e, exc_info=log.isEnabledFor(
+            logging.DEBUG))
+        return Release(against=str(cfg.gate.against), status="n/a", headline=f"not compared: {e}")
+    log.info("release gate against %s: %s (%s)", verdict.against, verdict.headline, verdict.report)
+    return verdict
+
+
 def preview(cfg: DictConfig, stages: Iterable[type] = ()) -> list[dict]:
     """The plan as it would run: each task's resolved stage type, the format it makes, and whether the cache will
     reuse it (and if not, why). Runs nothing and writes nothing; prints a table and returns its rows."""
@@ -299,4 +360,19 @@ def preview(cfg: DictConfig, stages: Iterable[type] = ()) -> list[dict]:
               r["will"], r["reason"]] for r in rows]
     print(f"plan for recipe {plan.recipe!r} on device {cfg.device.name!r} (nothing runs; drop --plan to run it):")
     print("\n".join(render(head, cells, wrap=("why", "inputs"), drop_empty=False)), flush=True)
+    print(time_estimate(rows), flush=True)
     return rows
+
+
+def time_estimate(rows: list[dict]) -> str:
+    """One line: how long the tasks that will run took the last time this cache ran them."""
+    todo = [r for r in rows if r["will"] == "run"]
+    if not todo:
+        return "estimated time: seconds (every task is reused from the cache)"
+    known = [r["last_seconds"] for r in todo if r.get("last_seconds") is not None]
+    unknown = [r["task"] for r in todo if r.get("last_seconds") is None]
+    if not known:
+        return f"estimated time: unknown ({len(todo)} task(s) to run, none of them ran before with this cache)"
+    text = (f"estimated time: about {console.duration(sum(known))} for {len(known)} of the {len(todo)} task(s) to "
+            f"run (their last durations in this cache, on this machine)")
+    return text + (f"; never ran here: {', '.join(unknown)}" if unknown else "")

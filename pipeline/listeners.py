@@ -40,7 +40,8 @@ class MlflowListener(Listener):
         # a curated set of parameters (the run's overrides, the recipe's knobs, the device by name); the whole device
         # catalogue entry and whatever did not fit go into device.json
         params, rest = card.curated_params(cfg, run.overrides)
-        run_id = t.start(card.run_name(run.recipe, run.device, run.overrides), params, tags)
+        run_id = t.start(card.run_name(run.recipe, run.device, run.overrides, run_id=run.run_dir.name.rsplit("-", 1)[-1]),
+                         params, tags)
         run.mlflow = {"tracking_uri": t.uri, "experiment": t.experiment, "run_id": run_id}
         log.info("MLflow: %s  experiment=%s  run=%s", t.uri, t.experiment, run_id)
         (run.run_dir / "device.json").write_text(card.device_catalog_json(cfg, rest))
@@ -76,11 +77,10 @@ class MlflowListener(Listener):
                         for a in summary.artifacts})
         except Exception as e:  # keep going: closing the run with its status matters more than these numbers
             log.warning("could not log the summary to MLflow: %s", e)
-        try:  # the run as a report: a summary card with the profile plots, a description, a LoggedModel per artifact
+        try:  # the run as a report: the card with its pictures, a description, a LoggedModel per artifact
             from pipeline.report import card
 
-            plots = {p.parent.name: str(p) for p in sorted(run.run_dir.glob("reports/*/profile.png"))}
-            card.log_card(t.client, t.run_id, summary, plots, recipe_description=run.cfg.get("description"))
+            card.log_card(t.client, t.run_id, summary, run.card, recipe_description=run.cfg.get("description"))
             # the registry links the version it makes to the LoggedModel of its artifact
             run.mlflow["logged_models"] = card.log_logged_models(t.client, t.experiment_id, t.run_id, summary,
                                                                  self.stage_runs)
@@ -108,6 +108,20 @@ def _broken(tracker) -> bool:
     if fault:
         log.debug("MLflow: the summary is not logged (%s)", fault)
     return bool(fault)
+
+
+class CardListener(Listener):
+    """The run card (summary_card.md / .html with its pictures) in <run folder>/card, before MLflow logs it."""
+
+    def run_finished(self, run: RunInfo, summary: Summary, path: Path | None) -> None:
+        if path is None:
+            return
+        from pipeline.report import card
+
+        try:
+            run.card = card.write_card(summary, run.run_dir)
+        except Exception as e:  # the card is a by-product of the run: say so, keep going
+            log.warning("could not write the run card: %s", e)
 
 
 class RegistryListener(Listener):
@@ -154,23 +168,32 @@ class ConsoleListener(Listener):
     def run_finished(self, run: RunInfo, summary: Summary, path: Path | None) -> None:
         if path is None:  # (the error says it was not written)
             return
-        print(summary_table(summary), flush=True)
-        for line in (f"summary: {path}", deployable_line(summary)):
+        from pipeline.report import crossformat
+
+        for doc in crossformat.tables(summary):
+            print(crossformat.console(doc) + "\n", flush=True)
+        if summary.artifacts:
+            print(summary_table(summary), flush=True)
+        latest = run.outputs / "latest"
+        for line in (f"summary: {path}", f"latest run: {latest}" if latest.is_symlink() else None,
+                     deployable_line(summary)):
             if line:
                 print(line, flush=True)
 
 
 def deployable_line(summary: Summary) -> str | None:
-    """`deployable: <path> (onnx int8, 0.52 MB), verdict: pass` for the artifact the run is judged on (gate.artifact,
+    """`deployable: <full path> (onnx int8, 0.52 MB), verdict: pass` for the artifact the run is judged on (gate.artifact,
     pipeline.report.judge); `not deployable as is: ...` with what it misses when it is not a pass. None for a failed
     run or one without models."""
     row = summary.judged
     if summary.status != "success" or row is None:
         return None
     path = Path(summary.run_dir) / row.path  # (a relative run path, or the cache entry's absolute path)
-    with contextlib.suppress(ValueError):
-        path = path.relative_to(Path.cwd())
     v = row.verdict
     verdict = f"verdict: {v.status}" + (f" ({'; '.join(v.problems)})" if v.problems else "")
     lead = "deployable" if v.ok else "not deployable as is"
+    rel = summary.release
+    if rel is not None:
+        verdict += f"; release gate against {rel.against}: {rel.headline}"
+        lead = lead if rel.passed else "not deployable as is"
     return f"{lead}: {path} ({row.format} {row.precision}, {row.size_bytes / 1e6:.2f} MB), {verdict}"

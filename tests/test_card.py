@@ -58,12 +58,14 @@ def test_curated_params_and_run_name():
     assert len(params) <= 30
     assert params["device.name"] == "pixel7" and params["device.display_name"] == "Google Pixel 7"
     assert params["device.ram_gb"] == "8" and params["stages.quantize.calibration_samples"] == "64"
-    assert params["override.stages.quantize.calibration_samples"] == "64"
+    assert not any(k.startswith("override.") for k in params)  # recipe, device and stage knobs: shown once each
     assert not any(k.startswith("device.compute_units") for k in params) and "paths.outputs" not in str(params)
     catalog = json.loads(card.device_catalog_json(_cfg(), rest))
     assert len(catalog["device"]["compute_units"]) == 30
     assert card.run_name("mobilenet_int8", "pixel7", overrides) == "mobilenet_int8@pixel7 calib=64"
     assert card.run_name("tiny_int8", "host", "") == "tiny_int8@host"
+    assert card.run_name("tiny_int8", "host", "", run_id="02408d") == "tiny_int8@host #02408d"
+    assert card.run_name("tiny_int8", "host", "a.b=" + "x" * 200, run_id="02408d").endswith("… #02408d")
     few, more = card.curated_params(_cfg(), overrides, max_params=5)
     assert len(few) == 5 and more  # what does not fit is kept for the JSON artifact
 

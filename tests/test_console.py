@@ -146,9 +146,14 @@ def test_a_real_run_shows_the_pipeline_and_logs_the_libraries(tiny_run):
     assert all(STAMP.match(l) for l in shown[:table]), shown[:table]
     for task in ("train", "export", "quantize", "evaluate[export]", "evaluate[quantize]", "benchmark"):
         assert any(f"▶ {task} (" in l for l in shown) and any(f"✔ {task} (" in l and "done in" in l for l in shown)
-    assert shown[-2].startswith("summary: ") and shown[-1].startswith("deployable: "), shown[-3:]
+    assert shown[-3].startswith("summary: ") and shown[-1].startswith("deployable: "), shown[-3:]
     assert "(onnx int8, " in shown[-1] and shown[-1].endswith("verdict: pass"), shown[-1]
-    assert Path(shown[-1].split()[1]).is_file()
+    deployable = Path(shown[-1].split()[1])
+    assert deployable.is_absolute() and deployable.is_file()
+    # outputs/latest: the newest run folder, the one holding the deployable file
+    latest = Path(shown[-2].removeprefix("latest run: "))
+    assert latest.is_symlink() and deployable.is_relative_to(latest.resolve())
+    assert max(len(l) for l in shown[table:-3]) <= 120
 
 
 @pytest.mark.slow
@@ -163,3 +168,32 @@ def test_verbose_shows_what_the_libraries_print(tiny_run):
     shown = out.stdout + out.stderr
     assert any(c in shown for c in CHATTER[:3]), shown[-3000:]
     assert "✔ train (train): reused" in shown and "✔ export (export_onnx): done in" in shown
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("device, extra", [
+    ("pixel7", []),
+    ("host", ["stages.quantize.candidates=[ort_defaults,ort_per_channel_u8_float_add,openvino_int8,"
+              "openvino_int8_accuracy_control]", "stages.quantize.iterations=10"])])
+def test_mobilenet_int8_console_fits_120_columns(device, extra, tmp_path):
+    """The real recipe's stages and notes (a narrow, one-epoch model to keep it short), as the console shows them when
+    it is not a terminal: every line but the deployable file's full path within 120 columns, the verdict words."""
+    from conftest import run_cli
+    from pipeline.report.table import display_width
+
+    out = run_cli("recipe=mobilenet_int8", f"device={device}", "tracking=none", "model.input_size=32",
+                  "model.width_mult=0.35", "stages.train.epochs=1", "stages.train.threads=1",
+                  "stages.parity.min_top1_agreement=0", *extra, f"paths.outputs={tmp_path / 'outputs'}",
+                  env={"OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
+    report = [l for l in out.stdout.splitlines() if l.strip() and not STAMP.match(l)]
+    assert report[-1].startswith("deployable: ") or report[-1].startswith("not deployable as is: ")
+    paths = ("summary: ", "latest run: ")  # a path is printed whole, to be copied
+    wide = [l for l in report[:-1] if display_width(l) > 120 and not l.startswith(paths)]
+    assert not wide, wide
+    table = next(l for l in report if l.startswith("stage ") and l.rstrip().endswith("verdict"))
+    assert "device ms" not in table  # nothing measured on a device: the column is left out
+    assert any("✓ pass" in l or "✗ FAIL" in l for l in report)
+    if device == "host":
+        assert any("the measured int8 choice" in l for l in report)
+        assert any(l.startswith("openvino_int8_accuracy_control") and "❎" in l for l in report)

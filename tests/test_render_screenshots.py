@@ -111,3 +111,51 @@ def test_summary_card_renders(tmp_path):
     page = tmp_path / "summary_card.html"
     page.write_text(card.card_html(_summary(), {"accuracy vs latency": str(png)}))
     _check(page, tmp_path, len(_summary().artifacts))
+
+
+@pytest.fixture(scope="module")
+def parent_card(tmp_path_factory):
+    """A real run (a trained tiny model, its cross-format table from benchmark_formats, the profile stage) logged to a
+    real MLflow store; the parent run's card and the names of everything logged beside it, downloaded back."""
+    from mlflow.tracking import MlflowClient
+
+    from conftest import compose_cfg
+    from pipeline import app
+
+    tmp = tmp_path_factory.mktemp("card")
+    cfg = compose_cfg(["recipe=tiny_int8", "device=host", "stages.train.epochs=3", "stages.train.threads=1",
+                       "stages.train.lr=0.01", "stages.benchmark.iterations=10", "stages.profile.type=profile",
+                       "stages.formats.type=benchmark_formats", "stages.formats.inputs=[train]",
+                       "stages.formats.candidates=[ort_per_channel_u8,openvino_fp32,openvino_int8]",
+                       "stages.formats.iterations=10", "stages.formats.warmup=2"], tmp / "outputs")
+    summary = app.run(cfg)
+    client = MlflowClient(summary.mlflow["tracking_uri"])
+    run_id = summary.mlflow["run_id"]
+    names = {a.path for a in client.list_artifacts(run_id)}
+    page = Path(client.download_artifacts(run_id, "summary_card.html", str(tmp)))
+    md = Path(client.download_artifacts(run_id, "summary_card.md", str(tmp))).read_text()
+    return summary, page, md, names, tmp
+
+
+@pytest.mark.slow
+def test_parent_run_card_shows_the_tradeoff_plot_and_the_cross_format_table(parent_card):
+    summary, page, md, names, tmp = parent_card
+    text = page.read_text()
+    rendered = dom(page)
+    assert 'class="formats"' in rendered and 'alt="accuracy vs latency and size"' in rendered
+    assert "in every format this host runs" in rendered and "ort_per_channel_u8" in rendered
+    shot = screenshot(page, tmp / "card.png", "1400,4000")
+    assert _ink(shot) > 0.01
+    # both are drawn: the page without either looks different
+    for what, pattern in (("formats", r"<h2>[^<]*in every format this host runs</h2><table class='formats'>.*?</table>"),
+                          ("plot", r"<h2>accuracy vs latency and size</h2><img [^>]*>")):
+        bare = tmp / f"card-no-{what}.html"
+        bare.write_text(re.sub(pattern, "", text, count=1, flags=re.S))
+        assert bare.read_text() != text, what
+        assert shot.tobytes() != screenshot(bare, tmp / f"card-no-{what}.png", "1400,4000").tobytes(), what
+    assert not missing_glyphs(visible_chars(text), tmp)
+    # the Markdown card's pictures are relative links to files logged beside it, one profile picture per model
+    links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", md)
+    assert links and all(link in names for link in links), (links, names)
+    assert {"tradeoff.png", "profile_export.png", "profile_quantize.png"} <= names
+    assert "top_layers.png" in names and "the 10 costliest layers" in md

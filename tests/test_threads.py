@@ -69,6 +69,18 @@ def test_resolve_uses_a_set_count_and_caps_it():
     assert c.threads == 1
 
 
+def test_a_short_training_is_not_worth_measuring_thread_counts():
+    """tiny_int8 trains 23 steps: measuring 1 and 2 threads costs 8 of them (14 s before a 3 s epoch on a busy
+    machine), so it takes 1 thread; a 345-step training measures."""
+    calls, seen = [], []
+    c = threads.resolve(0, lambda: calls.append(1), host_cores=2, total_steps=23, set_threads=seen.append)
+    assert c.threads == 1 and not calls and "too few to pay" in c.describe() and "stages.train.threads" in c.why
+    ticks = iter(range(1000))
+    c = threads.resolve(0, lambda: calls.append(1), host_cores=2, total_steps=345, set_threads=seen.append,
+                        clock=lambda: next(ticks))
+    assert len(calls) == threads.probe_steps(2) and c.seconds_per_step
+
+
 def test_watch_warns_on_an_absurd_eta_naming_the_setting():
     msgs = []
     w = threads.Watch(total_steps=1000, threads=2, absurd_eta_s=600, warn=msgs.append)

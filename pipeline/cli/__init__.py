@@ -2,6 +2,8 @@
 
     edge-pipeline run recipe=mobilenet_int8 device=pixel7        run a recipe (python -m pipeline ... is the same)
     edge-pipeline plan recipe=mobilenet_int8 device=host         what would run and what the cache reuses
+    edge-pipeline benchmark model=mobilenet_v2                   one model in every format, timed side by side
+    edge-pipeline gate --against champion                        this run's model against the registry champion
     edge-pipeline compare experiment=mobilenet_int8              leaderboard of runs: table, Pareto plot, HTML
     edge-pipeline verify run=outputs/runs/...                    check a run folder against its summary.json
     edge-pipeline fit                                            refit the device estimator
@@ -23,21 +25,31 @@ class Command:
     run: Callable[[list[str]], int]
 
 
+def run_hydra(args: list[str]) -> int:
+    """Run the Hydra entry point (python -m pipeline) with these arguments; returns its exit status."""
+    from pipeline.core import interrupts
+
+    interrupts.while_starting()  # importing Hydra and the frameworks takes seconds
+    from pipeline.cli.run import main
+
+    sys.argv = ["edge-pipeline", *args]
+    try:
+        main()
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    return 0
+
+
 def _hydra(extra: list[str]) -> Callable[[list[str]], int]:
     """A command that runs the Hydra entry point with `extra` arguments added (plan: --plan)."""
 
     def run(args: list[str]) -> int:
-        from pipeline.core import interrupts
+        if any(a in ("-h", "--help") for a in args):
+            from pipeline.cli.help import text
 
-        interrupts.while_starting()  # importing Hydra and the frameworks takes seconds
-        from pipeline.cli.run import main
-
-        sys.argv = ["edge-pipeline", *args, *extra]
-        try:
-            main()
-        except SystemExit as e:
-            return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        return 0
+            print(text())
+            return 0
+        return run_hydra([*args, *extra])
 
     return run
 
@@ -54,6 +66,10 @@ def _module_main(module: str) -> Callable[[list[str]], int]:
 COMMANDS: dict[str, Command] = {
     "run": Command("run a recipe for a device (Hydra overrides; -m for a sweep)", _hydra([])),
     "plan": Command("print what a run would do and what the cache would reuse; runs nothing", _hydra(["--plan"])),
+    "benchmark": Command("one model in every format and precision this host runs, timed side by side",
+                         _module_main("pipeline.cli.benchmark")),
+    "gate": Command("release gate for CI: this run's deployable model against the registry champion",
+                    _module_main("pipeline.cli.gate")),
     "compare": Command("leaderboard of runs from MLflow: table, Pareto plot, HTML",
                        _module_main("pipeline.tracking.compare")),
     "verify": Command("check run folders against the sha256 values their summary.json records",

@@ -42,7 +42,9 @@ Other choices (GROUP=OPTION):
 {others}
 
 Other commands (edge-pipeline --help lists them all; `edge-pipeline run` is this command):
-  edge-pipeline plan recipe=NAME device=NAME          what would run and what the cache reuses
+  edge-pipeline plan recipe=NAME device=NAME          what would run, what the cache reuses, how long it should take
+  edge-pipeline benchmark model=NAME                  one model in every format this host runs, timed side by side
+  edge-pipeline gate --against champion               this run's model against the registry champion (CI release gate)
   edge-pipeline compare experiment=NAME [sweep=ID]    leaderboard of runs: table, Pareto plot, HTML
   edge-pipeline stages [type=NAME]                    stage types, or one type's parameters with defaults
   mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db   the runs in MLflow (make ui)

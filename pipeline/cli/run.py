@@ -88,6 +88,28 @@ def _unknown_key_hint(message: str) -> str:
     return ""
 
 
+GROUP_WORDS = {"recipe": "recipe", "device": "device", "data": "data set", "model": "model", "tracking":
+               "tracking", "sweep": "sweep preset"}
+
+
+def _missing_option(message: str) -> str:
+    """For Hydra's "Could not find 'device/pixl7'": the closest names and the list, without Hydra's search path."""
+    import difflib
+    import re
+
+    m = re.search(r"Could not find '([\w-]+)/([^']+)'", message)
+    if not m or not (Path(CONF_DIR) / m.group(1)).is_dir():
+        return ""
+    group, name = m.group(1), m.group(2)
+    options = sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
+    close = difflib.get_close_matches(name, options, n=1, cutoff=0.5)
+    word = GROUP_WORDS.get(group, group)
+    return (f"{group}={name}: no {word} named {name!r}." + (f" Did you mean {close[0]!r}?"
+                                                              if close else "")
+            + f"\n{word[0].upper() + word[1:]}s: {', '.join(options)}.\n`edge-pipeline --help` describes each "
+              f"recipe and device; conf/{group}/ holds their files.")
+
+
 def _describe_invalid(e: BaseException) -> str:
     """One clear message for a configuration Hydra could not compose (exit 2), without a traceback."""
     import re
@@ -118,6 +140,9 @@ def _describe_invalid(e: BaseException) -> str:
                 f"command line. Pass it as {name}={expr} (the sweeper searches the command line's sweeps "
                 f"too), or set it under hydra.sweeper.params in a sweep config (conf/sweep/*.yaml)."
                 + (f"\nerror: {also}" if also else ""))
+    missing = _missing_option(text)
+    if missing:
+        return f"error: {missing}"
     hint = _unknown_key_hint(text)
     if hint:
         text = "\n".join(line for line in text.splitlines() if not line.startswith("To append to your config"))

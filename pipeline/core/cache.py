@@ -217,8 +217,20 @@ class Cache:
         changes = diff(last, components)
         if not changes:
             return "cache entry missing or failed its integrity check"
-        shown = "; ".join(changes[:4]) + (f"; and {len(changes) - 4} more" if len(changes) > 4 else "")
+        shown = "; ".join(changes[:3]) + (f"; and {len(changes) - 3} more" if len(changes) > 3 else "")
         return f"changed since last run: {shown}"
+
+    def last_seconds(self, recipe: str, stage: str, stage_type: str) -> float | None:
+        """How long the last run of `stage` in `recipe` took, from its cache entry (None: never ran here as a
+        `stage_type`, or its entry is gone)."""
+        try:
+            last = json.loads(self._index_path(recipe, stage).read_text())
+            if last.get("type") != stage_type:  # another stage type under the same name tells nothing
+                return None
+            seconds = json.loads((self.entry_dir(digest(last)) / "entry.json").read_text()).get("seconds")
+        except (OSError, ValueError):
+            return None
+        return float(seconds) if isinstance(seconds, (int, float)) else None
 
 
 def sections_digest(manifest: dict) -> dict[str, str]:
@@ -417,25 +429,41 @@ def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def diff(old: dict, new: dict) -> list[str]:
-    """Readable differences between two component records, e.g. 'params.calibration_samples 128 -> 64', or 'code
-    changed: models/mobilenet_v2.py' (the key holds a digest per file, so the file is named)."""
+    """Readable differences between two component records, the cause first and its consequences folded into it:
+    'stage type quantize_onnx -> select_int8' (its parameters and code follow from it), 'device jetson_orin_nano ->
+    host' (every device setting with it), 'code changed: models/mobilenet_v2.py' (the key holds a digest per file, so
+    the file is named; libraries that new code brings in are not listed again), 'params.calibration_samples 128 ->
+    64', "input 'export' changed"."""
     a, b = _flatten(old), _flatten(new)
-    out, code = [], []
-    for k in sorted(set(a) | set(b)):
-        if a.get(k) != b.get(k):
-            if k.startswith("inputs."):
-                out.append(f"input '{k[7:]}' changed")
-            elif k == "code" or k.startswith("code."):
-                code.append(k[5:] + ("" if k in a else " (new)") if k != "code" else "the stage's code")
-            elif k == "data":
-                out.append("data changed")
-            elif k.startswith("settings."):
-                out.append(f"setting {k[9:]} {a.get(k, '(unset)')!r} -> {b.get(k, '(unset)')!r}")
-            elif k.startswith("libraries."):
+    changed = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    if "type" in changed:
+        return [f"stage type {a.get('type')} -> {b.get('type')}"]
+    out, code, inputs = [], [], []
+    device_renamed = "settings.device.name" in changed
+    new_code = any(k == "code" or k.startswith("code.") for k in changed)
+    if device_renamed:
+        out.append(f"device {a.get('settings.device.name')} -> {b.get('settings.device.name')}")
+    for k in changed:
+        if k.startswith("inputs."):
+            inputs.append(k[7:])
+        elif k == "code" or k.startswith("code."):
+            code.append(k[5:] + ("" if k in a else " (new)") if k != "code" else "the stage's code")
+        elif k == "data":
+            out.append("data changed")
+        elif k.startswith("settings.device.") and device_renamed:
+            continue
+        elif k.startswith("settings."):
+            out.append(f"setting {k[9:]} {a.get(k, '(unset)')!r} -> {b.get(k, '(unset)')!r}")
+        elif k.startswith("libraries."):
+            if not (new_code and k not in a):  # a library new code brings in is part of that code change
                 out.append(f"library {k[10:]} {a.get(k, '(not used)')} -> {b.get(k, '(not used)')}")
-            else:
-                out.append(f"{k} {a.get(k, '(unset)')!r} -> {b.get(k, '(unset)')!r}")
+        else:
+            out.append(f"{k} {a.get(k, '(unset)')!r} -> {b.get(k, '(unset)')!r}")
+    first = out[:1] if device_renamed else []  # the cause before what follows from it (inputs, code)
+    if inputs:
+        first.append(f"input {', '.join(map(repr, inputs))} changed" if len(inputs) == 1
+                     else f"inputs {', '.join(map(repr, inputs))} changed")
     if code:
         shown = ", ".join(code[:3]) + (f" and {len(code) - 3} more" if len(code) > 3 else "")
-        out.insert(0, f"code changed: {shown}")
-    return out
+        first.append(f"code changed: {shown}")
+    return first + out[1 if device_renamed else 0:]

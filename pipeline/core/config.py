@@ -148,6 +148,10 @@ class GateConfig:
     model_mb: Optional[Positive] = None  # max artifact size
     ram_mb: Optional[Positive] = None  # max inference memory
     judge: str = "point"  # point: the estimate's value; upper: its whole 80% interval within budget (a measured number wins)
+    # release gate: judge the deployable model against this registry version before registering it (champion |
+    # candidate | a version number; null = no release gate); a regression beyond the noise exits 1
+    against: Optional[str] = None
+    tolerance_pct: NonNegative = 5.0  # release gate: a slowdown or growth below this is no regression even when measurable
 
 
 # Sweeps and the registry: what a run is judged on, and where its final artifact is registered.

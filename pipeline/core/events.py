@@ -33,6 +33,7 @@ class RunInfo:
     sweep: dict | None = None  # the sweep job's context, if this run is one job of a multirun
     overrides: list[str] = field(default_factory=list)  # the command line's overrides (what makes this run differ)
     mlflow: dict = field(default_factory=lambda: {"tracking_uri": None, "experiment": None, "run_id": None})
+    card: dict = field(default_factory=dict)  # the run card's pictures, title -> file (written by the card listener)
 
 
 class Listener:

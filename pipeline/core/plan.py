@@ -263,6 +263,14 @@ def build_plan(cfg: DictConfig, registry: dict[str, type[Stage]] | None = None) 
             if stage_type is None:
                 continue
             resolved[name] = stage_type
+        if stage_type is None:  # only parameters: an override of a stage the recipe does not have (a typo)
+            named = [str(n) for n, r in stages_cfg.items() if isinstance(r, DictConfig) and r.get("type") is not None]
+            close = difflib.get_close_matches(name, named, n=1)
+            problems.append(f"stages.{name}: the recipe has no stage {name!r}."
+                            + (f" Did you mean {close[0]!r}?" if close else "")
+                            + f" Its stages: {', '.join(named) or '(none)'}. To add a stage, give it a type: "
+                              f"stages.{name}.type=TYPE (edge-pipeline stages lists the types).")
+            continue
         if not isinstance(stage_type, str) or stage_type not in registry:  # (a list or mapping is not hashable)
             problems.append(
                 f"stages.{name}.type: unknown stage type {stage_type!r}."

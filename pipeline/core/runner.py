@@ -143,7 +143,9 @@ class Runner:
             else:
                 will, why = "run", self.cache.explain_miss(self.plan.recipe, task.name, comp)
             rows.append({"task": task.name, "type": task.cls.type, "inputs": list(task.inputs),
-                         "format": task.output_format, "will": will, "reason": why, "key": key})
+                         "format": task.output_format, "will": will, "reason": why, "key": key,
+                         "last_seconds": (self.cache.last_seconds(self.plan.recipe, task.name, task.cls.type)
+                                          if will == "run" else None)})
         return rows
 
     def _artifact_from(self, entry: cache_mod.Entry, key: str, stage: str) -> Artifact | None:

@@ -44,6 +44,8 @@ class Choice:
     why: str
 
     def describe(self) -> str:
+        if not self.seconds_per_step:
+            return f"training threads: {self.threads} ({self.why})"
         times = ", ".join(f"{n}: {s:.3g} s" for n, s in sorted(self.seconds_per_step.items()))
         load = f"; load average {self.load_average:.2f} on {os.cpu_count()} cores" if self.load_average is not None else ""
         return f"training threads: {self.threads} ({self.why}; seconds per step at each thread count {times}{load})"
@@ -160,9 +162,20 @@ def _load() -> str:
     return f"{la:.2f} on {os.cpu_count()} cores" if la is not None else "unknown"
 
 
-def resolve(requested: int, step: Callable[[], object] | None, host_cores: int | None = None, **kw) -> Choice:
+PAYBACK = 10  # measure thread counts only when the training is at least this many times longer than the measuring
+
+
+def probe_steps(cores: int, rounds: int = 3, warmup: int = 1) -> int:
+    """Training steps `choose` spends measuring 1..cores threads."""
+    return (rounds + warmup) * cores
+
+
+def resolve(requested: int, step: Callable[[], object] | None, host_cores: int | None = None,
+            total_steps: int | None = None, **kw) -> Choice:
     """What the training loop calls: `requested` > 0 is used as given (capped to the host's cores); 0 measures with
-    `choose` when a step is given, else 1 thread (the safe choice on a shared machine)."""
+    `choose` when a step is given and the training is long enough to pay for it (`total_steps` at least PAYBACK
+    times the steps measuring costs), else 1 thread (the safe choice on a shared machine: a short training gains
+    seconds from more threads at best, and loses many times that on busy cores)."""
     cores = host_cores or os.cpu_count() or 1
     set_threads = kw.pop("set_threads", _set_torch_threads)
     if requested > 0:
@@ -173,4 +186,9 @@ def resolve(requested: int, step: Callable[[], object] | None, host_cores: int |
     if step is None or cores == 1:
         set_threads(1)
         return Choice(1, {}, {}, load_average(), "one core" if cores == 1 else "no step to measure")
+    cost = probe_steps(cores, kw.get("rounds", 3), kw.get("warmup", 1))
+    if total_steps is not None and total_steps < PAYBACK * cost:
+        set_threads(1)
+        return Choice(1, {}, {}, load_average(), f"not measured: {total_steps} steps are too few to pay for "
+                                                 f"measuring ({cost} steps); {SETTING}=N sets it")
     return choose(step, cores, set_threads=set_threads, **kw)

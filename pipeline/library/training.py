@@ -115,7 +115,8 @@ def fit_task(model, data, p: TrainConfig, seed: int, log, task, tqdm) -> dict:
 
     model.train()
     first = np.arange(min(p.batch_size, len(x)))
-    choice = _choose_threads(model, opt, forward_backward, x[: p.batch_size], task.take(data.train_y, first), p.threads)
+    choice = _choose_threads(model, opt, forward_backward, x[: p.batch_size], task.take(data.train_y, first), p.threads,
+                             p.epochs * steps_per_epoch)
     log.info("%s", choice.describe())
     watch = threads_mod.Watch(total_steps=p.epochs * steps_per_epoch, threads=choice.threads)
     history = []
@@ -188,7 +189,8 @@ def fit(model, data, p: TrainConfig, seed: int, log, tqdm, loss_fn=None) -> dict
         return loss
 
     model.train()
-    choice = _choose_threads(model, opt, forward_backward, x[: p.batch_size], y[: p.batch_size], p.threads)
+    choice = _choose_threads(model, opt, forward_backward, x[: p.batch_size], y[: p.batch_size], p.threads,
+                             p.epochs * steps_per_epoch)
     log.info("%s", choice.describe())
     watch = threads_mod.Watch(total_steps=p.epochs * steps_per_epoch, threads=choice.threads)
     history = []
@@ -225,7 +227,7 @@ def fit(model, data, p: TrainConfig, seed: int, log, tqdm, loss_fn=None) -> dict
     return {"val_accuracy": history[-1]["val_accuracy"], "train_loss": history[-1]["loss"], "history": history}
 
 
-def _choose_threads(model, opt, forward_backward, xb, yb, requested: int):
+def _choose_threads(model, opt, forward_backward, xb, yb, requested: int, total_steps: int | None = None):
     """Training threads: `requested` if > 0, else measured on real steps of this model (pipeline.library.threads): on a busy
     2-core machine one thread can be several times faster than two. The measured steps are undone (weights and
     optimizer state restored), so the choice does not change what is trained."""
@@ -235,7 +237,8 @@ def _choose_threads(model, opt, forward_backward, xb, yb, requested: int):
 
     saved = (copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()))
     try:
-        return threads_mod.resolve(requested, step=lambda: forward_backward(xb, yb), host_cores=host_threads(0))
+        return threads_mod.resolve(requested, step=lambda: forward_backward(xb, yb), host_cores=host_threads(0),
+                                   total_steps=total_steps)
     finally:
         model.load_state_dict(saved[0])
         opt.load_state_dict(saved[1])

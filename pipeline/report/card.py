@@ -72,9 +72,12 @@ def curated_params(cfg: Any, overrides: Iterable[str] | str | None = None,
     """
     c = _plain(cfg) or {}
     picked: dict[str, Any] = {}
+    shown = {"recipe", "seed", "device", "model", "data", "model.name", "device.name", "data.name", "model.input_size",
+             "model.width_mult", "data.path", "data.max_per_class"}
     for t in _override_tokens(overrides):
         k, _, v = t.lstrip("+~").partition("=")
-        picked[f"override.{k}"] = v
+        if k not in shown and not k.startswith("stages."):  # those are parameters of their own already
+            picked[f"override.{k}"] = v
     picked["recipe"] = c.get("recipe")
     model = c.get("model") or {}
     for k in ("name", "input_size", "width_mult"):
@@ -122,8 +125,10 @@ def device_catalog_json(cfg: Any, rest: dict[str, Any] | None = None) -> str:
                       default=str, sort_keys=False)
 
 
-def run_name(recipe: str, device: str, overrides: Iterable[str] | str | None = None, max_len: int = 100) -> str:
-    """`mobilenet_int8@pixel7 calib=64 method=entropy`: the overrides that make this run different, shortened."""
+def run_name(recipe: str, device: str, overrides: Iterable[str] | str | None = None, max_len: int = 100,
+             run_id: str | None = None) -> str:
+    """`mobilenet_int8@pixel7 calib=64 method=entropy #02408d`: the overrides that make this run different, shortened,
+    and the id of its run folder (outputs/runs/<recipe>/<stamp>-<device>-<id>), so that repeated runs differ."""
     parts = []
     for t in _override_tokens(overrides):
         key, _, value = t.lstrip("+~").partition("=")
@@ -132,7 +137,8 @@ def run_name(recipe: str, device: str, overrides: Iterable[str] | str | None = N
         last = key.rsplit(".", 1)[-1]
         parts.append(f"{ABBREV.get(last, last)}={value}")
     name = f"{recipe}@{device}" + ("" if not parts else " " + " ".join(parts))
-    return name if len(name) <= max_len else name[: max_len - 1] + "…"
+    tail = f" #{run_id}" if run_id else ""
+    return name + tail if len(name + tail) <= max_len else name[: max_len - 1 - len(tail)] + "…" + tail
 
 
 def description(summary: Summary, recipe_description: str | None = None) -> str:
@@ -194,16 +200,21 @@ def _notes(summary: Summary) -> list[str]:
 
 
 def card_markdown(summary: Summary, plots: dict[str, str] | None = None) -> str:
-    """The summary as Markdown: a title, the table, its notes, and the plots by artifact path (logged next to it)."""
+    """The summary as Markdown: a title, the table and its notes, the cross-format tables, and the plots as relative
+    links to their files (written and logged next to the card under names of their own)."""
+    from pipeline.report import crossformat
+
     def esc(c: str) -> str:
         return c.replace("|", "\\|")
 
     dev, head = summary.device, card_head(summary)
-    lines = [f"# {summary.recipe} @ {dev.get('display_name') or dev.get('name')}", "",
-             f"status: **{summary.status}**", "",
-             "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in card_rows(summary)]
+    lines = [f"# {summary.recipe} @ {dev.get('display_name') or dev.get('name')}", "", f"status: **{summary.status}**"]
+    if summary.artifacts:
+        lines += ["", "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+        lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in card_rows(summary)]
     lines += [""] + [f"- {n}" for n in _notes(summary)]
+    for doc in crossformat.tables(summary):
+        lines += ["", crossformat.markdown(doc)]
     for title, path in (plots or {}).items():
         lines += ["", f"## {title}", "", f"![{title}]({Path(path).name})"]
     return "\n".join(lines) + "\n"
@@ -216,7 +227,10 @@ img{max-width:100%;border:1px solid #ddd;margin-top:.5em}"""
 
 
 def card_html(summary: Summary, plots: dict[str, str] | None = None) -> str:
-    """The summary as one self-contained HTML page (MLflow shows HTML artifacts inline): the plots embedded."""
+    """The summary as one self-contained HTML page (MLflow shows HTML artifacts inline): the cross-format tables, the
+    plots embedded."""
+    from pipeline.report import crossformat
+
     e = html_mod.escape
     dev = summary.device
     trs = []
@@ -234,10 +248,46 @@ def card_html(summary: Summary, plots: dict[str, str] | None = None) -> str:
             f"<style>{CARD_CSS}</style></head><body>"
             f"<h1>{e(summary.recipe)} @ {e(str(dev.get('display_name') or dev.get('name')))}</h1>"
             f"<p>status: <b>{e(summary.status)}</b></p>"
-            f"<table><thead><tr>{''.join(f'<th>{e(h)}</th>' for h in card_head(summary))}</tr></thead>"
-            f"<tbody>{''.join(trs)}</tbody></table>"
+            + (f"<table><thead><tr>{''.join(f'<th>{e(h)}</th>' for h in card_head(summary))}</tr></thead>"
+               f"<tbody>{''.join(trs)}</tbody></table>" if summary.artifacts else "")
             + "".join(f"<p class='note'>{e(n)}</p>" for n in _notes(summary))
+            + "".join(crossformat.html(doc) for doc in crossformat.tables(summary))
             + "".join(imgs) + "</body></html>")
+
+
+CARD_DIR = "card"  # <run folder>/card: the card and its pictures, as logged on the parent run
+
+
+def write_card(summary: Summary, run_dir: Path) -> dict[str, str]:
+    """Draw the card's pictures into <run_dir>/card (the accuracy-vs-latency-and-size plot, the costliest layers of
+    fp32 and int8, one profile picture per model named for it) and write summary_card.md and .html beside them.
+    Returns {title: picture path} (what `log_card` logs). A picture that cannot be drawn is left out, with a warning."""
+    import logging
+    import shutil
+
+    from pipeline.report import figures
+
+    out = Path(run_dir) / CARD_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    plots: dict[str, str] = {}
+    for title, draw in (("accuracy vs latency and size", lambda: figures.tradeoff(summary, out / "tradeoff.png")),
+                        ("the 10 costliest layers, fp32 and int8",
+                         lambda: figures.top_layers(summary, Path(run_dir), out / "top_layers.png"))):
+        try:
+            path = draw()
+        except Exception as e:  # a picture is a by-product: the run and its numbers stand without it
+            logging.getLogger("pipeline").warning("run card: could not draw %r: %s", title, e)
+            continue
+        if path is not None:
+            plots[title] = str(path)
+    for png in sorted(Path(run_dir).glob("reports/profile[[]*[]]/profile.png")):
+        model = png.parent.name[len("profile["):-1]
+        dest = out / f"profile_{re.sub(r'[^A-Za-z0-9_.-]+', '_', model)}.png"
+        shutil.copyfile(png, dest)
+        plots[f"profile of {model}"] = str(dest)
+    (out / "summary_card.md").write_text(card_markdown(summary, plots))
+    (out / "summary_card.html").write_text(card_html(summary, plots))
+    return plots
 
 
 def log_card(client, run_id: str, summary: Summary, plots: dict[str, str] | None = None,

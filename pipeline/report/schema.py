@@ -65,6 +65,26 @@ class Verdict:
 
 
 @dataclass(frozen=True)
+class Release:
+    """The release gate's decision (pipeline.report.release): this run's deployable model against a registry version
+    (the champion), each quantity with its noise; a regression only where the interval says so."""
+
+    against: str = doc("what it was compared with, e.g. champion v3 of tiny_int8-host")
+    status: str = doc("pass (no regression beyond the noise) | fail (a regression) | n/a (nothing to compare with)")
+    headline: str = doc("no measurable change | improved: ... | regression: ... (one phrase)")
+    checks: list[Check] = doc("accuracy, latency, size, device estimate: each compared, with the interval used",
+                              factory=list)
+    regressions: list[str] = doc("what got worse beyond the noise", factory=list)
+    improvements: list[str] = doc("what got better beyond the noise", factory=list)
+    not_checked: list[str] = doc("quantities with no number on one side, and why", factory=list)
+    report: str | None = doc("the Markdown report (a pull-request comment)", None)
+
+    @property
+    def passed(self) -> bool:
+        return self.status != FAIL
+
+
+@dataclass(frozen=True)
 class ArtifactRow:
     """One model the run produced: what it is and what the stages found about it. Facts only."""
 
@@ -163,6 +183,11 @@ class Summary:
     error: str | None = doc("why the run failed", None)
     mlflow: dict = doc("tracking_uri, experiment, run_id", factory=dict)
     registry: dict | None = doc("what the model registry did with the judged artifact", None)
+    formats: list[dict] = doc("cross-format benchmarks (benchmark_formats): one model in every format and precision, "
+                              "each candidate's status, size, metric, p50 with its interval, FPS and speed-up",
+                              factory=list)
+    release: Release | None = doc("the release gate against a registry version (gate.against): verdict, checks, "
+                                  "report", None)
     summary_sha256: str | None = doc("digest of the other fields as written (verify tells an edited summary)", None)
     schema_version: int = doc("layout version of this file", SCHEMA_VERSION)
 
@@ -189,6 +214,7 @@ class Summary:
             kw["artifacts"] = [_row(a) for a in d.get("artifacts") or []]
             kw["stages"] = [StageRow(**_known(StageRow, s)) for s in d.get("stages") or []]
             kw["gate"] = Gate(**_known(Gate, d["gate"])) if d.get("gate") else None
+            kw["release"] = _release(d["release"]) if d.get("release") else None
             return cls(**kw)
         except (TypeError, KeyError, AttributeError) as e:
             raise SchemaError(f"{where}: malformed ({type(e).__name__}: {e})") from None
@@ -214,6 +240,12 @@ def _row(a: dict) -> ArtifactRow:
     v["checks"] = [Check(**_known(Check, c)) for c in v.get("checks") or []]
     kw["verdict"] = Verdict(**_known(Verdict, v))
     return ArtifactRow(**kw)
+
+
+def _release(d: dict) -> Release:
+    kw = _known(Release, d)
+    kw["checks"] = [Check(**_known(Check, c)) for c in d.get("checks") or []]
+    return Release(**kw)
 
 
 def field_table(cls=ArtifactRow) -> str:

@@ -95,7 +95,8 @@ def build_summary(*, recipe: str, device: Any, status: str, mlflow: dict, record
     return Summary(recipe=recipe, task={"name": task, "metric": label},
                    device={"name": device.name, "display_name": device.display_name, "runtime": device.runtime},
                    status=status, error=error, run_dir=str(run_dir), mlflow=dict(mlflow), stages=stages,
-                   artifacts=rows, gate=gate)
+                   artifacts=rows, gate=gate,
+                   formats=[{"task": r.name, **r.info["formats"]} for r in records if r.info.get("formats")])
 
 
 def write_summary(run_dir: Path, summary: Summary) -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import sys
 import textwrap
+import unicodedata
 
 from pipeline.report.schema import FAIL, NA, Summary
 
@@ -35,7 +36,7 @@ def render(head: list[str], body: list[list[str]], width: int | None = None, wra
         keep = [i for i in range(len(head)) if any(str(b[i]) not in EMPTY for b in body)]
         head, body = [head[i] for i in keep], [[b[i] for i in keep] for b in body]
     cells = [[str(c) for c in r] for r in [head, *body]]
-    widths = [max(len(c) for c in col) for col in zip(*cells)]
+    widths = [max(display_width(c) for c in col) for col in zip(*cells)]
     total = lambda: sum(widths) + 2 * (len(widths) - 1)
     for name in wrap:
         if name in head and total() > width:
@@ -48,9 +49,18 @@ def render(head: list[str], body: list[list[str]], width: int | None = None, wra
                  for c, w in zip(row, widths)]
         color = colors[k - 2] if colors and k >= 2 else None
         for j in range(max(len(p) for p in parts)):
-            text = "  ".join((p[j] if j < len(p) else "").ljust(w) for p, w in zip(parts, widths)).rstrip()
+            text = "  ".join(_pad(p[j] if j < len(p) else "", w) for p, w in zip(parts, widths)).rstrip()
             lines.append(f"{color}{text}{RESET}" if color else text)
     return lines
+
+
+def display_width(text: str) -> int:
+    """Columns a terminal gives `text`: wide characters (✅, CJK) take two, combining marks none."""
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def _pad(text: str, width: int) -> str:
+    return text + " " * max(0, width - display_width(text))
 
 
 def wrap_notes(notes: list[str], width: int | None = None) -> list[str]:
@@ -96,7 +106,7 @@ def summary_table(summary: Summary, color: bool | None = None, width: int | None
         for p in v.problems:
             problems.append(f"[{len(problems) + 1}] {a.name}: {p}")
             refs.append(str(len(problems)))
-        word = {FAIL: "❌ fail", NA: "n/a"}.get(v.status, "✅ pass")
+        word = {FAIL: "✗ FAIL", NA: "n/a"}.get(v.status, "✓ pass")  # the compare table's words
         body.append([a.name, f"{a.format} {a.precision}", _runtime(a.runtime) if a.latency_ms or a.accuracy is not None
                      else "-", f"{a.size_bytes / 1e6:.2f}", a.metric_text(),
                      _fmt((a.latency_ms or {}).get("p50"), ".3g"), _speedup(v),

@@ -75,19 +75,23 @@ def intervals(times: dict[str, list[list[float]]], confidence: float | None = No
 def measure(models: list[dict], threads: int, warmup: int, iterations: int, trials: int = 5) -> dict:
     """models: [{name, fmt, path, meta, shape}]; returns {"models": {name: {latency_p50_ms, latency_p90_ms,
     latency_mean_ms, latency_p50_ci_low_ms, latency_p50_ci_high_ms, confidence, samples, trials, load_ms,
-    load_rss_mb, runtime}}, "speedups": {a: {b: {speedup, ci, verdict}}}, "load_average": {before, after},
-    "cpu", "threads", "peak_rss_mb"}. speedups[a][b] is b's p50 over a's: > 1 when a is faster."""
+    load_rss_mb, runtime}}, "failed": {name: why it could not be loaded or run}, "speedups": {a: {b: {speedup, ci,
+    verdict}}}, "load_average": {before, after}, "cpu", "threads", "peak_rss_mb"}. speedups[a][b] is b's p50 over a's: > 1 when a is faster."""
     from pipeline import runtimes
     from pipeline.runtimes import onnx_rt
 
     onnx_rt.SPINNING = False  # spinning threads of one model would steal the cores of the next (see onnx_rt)
     before = load_average()
-    loaded, out = {}, {}
+    loaded, out, failed = {}, {}, {}
     for m in models:
         rss0, t0 = _rss_kb(), time.perf_counter()
-        model = runtimes.load(m["fmt"], m["path"], m["meta"], threads)
-        x = np.random.default_rng(0).standard_normal(m["shape"]).astype(np.float32)
-        model.predict(x)  # the first inference's lazy allocations count as loading
+        try:
+            model = runtimes.load(m["fmt"], m["path"], m["meta"], threads)
+            x = np.random.default_rng(0).standard_normal(m["shape"]).astype(np.float32)
+            model.predict(x)  # the first inference's lazy allocations count as loading
+        except Exception as e:  # one model that cannot run here must not cost the others their numbers
+            failed[m["name"]] = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
+            continue
         out[m["name"]] = {"load_ms": (time.perf_counter() - t0) * 1e3, "load_rss_mb": (_rss_kb() - rss0) / 1024,
                           "runtime": model.runtime}
         loaded[m["name"]] = (model, x)
@@ -100,7 +104,7 @@ def measure(models: list[dict], threads: int, warmup: int, iterations: int, tria
     per, speedups = intervals(times)
     for name in out:
         out[name].update(per[name])
-    return {"models": out, "speedups": speedups, "load_average": {"before": before, "after": after},
+    return {"models": out, "failed": failed, "speedups": speedups, "load_average": {"before": before, "after": after},
             "cpu": runtimes.cpu_model(), "threads": threads, "peak_rss_mb": _rss_kb("VmHWM:") / 1024}
 
 

@@ -54,6 +54,7 @@ class Benchmark(Stage):
         r = isolated.measure(models, threads, p.warmup, p.iterations)
         capped = f" ({requested} requested by {ctx.settings.device.name}, capped to host cores)" if requested > threads else ""
         about = {n: Findings(not_runnable=why) for n, why in skipped.items()}
+        about.update({n: Findings(not_runnable=f"does not run here: {why}") for n, why in r.get("failed", {}).items()})
         metrics = {"peak_rss_mb": r["peak_rss_mb"], "threads": threads}
         for name, m in r["models"].items():
             measured_on = f"this host ({r['cpu']}), {m['runtime']}, {threads} thread(s){capped}, batch {p.batch_size}"

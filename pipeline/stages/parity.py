@@ -214,6 +214,9 @@ def _link(ctx: StageContext, a, src, got, ref, labels, data):
     shown = "; ".join(f"{o}: cosine {v['cosine']:.5f}, max |error| {v['max_abs_error']:.4g}, SNR "
                       f"{v['snr_db']:.1f} dB" for o, v in per_output.items())
     agreed = ", ".join(f"{k} {v:.4f}" for k, v in agreement.items())
+    if agreed and len(ref[0]) < len(data.val_x):  # its top-1 is not evaluate's: say on which images
+        agreed += (f" on the first {len(ref[0])} of {len(data.val_x)} validation images (stages.{ctx.name}.samples; "
+                   f"the evaluate stage scores all of them)")
     ctx.log.info("%s (%s %s) vs %s (%s): %s%s%s", a.stage, a.format, a.precision, src.stage, src.format,
                  shown, f"; {agreed}" if agreed else "", "" if not bad else "  <- " + "; ".join(bad))
     return m, per_output, bad, found

@@ -2,10 +2,12 @@
 
 From one trained model it builds the candidates every back end here can make, in every precision this CPU runs:
 ONNX Runtime fp32 and its QDQ int8 variants (quantize_static's defaults, per-channel, signed/unsigned activations,
-Add left in float, the outputs' decoding left in float, NNCF's ONNX int8), OpenVINO fp32 / its default / bf16 / f16 and NNCF int8 (LATENCY and THROUGHPUT
-hints), ExecuTorch XNNPACK fp32 and int8, LiteRT fp32 and full-integer int8, and, when no plain int8 candidate stays
-within the accuracy budget, NNCF's accuracy-controlled int8 (the costliest layers kept in float, listed with what
-they cost). Every candidate is evaluated on the validation split and timed side by side in one fresh process
+Add left in float, the outputs' decoding left in float, NNCF's ONNX int8), OpenVINO fp32 / its default / bf16 / f16
+and NNCF int8 (LATENCY and THROUGHPUT hints), ExecuTorch XNNPACK fp32 and int8, LiteRT fp32 and full-integer int8,
+and, when no plain int8 candidate stays within the accuracy budget, NNCF's accuracy-controlled int8 (the costliest
+layers kept in float, listed with what they cost). Every candidate is judged on the validation split
+(pipeline.convert.scoring: the task's metric where there are labels, else every output's fidelity to the input
+model against the parity thresholds) and timed side by side in one fresh process
 (pipeline.runtimes.measure, round-robin, bootstrap intervals). The fastest int8 candidate within the budget is the
 artifact; the table (summary, log, select_int8.md) shows every candidate with its ratios to the fastest fp32 model and
 to the fastest peer default (what a user of each back end gets with its defaults), and a candidate that cannot run
@@ -14,77 +16,24 @@ here says why instead of a number. A choice still slower than the fastest fp32 m
 from __future__ import annotations
 
 import shutil
+import time
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import List, Optional
 
-from pipeline.core.artifacts import Artifact, path_size
+from pipeline.core.artifacts import Artifact
 from pipeline.core.bounds import NonNegative, NonNegativeInt, PositiveInt
 from pipeline.core.results import Findings
+from pipeline.library import candidates as cands
+from pipeline.library import side_by_side as sbs
 from pipeline.stages.base import Stage, StageContext, StageResult
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """One model the choice may time: which back end runs it, in which precision, made how, with which settings."""
-
-    backend: str  # onnxruntime | openvino | executorch | litert
-    format: str  # artifact format
-    precision: str  # fp32 | bf16 | fp16 | int8 | default (OpenVINO: what the plugin picks on this CPU)
-    build: str  # how it is made (see _build)
-    options: dict = field(default_factory=dict)  # builder options / runtime settings recorded in the meta
-    peer_default: bool = False  # what a user of that back end gets with its documented defaults
-    accuracy_control: bool = False  # NNCF accuracy control: built only when needed (see `accuracy_control`)
-    counterpart: Optional[str] = None  # accuracy control: the plain int8 candidate it is compared with
-    about: str = ""
-
-
-def _qdq(**kw) -> dict:
-    return {"per_channel": True, "activation_type": "uint8", "weight_type": "int8", **kw}
-
-
-CANDIDATES: dict[str, Candidate] = {
-    "ort_fp32": Candidate("onnxruntime", "onnx", "fp32", "input", about="the input ONNX model (accuracy reference)"),
-    "ort_defaults": Candidate("onnxruntime", "onnx", "int8", "ort_qdq",
-                              _qdq(per_channel=False, activation_type="int8", preprocess=False), peer_default=True,
-                              about="quantize_static with its defaults: per-tensor, s8 activations, no pre-processing"),
-    "ort_per_channel_u8": Candidate("onnxruntime", "onnx", "int8", "ort_qdq", _qdq()),
-    "ort_per_channel_s8": Candidate("onnxruntime", "onnx", "int8", "ort_qdq", _qdq(activation_type="int8")),
-    "ort_per_channel_u8_float_add": Candidate("onnxruntime", "onnx", "int8", "ort_qdq",
-                                              _qdq(exclude_op_types=["Add"])),
-    "ort_per_channel_u8_float_tail": Candidate("onnxruntime", "onnx", "int8", "ort_qdq", _qdq(float_tail=True),
-                                               about="the outputs' decoding left in float (a detector's boxes and "
-                                                     "scores keep their own ranges)"),
-    "ort_nncf_int8": Candidate("onnxruntime", "onnx", "int8", "nncf_onnx", about="nncf.quantize on the ONNX model"),
-    "ort_int8_accuracy_control": Candidate("onnxruntime", "onnx", "int8", "nncf_onnx_ac", accuracy_control=True,
-                                           counterpart="ort_nncf_int8",
-                                           about="nncf.quantize_with_accuracy_control on the ONNX model"),
-    "litert_fp32": Candidate("litert", "tflite", "fp32", "litert", {"precision": "fp32"}),
-    "litert_int8": Candidate("litert", "tflite", "int8", "litert", {"precision": "int8"}, peer_default=True,
-                             about="litert-torch full-integer int8 (PT2E), LiteRT's int8 path"),
-    "openvino_fp32": Candidate("openvino", "openvino", "fp32", "openvino", {"inference_precision": "f32"}),
-    "openvino_default": Candidate("openvino", "openvino", "default", "openvino", {"inference_precision": None},
-                                  peer_default=True, about="the fp32 IR compiled with no hint (the plugin's choice)"),
-    "openvino_bf16": Candidate("openvino", "openvino", "bf16", "openvino", {"inference_precision": "bf16"}),
-    "openvino_f16": Candidate("openvino", "openvino", "fp16", "openvino", {"inference_precision": "f16"}),
-    "openvino_int8": Candidate("openvino", "openvino", "int8", "openvino_int8", {"performance_mode": "LATENCY"},
-                               about="nncf.quantize with its defaults (performance preset)"),
-    "openvino_int8_throughput": Candidate("openvino", "openvino", "int8", "openvino_int8",
-                                          {"performance_mode": "THROUGHPUT"}),
-    "openvino_int8_accuracy_control": Candidate("openvino", "openvino", "int8", "openvino_ac", accuracy_control=True,
-                                                counterpart="openvino_int8",
-                                                about="nncf.quantize_with_accuracy_control on the IR"),
-    "executorch_fp32": Candidate("executorch", "executorch", "fp32", "executorch", peer_default=True,
-                                 about="torch.export lowered to XNNPACK, ExecuTorch's documented path"),
-    "executorch_int8": Candidate("executorch", "executorch", "int8", "executorch_int8",
-                                 about="PT2E with the XNNPACK quantizer, lowered to XNNPACK"),
-}
-# quantize_qdq options of the ONNX Runtime QDQ variants (bench/bench_runtimes.py builds the same ones)
-QDQ_VARIANTS = {n: dict(c.options) for n, c in CANDIDATES.items()
-                if c.build == "ort_qdq" and "float_tail" not in c.options}  # (QdqOptions fields only)
+# every candidate but Core ML's (it cannot run on Linux, so it cannot be timed or chosen here)
+CANDIDATES = {n: c for n, c in cands.CANDIDATES.items() if c.format != "coreml"}
 # all but openvino_bf16 (OpenVINO's default already computes in bf16 wherever the CPU can) and ort_nncf_int8 (built
 # when ONNX accuracy control is, as what it is compared with)
 DEFAULT_CANDIDATES = [n for n in CANDIDATES if n not in ("openvino_bf16", "ort_nncf_int8")]
-REFERENCE = "ort_fp32"  # the input model: the accuracy every drop is measured from
+REFERENCE = cands.REFERENCE
 AC_WHEN = ("if_needed", "always")
 
 
@@ -112,7 +61,7 @@ class SelectInt8(Stage):
     accepts = ("onnx",)
     implements = ("quantize", "measured")
     min_inputs = max_inputs = 1
-    # host: it times the candidates here
+    # host: it times the candidates here; task: what its outputs mean, so how a candidate is judged
     reads = ("data", "host", "seed", "task", "device.threads", "gate.max_accuracy_drop")
 
     @classmethod
@@ -140,370 +89,197 @@ class SelectInt8(Stage):
         return problems
 
     def run(self, ctx: StageContext) -> StageResult:
-        import time
-
         import numpy as np
 
         from pipeline import runtimes, tasks
         from pipeline.convert.scoring import Scorer
         from pipeline.library import calibration
-        from pipeline.runtimes import host_threads, isolated
+        from pipeline.runtimes import host_threads
 
         p: SelectInt8Config = ctx.params
         src = ctx.input
         data = ctx.data()
         budget = p.max_accuracy_drop if p.max_accuracy_drop is not None else float(ctx.settings.gate.max_accuracy_drop)
         threads = host_threads(int(ctx.settings.device.threads))
-        env = {"src": src, "torch": next((a for a in ctx.lineage(src.stage) if a.format == "torch"), None),
-               "calib": calibration.sample(data, p.calibration_samples, ctx.settings.seed, ctx.name),
-               "method": p.method, "shared": {},
-               "ac_target": p.accuracy_control_max_drop if p.accuracy_control_max_drop is not None else budget / 2}
-        task = tasks.for_model(ctx.settings.task, src.meta, data.num_classes or None)
         n_ac = min(p.accuracy_control_samples, len(data.train_x))
         idx = np.random.default_rng(int(ctx.settings.seed) + 1).choice(len(data.train_x), n_ac, replace=False)
+        root = ctx.workdir / "candidates"
+        task = tasks.for_model(ctx.settings.task, src.meta, data.num_classes or None)
         # NNCF's accuracy control validates with top-1 on labelled images (pipeline.convert.openvino.top1_validation)
-        env["ac_data"] = (data.train_x[idx], data.train_y[idx]) if task.name == "classification" else None
+        ac_data = (data.train_x[idx], data.train_y[idx]) if task.name == "classification" else None
+        env = cands.Env(src=src, torch=next((a for a in ctx.lineage(src.stage) if a.format == "torch"), None),
+                        calib=calibration.sample(data, p.calibration_samples, ctx.settings.seed, ctx.name),
+                        ir_dir=root / "_openvino_ir", method=p.method, ac_data=ac_data,
+                        ac_target=p.accuracy_control_max_drop if p.accuracy_control_max_drop is not None else budget / 2)
         x, y = data.val_x, data.val_y
         if p.eval_samples:
             x, y = x[: p.eval_samples], (None if y is None else task.take(y, np.arange(min(p.eval_samples, len(x)))))
         # a labelled task is judged on its metric; a label-free model on its outputs' fidelity to the input model
         scorer = Scorer(task, y, budget, names=src.meta.get("output_names"))
-        root = ctx.workdir / "candidates"
-        root.mkdir()
-        env["ir_dir"] = root / "_openvino_ir"  # the fp32 and int8 IRs the OpenVINO candidates share
         names = list(dict.fromkeys([REFERENCE, *p.candidates]))
-        ac = [n for n in names if CANDIDATES[n].accuracy_control]
-        built: dict[str, dict] = {}
-        skipped: dict[str, str] = {}
 
-        def build_and_score(name: str) -> None:
-            c = CANDIDATES[name]
-            t0 = time.perf_counter()
-            why = _not_runnable(c.format, {"openvino": c.options} if c.format == "openvino" else {})
-            if why is None:
-                try:
-                    d = root / name
-                    d.mkdir()
-                    path, meta = _build(name, c, d, env)
-                except _Unbuildable as e:
-                    why = str(e)
-                except Exception as e:  # one back end failing here must not hide the others' numbers
-                    ctx.log.debug("building %s failed", name, exc_info=True)
-                    why = f"could not be built here: {type(e).__name__}: {str(e).strip().splitlines()[0][:300]}"
-            if why is None:
-                try:
-                    model = runtimes.load(c.format, path, meta, threads=0)
-                    outs = runtimes.predict_all_outputs(model, x, 64)
-                    if name == REFERENCE:
-                        scorer.reference(outs)
-                    score = scorer.score(outs)
-                except Exception as e:
-                    ctx.log.debug("running %s failed", name, exc_info=True)
-                    why = f"does not run here: {type(e).__name__}: {str(e).strip().splitlines()[0][:300]}"
-            if why is not None:
-                skipped[name] = why
-                ctx.log.warning("%s: %s", name, why)
-                return
-            seconds = time.perf_counter() - t0
-            ctx.log.info("%s: built and evaluated in %.1f s (%s)", name, seconds, _shown(score))
-            built[name] = {"path": path, "meta": meta, "accuracy": score.accuracy, "score": score,
-                           "runtime": model.runtime, "build_s": seconds}
+        def score(name: str, model):
+            outs = runtimes.predict_all_outputs(model, x, 64)
+            if name == REFERENCE:  # (built first: every other candidate is judged against it)
+                scorer.reference(outs)
+            return scorer.score(outs)
 
-        for name in names:
-            if not CANDIDATES[name].accuracy_control:
-                build_and_score(name)
+        progress = lambda k, n, name: ctx.log.info("candidate %d of %d: %s", k, n, name)
+        built, skipped = sbs.build_and_score([n for n in names if not CANDIDATES[n].accuracy_control], root, env,
+                                               score, ctx.log, progress)
         if REFERENCE not in built:
-            raise RuntimeError(f"the input model cannot run here ({skipped.get(REFERENCE)}): nothing to compare with")
+            raise RuntimeError(f"the input model cannot run here ({skipped.get(REFERENCE, {}).get('reason')}): "
+                               f"nothing to compare with")
+        self._accuracy_control(p, names, built, skipped, root, env, score, task, ctx.log)
+        for name, s in skipped.items():
+            ctx.log.warning("%s: %s", name, s["reason"])
         ref_acc = built[REFERENCE]["accuracy"]
-        within = [n for n, b in built.items() if CANDIDATES[n].precision == "int8" and b["score"].passed]
-        for name in ac:
-            if env["ac_data"] is None:
-                skipped[name] = (f"not built: NNCF's accuracy control here validates top-1 on labelled images, and "
-                                 f"task {task.name!r} has none")
-            elif p.accuracy_control == "if_needed" and within:
-                skipped[name] = (f"not built: plain int8 already meets the budget ({within[0]}); "
-                                 f"accuracy_control=always builds it anyway")
-            else:  # judged against its plain int8 counterpart, timed side by side
-                if CANDIDATES[name].counterpart not in built and CANDIDATES[name].counterpart not in skipped:
-                    build_and_score(CANDIDATES[name].counterpart)
-                build_and_score(name)
 
         # latency: every built model in one fresh process per thread count, round-robin
-        models = [{"name": n, "fmt": CANDIDATES[n].format, "path": str(b["path"]), "meta": b["meta"],
-                   "shape": [1, *list(b["meta"]["input_shape"])[1:]]} for n, b in built.items()]
         t0 = time.perf_counter()
-        measured = isolated.measure(models, threads, p.warmup, p.iterations)
-        ctx.log.info("timed %d models side by side in %.1f s", len(models), time.perf_counter() - t0)
-        extra = {t: isolated.measure(models, t, p.warmup, p.iterations)
+        measured = sbs.time_side_by_side(built, skipped, threads, p.warmup, p.iterations)
+        ctx.log.info("timed %d models side by side in %.1f s", len(built), time.perf_counter() - t0)
+        extra = {t: sbs.time_side_by_side(built, skipped, t, p.warmup, p.iterations)
                  for t in dict.fromkeys(host_threads(t) for t in p.threads) if t != threads}
-
-        rows = _rows(built, measured, extra, threads)
-        int8 = [r for r in rows.values() if r["kind"] == "int8"]
-        passing = sorted((r for r in int8 if r["passed"]), key=lambda r: r["latency_p50_ms"])
+        rows = _rows(built, measured, extra, ref_acc, threads)
         table = sorted(rows.values(), key=lambda r: r["latency_p50_ms"])
-        not_run = [{"name": n, "backend": CANDIDATES[n].backend, "format": CANDIDATES[n].format,
-                    "precision": CANDIDATES[n].precision, "reason": why} for n, why in skipped.items()]
-        if not passing:
-            for line in _markdown(table, not_run, None, scorer.describe(), measured, extra).splitlines():
-                ctx.log.info("%s", line)
-            raise RuntimeError(f"no int8 candidate stays within the budget ({scorer.describe()}): "
-                               + "; ".join(f"{r['name']}: {'; '.join(r['problems'])}" for r in int8)
-                               + (f"; not run: {', '.join(skipped)}" if skipped else ""))
-        best = passing[0]
-        sp = measured["speedups"]
-        for r in int8:
-            r["chosen"] = r is best
-            if r is not best:
-                r["lost_because"] = "slower" if r["passed"] else "; ".join(r["problems"])
-                if r["passed"] and sp[best["name"]][r["name"]]["verdict"] == "no measurable difference":
-                    r["lost_because"] = "slower by less than the interval (a tie)"
-        fastest_fp32, fastest_peer = _fastest(rows, "precision", "fp32"), _fastest(rows, "peer_default", True)
-        chosen = built[best["name"]]
-        out = _keep(CANDIDATES[best["name"]].format, chosen["path"], ctx.workdir)
-        slower = best["speedup_vs_fastest_fp32_ci"][1] < 1.0  # slower only when the interval says so
-        selection = {"chosen": best["name"], "backend": best["backend"], "format": best["format"],
-                     "settings": best["settings"], "threads": threads, "cpu": measured["cpu"],
-                     "load_average": measured["load_average"], "budget_points": budget,
-                     "judged_on": scorer.describe(),
-                     "reference": REFERENCE, "reference_accuracy": ref_acc,
-                     "fastest_fp32": fastest_fp32["name"], "speedup_vs_fastest_fp32": best["speedup_vs_fastest_fp32"],
-                     "speedup_vs_fastest_fp32_ci": best["speedup_vs_fastest_fp32_ci"],
-                     "fastest_peer_default": fastest_peer["name"] if fastest_peer else None,
-                     "speedup_vs_fastest_peer_default": best.get("speedup_vs_fastest_peer_default"),
-                     "speedup_vs_fastest_peer_default_ci": best.get("speedup_vs_fastest_peer_default_ci"),
-                     "tied_with": [r["name"] for r in int8 if r.get("lost_because", "").endswith("(a tie)")],
-                     "slower_than_fp32": slower, "kept_in_float": best.get("kept_in_float"),
-                     "float_layers_cost": best.get("float_layers_cost"),
-                     "candidates": table, "not_runnable": not_run, "table": "select_int8.md"}
-        md = _markdown(table, not_run, selection, scorer.describe(), measured, extra)
+        not_run = sbs.skipped_rows(skipped)
+        judged_on = scorer.describe()
+        best = _choose(rows, judged_on, measured, skipped, ctx.log, lambda: _markdown(table, not_run, None, judged_on,
+                                                                                      measured, extra))
+        selection = _selection(best, rows, table, not_run, threads, measured, budget, ref_acc)
+        selection["judged_on"] = judged_on
+        md = _markdown(table, not_run, selection, judged_on, measured, extra)
         (ctx.workdir / "select_int8.md").write_text(md)
+        chosen = built[best["name"]]
+        out = sbs.keep(CANDIDATES[best["name"]].format, chosen["path"], ctx.workdir)
         shutil.rmtree(root)  # the losers are listed, not kept
         for line in md.splitlines():
             ctx.log.info("%s", line)
-        if slower:
+        if selection["slower_than_fp32"]:
             ctx.log.warning("the fastest passing int8 model (%s) is SLOWER than fp32 %s on this host (%.2fx)",
-                            best["name"], fastest_fp32["name"], best["speedup_vs_fastest_fp32"])
+                            best["name"], selection["fastest_fp32"], best["speedup_vs_fastest_fp32"])
         meta = {**chosen["meta"], "selection": {k: v for k, v in selection.items()
                                                 if k not in ("candidates", "not_runnable")}}
-        metrics = {"speedup_vs_fastest_fp32": best["speedup_vs_fastest_fp32"], "candidates": len(built),
-                   "not_runnable": len(skipped)}
-        if best.get("speedup_vs_fastest_peer_default") is not None:
-            metrics["speedup_vs_fastest_peer_default"] = best["speedup_vs_fastest_peer_default"]
-        if best.get("kept_in_float") is not None:
-            metrics["layers_in_float"] = len(best["kept_in_float"])
-        return StageResult(Artifact(ctx.name, best["format"], "int8", out, meta), metrics=metrics,
-                           info={"selection": selection}, about={ctx.name: Findings(selection=selection)})
+        return StageResult(Artifact(ctx.name, best["format"], "int8", out, meta),
+                           metrics=_metrics(best, len(built), len(skipped)), info={"selection": selection},
+                           about={ctx.name: Findings(selection=selection)})
+
+    @staticmethod
+    def _accuracy_control(p, names, built, skipped, root, env, score, task, log) -> None:
+        """Build the accuracy-controlled candidates when asked for: always, or only when no plain int8 candidate
+        is within the budget; each next to its plain int8 counterpart, so the two are timed side by side."""
+        ac = [n for n in names if CANDIDATES[n].accuracy_control]
+        within = [n for n, b in built.items() if CANDIDATES[n].precision == "int8" and b["score"].passed]
+        for name in ac:
+            if env.ac_data is None:
+                skipped[name] = {"status": cands.NOT_RUNNABLE,
+                                 "reason": f"not built: NNCF's accuracy control here validates top-1 on labelled "
+                                           f"images, and task {task.name!r} has none"}
+            elif p.accuracy_control == "if_needed" and within:
+                skipped[name] = {"status": cands.NOT_RUNNABLE,
+                                 "reason": f"not built: plain int8 already meets the budget ({within[0]}); "
+                                           f"accuracy_control=always builds it anyway"}
+                continue
+            todo = [n for n in (CANDIDATES[name].counterpart, name) if n not in built and n not in skipped]
+            b, s = sbs.build_and_score(todo, root, env, score, log)
+            built.update(b)
+            skipped.update(s)
 
 
-class _Unbuildable(Exception):
-    """A candidate this recipe cannot make (e.g. no PyTorch model upstream), with the reason as its message."""
+def _metrics(best: dict, built: int, skipped: int) -> dict:
+    metrics = {"speedup_vs_fastest_fp32": best["speedup_vs_fastest_fp32"], "candidates": built,
+               "not_runnable": skipped}
+    if best.get("speedup_vs_fastest_peer_default") is not None:
+        metrics["speedup_vs_fastest_peer_default"] = best["speedup_vs_fastest_peer_default"]
+    if best.get("kept_in_float") is not None:
+        metrics["layers_in_float"] = len(best["kept_in_float"])
+    return metrics
 
 
-def _not_runnable(fmt: str, meta: dict) -> str | None:
-    """Why a model of `fmt` with these settings cannot run on this host, or None: the runtime module's
-    `not_runnable_here`, given the settings when it takes them (OpenVINO: precision the CPU plugin lacks)."""
-    from pipeline import runtimes
-
-    return runtimes.not_runnable_reason(fmt, meta)
-
-
-def _need_torch(env: dict, what: str):
-    if env["torch"] is None:
-        raise _Unbuildable(f"not built: {what} is made from the PyTorch model, and none is upstream of "
-                           f"{env['src'].stage!r}")
-    return env["torch"]
-
-
-def _fp32_ir(env: dict):
-    """The fp32 OpenVINO IR of the input ONNX model, converted once and shared by the OpenVINO candidates."""
-    from pipeline.convert import openvino as ovc
-
-    if "ir" not in env["shared"]:
-        xml = env["ir_dir"] / "model.xml"
-        facts = ovc.export_ir(env["src"].path, env["src"].meta["input_shape"], xml)
-        env["shared"]["ir"] = (xml, {**env["src"].meta, "openvino": {"device": "CPU", **facts}})
-    return env["shared"]["ir"]
+def _choose(rows: dict, judged_on: str, measured: dict, skipped: dict, log, table) -> dict:
+    """The fastest int8 row within the budget; every other int8 row says why it lost. Raises when none passes."""
+    int8 = [r for r in rows.values() if r["kind"] == "int8"]
+    passing = sorted((r for r in int8 if r["passed"]), key=lambda r: r["latency_p50_ms"])
+    if not passing:
+        for line in table().splitlines():
+            log.info("%s", line)
+        raise RuntimeError(f"no int8 candidate stays within the budget ({judged_on}): "
+                           + "; ".join(f"{r['name']}: {'; '.join(r['problems'])}" for r in int8)
+                           + (f"; not run: {', '.join(skipped)}" if skipped else ""))
+    best = passing[0]
+    sp = measured["speedups"]
+    for r in int8:
+        r["chosen"] = r is best
+        if r is not best:
+            r["lost_because"] = "slower" if r["passed"] else "; ".join(r["problems"])
+            if r["passed"] and sp[best["name"]][r["name"]]["verdict"] == "no measurable difference":
+                r["lost_because"] = "slower by less than the interval (a tie)"
+    return best
 
 
-def _fed_as(c: Candidate, env: dict) -> tuple[str, dict]:
-    """(format, meta) whose signature a candidate's calibration images must follow: models made from the PyTorch
-    model (LiteRT, ExecuTorch) take what it takes; ONNX Runtime and OpenVINO candidates what the input ONNX takes."""
-    if c.backend in ("litert", "executorch") and env["torch"] is not None:
-        return "torch", env["torch"].meta
-    return ("openvino" if c.format == "openvino" else "onnx"), env["src"].meta
+def _selection(best: dict, rows: dict, table: list, not_run: list, threads: int, measured: dict, budget: float,
+               ref_acc: float) -> dict:
+    fastest_fp32, fastest_peer = sbs.fastest(rows, "precision", "fp32"), sbs.fastest(rows, "peer_default", True)
+    int8 = [r for r in rows.values() if r["kind"] == "int8"]
+    return {"chosen": best["name"], "backend": best["backend"], "format": best["format"],
+            "settings": best["settings"], "threads": threads, "cpu": measured["cpu"],
+            "load_average": measured["load_average"], "budget_points": budget,
+            "reference": REFERENCE, "reference_accuracy": ref_acc,
+            "fastest_fp32": fastest_fp32["name"], "speedup_vs_fastest_fp32": best["speedup_vs_fastest_fp32"],
+            "speedup_vs_fastest_fp32_ci": best["speedup_vs_fastest_fp32_ci"],
+            "fastest_peer_default": fastest_peer["name"] if fastest_peer else None,
+            "speedup_vs_fastest_peer_default": best.get("speedup_vs_fastest_peer_default"),
+            "speedup_vs_fastest_peer_default_ci": best.get("speedup_vs_fastest_peer_default_ci"),
+            "tied_with": [r["name"] for r in int8 if r.get("lost_because", "").endswith("(a tie)")],
+            # slower only when the interval says so
+            "slower_than_fp32": best["speedup_vs_fastest_fp32_ci"][1] < 1.0, "kept_in_float": best.get("kept_in_float"),
+            "float_layers_cost": best.get("float_layers_cost"),
+            "candidates": table, "not_runnable": not_run, "table": "select_int8.md"}
 
 
-def _build(name: str, c: Candidate, d, env: dict) -> tuple[Any, dict]:
-    """Make candidate `name` in directory `d`; returns (path, meta). Library functions do the work."""
-    import logging
-
-    from pipeline import runtimes
-
-    src = env["src"]
-    # each back end calibrates on what its model is fed at evaluation (the one input path, pipeline.library.calibration)
-    calib = runtimes.adapt_input(*_fed_as(c, env), env["calib"])
-    shape = src.meta["input_shape"]
-    if c.build == "input":
-        return src.path, src.meta
-    if c.build == "ort_qdq":
-        from pipeline.convert import onnx as onnx_convert
-
-        path = d / "model.int8.onnx"
-        # ERROR: the defaults candidate skips ONNX Runtime's pre-processing on purpose, and it says so
-        opts = {k: v for k, v in c.options.items() if k != "float_tail"}
-        facts = onnx_convert.quantize_qdq(src.path, path, calib, onnx_convert.QdqOptions(method=env["method"], **opts),
-                                          logging.ERROR, float_tail=bool(c.options.get("float_tail")))
-        facts.pop("duplicate_initializer_bytes_saved")
-        return path, {**src.meta, "quantization": facts}
-    if c.build in ("nncf_onnx", "nncf_onnx_ac"):
-        from pipeline.convert import nncf_onnx
-
-        path = d / "model.int8.onnx"
-        if c.build == "nncf_onnx":
-            facts = nncf_onnx.quantize(src.path, calib, path)
-        else:
-            vx, vy = env["ac_data"]
-            vx = runtimes.adapt_input(*_fed_as(c, env), vx)
-            facts = nncf_onnx.quantize_with_accuracy_control(src.path, calib, vx, vy, path,
-                                                             min(env["ac_target"], 99.0) / 100.0)
-        return path, {**src.meta, "quantization": facts}
-    if c.build == "litert":
-        from pipeline.convert.tflite import export_source
-        from pipeline.runtimes import tflite_rt
-
-        torch_src = _need_torch(env, "a .tflite")
-        path = d / f"model.{c.options['precision']}.tflite"
-        int8 = c.options["precision"] == "int8"
-        facts, layout = export_source("torch", torch_src.path, shape, path, c.options["precision"],
-                                      calib if int8 else None)
-        info = tflite_rt.inspect(path)
-        meta = {**src.meta, "input_layout": layout,
-                "tflite": {**facts, **{k: info[k] for k in ("operators", "operator_count", "float_operators",
-                                                           "integer_only", "inputs", "outputs")}}}
-        if int8:
-            meta["quantization"] = {"tool": facts.get("quantizer"), "precision": "int8",
-                                    "calibration_samples": len(calib), "io": "int8"}
-        return path, meta
-    if c.build in ("openvino", "openvino_int8", "openvino_ac"):
-        from pipeline.convert import openvino as ovc
-
-        xml, meta = _fp32_ir(env)
-        if c.build == "openvino":
-            return xml, {**meta, "openvino": {**meta["openvino"], **c.options}}
-        if c.build == "openvino_int8":
-            if "int8_ir" not in env["shared"]:
-                env["shared"]["int8_ir"] = ovc.int8_candidate(xml, meta, calib, env["ir_dir"])
-            path, qmeta = env["shared"]["int8_ir"]
-            return path, {**qmeta, "openvino": {**qmeta["openvino"], **c.options}}
-        vx, vy = env["ac_data"]
-        vx = runtimes.adapt_input(*_fed_as(c, env), vx)
-        return ovc.accuracy_controlled_candidate(xml, meta, calib, vx, vy, d, min(env["ac_target"], 99.0) / 100.0,
-                                                 layer_names=ovc.onnx_layer_names(src.path))
-    if c.build in ("executorch", "executorch_int8"):
-        from pipeline.convert import executorch as etc
-
-        torch_src = _need_torch(env, "a .pte")
-        if c.build == "executorch":
-            return etc.peer_default(torch_src.path, src.meta, d)
-        return etc.int8_candidate(torch_src.path, src.meta, calib, d)
-    raise ValueError(f"internal: candidate {name!r} has no builder {c.build!r}")
-
-
-def _size(fmt: str, path) -> int:
-    if fmt == "openvino":
-        from pipeline.convert.openvino import ir_size
-
-        return ir_size(path)
-    return path_size(path)
-
-
-def _settings(c: Candidate, meta: dict, threads: int) -> str:
-    """The runtime settings a candidate is timed with, in words."""
-    bits = [f"{threads} thr"]
-    q = meta.get("quantization") or {}
-    if c.build == "ort_qdq":
-        bits.append(f"QDQ {'per-channel' if c.options['per_channel'] else 'per-tensor'} "
-                    f"{'u8' if c.options['activation_type'] == 'uint8' else 's8'} act")
-        if c.options.get("exclude_op_types"):
-            bits.append("float " + "/".join(c.options["exclude_op_types"]))
-        if c.options.get("float_tail"):
-            bits.append("float output decoding")
-    elif c.format == "onnx":
-        bits.append("graph opt ALL" if c.build == "input" else "QDQ (NNCF)")
-    elif c.format == "openvino":
-        ov = meta.get("openvino") or {}
-        bits.append(str(ov.get("performance_mode") or "LATENCY"))
-        if c.precision != "int8":
-            bits.append(f"{ov.get('inference_precision') or 'default'} compute")
-        if ov.get("num_streams"):
-            bits.append(f"{ov['num_streams']} streams")
-    elif c.format == "executorch":
-        bits.append("XNNPACK")
-    elif c.format == "tflite":
-        bits.append("XNNPACK" + (" full-integer" if q else ""))
-    return ", ".join(bits)
-
-
-def _rows(built: dict, measured: dict, extra: dict, threads: int) -> dict:
-    """One table row per built candidate: size, accuracy (or output fidelity), drop, p50 with interval, ratios,
-    budget verdict (pipeline.convert.scoring decided it)."""
-    from pipeline.convert.openvino import default_inference_precision
-
-    m, sp = measured["models"], measured["speedups"]
-    rows = {}
-    for n, b in built.items():
+def _rows(built: dict, measured: dict, extra: dict, ref_acc: float | None, threads: int) -> dict:
+    """The library's rows (size, metric or fidelity, p50 with interval, ratios) with the choice's own columns: the
+    budget verdict (pipeline.convert.scoring decided it), the timings at other thread counts, and what an
+    accuracy-controlled model's float layers cost."""
+    rows = sbs.rows(built, measured, ref_acc, threads)
+    sp = measured["speedups"]
+    for n, r in rows.items():
         c = CANDIDATES[n]
-        precision = c.precision
-        if precision == "default":  # name what the plugin picked here
-            precision = {"f32": "fp32", "f16": "fp16"}.get(default_inference_precision(), default_inference_precision())
-        r = {"name": n, "backend": c.backend, "format": c.format, "precision": precision,
-             "kind": "int8" if c.precision == "int8" else "float", "peer_default": c.peer_default,
-             "settings": _settings(c, b["meta"], threads), "runtime": m[n]["runtime"],
-             "size_bytes": _size(c.format, b["path"]), "accuracy": b["accuracy"],
-             "accuracy_drop_points": b["score"].drop_points, "fidelity": b["score"].fidelity,
-             "problems": b["score"].problems,
-             "latency_p50_ms": m[n]["latency_p50_ms"], "latency_p90_ms": m[n]["latency_p90_ms"],
-             "latency_p50_ci": [m[n].get("latency_p50_ci_low_ms"), m[n].get("latency_p50_ci_high_ms")],
-             "build_seconds": b["build_s"], "about": c.about}
         if extra:
             r["latency_p50_ms_at_threads"] = {str(t): e["models"][n]["latency_p50_ms"] for t, e in extra.items()}
         if c.precision == "int8":
-            r["passed"] = b["score"].passed
-        q = b["meta"].get("quantization") or {}
+            r["passed"] = built[n]["score"].passed
+        q = built[n]["meta"].get("quantization") or {}
         if c.accuracy_control:
             r["kept_in_float"] = list(q.get("reverted_to_float", []))
             r["accuracy_control"] = {k: q.get(k) for k in ("max_drop", "validation_samples", "top1", "drop",
                                                            "plain_int8_drop", "met")}
-        rows[n] = r
-    fastest_fp32, fastest_peer = _fastest(rows, "precision", "fp32"), _fastest(rows, "peer_default", True)
     for n, r in rows.items():
-        for key, other in (("fastest_fp32", fastest_fp32), ("fastest_peer_default", fastest_peer)):
-            if other is None:
-                continue
-            if other is r:
-                r[f"speedup_vs_{key}"], r[f"speedup_vs_{key}_ci"] = 1.0, [1.0, 1.0]
-            else:  # speedups[a][b] = b's p50 / a's p50, measured side by side
-                s = sp[n][other["name"]]
-                r[f"speedup_vs_{key}"], r[f"speedup_vs_{key}_ci"] = s["speedup"], s["ci"]
-        if CANDIDATES[n].accuracy_control and CANDIDATES[n].counterpart in rows:
-            plain = rows[CANDIDATES[n].counterpart]
+        c = CANDIDATES[n]
+        if c.accuracy_control and c.counterpart in rows:
+            plain = rows[c.counterpart]
             s = sp[plain["name"]][n]  # the accuracy-controlled p50 / the plain int8 p50
             r["float_layers_cost"] = {
                 "vs": plain["name"], "layers": len(r["kept_in_float"]),
                 "size_bytes": r["size_bytes"] - plain["size_bytes"],
                 "p50_ms": r["latency_p50_ms"] - plain["latency_p50_ms"],
                 "latency_ratio": s["speedup"], "latency_ratio_ci": s["ci"], "verdict": _cost_verdict(s["verdict"]),
-                "accuracy_points_recovered": 100.0 * (r["accuracy"] - plain["accuracy"])
-                if r["accuracy"] is not None and plain["accuracy"] is not None else None}
+                "accuracy_points_recovered": (100.0 * (r["accuracy"] - plain["accuracy"])
+                                              if r["accuracy"] is not None and plain["accuracy"] is not None else None)}
     return rows
 
 
-def _shown(score) -> str:
-    """A candidate's score in words: its metric, or its fidelity to the reference."""
-    if score.accuracy is not None:
-        return f"metric {score.accuracy:.4f}"
-    f = score.fidelity
-    return ", ".join(f"{k} {'identical' if v is None else format(v, '.4f')}" for k, v in f.items()) or "-"
+def _cost_verdict(v: str) -> str:
+    """speedups[plain][ac]'s verdict speaks of the plain model: "faster" there means accuracy control is slower."""
+    return {"faster": "slower than plain int8", "slower": "faster than plain int8"}.get(v, v)
+
+
+def _ratio(r: dict, key: str) -> str:
+    v, ci = r.get(f"speedup_vs_{key}"), r.get(f"speedup_vs_{key}_ci")
+    if v is None:
+        return "-"
+    return f"{v:.2f}x" + (f" ({ci[0]:.2f}-{ci[1]:.2f})" if ci and ci != [1.0, 1.0] else "")
 
 
 def _metric_cell(r: dict) -> str:
@@ -514,37 +290,7 @@ def _metric_cell(r: dict) -> str:
     return f"cos {f.get('cosine', float('nan')):.4f}, {snr}"
 
 
-def _fastest(rows: dict, key: str, value) -> dict | None:
-    """The row with the lowest p50 among those whose `key` is `value` (the fastest fp32, the fastest peer default)."""
-    match = [r for r in rows.values() if r[key] == value]
-    return min(match, key=lambda r: r["latency_p50_ms"]) if match else None
-
-
-def _cost_verdict(v: str) -> str:
-    """speedups[plain][ac]'s verdict speaks of the plain model: "faster" there means accuracy control is slower."""
-    return {"faster": "slower than plain int8", "slower": "faster than plain int8"}.get(v, v)
-
-
-def _keep(fmt: str, path, workdir):
-    """Copy the chosen model (an IR: its .xml and .bin) into the stage's work directory; returns its new path."""
-    from pathlib import Path
-
-    path = Path(path)
-    out = workdir / path.name
-    shutil.copy2(path, out)
-    if fmt == "openvino":
-        shutil.copy2(path.with_suffix(".bin"), out.with_suffix(".bin"))
-    return out
-
-
-def _ratio(r: dict, key: str) -> str:
-    v, ci = r.get(f"speedup_vs_{key}"), r.get(f"speedup_vs_{key}_ci")
-    if v is None:
-        return "-"
-    return f"{v:.2f}x" + (f" ({ci[0]:.2f}-{ci[1]:.2f})" if ci and ci != [1.0, 1.0] else "")
-
-
-def _markdown(table: list[dict], not_run: list[dict], sel: dict | None, budget: str, measured: dict,
+def _markdown(table: list[dict], not_run: list[dict], sel: dict | None, judged_on: str, measured: dict,
               extra: dict) -> str:
     """The stage's table: every candidate, timed or not, with why not."""
     from pipeline.runtimes.measure import describe_load
@@ -572,7 +318,7 @@ def _markdown(table: list[dict], not_run: list[dict], sel: dict | None, budget: 
         lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
     out = ["\n".join(lines), ""]
     out.append(f"Timed on this host ({measured['cpu']}), {measured['threads']} thread(s), batch 1, one fresh process, "
-               f"all models round-robin; {describe_load(measured['load_average'])}. Budget: {budget}.")
+               f"all models round-robin; {describe_load(measured['load_average'])}. Budget: {judged_on}.")
     if sel:
         where = ", ".join(dict.fromkeys([sel["backend"], sel["format"], sel["settings"]]))
         out.append(f"Chosen: {sel['chosen']} ({where}): "
@@ -584,6 +330,7 @@ def _markdown(table: list[dict], not_run: list[dict], sel: dict | None, budget: 
         if cost:
             out.append(f"{r['name']} keeps {cost['layers']} layer(s) in float ({', '.join(r['kept_in_float']) or 'none'}); "
                        f"against {cost['vs']} they cost {cost['size_bytes'] / 1e3:+.1f} KB and {cost['p50_ms']:+.3f} ms "
-                       f"p50 ({cost['latency_ratio']:.2f}x, {cost['verdict']}) and recover "
-                       f"{cost['accuracy_points_recovered']:.2f} top-1 points.")
+                       f"p50 ({cost['latency_ratio']:.2f}x, {cost['verdict']})"
+                       + ("" if cost["accuracy_points_recovered"] is None else
+                          f" and recover {cost['accuracy_points_recovered']:.2f} top-1 points") + ".")
     return "\n".join(out) + "\n"

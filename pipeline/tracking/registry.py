@@ -139,6 +139,10 @@ def _register(tracker: Any, summary: Summary, cfg: Any, outputs: Path) -> dict:
     row = summary.judged
     if row is None:
         return {"registered": False, "model": name, "reason": "the run produced no model"}
+    if summary.release is not None and not summary.release.passed:  # the release gate found a regression
+        why = f"release gate against {summary.release.against}: {summary.release.headline}"
+        log.info("model registry: %s not registered: %s", row.name, why)
+        return {"registered": False, "model": name, "artifact": row.name, "reason": why}
     # the judge's verdict, nothing re-judged here; beating chance is the registry's own bar for a deployable model
     problems = [] if row.verdict.ok else [f"verdict {row.verdict.status}: " + "; ".join(row.verdict.problems)]
     chance = chance_problem(summary, cfg, row)
@@ -165,12 +169,13 @@ def _register(tracker: Any, summary: Summary, cfg: Any, outputs: Path) -> dict:
                     "artifact": row.name, "aliases": aliases, "champion_moved": False, "reason": why,
                     **({"logged_model_id": model_id} if model_id else {})}
         version = _new_version(client, tracker, summary, cfg, row, name, stage_run, model_id, MlflowException)
-        moved, why = _move_aliases(client, cfg, summary, name, version, MlflowException)
+        moved, why, previous = _move_aliases(client, cfg, summary, name, version, MlflowException)
     aliases = [CANDIDATE] + ([CHAMPION] if moved else [])
     log.info("model registry: %s v%s (%s) -> %s; %s", name, version, row.name, ", ".join(aliases), why)
     tracker.set_tags({"registry.model": name, "registry.version": version, "registry.aliases": ",".join(aliases)})
     return {"registered": True, "model": name, "version": version, "artifact": row.name, "aliases": aliases,
-            "champion_moved": moved, "reason": why, **({"logged_model_id": model_id} if model_id else {})}
+            "champion_moved": moved, "previous_champion": previous, "reason": why,
+            **({"logged_model_id": model_id} if model_id else {})}
 
 
 def _new_version(client, tracker, summary, cfg, row, name, stage_run, model_id, MlflowException) -> str:
@@ -198,9 +203,10 @@ def _new_version(client, tracker, summary, cfg, row, name, stage_run, model_id, 
     return version
 
 
-def _move_aliases(client, cfg, summary, name: str, version: str, MlflowException) -> tuple[bool, str]:
+def _move_aliases(client, cfg, summary, name: str, version: str, MlflowException) -> tuple[bool, str, str | None]:
     """`candidate` to the new version (only forward); `champion` too if it beats the current one on the first
-    objective metric and its task metric was measured (so that it is known to beat chance)."""
+    objective metric and its task metric was measured (so that it is known to beat chance). Returns (moved, why, the
+    version that was champion before)."""
     primary = list(cfg.objective.metrics)[0]
     values = summary.objective["values"]
     row = summary.judged
@@ -212,18 +218,19 @@ def _move_aliases(client, cfg, summary, name: str, version: str, MlflowException
     if int(version) > cand:
         client.set_registered_model_alias(name, CANDIDATE, version)
     if row is None or row.accuracy is None:
-        return False, "its task metric was not measured (n/a), so it cannot be shown to beat chance: not champion"
+        return False, "its task metric was not measured (n/a), so it cannot be shown to beat chance: not champion", None
     try:
         champ = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         champ = None
     old = _version_value(champ, primary) if champ else None
     new = values.get(primary)
+    shown = lambda v: "n/a" if v is None else format(v, ".4g")
     if champ is None and new is None:
-        return False, f"{primary} was not measured (n/a): not champion"
+        return False, f"{primary} was not measured (n/a): not champion", None
     if champ is None or objective.better(primary, new, old):
         client.set_registered_model_alias(name, CHAMPION, version)
         return True, ("first passing version" if champ is None else
-                      f"{primary} {new:.4g} beats champion v{champ.version} "
-                      f"({old if old is None else format(old, '.4g')})")
-    return False, f"{primary} {new} does not beat champion v{champ.version} ({old})"
+                      f"{primary} {shown(new)} beats champion v{champ.version} ({shown(old)})"), \
+            (str(champ.version) if champ else None)
+    return False, f"{primary} {shown(new)} does not beat champion v{champ.version} ({shown(old)})", None

@@ -499,6 +499,7 @@ class Tracker:
                                          "cache_hit": float(rec.status == "reused")})
             if out_dir is not None and rec.artifact is not None and not origin:
                 self.client.log_artifacts(rid, str(out_dir), artifact_path=rec.stage)
+                self._log_artifact_meta(rid, rec.stage, rec.artifact, Path(out_dir))
                 self.log_model(rid, rec.artifact)
             for f in ([] if origin else rec.files):
                 self.client.log_artifact(rid, str(f))
@@ -513,6 +514,21 @@ class Tracker:
         self.client.set_terminated(rid, "FAILED" if rec.status == "failed" else "FINISHED")
         self._open_runs.discard(rid)
         return rid
+
+    def _log_artifact_meta(self, run_id: str, stage: str, artifact, out_dir: Path) -> None:
+        """artifact.json at the stage run's root, next to the <stage>/ folder a registry version points at (which keeps
+        the model's files only): the format, precision, file within that folder and metadata (input shape, layout,
+        quantization), so that a registered version can be loaded and run again (the release gate times the champion
+        against a new model)."""
+        try:
+            rel = str(Path(artifact.path).resolve().relative_to(out_dir.resolve()))
+        except ValueError:
+            rel = Path(artifact.path).name
+        with tempfile.TemporaryDirectory() as d:
+            p = Path(d) / "artifact.json"
+            p.write_text(json.dumps({"format": artifact.format, "precision": artifact.precision, "path": rel,
+                                     "meta": artifact.meta}, indent=1, default=str))
+            self.client.log_artifact(run_id, str(p))
 
     def _logged_by(self, cache_key: str) -> str | None:
         """The finished stage run of this experiment that computed `cache_key` and logged its files, if any."""

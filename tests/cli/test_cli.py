@@ -24,14 +24,30 @@ def test_help_lists_every_subcommand_fast():
 
     out = cli("--help")
     assert out.returncode == 0
-    for name in ("run", "plan", "compare", "verify", "fit", "stages"):
+    for name in ("run", "plan", "benchmark", "gate", "compare", "verify", "fit", "stages"):
         assert name in COMMANDS and f"  {name} " in out.stdout, out.stdout
 
 
-@pytest.mark.parametrize("cmd", ["compare", "verify", "stages"])
+@pytest.mark.parametrize("cmd", ["benchmark", "gate", "compare", "verify", "stages"])
 def test_each_command_has_help(cmd):
     out = cli(cmd, "--help")
     assert out.returncode == 0 and f"edge-pipeline {cmd}" in out.stdout and "Keys:" in out.stdout, out.stdout
+
+
+@pytest.mark.parametrize("cmd", ["run", "plan"])
+def test_the_hydra_commands_have_help(cmd):
+    out = cli(cmd, "--help")
+    assert out.returncode == 0 and "Recipes (recipe=NAME):" in out.stdout, out.stdout + out.stderr
+
+
+def test_benchmark_maps_onto_its_recipe():
+    from pipeline.cli.benchmark import overrides
+
+    assert overrides(["model=resnet18"]) == ["recipe=benchmark", "model=resnet18"]
+    assert overrides(["path=m.onnx"]) == ["recipe=benchmark", "stages.import.type=import_model",
+                                          "stages.import.path=m.onnx", "stages.formats.inputs=[import]"]
+    out = cli("benchmark", "recipe=tiny_int8")
+    assert out.returncode == 2 and "edge-pipeline run recipe=NAME" in out.stderr
 
 
 def test_typos_get_the_closest_name_and_exit_2():

@@ -108,4 +108,4 @@ def test_table_fits_120_columns_and_numbers_its_notes():
     text = summary_table(s, color=False, width=120)
     assert max(len(line) for line in text.splitlines()) <= 120, text
     assert "device ms" not in text  # an empty column is dropped
-    assert "❌ fail [1]" in text and "[1] quantize_with_a_long_name: loses" in text
+    assert "✗ FAIL [1]" in text and "[1] quantize_with_a_long_name: loses" in text

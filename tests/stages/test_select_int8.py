@@ -10,12 +10,10 @@ import pytest
 
 from conftest import compose_cfg
 from pipeline import app
-
+from pipeline.report import judge
+from pipeline.report.table import summary_table
 
 # one or more of every back end, its peer default among them (each build costs seconds to a minute on 2 busy cores)
-from pipeline.report import judge
-from pipeline.report.schema import Summary
-from pipeline.report.table import summary_table
 CANDIDATES = ["ort_defaults", "litert_int8", "openvino_default", "openvino_int8", "openvino_int8_throughput",
               "executorch_fp32", "executorch_int8"]
 PEERS = {"ort_defaults", "litert_int8", "openvino_default", "executorch_fp32"}
@@ -28,12 +26,12 @@ def host_run(tmp_path_factory):
                        "stages.quantize.type=quantize", f"stages.quantize.candidates=[{','.join(CANDIDATES)}]",
                        "stages.quantize.iterations=10", "stages.quantize.warmup=2",
                        "stages.quantize.max_accuracy_drop=100", "~stages.benchmark"], out)
-    return app.run(cfg).to_dict()
+    return app.run(cfg), cfg
 
 
 @pytest.mark.slow
 def test_every_back_end_is_a_candidate_and_the_fastest_within_budget_is_chosen(host_run):
-    s = host_run
+    s = host_run[0].to_dict()
     assert s["status"] == "success", s["error"]
     q = {a["name"]: a for a in s["artifacts"]}["quantize"]
     sel = q["selection"]
@@ -66,20 +64,22 @@ def test_every_back_end_is_a_candidate_and_the_fastest_within_budget_is_chosen(h
     assert (run_dir / q["path"]).is_file() and not list(run_dir.rglob("candidates"))
     md = (run_dir / "artifacts" / "quantize" / "select_int8.md").read_text()
     assert all(f"| {n} |" in md for n in listed) and "**chosen**" in md and "load average" in md
-    table = summary_table(Summary.from_dict(s), color=False)
+    table = summary_table(host_run[0], color=False)
     assert f"measured choice {sel['chosen']}" in table
 
 
 @pytest.mark.slow
 def test_slower_choice_is_flagged_red(host_run):
-    s = Summary.from_dict(host_run)
-    rows = [replace(a, selection={**a.selection, "slower_than_fp32": True, "speedup_vs_fastest_fp32": 0.8})
-            if a.name == "quantize" else a for a in s.artifacts]
-    device = type("D", (), {"name": "host", "budgets": {}, "ram_gb": None, "get": lambda self, k, d=None: d})()
-    rows, _ = judge.judge(rows, {"max_accuracy_drop": 100.0}, device)
-    q = next(a for a in rows if a.name == "quantize")
-    assert q.verdict.status == "fail" and any("slower than the fastest fp32 model" in p for p in q.verdict.problems)
-    assert "\033[31m" in summary_table(replace(s, artifacts=rows), color=True)
+    from dataclasses import replace
+
+    summary, cfg = host_run
+    q = summary.row("quantize")
+    slower = replace(q, selection={**q.selection, "slower_than_fp32": True, "speedup_vs_fastest_fp32": 0.8})
+    rows, _ = judge.judge([slower if r is q else r for r in summary.artifacts], {"max_accuracy_drop": 100.0},
+                          cfg.device)
+    verdict = next(r for r in rows if r.name == "quantize").verdict
+    assert verdict.status == "fail" and any("slower than the fastest fp32 model" in p for p in verdict.problems)
+    assert "\033[31m" in summary_table(replace(summary, artifacts=rows), color=True)
 
 
 @pytest.mark.slow
