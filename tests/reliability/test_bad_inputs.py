@@ -37,7 +37,7 @@ CLI_CASES = {
     "unknown nested key": (["recipe=tiny_int8", "model.widht_mult=0.5"],
                            ["model.widht_mult", "Did you mean 'model.width_mult'"]),
     "wrong type": (["recipe=tiny_int8", "model.input_size=big"],
-                   ["model.input_size: expects integer, got 'big'", "Fix the override"]),
+                   ["model.input_size: give one side (224) or [H, W] ([608, 800]), got 'big'"]),
     "unknown recipe": (["recipe=tiny_int9"], ["no recipe named 'tiny_int9'", "Did you mean 'tiny_int8'",
                                               "Recipes: benchmark, "]),
     "unknown device": (["recipe=tiny_int8", "device=pixl7"], ["no device named 'pixl7'", "Did you mean 'pixel7'",
