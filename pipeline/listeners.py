@@ -82,8 +82,8 @@ class MlflowListener(Listener):
 
             card.log_card(t.client, t.run_id, summary, run.card, recipe_description=run.cfg.get("description"))
             # the registry links the version it makes to the LoggedModel of its artifact
-            run.mlflow["logged_models"] = card.log_logged_models(t.client, t.experiment_id, t.run_id, summary,
-                                                                 self.stage_runs)
+            summary.mlflow["logged_models"] = card.log_logged_models(t.client, t.experiment_id, t.run_id, summary,
+                                                                     self.stage_runs)
         except Exception as e:
             log.warning("could not log the summary card or the LoggedModels to MLflow: %s", e)
 

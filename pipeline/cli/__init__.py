@@ -25,21 +25,6 @@ class Command:
     run: Callable[[list[str]], int]
 
 
-def run_hydra(args: list[str]) -> int:
-    """Run the Hydra entry point (python -m pipeline) with these arguments; returns its exit status."""
-    from pipeline.core import interrupts
-
-    interrupts.while_starting()  # importing Hydra and the frameworks takes seconds
-    from pipeline.cli.run import main
-
-    sys.argv = ["edge-pipeline", *args]
-    try:
-        main()
-    except SystemExit as e:
-        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    return 0
-
-
 def _hydra(extra: list[str]) -> Callable[[list[str]], int]:
     """A command that runs the Hydra entry point with `extra` arguments added (plan: --plan)."""
 
@@ -49,6 +34,8 @@ def _hydra(extra: list[str]) -> Callable[[list[str]], int]:
 
             print(text())
             return 0
+        from pipeline.cli.launch import run_hydra
+
         return run_hydra([*args, *extra])
 
     return run

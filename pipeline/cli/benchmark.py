@@ -37,7 +37,7 @@ def overrides(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.cli import run_hydra
+    from pipeline.cli.launch import run_hydra
     from pipeline.core import arguments as cli_args
 
     argv = sys.argv[1:] if argv is None else argv

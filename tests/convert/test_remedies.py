@@ -64,7 +64,7 @@ def _run(tmp_path, checkpoint, route: dict, **int8):
     stages = {"mine": {"type": "import_model", "path": str(checkpoint)}, **route, "parity": {"type": "parity"}}
     stages["int8"] = {**stages["int8"], "calibration_samples": 32, "remedy_samples": 32, **int8}
     cfg.stages = OmegaConf.create(stages)
-    return run(cfg)
+    return run(cfg).to_dict()
 
 
 @pytest.mark.parametrize("backend", list(ROUTES))

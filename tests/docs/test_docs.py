@@ -311,7 +311,7 @@ def test_the_stage_example_runs_in_a_pipeline(tmp_path, monkeypatch, capsys):
     cfg = compose_cfg(["recipe=tiny_int8", "device=pixel7", "tracking=none", "model.input_size=32", "~stages"],
                       tmp_path / "outputs")
     cfg.stages = recipe["stages"]
-    summary = run(cfg, stages=[stage]).to_dict()
+    summary = run(cfg, stages=[stage])
     capsys.readouterr()
     size = next(s for s in summary.stages if s.name == "size")
     kib = (tmp_path / "model.onnx").stat().st_size / 1024

@@ -158,7 +158,7 @@ PLAN_CASES = {
     "val_fraction out of range": (["data.val_fraction=1.5"], ["data.val_fraction", "between 0 and 1"]),
     "std of zero": (["data.std=[0.5,0,0.5]"], ["data.std", "must be > 0"]),
     "mean with two values": (["data.mean=[0.5,0.5]"], ["data.mean", "needs 3 finite numbers"]),
-    "input size of zero": (["model.input_size=0"], ["model.input_size", "must be an integer >= 1"]),
+    "input size of zero": (["model.input_size=0"], ["model.input_size", "sides must be positive whole numbers"]),
     "force an unknown stage": (["cache.force=[quantise]"], ["cache.force", "'quantise' is not a stage"]),
     "interpolation to nowhere": (["description=${nowhere.at.all}"], ["does not resolve", "nowhere"]),
     "device name escaping outputs/": (["device.name=../../etc"], ["device.name", "cannot be used as a file name"]),

@@ -310,9 +310,10 @@ def test_1000_class_checkpoint_fine_tuned_on_a_5_class_folder(tmp_path, checkpoi
     assert all(a["accuracy"] is None or a["accuracy"] > 0.2 for a in s["artifacts"])  # no 0% row
     assert "fine-tuned from 'mine' with a new head (1000 -> 5 classes)" in ft["parity"]["skipped"]
     assert _art(s, "export")["parity"]["source"] == "finetune" and _art(s, "export")["parity"]["ok"]
-    from pipeline.report import table
+    from pipeline.report.schema import Summary
+    from pipeline.report.table import summary_table
 
-    assert "n/a" in table(s, color=False)
+    assert "n/a" in summary_table(Summary.from_dict(s), color=False)
 
 
 @pytest.mark.bad_input

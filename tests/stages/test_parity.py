@@ -95,9 +95,9 @@ def test_task_default_applies_and_the_failed_row_is_never_ok(outputs):
     assert "min_top1_agreement 0.97" in str(e.value)
     latest = max((outputs / "runs").rglob("summary.json"), key=lambda p: p.stat().st_mtime)
     rows = {a["name"]: a for a in json.loads(latest.read_text())["artifacts"]}
-    assert rows["damage"]["ok"] is False and rows["damage"]["parity"]["ok"] is False
-    assert any("top-1 agreement" in p for p in rows["damage"]["problems"])
-    assert rows["train"]["ok"] is True
+    assert rows["damage"]["verdict"]["status"] == "fail" and rows["damage"]["parity"]["ok"] is False
+    assert any("top-1 agreement" in p for p in rows["damage"]["verdict"]["problems"])
+    assert rows["train"]["verdict"]["status"] == "pass"
 
 
 def test_label_free_defaults_are_per_output_cosine_and_snr():
