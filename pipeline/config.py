@@ -25,7 +25,8 @@ class DataConfig:
     seed: Seed = 0  # split seed
     mean: List[Finite] = field(default_factory=lambda: [0.5, 0.5, 0.5])  # per-channel normalisation
     std: List[Positive] = field(default_factory=lambda: [0.5, 0.5, 0.5])  # per-channel divisor, > 0
-    max_per_class: Optional[at_least(2, integer=True)] = None  # cap images per class (quick experiments on big folders)
+    max_per_class: Optional[at_least(2, integer=True)] = None  # cap images per class (quick experiments on big folders;
+    #                                                          fashion_mnist: training images per class)
     # an unreadable, truncated, oversized or unconvertible image: error = refuse the plan listing every such file;
     # skip = leave them out (each one and the count are logged)
     on_bad_image: str = "error"
@@ -35,7 +36,7 @@ class DataConfig:
     classes: Optional[List[str]] = None  # yolo / masks: class names in label order
     max_images: Optional[PositiveInt] = None  # images: cap on the images read
     train_images: Optional[PositiveInt] = None  # digits_detection / digits_segmentation: composed training canvases
-    val_images: Optional[PositiveInt] = None  # the same: composed validation canvases
+    val_images: Optional[PositiveInt] = None  # the same: composed validation canvases; fashion_mnist: test images used
     digits_per_image: Optional[List[PositiveInt]] = None  # the same: [min, max] digits per canvas
     digit_size: Optional[List[Positive]] = None  # the same: [min, max] digit side as a share of the canvas
 
