@@ -3,7 +3,7 @@ timed round-robin (pipeline.runtimes.measure), so the ratios between them hold w
 
 Artifacts (all from the same torch model, the int8 ones calibrated on the same images):
   ORT fp32                    ONNX Runtime, the exported fp32 ONNX model
-  ORT int8 <variant>          the project's QDQ variants (pipeline.stages.select QDQ_VARIANTS)
+  ORT int8 <variant>          the project's QDQ variants (pipeline.convert.candidates QDQ_VARIANTS)
   ORT quantize_static default quantize_static with its defaults (peer default)
   OpenVINO default            the fp32 IR compiled with no precision hint (peer default; bf16 where the CPU has it)
   OpenVINO f32                the same IR with f32 pinned
@@ -43,7 +43,7 @@ def build(work: Path, size: int, calib_n: int, weights: str | None) -> list[dict
     from pipeline.convert.tflite import export_source
     from pipeline.models import build as build_model
     from pipeline.models import save_torch
-    from pipeline.stages.select import QDQ_VARIANTS
+    from pipeline.convert.candidates import QDQ_VARIANTS
 
     torch.manual_seed(0)
     model = build_model("mobilenet_v2", 10).eval()
