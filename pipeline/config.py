@@ -133,6 +133,17 @@ class GateConfig:
     judge: str = "point"  # point: the estimate's value; upper: its whole 80% interval within budget (a measured number wins)
 
 
+@dataclass
+class OptimizeBudgetConfig:
+    """What `recipe=optimize` must keep (pipeline/optimize); the recipe hands the same numbers to gate.*, so the run is
+    judged on them too."""
+
+    accuracy_drop: NonNegative = 1.0  # top-1 points the optimized model may lose against the unmodified fp32 model
+    latency_ms: Optional[Positive] = None  # max latency on the device; null = the device's budget (no early stop)
+    model_mb: Optional[Positive] = None  # max artifact size; null = the device's budget
+    ram_mb: Optional[Positive] = None  # max inference memory (estimate); null = the device's RAM
+
+
 # Sweeps and the registry: what a run is judged on, and where its final artifact is registered.
 @dataclass
 class ObjectiveConfig:
@@ -166,6 +177,7 @@ class PipelineConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     gate: GateConfig = field(default_factory=GateConfig)
+    budget: OptimizeBudgetConfig = field(default_factory=OptimizeBudgetConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)

@@ -51,6 +51,7 @@ def _artifact_rows(records: list, gate_cfg: Any, metric: str = "top-1") -> list[
             **({"weight_share_by_dtype": a.meta["coreml"].get("weight_share_by_dtype")}
                if a.format == "coreml" and "coreml" in a.meta else {}),
             **({"selection": f.selection} if f.selection else {}),
+            **({"optimization": f.optimization} if f.optimization else {}),
             "cache_key": r.cache_key,
             # the device estimate (never a measurement), accelerator coverage, inference-memory estimate
             "estimate": f.estimate, "no_estimate": f.no_estimate,
@@ -148,6 +149,19 @@ def _fmt(v, spec: str, none: str = "-") -> str:
     return none if v is None else format(v, spec)
 
 
+def _optimization_line(a: dict) -> str:
+    o = a["optimization"]
+    if not o.get("chosen"):
+        return f"{a['name']}: nothing within the budgets ({o.get('why_none')})"
+    iv = o.get("speedup_vs_peer_default_interval")
+    sp = (f"{o['speedup_vs_peer_default']:.2f}x" + (f" ({iv[0]:.2f}-{iv[1]:.2f})" if iv else "")
+          if o.get("speedup_vs_peer_default") is not None else "n/a")
+    s = o.get("search") or {}
+    return (f"{a['name']}: chose {o['chosen']}: {sp} the fastest peer-default int8 of the unmodified model "
+            f"({o.get('peer_default')}, {o.get('latency_source')}), {o['accuracy_drop']:.2f} top-1 points below the "
+            f"unmodified fp32 model; {s.get('trials')} trial(s), {s.get('stop_reason')}; see optimize.md")
+
+
 def table(summary: dict, color: bool | None = None) -> str:
     """One row per produced artifact; a regression (slower or less accurate than allowed) is shown in red."""
     color = sys.stdout.isatty() if color is None else color
@@ -185,6 +199,7 @@ def table(summary: dict, color: bool | None = None) -> str:
                       f"{c['lost_because']})" for c in sel["candidates"] if c["kind"] == "int8" and not c["chosen"]]
             out.append(f"{a['name']}: measured choice {sel['chosen']} ({sel['speedup_vs_fastest_fp32']:.2f}x the "
                        f"fastest fp32, {sel['fastest_fp32']}); not chosen: {'; '.join(losers) or 'none'}")
+    out += [_optimization_line(a) for a in summary["artifacts"] if a.get("optimization")]
     out += [n for a in summary["artifacts"] for n in a.get("notes", [])]  # pruning pay-off in words
     measured = {a["measured_on"] for a in summary["artifacts"] if a.get("measured_on")}
     out += [f"latency: measured on {m}" for m in sorted(measured)]

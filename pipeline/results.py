@@ -57,6 +57,8 @@ class Findings:
     profiled_precision: str | None = None  # profile
     profile: str | None = None  # profile: why the artifact was not profiled
     selection: dict | None = None  # select_int8: the measured choice, every candidate with its numbers
+    # optimize: the chosen model's speedup_vs_peer_default and accuracy_drop, its lineage, the front, the search
+    optimization: dict | None = None
     not_runnable: str | None = None  # any stage that could not run the artifact on this host (Core ML off macOS)
     extra: dict[str, Any] = field(default_factory=dict)  # plug-in stages' own findings, by name
 

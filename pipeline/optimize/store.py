@@ -1,0 +1,84 @@
+"""Every step of the search cached in the project's content-addressed store (pipeline.cache), one entry per step.
+
+A step's key is the digest of what decides its result: its kind and parameters, the key of the unmodified model's
+stage, the data's content, the optimizer's code and the library versions (`base`). The search's own width (how many
+trials, which ranges) is not part of any step's key, so a resumed run (killed half-way) or a widened one (more trials,
+a wider range) finds every step it already made. An entry is written the way the runner writes a stage's: in a
+private directory, committed by one atomic rename after the step succeeded, checked against its recorded sha256 values
+before reuse, under a per-key lock so that two runs compute a step once.
+
+`saved_seconds` adds up what the reused steps cost when they were made: how much the cache saved this run.
+"""
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from pipeline import cache as cache_mod
+
+
+def data_digest(data) -> str:
+    """The content of the arrays the search trains and judges on (the stage's own key holds the data fingerprint,
+    which a stage cannot read; hashing the arrays is exact and takes about a second per GB)."""
+    h = hashlib.sha256()
+    for name in ("train_x", "train_y", "val_x", "val_y"):
+        a = getattr(data, name)
+        h.update(f"{name}{a.shape}{a.dtype}".encode())
+        h.update(memoryview(a.reshape(-1).view("uint8")) if a.flags.c_contiguous else a.tobytes())
+    return h.hexdigest()[:24]
+
+
+class Store:
+    """Cached steps of one search. `root`: the cache folder (None: a temporary one, nothing kept: cache.enabled=false)."""
+
+    def __init__(self, root: Path | None, base: dict[str, Any], log):
+        self._tmp = None
+        if root is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="optimize-nocache-")
+            root = Path(self._tmp.name)
+        self.cache, self.base, self.log = cache_mod.Cache(root), base, log
+        self.ran: list[dict] = []
+        self.reused: list[dict] = []
+
+    def key(self, kind: str, params: dict[str, Any]) -> str:
+        return cache_mod.digest({"optimize": kind, "params": params, **self.base})
+
+    def step(self, kind: str, params: dict[str, Any], make: Callable[[Path], dict]) -> tuple[dict, Path, str]:
+        """(result, folder of its files, key): reused when an intact entry exists, else made by `make(folder)`,
+        which writes its files there and returns a JSON-able result."""
+        key = self.key(kind, params)
+        with self.cache.lock(key):
+            entry = self.cache.lookup(key)
+            if entry is not None:
+                done = entry.manifest["step"]
+                self.reused.append({"kind": kind, "key": key, "seconds": done["seconds"]})
+                return done["result"], entry.out, key
+            work = self.cache.workdir(key)
+            t0 = time.perf_counter()
+            try:
+                result = make(work / "out")
+            except BaseException:
+                self.cache.discard(work)
+                raise
+            seconds = time.perf_counter() - t0
+            entry = self.cache.commit(key, work, {"step": {"kind": kind, "params": params, "result": result,
+                                                           "seconds": seconds}})
+        self.ran.append({"kind": kind, "key": key, "seconds": seconds})
+        return result, entry.out, key
+
+    def accounting(self) -> dict[str, Any]:
+        """How many steps ran and were reused, the seconds spent, and the seconds the reused ones had cost."""
+        kinds = sorted({s["kind"] for s in self.ran + self.reused})
+        return {"ran": len(self.ran), "reused": len(self.reused),
+                "ran_seconds": round(sum(s["seconds"] for s in self.ran), 2),
+                "saved_seconds": round(sum(s["seconds"] for s in self.reused), 2),
+                "by_kind": {k: {"ran": sum(s["kind"] == k for s in self.ran),
+                                "reused": sum(s["kind"] == k for s in self.reused)} for k in kinds}}
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp.name, ignore_errors=True)
