@@ -158,8 +158,8 @@ def _optimization_line(a: dict) -> str:
           if o.get("speedup_vs_peer_default") is not None else "n/a")
     s = o.get("search") or {}
     return (f"{a['name']}: chose {o['chosen']}: {sp} the fastest peer-default int8 of the unmodified model "
-            f"({o.get('peer_default')}, {o.get('latency_source')}), {o['accuracy_drop']:.2f} top-1 points below the "
-            f"unmodified fp32 model; {s.get('trials')} trial(s), {s.get('stop_reason')}; see optimize.md")
+            f"({o.get('peer_default')}, {o.get('latency_source')}), accuracy_drop {o['accuracy_drop']:.2f} top-1 points "
+            f"against the unmodified fp32 model; {s.get('trials')} trial(s), {s.get('stop_reason')}; see optimize.md")
 
 
 def table(summary: dict, color: bool | None = None) -> str:

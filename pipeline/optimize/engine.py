@@ -8,7 +8,9 @@
 4. the finalists distilled in full; each deployed in every int8 form the device runs, beside the unmodified model's
    own and the peers' defaults (pipeline.optimize.deploy); QAT where post-training int8 misses the budget;
 5. all of them timed side by side (or on the device, or estimated), the fastest within every budget chosen
-   (pipeline.optimize.choose), the front drawn and tabled.
+   (pipeline.optimize.choose), the front drawn and tabled;
+6. optionally, the resolution study (pipeline.optimize.resolution): the chosen model at smaller inputs, shown apart,
+   never chosen.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.optimize import choose, outcome, recover, search, surgery, trials
+from pipeline.optimize import choose, outcome, recover, resolution, search, surgery, trials
 from pipeline.optimize.store import Store, data_digest
 
 
@@ -49,7 +51,7 @@ class Options:
     warmup: int = 10
     iterations: int = 50
     threads: int = 1  # timing threads on this host (the device's, capped to the host's cores)
-    extra: dict = field(default_factory=dict)
+    resolutions: list[int] = field(default_factory=list)  # smaller input sizes for the separate resolution study
 
 
 def splits(data, fraction: float, seed: int) -> SimpleNamespace:
@@ -95,6 +97,13 @@ def _reference(s: trials.Search) -> dict:
     return ref
 
 
+def trial_identity(s: trials.Search) -> dict:
+    """What decides a trial's result besides its parameters (the search's width is not part of it)."""
+    return {"proxy": s.proxy.as_dict(), "seed": s.seed, "round_to": s.round_to, "strength": s.strength,
+            "search": len(s.split.search_y), "measured_here": s.measured_here,
+            "device": None if s.measured_here else trials._device_id(s.device)}
+
+
 def prepare(source, data, o: Options, store: Store, log) -> trials.Search:
     from pipeline import calibration
     from pipeline.models import load_torch
@@ -116,6 +125,18 @@ def prepare(source, data, o: Options, store: Store, log) -> trials.Search:
     return s
 
 
+def run_search(s: trials.Search, o: Options, store: Store, log) -> search.Outcome:
+    """The search over this model's space, replaying first the trials earlier searches of the same identity finished."""
+    space = search.Space(**{**o.space.__dict__, "max_blocks": min(o.space.max_blocks, len(s.sens["blocks"]))})
+    log.info("search: %d trial(s) at most, NSGA-II population %d; reference top-1 %.4f (search split), %.4f "
+             "(validation); %d channel groups, %d removable blocks", o.trials, o.population,
+             s.reference["search_accuracy"], s.reference["val_accuracy"], len(s.sens["groups"]), len(s.sens["blocks"]))
+    identity = trial_identity(s)
+    return search.run(lambda p: trials.evaluate(s, p), space, o.limits, o.trials, o.population, o.seed, o.patience,
+                      o.max_minutes * 60 if o.max_minutes else None, log, replay=store.finished_trials(identity),
+                      on_trial=lambda p: store.remember_trial(identity, p))
+
+
 def optimize(source, data, o: Options, cache_root: Path | None, workdir: Path, log, code: dict) -> dict[str, Any]:
     """Search, deploy, time and choose. `source`: the unmodified PyTorch artifact (with its cache key); `code`: the
     code digest and library versions every cached step's key holds. Returns {chosen: the row (None when nothing is
@@ -124,19 +145,13 @@ def optimize(source, data, o: Options, cache_root: Path | None, workdir: Path, l
     store = Store(cache_root, {"source": source.key, "data": data_digest(data), **code}, log)
     try:
         s = prepare(source, data, o, store, log)
-        space = search.Space(**{**o.space.__dict__,
-                                "max_blocks": min(o.space.max_blocks, len(s.sens["blocks"]))})
-        log.info("search: %d trial(s) at most, NSGA-II population %d; reference top-1 %.4f (search split), %.4f "
-                 "(validation); %d channel groups, %d removable blocks", o.trials, o.population,
-                 s.reference["search_accuracy"], s.reference["val_accuracy"], len(s.sens["groups"]),
-                 len(s.sens["blocks"]))
-        found = search.run(lambda p: trials.evaluate(s, p), space, o.limits, o.trials, o.population, o.seed,
-                           o.patience, o.max_minutes * 60 if o.max_minutes else None, log)
+        found = run_search(s, o, store, log)
         log.info("search stopped (%s) after %d trial(s) in %.0f s", found.stop_reason, len(found.trials),
                  found.seconds)
         picked = search.finalists(found.trials, o.finalists)
         finals = [(t, *trials.final(s, t)) for t in picked]
         d = choose.decide(s, o, found, finals, workdir)
+        d["resolution"] = resolution.study(s, o, d, o.resolutions)
         f = outcome.findings(d, s, o, store.accounting(), time.perf_counter() - t0)
         files = outcome.write(f, d, s, o, workdir)
         path = outcome.keep_chosen(d["chosen"], workdir) if d["chosen"] else None

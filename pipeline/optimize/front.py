@@ -85,7 +85,7 @@ def plot(path: Path, trials: list[dict], rows: list[dict], reference_accuracy: f
     timed = [r for r in rows if r.get("latency_ms") is not None and r.get("accuracy") is not None]
     for r in timed:
         style = ("*", "#ee6677", 220) if r.get("chosen") else ("s", "#999933", 60) if r.get("peer") else \
-            ("o", "#228833" if r.get("front") else "#88ccee", 30 + 80 * r["size_bytes"] / 1e6 ** 1)
+            ("o", "#228833" if r.get("front") else "#88ccee", 20 + 40 * r["size_bytes"] / 1e6)
         ax2.scatter([r["latency_ms"]], [100 * r["accuracy"]], marker=style[0], c=style[1], s=min(style[2], 400),
                     edgecolors="k", linewidths=0.4)
         ax2.annotate(f"{r['model']}/{r['name']}", (r["latency_ms"], 100 * r["accuracy"]), fontsize=6, alpha=0.8)

@@ -77,6 +77,7 @@ def findings(d: dict, s, o, accounting: dict, wall: float) -> dict[str, Any]:
                                                       "latency_ms", "size_mb", "macs", "parameters", "feasible",
                                                       "front", "step")} for t in d["found"].trials]},
         "not_measured": [SPARSE_NOTE],
+        "resolution_study": d.get("resolution") or [],
         "why_none": None if c else "; ".join(sorted({r.get("why_not") or "" for r in d["rows"]
                                                      if r.get("latency_ms") is not None} - {""}))[:600],
     }
@@ -89,7 +90,7 @@ def markdown(f: dict, latency_word: str) -> str:
         lines.append(f"Chosen **{f['chosen']}**: {f['speedup_vs_peer_default']:.2f}x"
                      + (f" ({iv[0]:.2f}-{iv[1]:.2f})" if iv else "")
                      + f" the fastest peer-default int8 of the unmodified model ({f['peer_default']}), "
-                       f"{f['accuracy_drop']:.2f} top-1 points below the unmodified fp32 model "
+                       f"accuracy_drop {f['accuracy_drop']:.2f} top-1 points against the unmodified fp32 model "
                        f"({100 * f['reference_accuracy']:.2f}%) on the validation split.")
     else:
         lines.append(f"No deployed model is within the budgets: {f['why_none']}")
@@ -99,7 +100,22 @@ def markdown(f: dict, latency_word: str) -> str:
               f"(saving {f['search']['cache']['saved_seconds']:.0f} s).", "", "## Lineage", "",
               "```", json.dumps(f["lineage"], indent=1, default=str), "```", "", "## Deployed models", "",
               front.final_markdown(f["front"], latency_word), "## Search trials (proxies)", "",
-              front.trials_markdown(f["search"]["trial_table"]), "## Not measured", ""]
+              front.trials_markdown(f["search"]["trial_table"])]
+    if f.get("resolution_study"):
+        lines += ["## Resolution study (not chosen: the input size is held fixed)", "",
+                  "| input px | model | top-1 % | drop pts | MB | latency ms | vs fastest peer int8 |", "|---|---|---|---|---|---|---|"]
+        for r in f["resolution_study"]:
+            if r.get("not_runnable"):
+                lines.append(f"| {r['input_size']} | - | - | - | - | - | {r['not_runnable']} |")
+                continue
+            iv = r.get("interval")
+            sp = "-" if r.get("speedup_vs_peer") is None else f"{r['speedup_vs_peer']:.2f}x" + (
+                f" ({iv[0]:.2f}-{iv[1]:.2f})" if iv else "")
+            lat = "-" if r.get("latency_ms") is None else f"{r['latency_ms']:.3f}"
+            lines.append(f"| {r['input_size']} | {r['id']} | {100 * r['accuracy']:.2f} | {r['drop']:.2f} | "
+                         f"{r['size_bytes'] / 1e6:.2f} | {lat} | {sp} |")
+        lines.append("")
+    lines += ["## Not measured", ""]
     lines += [f"- {n}" for n in f["not_measured"]]
     return "\n".join(lines) + "\n"
 

@@ -11,8 +11,9 @@ Stop rule: the trial budget, the time budget, or the first of
   - budget met: a feasible trial meets a latency budget the user set (budget.latency_ms; a device's default budget
     constrains the search but does not end it),
   - converged: `patience` trials in a row added nothing to the feasible Pareto front (after one population).
-The sampler is seeded and every trial's steps come from the cache, so a resumed search replays the same trials for
-free and continues; a widened one (more trials, a wider range) reuses every step whose parameters it meets again.
+The sampler is seeded and every trial's steps come from the cache; a search first replays the trials earlier searches
+finished (pipeline.optimize.store's index) where they fit its space, so a resumed or widened search (more trials, a
+wider range) re-uses every finished trial for free and then continues.
 """
 from __future__ import annotations
 
@@ -72,10 +73,19 @@ def mark_front(trials: list[dict]) -> None:
         t["front"] = t["number"] in keep
 
 
+def fits(params: dict, space: Space) -> bool:
+    """A finished trial's parameters lie in `space` (on its grid): it can be replayed there."""
+    steps = (params["ratio"] - space.ratio_min) / space.ratio_step
+    return (space.ratio_min - 1e-9 <= params["ratio"] <= space.ratio_max + 1e-9 and abs(steps - round(steps)) < 1e-6
+            and params["allocation"] in space.allocations and params["blocks"] <= space.max_blocks)
+
+
 def run(evaluate: Callable[[dict], dict], space: Space, limits: Limits, n_trials: int, population: int, seed: int,
-        patience: int, max_seconds: float | None, log) -> Outcome:
-    """`evaluate(params) -> {accuracy, drop, latency_ms, size_mb, ...}` (cached by the caller). Returns every trial
-    with its proxies, feasibility and front membership, and why the search stopped."""
+        patience: int, max_seconds: float | None, log, replay: list[dict] = (), on_trial=None) -> Outcome:
+    """`evaluate(params) -> {accuracy, drop, latency_ms, size_mb, ...}` (cached by the caller). `replay`: parameters
+    of trials finished before, tried first where they fit the space (their steps come from the cache); `on_trial(params)`
+    hears of each finished trial. Returns every trial with its proxies, feasibility and front membership, and why the
+    search stopped."""
     import warnings
 
     import optuna
@@ -86,6 +96,9 @@ def run(evaluate: Callable[[dict], dict], space: Space, limits: Limits, n_trials
         sampler = optuna.samplers.NSGAIISampler(population_size=population, seed=seed,
                                                 constraints_func=lambda ft: ft.user_attrs["constraints"])
     study = optuna.create_study(directions=["maximize", "minimize", "minimize"], sampler=sampler)
+    for params in [p for p in replay if fits(p, space)][:n_trials]:
+        study.enqueue_trial({"ratio": params["ratio"], "allocation": params["allocation"],
+                             **({"blocks": params["blocks"]} if space.max_blocks > 0 else {})})
     out, t0, quiet = Outcome(), time.perf_counter(), 0
     for i in range(n_trials):
         if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
@@ -98,6 +111,8 @@ def run(evaluate: Callable[[dict], dict], space: Space, limits: Limits, n_trials
         r["feasible"] = all(c <= 0 for c in cons)
         trial.set_user_attr("constraints", cons)
         study.tell(trial, [r["accuracy"], r["latency_ms"], r["size_mb"]])
+        if on_trial is not None:
+            on_trial(params)
         before = {t["number"] for t in out.trials if t.get("front")}
         out.trials.append(r)
         mark_front(out.trials)
@@ -121,9 +136,12 @@ def run(evaluate: Callable[[dict], dict], space: Space, limits: Limits, n_trials
 def finalists(trials: list[dict], k: int) -> list[dict]:
     """Up to k trials of the feasible front for the full fine-tune: the fastest, the most accurate and evenly between
     (by proxy latency). With no feasible trial, the k most accurate (the final choice then says what they miss)."""
-    front = sorted((t for t in trials if t.get("front")), key=lambda t: t["latency_ms"])
+    def unique(ts):  # a trial the sampler suggested again is the same model (the same cached steps)
+        return list({t.get("key", t["number"]): t for t in reversed(ts)}.values())[::-1]
+
+    front = sorted(unique([t for t in trials if t.get("front")]), key=lambda t: (t["latency_ms"], t["number"]))
     if not front:
-        return sorted(trials, key=lambda t: -t["accuracy"])[:k]
+        return sorted(unique(trials), key=lambda t: -t["accuracy"])[:k]
     if len(front) <= k:
         return front
     picks = sorted({round(j * (len(front) - 1) / (k - 1)) for j in range(k)}) if k > 1 else [0]

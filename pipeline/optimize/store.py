@@ -8,10 +8,15 @@ private directory, committed by one atomic rename after the step succeeded, chec
 before reuse, under a per-key lock so that two runs compute a step once.
 
 `saved_seconds` adds up what the reused steps cost when they were made: how much the cache saved this run.
+
+Besides the entries, a small index per search identity lists the parameters of every trial a search finished; a later
+search with a different width (another range, more trials) starts by replaying those that fit its space, so it
+re-uses every finished trial, not only those its sampler would happen to draw again.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import tempfile
 import time
@@ -69,6 +74,26 @@ class Store:
                                                            "seconds": seconds}})
         self.ran.append({"kind": kind, "key": key, "seconds": seconds})
         return result, entry.out, key
+
+    def _index(self, identity: dict) -> tuple[str, Path]:
+        key = cache_mod.digest({"optimize-index": identity, **self.base})
+        return key, self.cache.root / "optimize-index" / f"{key}.json"
+
+    def finished_trials(self, identity: dict) -> list[dict]:
+        """Parameters of the trials earlier searches with the same `identity` (everything that decides a trial's
+        result, not the search's width) finished, oldest first."""
+        try:
+            return json.loads(self._index(identity)[1].read_text())["trials"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return []
+
+    def remember_trial(self, identity: dict, params: dict) -> None:
+        """Add a finished trial's parameters to the index (atomic rewrite under the index's lock)."""
+        key, path = self._index(identity)
+        with self.cache.lock(key):
+            done = self.finished_trials(identity)
+            if params not in done:
+                cache_mod.write_json_atomic(path, {"identity": identity, "trials": [*done, params]})
 
     def accounting(self) -> dict[str, Any]:
         """How many steps ran and were reused, the seconds spent, and the seconds the reused ones had cost."""

@@ -132,6 +132,8 @@ def qat(s: Search, model_key: str, folder: Path, formats: list[str]) -> tuple[di
     """Quantization-aware distillation of a finalist whose post-training int8 misses the budget (cached): int8 ONNX
     (QDQ) and, for a LiteRT device, full-integer TFLite."""
     def make(out: Path) -> dict:
+        import copy
+
         import torch
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
@@ -143,7 +145,7 @@ def qat(s: Search, model_key: str, folder: Path, formats: list[str]) -> tuple[di
         x = torch.from_numpy(s.split.search_x[:1])
         files = {}
         for fmt in [f for f in ("onnx", "tflite") if f in formats or (f == "onnx" and "openvino" in formats)]:
-            converted = convert_pt2e(prepared, fold_quantize=(fmt == "onnx"))
+            converted = convert_pt2e(copy.deepcopy(prepared), fold_quantize=(fmt == "onnx"))  # (it edits its input)
             path = out / f"model.qat.{fmt}"
             (to_onnx(converted, x, path, 18) if fmt == "onnx" else to_tflite(converted, x, path, quantizer))
             files[fmt] = {"path": path.name, **check_int8_artifact(fmt, path, converted, s.split.search_x[:8])}

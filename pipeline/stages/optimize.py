@@ -49,6 +49,8 @@ class OptimizeConfig:
     warmup: NonNegativeInt = 10  # untimed runs of each finalist model
     iterations: PositiveInt = 50  # timed runs of each (round-robin, bootstrap intervals)
     threads: at_least(0, integer=True, note="0 = measured") = 0  # fine-tuning threads; 0 = measured once
+    # smaller input sizes for a separate resolution study of the chosen model (shown, never chosen: the input is fixed)
+    resolutions: List[PositiveInt] = field(default_factory=list)
 
 
 class Optimize(Stage):
@@ -78,6 +80,10 @@ class Optimize(Stage):
         bad = [a for a in p.allocations if a not in ALLOCATIONS]
         if bad or not p.allocations:
             problems.append(f"allocations: {bad or '(empty)'}; choose from {', '.join(ALLOCATIONS)}")
+        too_big = [r for r in p.resolutions if r >= int(cfg.model.input_size)]
+        if too_big:
+            problems.append(f"resolutions: {too_big} are not below model.input_size={cfg.model.input_size}; the study "
+                            f"shows smaller inputs beside the fixed one")
         if p.qat not in QAT_WHEN:
             problems.append(f"qat must be one of {', '.join(QAT_WHEN)}, got {p.qat!r}")
         dev = cfg.device
@@ -144,7 +150,8 @@ class Optimize(Stage):
             max_minutes=p.max_minutes, search_fraction=p.search_fraction, sensitivity_samples=p.sensitivity_samples,
             sensitivity_ratio=p.sensitivity_ratio, strength=p.allocation_strength, round_to=p.round_to,
             qat_when=p.qat, finalists=p.finalists, calibration_samples=p.calibration_samples, warmup=p.warmup,
-            iterations=p.iterations, threads=host_threads(int(device.get("threads") or 0)))
+            iterations=p.iterations, threads=host_threads(int(device.get("threads") or 0)),
+            resolutions=list(p.resolutions))
 
     def _code(self) -> dict:
         """The code and library versions every cached step of the search holds in its key (as the stage's own)."""
