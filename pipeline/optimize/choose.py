@@ -37,7 +37,7 @@ def _qat_needed(s, o, rows: list[dict], fp32_accuracy: float) -> bool:
 
 def _qat_rows(s, o, label: str, key: str, folder: Path, meta: dict, formats: list[str]) -> list[dict]:
     from pipeline import runtimes
-    from pipeline.optimize.trials import qat
+    from pipeline.optimize.trials import qat, qat_openvino
 
     r, qfolder, qkey = qat(s, key, folder, formats)
     rows = []
@@ -49,26 +49,16 @@ def _qat_rows(s, o, label: str, key: str, folder: Path, meta: dict, formats: lis
         rows.append({"name": name, "model": label, "backend": backend, "format": fmt, "path": str(qfolder / f["path"]),
                      "meta": m, "options": {}, "qat": True, "model_key": key, "torch_path": str(folder / "model.pt")})
         if fmt == "onnx" and "openvino" in formats:
-            rows.append({**_qat_openvino(s, qkey, qfolder / f["path"], m, label), "model_key": key,
-                         "torch_path": str(folder / "model.pt")})
+            ir = qat_openvino(s, qkey, qfolder / f["path"])
+            rows.append({"name": "qat_openvino_int8", "model": label, "backend": "openvino", "format": "openvino",
+                         "path": str(ir), "meta": {**m, "openvino": {"device": "CPU"}}, "options": {}, "qat": True,
+                         "model_key": key, "torch_path": str(folder / "model.pt")})
     for row in rows:
         model = runtimes.load(row["format"], row["path"], row["meta"], threads=0)
         row["accuracy"] = float((runtimes.predict_all(model, s.split.val_x, 64).argmax(1) == s.split.val_y).mean())
         row["runtime"] = model.runtime
         row["size_bytes"] = deploy.size_of(row["format"], row["path"])
     return rows
-
-
-def _qat_openvino(s, qkey: str, onnx_path: Path, meta: dict, label: str) -> dict:
-    from pipeline.convert import openvino as ovc
-
-    def make(out: Path) -> dict:
-        return ovc.export_ir(onnx_path, s.shape, out / "model.xml")
-
-    _, folder, _ = s.store.step("qat_openvino", {"qat": qkey}, make)
-    return {"name": "qat_openvino_int8", "model": label, "backend": "openvino", "format": "openvino",
-            "path": str(folder / "model.xml"), "meta": {**meta, "openvino": {"device": "CPU"}}, "options": {},
-            "qat": True}
 
 
 def deploy_rows(s, o, finals: list) -> list[dict]:
@@ -85,7 +75,13 @@ def deploy_rows(s, o, finals: list) -> list[dict]:
         meta = _model_meta(s, t, result)
         mine = deploy.deploy_all(s.store, builds, key, folder / "model.pt", meta, s.calib, val, s.log, label)
         if _qat_needed(s, o, mine, result["accuracy_val"]):
-            mine += _qat_rows(s, o, label, key, folder, meta, formats)
+            try:
+                mine += _qat_rows(s, o, label, key, folder, meta, formats)
+            except Exception as e:  # QAT failing for one finalist must not hide the post-training models' numbers
+                s.log.debug("QAT of %s failed", label, exc_info=True)
+                why = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+                mine.append({"name": "qat", "model": label, "backend": "", "format": "",
+                             "not_runnable": f"QAT failed: {type(e).__name__}: {why}"})
         rows += mine
     for r in rows:
         r["id"] = f"{r['model']}/{r['name']}"

@@ -41,6 +41,7 @@ class Options:
     patience: int = 6
     max_minutes: float | None = None
     search_fraction: float = 0.15
+    proxy_samples: int | None = None  # training images of a trial's short fine-tune (None: all)
     sensitivity_samples: int = 512
     sensitivity_ratio: float = 0.5
     strength: float = 0.6
@@ -100,6 +101,7 @@ def _reference(s: trials.Search) -> dict:
 def trial_identity(s: trials.Search) -> dict:
     """What decides a trial's result besides its parameters (the search's width is not part of it)."""
     return {"proxy": s.proxy.as_dict(), "seed": s.seed, "round_to": s.round_to, "strength": s.strength,
+            "images": len(s.proxy_packed.train_x),
             "search": len(s.split.search_y), "measured_here": s.measured_here,
             "device": None if s.measured_here else trials._device_id(s.device)}
 
@@ -112,9 +114,10 @@ def prepare(source, data, o: Options, store: Store, log) -> trials.Search:
     teacher.eval()
     split = splits(data, o.search_fraction, o.seed)
     logits = _logits(store, source.key, teacher, split.train_x)
+    packed = recover.packed(split, logits)
     s = trials.Search(store=store, teacher=teacher, spec=spec, source_key=source.key,
                       shape=list(source.meta["input_shape"]), num_classes=int(data.num_classes), split=split,
-                      packed=recover.packed(split, logits),
+                      packed=packed, proxy_packed=recover.subset(packed, o.proxy_samples, o.seed),
                       calib=calibration.sample(SimpleNamespace(train_x=split.train_x), o.calibration_samples, o.seed,
                                                "optimize"),
                       sens={}, proxy=o.proxy, final=o.final, qat=o.qat, seed=o.seed, round_to=o.round_to,
@@ -137,12 +140,12 @@ def run_search(s: trials.Search, o: Options, store: Store, log) -> search.Outcom
                       on_trial=lambda p: store.remember_trial(identity, p))
 
 
-def optimize(source, data, o: Options, cache_root: Path | None, workdir: Path, log, code: dict) -> dict[str, Any]:
-    """Search, deploy, time and choose. `source`: the unmodified PyTorch artifact (with its cache key); `code`: the
-    code digest and library versions every cached step's key holds. Returns {chosen: the row (None when nothing is
-    within the budgets), path: its copy in `workdir`, findings, files (written into `workdir`)}."""
+def optimize(source, data, o: Options, cache_root: Path | None, workdir: Path, log) -> dict[str, Any]:
+    """Search, deploy, time and choose. `source`: the unmodified PyTorch artifact (with its cache key). Returns
+    {chosen: the row (None when nothing is within the budgets), path: its copy in `workdir`, findings, files (written
+    into `workdir`)}."""
     t0 = time.perf_counter()
-    store = Store(cache_root, {"source": source.key, "data": data_digest(data), **code}, log)
+    store = Store(cache_root, {"source": source.key, "data": data_digest(data)}, log)
     try:
         s = prepare(source, data, o, store, log)
         found = run_search(s, o, store, log)

@@ -50,6 +50,18 @@ def packed(split, logits: np.ndarray) -> SimpleNamespace:
     return SimpleNamespace(train_x=split.train_x, train_y=y, val_x=split.search_x, val_y=split.search_y)
 
 
+def subset(data: SimpleNamespace, n: int | None, seed: int) -> SimpleNamespace:
+    """At most n training images of `packed` data, the same share of every class (seeded): a trial's short fine-tune
+    need not see every image to rank against the others."""
+    if not n or n >= len(data.train_x):
+        return data
+    from pipeline.data._common import stratified_split
+
+    labels = data.train_y[:, 0].astype(np.int64)
+    _, keep = stratified_split(labels, n / len(labels), seed + 29)
+    return SimpleNamespace(train_x=data.train_x[keep], train_y=data.train_y[keep], val_x=data.val_x, val_y=data.val_y)
+
+
 def kd_loss(r: Recipe):
     import torch.nn.functional as F
 

@@ -1,7 +1,10 @@
 """Every step of the search cached in the project's content-addressed store (pipeline.cache), one entry per step.
 
 A step's key is the digest of what decides its result: its kind and parameters, the key of the unmodified model's
-stage, the data's content, the optimizer's code and the library versions (`base`). The search's own width (how many
+stage, the data's content (`base`), and the code that makes it: the source of the module that makes that kind of step
+and of every project module it reaches, with the versions of the libraries they import (pipeline.settings derives
+both, as for a stage). So fixing how the front is drawn does not re-train a single trial, and changing how a trial
+is pruned re-runs every trial. The search's own width (how many
 trials, which ranges) is not part of any step's key, so a resumed run (killed half-way) or a widened one (more trials,
 a wider range) finds every step it already made. An entry is written the way the runner writes a stage's: in a
 private directory, committed by one atomic rename after the step succeeded, checked against its recorded sha256 values
@@ -37,20 +40,43 @@ def data_digest(data) -> str:
     return h.hexdigest()[:24]
 
 
+# which module makes each kind of step (its code and everything it imports are in the step's key)
+MAKERS = {"teacher_logits": ("pipeline.optimize.recover",),
+          "sensitivity": ("pipeline.optimize.surgery", "pipeline.optimize.recover"),
+          "proxy": ("pipeline.optimize.trials",), "proxy_latency": ("pipeline.optimize.trials",),
+          "estimate": ("pipeline.optimize.trials",), "final": ("pipeline.optimize.trials",),
+          "qat": ("pipeline.optimize.trials",), "qat_openvino": ("pipeline.optimize.trials",),
+          "proxy_base": ("pipeline.optimize.timing",), "onnx": ("pipeline.optimize.deploy",),
+          "deploy": ("pipeline.optimize.deploy",), "resolution": ("pipeline.optimize.resolution",)}
+
+
+def code_of(kind: str) -> dict[str, Any]:
+    """The code part of a step's key: the digest of its maker modules' import closure and their library versions."""
+    import importlib
+
+    from pipeline import settings
+
+    mods = [importlib.import_module(m) for m in MAKERS[kind]]
+    return {"code": [settings.code_digest(m, cache_mod.digest) for m in mods],
+            "libraries": {k: v for m in mods for k, v in settings.library_versions(m).items()}}
+
+
 class Store:
     """Cached steps of one search. `root`: the cache folder (None: a temporary one, nothing kept: cache.enabled=false)."""
 
-    def __init__(self, root: Path | None, base: dict[str, Any], log):
+    def __init__(self, root: Path | None, base: dict[str, Any], log, code: Callable[[str], dict] = code_of):
         self._tmp = None
         if root is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="optimize-nocache-")
             root = Path(self._tmp.name)
-        self.cache, self.base, self.log = cache_mod.Cache(root), base, log
+        self.cache, self.base, self.log, self._code, self._codes = cache_mod.Cache(root), base, log, code, {}
         self.ran: list[dict] = []
         self.reused: list[dict] = []
 
     def key(self, kind: str, params: dict[str, Any]) -> str:
-        return cache_mod.digest({"optimize": kind, "params": params, **self.base})
+        if kind not in self._codes:
+            self._codes[kind] = self._code(kind)
+        return cache_mod.digest({"optimize": kind, "params": params, **self.base, **self._codes[kind]})
 
     def step(self, kind: str, params: dict[str, Any], make: Callable[[Path], dict]) -> tuple[dict, Path, str]:
         """(result, folder of its files, key): reused when an intact entry exists, else made by `make(folder)`,

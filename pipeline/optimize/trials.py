@@ -26,6 +26,7 @@ class Search:
     num_classes: int
     split: SimpleNamespace  # train_x/train_y (fine-tuning), search_x/search_y (held out of training), val_x/val_y
     packed: SimpleNamespace  # the training split with the teacher's logits (recover.packed)
+    proxy_packed: SimpleNamespace  # what a trial's short fine-tune trains on (recover.subset of `packed`)
     calib: np.ndarray  # calibration images (training split)
     sens: dict  # surgery.sensitivity's result
     proxy: recover.Recipe
@@ -61,14 +62,14 @@ def proxy(s: Search, params: dict) -> tuple[dict, Path, str]:
 
         pruned, spec = surgery.apply(s.teacher, s.spec, s.shape, s.num_classes, removed, ratios, s.round_to)
         right_after = s.score(pruned)
-        history = recover.finetune(pruned, s.packed, s.proxy, s.seed, s.log)
+        history = recover.finetune(pruned, s.proxy_packed, s.proxy, s.seed, s.log)
         pruned.eval()
         models.save_torch(pruned, out, spec)
         return {"accuracy": s.score(pruned), "accuracy_pruned": right_after, "history": history,
                 **complexity(pruned, s.shape), "removed": removed}
 
     key_params = {"model": s.source_key, "removed": removed, "ratios": ratios, "round_to": s.round_to,
-                  "recipe": s.proxy.as_dict(), "seed": s.seed}
+                  "recipe": s.proxy.as_dict(), "seed": s.seed, "images": len(s.proxy_packed.train_x)}
     return s.store.step("proxy", key_params, make)
 
 
@@ -153,3 +154,14 @@ def qat(s: Search, model_key: str, folder: Path, formats: list[str]) -> tuple[di
 
     return s.store.step("qat", {"model": model_key, "recipe": s.qat.as_dict(), "formats": sorted(formats),
                                 "seed": s.seed}, make)
+
+
+def qat_openvino(s: Search, qat_key: str, onnx_path: Path) -> Path:
+    """The QAT model's QDQ ONNX as an OpenVINO IR (OpenVINO runs the Q/DQ pairs as int8), cached."""
+    def make(out: Path) -> dict:
+        from pipeline.convert import openvino as ovc
+
+        return ovc.export_ir(onnx_path, s.shape, out / "model.xml")
+
+    _, folder, _ = s.store.step("qat_openvino", {"qat": qat_key}, make)
+    return folder / "model.xml"

@@ -35,6 +35,7 @@ class OptimizeConfig:
     allocation_strength: UnitInterval = 0.6  # sensitivity allocation: group ratios from (1+s) to (1-s) x the share
     round_to: Optional[PositiveInt] = 8  # channel counts stay multiples of this (SIMD kernels like 4 or 8)
     proxy_epochs: PositiveInt = 1  # distillation epochs of a trial (the proxy)
+    proxy_samples: Optional[PositiveInt] = None  # training images a trial distils on (per-class share); null = all
     final_epochs: NonNegativeInt = 5  # more distillation epochs for each finalist
     finalists: PositiveInt = 3  # trials of the feasible front distilled in full, deployed and timed
     lr: Positive = 0.002  # peak learning rate of the distillation (one-cycle AdamW)
@@ -44,7 +45,7 @@ class OptimizeConfig:
     qat: str = "if_needed"  # quantization-aware distillation: if_needed (post-training int8 misses) | never | always
     qat_epochs: PositiveInt = 2
     qat_lr: Positive = 0.0002
-    proxy_slack: NonNegative = 1.0  # top-1 points a trial's proxy may exceed the budget by (short fine-tune)
+    proxy_slack: NonNegative = 2.0  # top-1 points a trial's proxy may exceed the budget by (a short fine-tune recovers less)
     calibration_samples: PositiveInt = 128  # training images every int8 model is calibrated on
     warmup: NonNegativeInt = 10  # untimed runs of each finalist model
     iterations: PositiveInt = 50  # timed runs of each (round-robin, bootstrap intervals)
@@ -105,7 +106,7 @@ class Optimize(Stage):
         src = ctx.input
         opts = self._options(ctx, p, src)
         root = Path(ctx.settings.paths.outputs).expanduser() / "cache" if ctx.settings.cache.enabled else None
-        result = engine.optimize(src, ctx.data(), opts, root, ctx.workdir, ctx.log, self._code())
+        result = engine.optimize(src, ctx.data(), opts, root, ctx.workdir, ctx.log)
         f = result["findings"]
         if result["chosen"] is None:
             (ctx.workdir / FAILURE_DIR).mkdir(exist_ok=True)
@@ -147,14 +148,9 @@ class Optimize(Stage):
             budgets=budgets, device=device, proxy=recover.Recipe(p.proxy_epochs, p.lr, **kd),
             final=recover.Recipe(p.final_epochs, p.lr, **kd), qat=recover.Recipe(p.qat_epochs, p.qat_lr, **kd),
             trials=p.trials, population=p.population, seed=int(ctx.settings.seed), patience=p.patience,
-            max_minutes=p.max_minutes, search_fraction=p.search_fraction, sensitivity_samples=p.sensitivity_samples,
+            max_minutes=p.max_minutes, search_fraction=p.search_fraction, proxy_samples=p.proxy_samples,
+            sensitivity_samples=p.sensitivity_samples,
             sensitivity_ratio=p.sensitivity_ratio, strength=p.allocation_strength, round_to=p.round_to,
             qat_when=p.qat, finalists=p.finalists, calibration_samples=p.calibration_samples, warmup=p.warmup,
             iterations=p.iterations, threads=host_threads(int(device.get("threads") or 0)),
             resolutions=list(p.resolutions))
-
-    def _code(self) -> dict:
-        """The code and library versions every cached step of the search holds in its key (as the stage's own)."""
-        from pipeline import cache, settings
-
-        return {"code": settings.code_digest(type(self), cache.digest), "libraries": settings.library_versions(type(self))}

@@ -29,7 +29,7 @@ def teacher(tmp_path_factory):
     torch.manual_seed(0)
     spec = {"name": "mobilenet_v2", "num_classes": 10, "kwargs": {"width_mult": 0.35, "dropout": 0.0}}
     model = models.build_from_spec(spec)
-    training.fit(model, data, training.TrainConfig(epochs=6, lr=0.02, threads=1, augment=False), 0, LOG, tqdm)
+    training.fit(model, data, training.TrainConfig(epochs=3, lr=0.02, threads=1, augment=False), 0, LOG, tqdm)
     path = models.save_torch(model.eval(), tmp_path_factory.mktemp("teacher"), spec)
     meta = {"input_shape": [1, 3, SIZE, SIZE], "num_classes": 10}
     return Artifact("train", "torch", "fp32", path, meta, key="teacher-key"), data
@@ -50,7 +50,7 @@ def _search(teacher, tmp_path, o):
     from pipeline.optimize import engine, store
 
     source, data = teacher
-    st = store.Store(tmp_path / "cache", {"source": source.key, "data": store.data_digest(data), "code": "test"}, LOG)
+    st = store.Store(tmp_path / "cache", {"source": source.key, "data": store.data_digest(data)}, LOG)
     s = engine.prepare(source, data, o, st, LOG)
     return engine.run_search(s, o, st, LOG), st
 
