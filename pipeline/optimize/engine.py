@@ -137,7 +137,7 @@ def run_search(s: trials.Search, o: Options, store: Store, log) -> search.Outcom
     identity = trial_identity(s)
     return search.run(lambda p: trials.evaluate(s, p), space, o.limits, o.trials, o.population, o.seed, o.patience,
                       o.max_minutes * 60 if o.max_minutes else None, log, replay=store.finished_trials(identity),
-                      on_trial=lambda p: store.remember_trial(identity, p))
+                      on_trial=lambda i, p: store.remember_trial(identity, i, p))
 
 
 def optimize(source, data, o: Options, cache_root: Path | None, workdir: Path, log) -> dict[str, Any]:

@@ -83,8 +83,8 @@ def fits(params: dict, space: Space) -> bool:
 def run(evaluate: Callable[[dict], dict], space: Space, limits: Limits, n_trials: int, population: int, seed: int,
         patience: int, max_seconds: float | None, log, replay: list[dict] = (), on_trial=None) -> Outcome:
     """`evaluate(params) -> {accuracy, drop, latency_ms, size_mb, ...}` (cached by the caller). `replay`: parameters
-    of trials finished before, tried first where they fit the space (their steps come from the cache); `on_trial(params)`
-    hears of each finished trial. Returns every trial with its proxies, feasibility and front membership, and why the
+    of trials finished before, tried first where they fit the space (their steps come from the cache); `on_trial(number,
+    params)` hears of each finished trial. Returns every trial with its proxies, feasibility and front membership, and why the
     search stopped."""
     import warnings
 
@@ -112,7 +112,7 @@ def run(evaluate: Callable[[dict], dict], space: Space, limits: Limits, n_trials
         trial.set_user_attr("constraints", cons)
         study.tell(trial, [r["accuracy"], r["latency_ms"], r["size_mb"]])
         if on_trial is not None:
-            on_trial(params)
+            on_trial(i, params)
         before = {t["number"] for t in out.trials if t.get("front")}
         out.trials.append(r)
         mark_front(out.trials)

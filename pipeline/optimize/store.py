@@ -107,18 +107,22 @@ class Store:
 
     def finished_trials(self, identity: dict) -> list[dict]:
         """Parameters of the trials earlier searches with the same `identity` (everything that decides a trial's
-        result, not the search's width) finished, oldest first."""
+        result, not the search's width) finished, in the order they ran (a repeated suggestion repeated, so that a
+        replay is the same sequence)."""
         try:
             return json.loads(self._index(identity)[1].read_text())["trials"]
         except (OSError, ValueError, KeyError, TypeError):
             return []
 
-    def remember_trial(self, identity: dict, params: dict) -> None:
-        """Add a finished trial's parameters to the index (atomic rewrite under the index's lock)."""
+    def remember_trial(self, identity: dict, number: int, params: dict) -> None:
+        """Record trial `number`'s parameters (atomic rewrite under the index's lock): a replayed trial is already
+        there; a search that goes past the index extends it; one that went elsewhere (another space) adds what is new."""
         key, path = self._index(identity)
         with self.cache.lock(key):
             done = self.finished_trials(identity)
-            if params not in done:
+            if number < len(done) and done[number] == params:
+                return
+            if number >= len(done) or params not in done:
                 cache_mod.write_json_atomic(path, {"identity": identity, "trials": [*done, params]})
 
     def accounting(self) -> dict[str, Any]:

@@ -46,21 +46,29 @@ def _options(budget: float, trials: int = 5, ratio_max: float = 0.6):
         trials=trials, population=2, seed=0, patience=99, search_fraction=0.2, sensitivity_samples=64, round_to=None)
 
 
-def _search(teacher, tmp_path, o):
+def _search(teacher, cache, o):
     from pipeline.optimize import engine, store
 
     source, data = teacher
-    st = store.Store(tmp_path / "cache", {"source": source.key, "data": store.data_digest(data)}, LOG)
+    st = store.Store(cache, {"source": source.key, "data": store.data_digest(data)}, LOG)
     s = engine.prepare(source, data, o, st, LOG)
     return engine.run_search(s, o, st, LOG), st
 
 
-def test_search_respects_the_budget_and_its_front_is_non_dominated(teacher, tmp_path):
-    budget = 2.0
-    found, _ = _search(teacher, tmp_path, _options(budget))
-    assert len(found.trials) == 5
+BUDGET = 2.0
+
+
+@pytest.fixture(scope="module")
+def first(teacher, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("optimize") / "cache"
+    return cache, *_search(teacher, cache, _options(BUDGET))
+
+
+def test_search_respects_the_budget_and_its_front_is_non_dominated(first):
+    _, found, st = first
+    assert len(found.trials) == 5 and st.accounting()["ran"] > 0
     for t in found.trials:  # a trial is feasible exactly when its proxy keeps the budget
-        assert t["feasible"] == (t["drop"] <= budget), t
+        assert t["feasible"] == (t["drop"] <= BUDGET), t
     feasible = [t for t in found.trials if t["feasible"]]
     on_front = [t for t in feasible if t["front"]]
     assert all(not t["front"] for t in found.trials if not t["feasible"])
@@ -72,20 +80,19 @@ def test_search_respects_the_budget_and_its_front_is_non_dominated(teacher, tmp_
     assert len({t["params"]["ratio"] for t in found.trials}) > 1  # the sampler explored
 
 
-def test_a_resumed_or_widened_search_reuses_every_finished_trial(teacher, tmp_path):
-    first, st1 = _search(teacher, tmp_path, _options(2.0, trials=3))
+def test_a_resumed_or_widened_search_reuses_every_finished_trial(teacher, first):
+    cache, found, st1 = first
     made = {s["key"] for s in st1.ran if s["kind"] == "proxy"}
-    assert made and st1.accounting()["reused"] >= 0
-    again, st2 = _search(teacher, tmp_path, _options(2.0, trials=3))  # resumed: the same trials, nothing re-made
+    again, st2 = _search(teacher, cache, _options(BUDGET))  # resumed: the same trials, nothing made again
     assert not [s for s in st2.ran if s["kind"] in ("proxy", "proxy_latency", "sensitivity", "teacher_logits")]
     assert [(t["params"], t["accuracy"], t["latency_ms"]) for t in again.trials] == \
-        [(t["params"], t["accuracy"], t["latency_ms"]) for t in first.trials]
+        [(t["params"], t["accuracy"], t["latency_ms"]) for t in found.trials]
     assert st2.accounting()["saved_seconds"] > 0
     # widened (a wider range, more trials): every finished trial is replayed from the cache first, then it goes on
-    wider, st3 = _search(teacher, tmp_path, _options(2.0, trials=5, ratio_max=0.8))
-    assert [t["params"] for t in wider.trials[:3]] == [t["params"] for t in first.trials]
+    wider, st3 = _search(teacher, cache, _options(BUDGET, trials=7, ratio_max=0.8))
+    assert [t["params"] for t in wider.trials[:5]] == [t["params"] for t in found.trials]
     assert {s["key"] for s in st3.reused if s["kind"] == "proxy"} >= made
-    assert len(wider.trials) == 5
+    assert len(wider.trials) == 7
 
 
 def _fake(values: dict):
