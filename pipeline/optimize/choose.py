@@ -19,11 +19,12 @@ SPARSE_NOTE = ("XNNPACK's sparse inference (1x1 convolutions of fp32 models whos
                "fp32, not int8; it cannot be measured on this x86 host")
 
 
-def _model_meta(s, trial: dict | None, result: dict | None) -> dict:
-    meta = dict(s.source_meta)
-    if trial is not None:
-        meta.update(parameters=result["parameters"], macs=result["macs"])
-    return meta
+def _model_meta(s, folder: Path, result: dict) -> dict:
+    """A finalist's artifact meta: the unmodified model's (input shape, classes, task ...) with its own architecture."""
+    import json
+
+    return {**s.source_meta, "arch": json.loads((folder / "model.json").read_text()),
+            "parameters": result["parameters"], "macs": result["macs"]}
 
 
 def _qat_needed(s, o, rows: list[dict], fp32_accuracy: float) -> bool:
@@ -72,7 +73,7 @@ def deploy_rows(s, o, finals: list) -> list[dict]:
         r["peer"] = r["name"] in peers and not r.get("option_of")
     for t, result, folder, key in finals:
         label = f"trial {t['number']}"
-        meta = _model_meta(s, t, result)
+        meta = _model_meta(s, folder, result)
         mine = deploy.deploy_all(s.store, builds, key, folder / "model.pt", meta, s.calib, val, s.log, label)
         if _qat_needed(s, o, mine, result["accuracy_val"]):
             try:

@@ -89,7 +89,7 @@ def _reference(s: trials.Search) -> dict:
 
     ref = {"val_accuracy": recover.accuracy(s.teacher, s.split.val_x, s.split.val_y),
            "search_accuracy": s.score(s.teacher), **complexity(s.teacher, s.shape)}
-    if s.measured_here:  # the proxies' scale: the unmodified model timed against itself once (cached)
+    if s.measured_here or not s.device.get("estimate_unit"):  # host proxies: their scale (the unmodified model, cached)
         from pipeline.optimize import timing
 
         r, _, _ = s.store.step("proxy_base", {"model": s.source_key, "threads": timing.PROXY_THREADS},
@@ -103,7 +103,7 @@ def trial_identity(s: trials.Search) -> dict:
     return {"proxy": s.proxy.as_dict(), "seed": s.seed, "round_to": s.round_to, "strength": s.strength,
             "images": len(s.proxy_packed.train_x),
             "search": len(s.split.search_y), "measured_here": s.measured_here,
-            "device": None if s.measured_here else trials._device_id(s.device)}
+            "device": None if s.measured_here or not s.device.get("estimate_unit") else trials._device_id(s.device)}
 
 
 def prepare(source, data, o: Options, store: Store, log) -> trials.Search:

@@ -74,8 +74,10 @@ def proxy(s: Search, params: dict) -> tuple[dict, Path, str]:
 
 
 def latency(s: Search, model_key: str, folder: Path) -> dict:
-    """The latency proxy of a cached model (see pipeline.optimize.timing), cached beside it."""
-    if not s.measured_here:
+    """The latency proxy of a cached model (see pipeline.optimize.timing), cached beside it: the device estimate where
+    the device is modelled and not this host; else the side-by-side ratio on this host (a connected board without a
+    model: the proxy ranks here, the finalists are measured on the board)."""
+    if not s.measured_here and s.device.get("estimate_unit"):
         from pipeline.optimize import deploy
 
         onnx, _ = deploy.onnx_export(s.store, model_key, folder / "model.pt", s.source_meta)
