@@ -32,7 +32,7 @@ def _qat_needed(s, o, rows: list[dict], fp32_accuracy: float) -> bool:
         return False
     ref = s.reference["val_accuracy"]
     fp32_ok = 100.0 * (ref - fp32_accuracy) <= o.budgets["accuracy_drop"]
-    best = max((r["accuracy"] for r in rows if "accuracy" in r), default=0.0)
+    best = max((r["accuracy"] for r in rows if "accuracy" in r and r.get("precision") == "int8"), default=0.0)
     return o.qat_when == "always" or (fp32_ok and 100.0 * (ref - best) > o.budgets["accuracy_drop"])
 
 
@@ -48,12 +48,13 @@ def _qat_rows(s, o, label: str, key: str, folder: Path, meta: dict, formats: lis
         if fmt == "tflite":
             m["io_dtype"] = "int8"
         rows.append({"name": name, "model": label, "backend": backend, "format": fmt, "path": str(qfolder / f["path"]),
-                     "meta": m, "options": {}, "qat": True, "model_key": key, "torch_path": str(folder / "model.pt")})
+                     "meta": m, "options": {}, "qat": True, "model_key": key, "torch_path": str(folder / "model.pt"),
+                     "precision": "int8"})
         if fmt == "onnx" and "openvino" in formats:
             ir = qat_openvino(s, qkey, qfolder / f["path"])
             rows.append({"name": "qat_openvino_int8", "model": label, "backend": "openvino", "format": "openvino",
                          "path": str(ir), "meta": {**m, "openvino": {"device": "CPU"}}, "options": {}, "qat": True,
-                         "model_key": key, "torch_path": str(folder / "model.pt")})
+                         "model_key": key, "torch_path": str(folder / "model.pt"), "precision": "int8"})
     for row in rows:
         model = runtimes.load(row["format"], row["path"], row["meta"], threads=0)
         row["accuracy"] = float((runtimes.predict_all(model, s.split.val_x, 64).argmax(1) == s.split.val_y).mean())
@@ -103,6 +104,8 @@ def settings_of(r: dict) -> str:
             bits.append("static shape")
     if r.get("qat"):
         bits.append("QAT")
+    if r.get("precision") and r["precision"] != "int8":
+        bits.append(r["precision"])
     c = CANDIDATES.get(r["name"])
     if c is not None and c.about and not bits:
         bits.append(c.about.split(":")[0])

@@ -1,10 +1,11 @@
 """Every int8 model the device deploys, built from one PyTorch model with the project's candidate builders
 (pipeline.convert.candidates), each a cached step, and scored on the validation split in its own runtime.
 
-Which ones: per format the device lists (conf/device/*.yaml `formats`), the int8 path this project makes best (ONNX
-Runtime per-channel QDQ, NNCF on OpenVINO, litert-torch full-integer, ExecuTorch's XNNPACK quantizer), plus the
+Which ones: per format the device lists (conf/device/*.yaml `formats`), every precision it runs: the int8 path this
+project makes best (ONNX Runtime per-channel QDQ, NNCF on OpenVINO, litert-torch full-integer, ExecuTorch's XNNPACK
+quantizer) and the float model (fp32; OpenVINO's default, which computes in bf16 on CPUs that have it), plus the
 runtime options that may pay at batch 1, timed as candidates of their own (OpenVINO compiled for one image). The peers
-are what each back end's users get with its defaults (PEER_DEFAULT_INT8), made from the unmodified model.
+are what each back end's users get from its int8 defaults (PEER_DEFAULT_INT8), made from the unmodified model.
 """
 from __future__ import annotations
 
@@ -16,17 +17,30 @@ import numpy as np
 
 from pipeline.convert.candidates import CANDIDATES, PEER_DEFAULT_INT8
 
-# format -> the int8 candidates the optimizer deploys in it
-DEPLOY_INT8: dict[str, tuple[str, ...]] = {"onnx": ("ort_per_channel_u8",), "tflite": ("litert_int8",),
-                                           "openvino": ("openvino_int8",), "executorch": ("executorch_int8",)}
+# format -> the candidates the optimizer deploys in it (ExecuTorch's fp32 is left out: its XNNPACK int8 is the same
+# kernels' faster path, and a .pte build costs about a minute)
+DEPLOY: dict[str, tuple[str, ...]] = {"onnx": ("ort_per_channel_u8", "ort_fp32"), "tflite": ("litert_int8", "litert_fp32"),
+                                      "openvino": ("openvino_int8", "openvino_default"),
+                                      "executorch": ("executorch_int8",)}
 # runtime options timed as candidates of their own: name -> (the candidate whose file they run, settings in its meta)
 OPTIONS: dict[str, tuple[str, dict]] = {"openvino_int8_static": ("openvino_int8", {"static_shape": True})}
-SUPPORTED = tuple(DEPLOY_INT8)
+SUPPORTED = tuple(DEPLOY)
 
 
 def deployable(formats: list[str]) -> list[str]:
-    """The int8 candidates (files to build) for a device that deploys `formats`, in its order of preference."""
-    return [c for f in formats for c in DEPLOY_INT8.get(f, ())]
+    """The candidates (files to build) for a device that deploys `formats`, in its order of preference."""
+    return [c for f in formats for c in DEPLOY.get(f, ())]
+
+
+def precision_of(name: str) -> str:
+    """The precision a candidate computes in here (OpenVINO's default: what its CPU plugin picks on this host)."""
+    p = CANDIDATES[name].precision
+    if p != "default":
+        return p
+    from pipeline.convert.openvino import default_inference_precision
+
+    got = default_inference_precision()
+    return {"f32": "fp32", "f16": "fp16"}.get(got, got)
 
 
 def options_for(builds: list[str]) -> dict[str, tuple[str, dict]]:
@@ -70,6 +84,10 @@ def build_one(store, name: str, model_key: str, torch_path: Path, meta: dict, ca
                "torch": Artifact("model", "torch", "fp32", torch_path, meta), "calib": calib, "method": "minmax",
                "shared": {}, "ir_dir": out / "ir"}  # (no accuracy-controlled candidate here: no ac_data)
         path, m = build(name, c, out, env)
+        if not Path(path).resolve().is_relative_to(out.resolve()):  # the input itself (ort_fp32): kept in the entry
+            import shutil
+
+            path = Path(shutil.copy2(path, out / Path(path).name))
         model = runtimes.load(c.format, path, m, threads=0)
         acc = float((runtimes.predict_all(model, val[0], 64).argmax(1) == val[1]).mean())
         return {"path": str(Path(path).relative_to(out)), "meta": m, "accuracy": acc,
@@ -100,7 +118,7 @@ def deploy_all(store, builds: list[str], model_key: str, torch_path: Path, meta:
     for name in builds:
         r = build_one(store, name, model_key, torch_path, meta, calib, val, log)
         r.update(model=label, backend=CANDIDATES[name].backend, format=CANDIDATES[name].format, options={},
-                 model_key=model_key, torch_path=str(torch_path))
+                 model_key=model_key, torch_path=str(torch_path), precision=precision_of(name))
         if "path" in r:
             r["size_bytes"] = size_of(r["format"], r["path"])
         rows.append(r)

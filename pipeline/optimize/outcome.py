@@ -52,7 +52,7 @@ CANDIDATE_ABOUT = {"ort_per_channel_u8": "ONNX Runtime quantize_static, per-chan
 
 
 def _row_out(r: dict) -> dict:
-    keep = ("id", "model", "name", "backend", "format", "settings", "accuracy", "drop", "size_bytes", "latency_ms",
+    keep = ("id", "model", "name", "backend", "format", "precision", "settings", "accuracy", "drop", "size_bytes", "latency_ms",
             "latency_interval", "speedup_vs_peer", "speedup_vs_peer_interval", "ram_estimate_mb", "peer", "front",
             "within_budget", "why_not", "chosen", "qat", "not_runnable", "runtime", "option_of")
     return {k: r[k] for k in keep if k in r}

@@ -119,7 +119,7 @@ class Optimize(Stage):
         metrics = {k: float(f[k]) for k in ("speedup_vs_peer_default", "accuracy_drop") if f.get(k) is not None}
         metrics.update(trials=float(f["search"]["trials"]), search_wall_seconds=float(f["search"]["wall_seconds"]),
                        cache_saved_seconds=float(f["search"]["cache"]["saved_seconds"]))
-        return StageResult(Artifact(ctx.name, c["format"], "int8", result["path"], meta), metrics=metrics,
+        return StageResult(Artifact(ctx.name, c["format"], c["precision"], result["path"], meta), metrics=metrics,
                            files=result["files"], info={"optimization": {"chosen": f["chosen"],
                                                                          "stop_reason": f["search"]["stop_reason"]}},
                            about={ctx.name: Findings(optimization=f)})
