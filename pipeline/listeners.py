@@ -77,6 +77,8 @@ class MlflowListener(Listener):
             from pipeline import mlflow_report
 
             plots = {p.parent.name: str(p) for p in sorted(run.run_dir.glob("reports/*/profile.png"))}
+            plots.update({f"{p.parent.name}: Pareto front": str(p)  # (the optimize stage's accuracy/latency/size front)
+                          for p in sorted(run.run_dir.glob("artifacts/*/optimize_front.png"))})
             mlflow_report.log_card(t.client, t.run_id, summary, plots, recipe_description=run.cfg.get("description"))
             mlflow_report.log_logged_models(t.client, t.experiment_id, t.run_id, summary, self.stage_runs)
         except Exception as e:
