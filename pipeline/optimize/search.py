@@ -10,7 +10,8 @@ model_mb, latency <= latency_ms (when a latency budget is set).
 Stop rule: the trial budget, the time budget, or the first of
   - budget met: a feasible trial meets a latency budget the user set (budget.latency_ms; a device's default budget
     constrains the search but does not end it),
-  - converged: `patience` trials in a row added nothing to the feasible Pareto front (after one population).
+  - converged: once a trial is feasible, `patience` trials in a row added nothing to the feasible Pareto front (after
+    one population).
 The sampler is seeded and every trial's steps come from the cache; a search first replays the trials earlier searches
 finished (pipeline.optimize.store's index) where they fit its space, so a resumed or widened search (more trials, a
 wider range) re-uses every finished trial for free and then continues.
@@ -117,7 +118,9 @@ def run(evaluate: Callable[[dict], dict], space: Space, limits: Limits, n_trials
         out.trials.append(r)
         mark_front(out.trials)
         added = r.get("front") and r["number"] not in before
-        quiet = 0 if added else quiet + 1
+        # patience counts only once something is feasible: until then the constrained sampler is still finding the
+        # feasible region, which is progress of its own
+        quiet = 0 if added or not any(t["feasible"] for t in out.trials) else quiet + 1
         log.info("trial %d %s: top-1 %.4f (drop %.2f), %.3f ms, %.2f MB, %s%s [%s]", i, params, r["accuracy"],
                  r["drop"], r["latency_ms"], r["size_mb"], "feasible" if r["feasible"] else "misses a budget",
                  ", on the front" if r.get("front") else "", r.get("step", ""))
@@ -135,13 +138,16 @@ def run(evaluate: Callable[[dict], dict], space: Space, limits: Limits, n_trials
 
 def finalists(trials: list[dict], k: int) -> list[dict]:
     """Up to k trials of the feasible front for the full fine-tune: the fastest, the most accurate and evenly between
-    (by proxy latency). With no feasible trial, the k most accurate (the final choice then says what they miss)."""
+    (by proxy latency). With no feasible trial (a proxy too short to recover within the slack), the same spread over
+    the front of all trials: the full fine-tune and the validation split then say what each keeps."""
     def unique(ts):  # a trial the sampler suggested again is the same model (the same cached steps)
         return list({t.get("key", t["number"]): t for t in reversed(ts)}.values())[::-1]
 
-    front = sorted(unique([t for t in trials if t.get("front")]), key=lambda t: (t["latency_ms"], t["number"]))
-    if not front:
-        return sorted(unique(trials), key=lambda t: -t["accuracy"])[:k]
+    pool = [t for t in trials if t.get("front")]
+    if not pool:
+        everyone = unique(trials)
+        pool = [everyone[i] for i in front_mod.non_dominated(everyone)]
+    front = sorted(unique(pool), key=lambda t: (t["latency_ms"], t["number"]))
     if len(front) <= k:
         return front
     picks = sorted({round(j * (len(front) - 1) / (k - 1)) for j in range(k)}) if k > 1 else [0]

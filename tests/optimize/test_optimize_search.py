@@ -110,8 +110,12 @@ def test_stop_rules():
                      None, LOG)
     assert met.stop_reason.startswith("budget met") and met.trials[-1]["feasible"]
     assert len(met.trials) < 30 and not any(t["feasible"] for t in met.trials[:-1])
-    quiet = search.run(_fake({}), space, search.Limits(0.0, 0.0), 40, 4, 0, 3, None, LOG)  # only ratio 0 is feasible
+    quiet = search.run(_fake({}), space, search.Limits(2.0, 0.0), 40, 4, 0, 3, None, LOG)
     assert quiet.stop_reason.startswith("converged") and len(quiet.trials) < 40
+    first = next(i for i, t in enumerate(quiet.trials) if t["feasible"])
+    assert len(quiet.trials) >= max(first + 1 + 3, 4)  # patience starts with the first feasible trial
+    never = search.run(_fake({}), space, search.Limits(-1.0, 0.0), 12, 4, 0, 3, None, LOG)  # nothing can be feasible
+    assert never.stop_reason == "trial budget: 12 trials"
     capped = search.run(_fake({}), space, search.Limits(5.0, 0.0), 6, 4, 0, 99, None, LOG)
     assert capped.stop_reason == "trial budget: 6 trials" and len(capped.trials) == 6
     timed = search.run(_fake({}), space, search.Limits(5.0, 0.0), 6, 4, 0, 99, 0.0, LOG)
@@ -126,4 +130,5 @@ def test_front_and_finalists():
     picked = search.finalists(trials, 2)
     assert [t["number"] for t in picked] == [4, 2]  # the fastest and the most accurate; the repeat of 0 once
     assert [t["number"] for t in search.finalists(trials, 5)] == [4, 0, 2]
-    assert search.finalists([{**t, "front": False} for t in trials], 1)[0]["number"] == 2  # none feasible: most accurate
+    none = [{**t, "front": False} for t in trials]  # none feasible: the same spread over the front of all trials
+    assert [t["number"] for t in search.finalists(none, 2)] == [4, 2]
