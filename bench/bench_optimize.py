@@ -79,6 +79,9 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="more overrides, e.g. --set stages.optimize.trials=8")
     ap.add_argument("--append", default=None, help="append the markdown section to this file")
     args = ap.parse_args()
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S")  # the stages' lines
     from pipeline.runtimes import cpu_model
 
     out = Path(args.outputs)
