@@ -39,7 +39,9 @@ def lineage(d: dict, s, o) -> dict[str, Any] | None:
                                           "alpha": s.final.alpha, "epochs": s.proxy.epochs + s.final.epochs,
                                           "lr": s.final.lr},
                          "qat": {"epochs": s.qat.epochs} if c.get("qat") else None},
-        "accuracy_steps": {"unmodified_search": ref["search_accuracy"], "pruned_search": trial["accuracy_pruned"],
+        "accuracy_steps": {"unmodified_search": ref["search_accuracy"],
+                           "unmodified_after_proxy_search": ref.get("proxy_search_accuracy"),
+                           "pruned_search": trial["accuracy_pruned"],
                            "proxy_search": trial["accuracy"], "final_search": final["accuracy"],
                            "final_fp32_val": final["accuracy_val"], "deployed_val": c["accuracy"]}})
     return out
