@@ -2,6 +2,7 @@
 
     edge-pipeline run recipe=mobilenet_int8 device=pixel7        run a recipe (python -m pipeline ... is the same)
     edge-pipeline plan recipe=mobilenet_int8 device=host         what would run and what the cache reuses
+    edge-pipeline optimize device=pixel7 budget.accuracy_drop=1  the fastest pruned, distilled int8 model in budget
     edge-pipeline benchmark model=mobilenet_v2                   one model in every format, timed side by side
     edge-pipeline gate --against champion                        this run's model against the registry champion
     edge-pipeline compare experiment=mobilenet_int8              leaderboard of runs: table, Pareto plot, HTML
@@ -25,8 +26,9 @@ class Command:
     run: Callable[[list[str]], int]
 
 
-def _hydra(extra: list[str]) -> Callable[[list[str]], int]:
-    """A command that runs the Hydra entry point with `extra` arguments added (plan: --plan)."""
+def _hydra(extra: list[str], recipe: str | None = None) -> Callable[[list[str]], int]:
+    """A command that runs the Hydra entry point with `extra` arguments added (plan: --plan), and `recipe=<recipe>`
+    first when the arguments name no recipe (optimize)."""
 
     def run(args: list[str]) -> int:
         if any(a in ("-h", "--help") for a in args):
@@ -36,7 +38,8 @@ def _hydra(extra: list[str]) -> Callable[[list[str]], int]:
             return 0
         from pipeline.cli.launch import run_hydra
 
-        return run_hydra([*args, *extra])
+        first = [f"recipe={recipe}"] if recipe and not any(a.startswith("recipe=") for a in args) else []
+        return run_hydra([*first, *args, *extra])
 
     return run
 
@@ -53,6 +56,8 @@ def _module_main(module: str) -> Callable[[list[str]], int]:
 COMMANDS: dict[str, Command] = {
     "run": Command("run a recipe for a device (Hydra overrides; -m for a sweep)", _hydra([])),
     "plan": Command("print what a run would do and what the cache would reuse; runs nothing", _hydra(["--plan"])),
+    "optimize": Command("search pruning, distillation and int8 for the fastest model in the budgets "
+                        "(recipe=optimize unless another recipe is named)", _hydra([], recipe="optimize")),
     "benchmark": Command("one model in every format and precision this host runs, timed side by side",
                          _module_main("pipeline.cli.benchmark")),
     "gate": Command("release gate for CI: this run's deployable model against the registry champion",

@@ -25,7 +25,8 @@ class DataConfig:
     seed: Seed = 0  # split seed
     mean: List[Finite] = field(default_factory=lambda: [0.5, 0.5, 0.5])  # per-channel normalisation
     std: List[Positive] = field(default_factory=lambda: [0.5, 0.5, 0.5])  # per-channel divisor, > 0
-    max_per_class: Optional[at_least(2, integer=True)] = None  # cap images per class (quick experiments on big folders)
+    max_per_class: Optional[at_least(2, integer=True)] = None  # cap images per class (quick experiments on big folders;
+    #                                                          fashion_mnist: training images per class)
     # an unreadable, truncated, oversized or unconvertible image: error = refuse the plan listing every such file;
     # skip = leave them out (each one and the count are logged)
     on_bad_image: str = "error"
@@ -38,7 +39,7 @@ class DataConfig:
     # with them, and mapped back by pipeline.data._common.unletterbox) | stretch; null = letterbox
     resize: Optional[str] = None
     train_images: Optional[PositiveInt] = None  # digits_detection / digits_segmentation: composed training canvases
-    val_images: Optional[PositiveInt] = None  # the same: composed validation canvases
+    val_images: Optional[PositiveInt] = None  # the same: composed validation canvases; fashion_mnist: test images used
     digits_per_image: Optional[List[PositiveInt]] = None  # the same: [min, max] digits per canvas
     digit_size: Optional[List[Positive]] = None  # the same: [min, max] digit side as a share of the canvas
 
@@ -154,6 +155,17 @@ class GateConfig:
     tolerance_pct: NonNegative = 5.0  # release gate: a slowdown or growth below this is no regression even when measurable
 
 
+@dataclass
+class OptimizeBudgetConfig:
+    """What `recipe=optimize` must keep (pipeline/optimize); the recipe hands the same numbers to gate.*, so the run is
+    judged on them too."""
+
+    accuracy_drop: NonNegative = 1.0  # top-1 points the optimized model may lose against the unmodified fp32 model
+    latency_ms: Optional[Positive] = None  # max latency on the device; null = the device's budget (no early stop)
+    model_mb: Optional[Positive] = None  # max artifact size; null = the device's budget
+    ram_mb: Optional[Positive] = None  # max inference memory (estimate); null = the device's RAM
+
+
 # Sweeps and the registry: what a run is judged on, and where its final artifact is registered.
 @dataclass
 class ObjectiveConfig:
@@ -190,6 +202,7 @@ class PipelineConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     gate: GateConfig = field(default_factory=GateConfig)
+    budget: OptimizeBudgetConfig = field(default_factory=OptimizeBudgetConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)

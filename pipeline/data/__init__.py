@@ -26,7 +26,8 @@ DATASETS = ("digits", "imagefolder")  # the classification sets, defined here
 # are repeated in pipeline.tasks.DATA_MODULES, which says which task reads which set).
 TASK_DATASETS = {"digits_detection": "pipeline.data.detection", "coco": "pipeline.data.detection",
                  "yolo": "pipeline.data.detection", "digits_segmentation": "pipeline.data.segmentation",
-                 "masks": "pipeline.data.segmentation", "images": "pipeline.data.unlabelled"}
+                 "masks": "pipeline.data.segmentation", "images": "pipeline.data.unlabelled",
+                 "fashion_mnist": "pipeline.data.fashion_mnist"}
 ALL_DATASETS = (*DATASETS, *TASK_DATASETS)
 # Images per class of scikit-learn's bundled digits (unchanged since it shipped): planning knows the split sizes from
 # these without importing scikit-learn. tests/reliability/test_bad_inputs.py checks them against load_digits().
@@ -209,7 +210,7 @@ def num_classes(data_cfg: Any) -> int | None:
     name = str(data_cfg.name)
     if check(data_cfg):
         return None
-    if name in ("digits", "digits_detection"):
+    if name in ("digits", "digits_detection", "fashion_mnist"):
         return 10
     if name == "digits_segmentation":
         return 11  # background + 10 digits
@@ -258,6 +259,9 @@ def _task_split_sizes(data_cfg: Any) -> tuple[int, int] | None:
     from pipeline.data._common import expand, images_under
 
     name = str(data_cfg.name)
+    own = getattr(_task_module(data_cfg), "split_sizes", None)
+    if own is not None:
+        return own(data_cfg)
     if name.startswith("digits_"):
         return int(data_cfg.train_images), int(data_cfg.val_images)
     root = expand(data_cfg.path)

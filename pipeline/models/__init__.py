@@ -6,7 +6,9 @@ A PyTorch artifact is stored without pickled code: `model.pt` (a state_dict, rea
 `model.json`, the architecture spec that rebuilds the module. The spec names a zoo model (`name`) or the user's own
 class (`target`, imported, never unpickled), plus the structural edits later stages made:
   `resized`: {module path: new sizes} of Conv2d/BatchNorm2d/Linear layers a structured pruning shrank;
-  `bn_folded`: true once batch norms were folded into their convolutions (the fuse stage).
+  `bn_folded`: true once batch norms were folded into their convolutions (the fuse stage);
+  `removed`: [module paths] of whole blocks replaced by an identity (depth pruning, pipeline/optimize): blocks whose
+             output has their input's shape, so the network around them is unchanged.
 A spec with `kind: export` or `kind: torchscript` points at a torch.export (.pt2) or TorchScript file instead; those
 load with torch.export.load / torch.jit.load (no pickle either) and are graphs that later stages can run and export,
 not rebuild.
@@ -214,6 +216,61 @@ def fold_batchnorm(model) -> int:
     return len(pairs)
 
 
+def remove_blocks(model, paths: list[str]):
+    """Replace the modules at `paths` by identities, in place (depth pruning); returns the model."""
+    from torch import nn
+
+    for name in paths:
+        parent_name, _, attr = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        if not hasattr(parent, attr):
+            raise ValueError(f"model.json: `removed` names {name!r}, which the model does not have")
+        setattr(parent, attr, nn.Identity())
+    return model
+
+
+def removable_blocks(model, input_shape) -> list[str]:
+    """Module paths of the blocks depth pruning may remove: residual blocks, i.e. children of an nn.Sequential whose
+    output has their input's shape and that become the identity when their weights are zero (x + f(x) with f = 0).
+    Found by behaviour, not by class, so any residual block of any model counts: one input runs through the model,
+    each candidate is re-run on what it saw with its weights zeroed. Replacing one by an identity keeps every other
+    layer's shapes."""
+    import copy
+
+    import torch
+    from torch import nn
+
+    seen: dict[str, torch.Tensor] = {}
+    hooks = []
+    for name, seq in model.named_modules():
+        if not isinstance(seq, nn.Sequential):
+            continue
+        for child, m in seq.named_children():
+            if any(True for _ in m.children()) and any(True for _ in m.parameters()):
+                path = f"{name}.{child}" if name else child
+                hooks.append(m.register_forward_hook(
+                    lambda mod, args, out, path=path: seen.__setitem__(path, args[0].detach())
+                    if args and isinstance(out, torch.Tensor) and out.shape == args[0].shape else None))
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.randn(2, *list(input_shape)[1:], generator=torch.Generator().manual_seed(0)))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was)
+    found = []
+    for path, x in seen.items():
+        block = copy.deepcopy(model.get_submodule(path)).eval()
+        with torch.no_grad():
+            for n, t in [*block.named_parameters(), *block.named_buffers()]:
+                t.fill_(1.0 if n.endswith("running_var") else 0.0)
+            if torch.allclose(block(x), x):
+                found.append(path)
+    return [p for p in found if not any(p.startswith(f + ".") for f in found)]  # outermost blocks only
+
+
 def build_from_spec(spec: dict[str, Any]):
     """An untrained module of the spec's architecture, with its structural edits applied (weights not loaded)."""
     if spec.get("target"):
@@ -221,6 +278,8 @@ def build_from_spec(spec: dict[str, Any]):
         model = cls(**spec.get("init", {}))
     else:
         model = build(spec["name"], spec["num_classes"], **spec.get("kwargs", {}))
+    if spec.get("removed"):  # first: the layers of a removed block are not there to fold or resize
+        remove_blocks(model, spec["removed"])
     # Fold first, then resize: a folded batch norm is an Identity that keeps no size, whichever edit came first.
     if spec.get("bn_folded"):
         fold_batchnorm(model.eval())

@@ -260,7 +260,7 @@ CARD_DIR = "card"  # <run folder>/card: the card and its pictures, as logged on 
 
 def write_card(summary: Summary, run_dir: Path) -> dict[str, str]:
     """Draw the card's pictures into <run_dir>/card (the accuracy-vs-latency-and-size plot, the costliest layers of
-    fp32 and int8, one profile picture per model named for it) and write summary_card.md and .html beside them.
+    fp32 and int8, one profile picture per model named for it, the optimize stage's front) and write summary_card.md and .html beside them.
     Returns {title: picture path} (what `log_card` logs). A picture that cannot be drawn is left out, with a warning."""
     import logging
     import shutil
@@ -285,6 +285,10 @@ def write_card(summary: Summary, run_dir: Path) -> dict[str, str]:
         dest = out / f"profile_{re.sub(r'[^A-Za-z0-9_.-]+', '_', model)}.png"
         shutil.copyfile(png, dest)
         plots[f"profile of {model}"] = str(dest)
+    for png in sorted(Path(run_dir).glob("artifacts/*/optimize_front.png")):  # the optimize stage's search front
+        dest = out / f"optimize_front_{png.parent.name}.png"
+        shutil.copyfile(png, dest)
+        plots[f"{png.parent.name}: accuracy, latency and size front of the search"] = str(dest)
     (out / "summary_card.md").write_text(card_markdown(summary, plots))
     (out / "summary_card.html").write_text(card_html(summary, plots))
     return plots

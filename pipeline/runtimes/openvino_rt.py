@@ -6,6 +6,9 @@ What the artifact's meta says under `openvino` decides how it is compiled:
   inference_precision:  null = the plugin's default (on a CPU with AVX-512 BF16 or AMX that is bf16, not fp32) |
                         f32 | bf16 | f16: the precision the plugin computes float layers in
   num_streams:          null = what the hint picks
+  static_shape:         true = the input is fixed to one image (`model.reshape` before compiling): the CPU plugin then
+                        compiles shape-specialised kernels, measured 1.2x faster at batch 1 on a pruned EfficientNet-Lite0
+                        (pipeline/optimize times it beside the dynamic-batch model); batches run image by image
 The runtime string names the precision the compiled model actually uses, read back from the plugin.
 """
 from __future__ import annotations
@@ -70,7 +73,11 @@ class OpenvinoModel:
                              f"{', '.join(here)}); run the model with openvino.device=CPU here, or on a machine "
                              f"with that device")
         try:
-            self.compiled = core.compile_model(str(path), device, compile_config(settings, threads))
+            source = str(path)
+            if settings.get("static_shape") and meta.get("input_shape"):
+                source = core.read_model(str(path))
+                source.reshape([1, *list(meta["input_shape"])[1:]])
+            self.compiled = core.compile_model(source, device, compile_config(settings, threads))
         except RuntimeError as e:
             raise ValueError(f"OpenVINO cannot load {path}: {str(e).strip().splitlines()[-1]}. The file is corrupt "
                              f"or not an OpenVINO IR (model.xml next to its model.bin); re-create it (re-run with "
@@ -88,6 +95,7 @@ class OpenvinoModel:
         precision = facts.get("precision")
         self.inference_precision = precision.get_type_name() if precision is not None else None
         shown = [f"{self.inference_precision} compute" if self.inference_precision else None,
+                 "static shape" if settings.get("static_shape") else None,
                  str(facts["mode"]) if "mode" in facts else None,
                  f"{int(facts['streams'])} stream(s)" if "streams" in facts else None]
         self.runtime = f"OpenVINO {ov.get_version().split('-')[0]} {device} ({', '.join(f for f in shown if f)})"

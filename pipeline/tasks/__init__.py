@@ -45,16 +45,16 @@ HIGHER_IS_BETTER: dict[str, bool] = {"top1": True, "top5": True, "map50_95": Tru
                                      "pixel_acc": True}
 # The data sets each task reads (the `data.name` values), for the plan-time check of a recipe.
 DATASETS: dict[str, tuple[str, ...]] = {
-    "classification": ("digits", "imagefolder"),
+    "classification": ("digits", "imagefolder", "fashion_mnist"),
     # (images: no labels; the model is held to its source by the task's agreement, and evaluate shows n/a)
     "detection": ("digits_detection", "coco", "yolo", "images"),
     "segmentation": ("digits_segmentation", "masks", "images"),
-    "none": ("images", "digits", "imagefolder", "digits_detection", "digits_segmentation", "coco", "yolo", "masks"),
+    "none": ("images", "digits", "imagefolder", "fashion_mnist", "digits_detection", "digits_segmentation", "coco", "yolo", "masks"),
 }
 # Module holding check / fingerprint / load for each data set name of a task (the classification sets live in
 # pipeline.data itself).
 DATA_MODULES: dict[str, str] = {
-    "digits": "pipeline.data", "imagefolder": "pipeline.data",
+    "digits": "pipeline.data", "imagefolder": "pipeline.data", "fashion_mnist": "pipeline.data.fashion_mnist",
     "digits_detection": "pipeline.data.detection", "coco": "pipeline.data.detection", "yolo": "pipeline.data.detection",
     "digits_segmentation": "pipeline.data.segmentation", "masks": "pipeline.data.segmentation",
     "images": "pipeline.data.unlabelled",
