@@ -113,9 +113,7 @@ def _broken(tracker) -> bool:
 class CardListener(Listener):
     """The run card (summary_card.md / .html with its pictures) in <run folder>/card, before MLflow logs it."""
 
-    def run_finished(self, run: RunInfo, summary: Summary, path: Path | None) -> None:
-        if path is None:
-            return
+    def summary_ready(self, run: RunInfo, summary: Summary) -> None:
         from pipeline.report import card
 
         try:

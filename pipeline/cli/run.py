@@ -187,10 +187,11 @@ def main() -> None:
             shutil.rmtree(plan_dir, ignore_errors=True)
         from pipeline.core import interrupts
 
+        # first ignore (the interpreter's shutdown would put the default, a kill, back), then report what came before
+        interrupts.ignore_from_now()
         if interrupts.late() is not None:
             print(f"note: {interrupts.name(interrupts.late())} arrived after the run was recorded; nothing was lost",
                   file=sys.stderr)
-        interrupts.ignore_from_now()  # the interpreter's shutdown would put the default (kill) back
 
 
 def _main(sweep) -> None:

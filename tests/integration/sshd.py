@@ -72,12 +72,17 @@ def ssh_board(extra_config: str = "", sftp: bool = True) -> Iterator[Board]:
         agent = subprocess.Popen(["ssh-agent", "-D", "-a", sock], stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL, start_new_session=True)
         procs.append(agent)
-        deadline = time.time() + 10
-        while not Path(sock).exists() and time.time() < deadline:
-            time.sleep(0.1)
         env = {"SSH_AUTH_SOCK": sock}
-        subprocess.run(["ssh-add", "-q", str(root / "user_key")], check=True, capture_output=True,
-                       env={**os.environ, **env})
+        # the socket file appears when the agent binds it, a moment before it listens: add the key until it takes it
+        deadline = time.time() + 20
+        while True:
+            added = subprocess.run(["ssh-add", "-q", str(root / "user_key")], capture_output=True, text=True,
+                                   env={**os.environ, **env})
+            if added.returncode == 0:
+                break
+            if time.time() > deadline or agent.poll() is not None:
+                raise RuntimeError(f"ssh-agent did not take the test key: {added.stderr.strip()}")
+            time.sleep(0.1)
         (root / "user_key").unlink()  # from here on the key exists only in the agent
         host_pub = (root / "host_key.pub").read_text().split()
         kh = root / "known_hosts"

@@ -35,7 +35,7 @@ def test_openvino_with_accuracy_control_in_a_run(make_cfg):
     cfg = make_cfg("recipe=tiny_int8", "device=core_ultra7_laptop", "tracking=none", "stages.export.type=export",
                    "stages.quantize.type=quantize", "+stages.quantize.accuracy_control=true",
                    "+stages.quantize.accuracy_control_samples=64")
-    summary = app.run(cfg)  # the device deploys OpenVINO: `type: export` builds an IR without pinning
+    summary = app.run(cfg).to_dict()  # the device deploys OpenVINO: `type: export` builds an IR without pinning
     assert summary["status"] == "success", summary["error"]
     arts = _artifacts(summary)
     assert arts["export"]["format"] == "openvino" and arts["quantize"]["precision"] == "int8"

@@ -52,7 +52,8 @@ def _check(summary: dict, task: str, metrics: tuple[str, ...], outputs: list[str
 def test_detector_on_pixel7_full_integer_tflite(tmp_path):
     s = _run(tmp_path, "detector_int8", "pixel7", "stages.parity.min_map50_agreement=null")
     arts = _check(s, "detection", ("map50_95", "map50"), ["heatmap", "boxes"], "tflite")
-    assert arts["quantize"]["integer_only"] and not arts["quantize"]["float_operators"]
+    facts = arts["quantize"]["facts"]
+    assert facts["integer_only"] and not facts["float_operators"]
 
 
 def test_segmenter_on_jetson_int8_onnx(tmp_path):

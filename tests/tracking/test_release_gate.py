@@ -14,7 +14,7 @@ from pipeline.core.errors import GateFailed
 from pipeline.report.schema import Summary
 
 BASE = ["recipe=tiny_int8", "device=host", "model.input_size=32", "stages.train.epochs=6", "stages.train.threads=1",
-        "stages.train.lr=0.01", "~stages.benchmark"]
+        "stages.train.lr=0.01", "~stages.benchmark", "registry.enabled=true"]
 WORSE = ["stages.prune.type=prune", "stages.prune.inputs=[train]", "stages.prune.epochs=0", "stages.prune.amount=0.5",
          "stages.export.inputs=[prune]", "stages.quantize.calibration_samples=1"]
 
