@@ -31,7 +31,7 @@ def run(overrides: list[str]) -> tuple[dict, float]:
     from pipeline.app import run as run_pipeline
 
     t0 = time.perf_counter()
-    summary = run_pipeline(compose_cfg(overrides))
+    summary = run_pipeline(compose_cfg(overrides)).to_dict()
     return summary, time.perf_counter() - t0
 
 

@@ -30,7 +30,7 @@ def build(size: int, prune: float, work: Path) -> dict[str, dict]:
 
     from pipeline import models
     from pipeline.core.artifacts import Artifact
-    from pipeline.convert.candidates import CANDIDATES, build as build_candidate
+    from pipeline.library.candidates import Env, build as build_candidate
     from pipeline.convert.onnx import export_torch
     from pipeline.optimize import surgery
 
@@ -45,12 +45,11 @@ def build(size: int, prune: float, work: Path) -> dict[str, dict]:
     export_torch(model, shape, fp32)
     meta = {"input_shape": shape, "num_classes": 10}
     calib = np.random.default_rng(0).standard_normal((32, *shape[1:])).astype(np.float32)
-    env = {"src": Artifact("m", "onnx", "fp32", fp32, meta), "torch": None, "calib": calib, "method": "minmax",
-           "shared": {}, "ir_dir": work / "ir"}
+    env = Env(src=Artifact("m", "onnx", "fp32", fp32, meta), torch=None, calib=calib, ir_dir=work / "ir")
     out = {}
     for name in ("ort_per_channel_u8", "openvino_int8"):
         (work / name).mkdir()
-        path, m = build_candidate(name, CANDIDATES[name], work / name, env)
+        path, m = build_candidate(name, work / name, env)
         out[name] = {"path": path, "meta": m}
     g = onnx.load(str(out["ort_per_channel_u8"]["path"]))
     for v in [*g.graph.input, *g.graph.output]:

@@ -179,11 +179,22 @@ def library_versions(cls: type, reach: frozenset[str] | None = None, extra_modul
     """Versions of the distributions a task can reach: those providing the third-party modules imported anywhere in
     its code closure, plus any its stage declares in `libraries` (a distribution used without an import of its own)."""
     _, external = closure(starts_of(cls, extra_modules), reach)
-    dists = set(getattr(cls, "libraries", ()))
+    return _versions(external, getattr(cls, "libraries", ()))
+
+
+def _versions(external: Iterable[str], declared: Iterable[str] = ()) -> dict[str, str]:
+    dists = set(declared)
     for top in external:
         dists.update(_distributions().get(top, ()))
     norm = {re.sub(r"[-_.]+", "-", d).lower() for d in dists}
     return {d: _version(d) for d in sorted(norm)}
+
+
+def module_code(modules: Iterable[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """({file: sha256 prefix}, {distribution: version}) of the import closure of `modules`: the code key of a step
+    a library caches itself (the optimizer's trials), changing with that code only, not with its stage's."""
+    files, external = closure(tuple(sorted({f for m in modules if (f := _module_file(m)) is not None})), None)
+    return ({_name(p): hashlib.sha256(p.read_bytes()).hexdigest()[:16] for p in sorted(files)}, _versions(external))
 
 
 def strings_in(obj) -> set[str]:

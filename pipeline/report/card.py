@@ -260,7 +260,8 @@ CARD_DIR = "card"  # <run folder>/card: the card and its pictures, as logged on 
 
 def write_card(summary: Summary, run_dir: Path) -> dict[str, str]:
     """Draw the card's pictures into <run_dir>/card (the accuracy-vs-latency-and-size plot, the costliest layers of
-    fp32 and int8, one profile picture per model named for it, the optimize stage's front) and write summary_card.md and .html beside them.
+    fp32 and int8, one profile picture per model named for it, the optimize stage's front) and write summary_card.md
+    and .html beside them.
     Returns {title: picture path} (what `log_card` logs). A picture that cannot be drawn is left out, with a warning."""
     import logging
     import shutil

@@ -106,9 +106,9 @@ class Optimize(Stage):
         src = ctx.input
         opts = self._options(ctx, p, src)
         # the optimizer's steps live in the run's stage cache (cache.dir, or <outputs>/cache), keyed by their own code
-        cache = ctx.settings.cache
-        root = None if not cache.enabled else (Path(cache.dir).expanduser().resolve() if cache.dir
-                                               else Path(ctx.settings.paths.outputs).expanduser() / "cache")
+        cache_dir = ctx.settings.cache.dir
+        root = None if not ctx.settings.cache.enabled else (
+            Path(cache_dir).expanduser().resolve() if cache_dir else Path(ctx.settings.paths.outputs).expanduser() / "cache")
         result = engine.optimize(src, ctx.data(), opts, root, ctx.workdir, ctx.log)
         f = result["findings"]
         if result["chosen"] is None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import compose_cfg
-from pipeline.convert.candidates import PEER_DEFAULT_INT8
+from pipeline.library.candidates import PEER_DEFAULT_INT8
 
 pytestmark = pytest.mark.slow  # trains a tiny teacher, searches, deploys and times: minutes on 2 busy cores
 
@@ -27,9 +27,9 @@ def runs(tmp_path_factory):
     from pipeline.app import run
 
     out = tmp_path_factory.mktemp("optimize") / "outputs"
-    first = run(compose_cfg(TINY, out))
-    again = run(compose_cfg(TINY, out))
-    wider = run(compose_cfg([*TINY, "stages.optimize.trials=6", "stages.optimize.ratio_max=0.8"], out))
+    first = run(compose_cfg(TINY, out)).to_dict()
+    again = run(compose_cfg(TINY, out)).to_dict()
+    wider = run(compose_cfg([*TINY, "stages.optimize.trials=6", "stages.optimize.ratio_max=0.8"], out)).to_dict()
     return first, again, wider
 
 
