@@ -89,6 +89,7 @@ def main() -> None:
             f"stages.train.threads={args.threads}", f"stages.optimize.threads={args.threads}", *args.set]
     load0 = os.getloadavg()
     host, host_s = run([*base, "device=host"])
+    print("\n".join(headline("device=host", host, host_s)), flush=True)  # (kept in the log if a later run fails)
     resumed, resumed_s = run([*base, "device=host", "cache.force=[optimize]"])
     lines = [f"\n### optimize: EfficientNet-Lite0 (ImageNet) on Fashion-MNIST at 128 px, {time.strftime('%Y-%m-%d %H:%M')}\n",
              f"`python bench/bench_optimize.py {' '.join(sys.argv[1:])}`. Machine: {cpu_model()}, {os.cpu_count()} cores, "
