@@ -18,7 +18,8 @@ import sys
 from pathlib import Path
 
 from pipeline.core import arguments as cli_args
-from pipeline.core.cache import Cache, digest, verify_run
+from pipeline.core.cache import Cache, digest
+from pipeline.core.runfiles import verify_run
 
 SUMMARY_DIGEST = "summary_sha256"  # summary.json's digest of its other fields (pipeline.report.summary.write_summary)
 

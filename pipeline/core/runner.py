@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core import cache as cache_mod
-from pipeline.core import console
+from pipeline.core import console, runfiles
 from pipeline import data as data_mod
 from pipeline.core import results
 from pipeline.core import codekey
@@ -292,7 +292,7 @@ class Runner:
             for f in rec.files:
                 dest = self.run_dir / "reports" / rec.name / f.name
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                cache_mod.publish(f, dest)
+                runfiles.publish(f, dest)
             return
         dest_root = self.run_dir / "artifacts" / rec.stage
         for src in entry.out.rglob("*"):
@@ -300,7 +300,7 @@ class Runner:
                 dest = dest_root / src.relative_to(entry.out)
                 try:
                     dest.parent.mkdir(parents=True, exist_ok=True)
-                    cache_mod.publish(src, dest)
+                    runfiles.publish(src, dest)
                 except OSError as e:  # no half-copied model in the run folder; the cache entry itself is complete
                     shutil.rmtree(dest_root, ignore_errors=True)
                     err = StageError(f"stage '{rec.name}': could not copy its result into {dest_root} ({e.strerror}); "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.data import size
+from pipeline.data._common import Dataset
 from pipeline.data.files import IMAGE_SUFFIXES, _class_dirs, _images
 
 log = logging.getLogger("pipeline")
@@ -34,20 +35,6 @@ ALL_DATASETS = (*DATASETS, *TASK_DATASETS)
 DIGITS_PER_CLASS = (178, 182, 177, 183, 181, 182, 181, 179, 174, 180)
 
 
-@dataclass
-class Dataset:
-    """Preprocessed float32 NCHW arrays and integer labels, split once with a fixed seed."""
-
-    train_x: np.ndarray
-    train_y: np.ndarray
-    val_x: np.ndarray
-    val_y: np.ndarray
-    classes: list[str]
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
 
 
 ON_BAD_IMAGE = ("error", "skip")

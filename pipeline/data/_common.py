@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
@@ -10,6 +11,24 @@ from typing import Any, Iterable
 import numpy as np
 
 from pipeline.data.files import IMAGE_SUFFIXES
+
+
+@dataclass
+class Dataset:
+    """Preprocessed float32 NCHW arrays and their labels (integer classes here; a task data set says what its labels
+    are), split once with a fixed seed."""
+
+    train_x: np.ndarray
+    train_y: Any
+    val_x: np.ndarray
+    val_y: Any
+    classes: list[str]
+    meta: dict[str, Any] = field(default_factory=dict)
+    task: str = "classification"
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
 
 
 def expand(path: Any) -> Path:

@@ -13,34 +13,24 @@ A seeded share (data.val_fraction) of the images is held out for validation.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pipeline.data.checks import coco as check_coco, listing, yolo as check_yolo
-from pipeline.data._common import (check_norm, norm_of, expand, fingerprint_files, images_under, normalize, read_rgb,
-                                   seeded_split, settings_of)
+from pipeline.data._common import (Dataset, check_norm, expand, fingerprint_files, images_under, norm_of, normalize,
+                                   read_rgb, seeded_split, settings_of)
 
 NAMES = ("digits_detection", "coco", "yolo")
 
 
 @dataclass
-class DetectionDataset:
+class DetectionDataset(Dataset):
     """float32 NCHW images; labels per image as {"boxes": float32 [k, 4] x1y1x2y2 pixels, "labels": int64 [k]}."""
 
-    train_x: np.ndarray
-    train_y: list
-    val_x: np.ndarray
-    val_y: list
-    classes: list[str]
-    meta: dict[str, Any] = field(default_factory=dict)
     task: str = "detection"
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
 
 
 def _yolo_classes(data_cfg: Any, root: Path) -> list[str] | None:

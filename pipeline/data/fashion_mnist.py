@@ -12,13 +12,12 @@ normalised with data.mean / data.std (ImageNet's statistics by default, what pre
 from __future__ import annotations
 
 import gzip
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipeline.data._common import check_norm, expand, fingerprint_files, norm_of, normalize, settings_of
+from pipeline.data._common import Dataset, check_norm, expand, fingerprint_files, norm_of, normalize, settings_of
 
 NAMES = ("fashion_mnist",)
 CLASSES = ["t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"]
@@ -26,22 +25,6 @@ FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
          "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
 PER_CLASS = {"train": 6000, "test": 1000}  # images per class in each file
 DEFAULT_PATH = "/usr/share/datasets/fashion-mnist"
-
-
-@dataclass
-class FashionDataset:
-    """The same arrays as pipeline.data.Dataset: float32 NCHW images, int64 labels."""
-
-    train_x: np.ndarray
-    train_y: np.ndarray
-    val_x: np.ndarray
-    val_y: np.ndarray
-    classes: list[str]
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
 
 
 def _root(data_cfg: Any) -> Path:
@@ -106,7 +89,7 @@ def _to_model_input(images: np.ndarray, size: int, data_cfg: Any) -> np.ndarray:
     return out
 
 
-def load(data_cfg: Any, input_size: int) -> FashionDataset:
+def load(data_cfg: Any, input_size: int) -> Dataset:
     problems = check(data_cfg)
     if problems:
         raise ValueError("; ".join(problems))
@@ -118,5 +101,5 @@ def load(data_cfg: Any, input_size: int) -> FashionDataset:
     va = _per_class(vy, int(val) // 10, np.random.default_rng(seed + 1)) if val else np.arange(len(vy))
     meta = {"name": "fashion_mnist", "input_size": input_size, **norm_of(data_cfg), "train": len(tr), "val": len(va),
             "source": str(root), "split": "training images from the training file, validation from the test file"}
-    return FashionDataset(_to_model_input(tx[tr], input_size, data_cfg), ty[tr],
+    return Dataset(_to_model_input(tx[tr], input_size, data_cfg), ty[tr],
                           _to_model_input(vx[va], input_size, data_cfg), vy[va], list(CLASSES), meta)

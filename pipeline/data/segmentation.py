@@ -10,35 +10,25 @@ appear at the edges).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pipeline.data.checks import listing, masks as check_masks
-from pipeline.data._common import (check_norm, norm_of, expand, fingerprint_files, images_under, normalize, read_rgb,
-                                   seeded_split, settings_of)
+from pipeline.data._common import (Dataset, check_norm, expand, fingerprint_files, images_under, norm_of, normalize,
+                                   read_rgb, seeded_split, settings_of)
 
 NAMES = ("digits_segmentation", "masks")
 IGNORE_INDEX = 255
 
 
 @dataclass
-class SegmentationDataset:
+class SegmentationDataset(Dataset):
     """float32 NCHW images; int64 masks [N, H, W] of class indices (255 = ignore) as the labels."""
 
-    train_x: np.ndarray
-    train_y: np.ndarray
-    val_x: np.ndarray
-    val_y: np.ndarray
-    classes: list[str]
-    meta: dict[str, Any] = field(default_factory=dict)
     task: str = "segmentation"
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
 
 
 def _pairs(root: Path) -> tuple[list[tuple[Path, Path]], list[str]]:

@@ -380,3 +380,14 @@ def test_summary_json_page_holds_the_tables_the_types_generate():
     page = (ROOT / "docs" / "summary-json.md").read_text()
     inside = page.split("<!-- fields: begin -->\n", 1)[1].split("\n<!-- fields: end -->", 1)[0]
     assert inside == field_tables(), "regenerate the tables: python -m pipeline.report.schema"
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/extending.md"])
+def test_layout_section_names_every_package_folder_and_no_other(page):
+    """The Layout section lists pipeline/'s sub-packages as they are: a folder added, renamed or removed shows here."""
+    text = (ROOT / page).read_text()
+    block = re.search(r"## Layout\n\n```text\n(.*?)```", text, flags=re.S)
+    assert block, f"{page} has no Layout section with a text block"
+    named = set(re.findall(r"^  ([a-z_]+)/", block.group(1), flags=re.M))
+    folders = {p.name for p in (ROOT / "pipeline").iterdir() if (p / "__init__.py").is_file()}
+    assert named == folders, f"{page}: listed but missing {sorted(named - folders)}; not listed {sorted(folders - named)}"

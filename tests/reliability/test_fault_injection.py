@@ -23,7 +23,7 @@ import pytest
 
 from conftest import ROOT
 from rel_helpers import cache_state, kill_fractions, mlflow_runs, write_images
-from pipeline.core.cache import verify_run
+from pipeline.core.runfiles import verify_run
 
 SEED = int(os.environ.get("RELIABILITY_SEED", "7"))
 KILLS = int(os.environ.get("RELIABILITY_FAULT_KILLS", "8"))

@@ -17,8 +17,9 @@ import pytest
 
 from conftest import ROOT
 from rel_helpers import compose_stub, outcome
-from pipeline.core import cache as cache_mod
-from pipeline.core.cache import Cache, publish, verify_run
+from pipeline.core import cache as cache_mod, runfiles
+from pipeline.core.cache import Cache
+from pipeline.core.runfiles import publish, verify_run
 
 pytestmark = pytest.mark.bad_input
 
@@ -99,7 +100,7 @@ def _run_folder(tmp_path: Path) -> Path:
     (pkg / "Data" / "weights.bin").write_bytes(b"w" * 50)
     arts = [{"name": "a", "path": "artifacts/a/model.bin"}, {"name": "b", "path": "artifacts/b/model.mlpackage"}]
     for a in arts:
-        a["sha256"] = cache_mod.path_sha256(run / a["path"])
+        a["sha256"] = runfiles.path_sha256(run / a["path"])
     (run / "summary.json").write_text(json.dumps({"artifacts": arts}))
     return run
 

@@ -20,7 +20,7 @@ import pytest
 
 from conftest import ROOT
 from rel_helpers import assert_nothing_written, compose_stub, mlflow_runs, outcome
-from pipeline.tracking import tracker as tracking
+from pipeline.tracking import connection, tracker as tracking
 from pipeline.core.errors import ConfigError
 from pipeline.core.runner import TaskRecord
 
@@ -203,7 +203,7 @@ def _store(outputs: Path, timeout_s: float = 10.0) -> tracking.Tracker:
 def test_locked_store_when_opening_is_named_as_locked(tmp_path, monkeypatch):
     outputs = tmp_path / "outputs"
     _store(outputs)
-    monkeypatch.setattr(tracking, "LOCAL_MIN_DEADLINE_S", 3.0)  # (instead of 30 s, to keep the test short)
+    monkeypatch.setattr(connection, "LOCAL_MIN_DEADLINE_S", 3.0)  # (instead of 30 s, to keep the test short)
     with _locked(outputs / "mlflow.db"):
         with pytest.raises(ConfigError) as e:
             tracking.Tracker(tracking.local_uri(outputs), "x", outputs / "mlartifacts", timeout_s=1)
@@ -217,7 +217,7 @@ def test_locked_store_while_logging(tmp_path, monkeypatch):
     outputs = tmp_path / "outputs"
     tr = _store(outputs, timeout_s=2)
     rid = tr.start("run", {}, {})
-    monkeypatch.setattr(tracking, "LOCAL_MIN_DEADLINE_S", 8.0)  # (instead of 30 s; SQLite waits 5 s per attempt)
+    monkeypatch.setattr(connection, "LOCAL_MIN_DEADLINE_S", 8.0)  # (instead of 30 s; SQLite waits 5 s per attempt)
     with _locked(outputs / "mlflow.db"):
         t = time.perf_counter()
         with pytest.raises(tracking.TrackingError) as e:
@@ -246,7 +246,7 @@ LOGGER = """
 import sys
 sys.path.insert(0, {root!r})
 from pathlib import Path
-from pipeline.tracking import tracker as tracking
+from pipeline.tracking import connection, tracker as tracking
 outputs = Path({outputs!r})
 tr = tracking.Tracker(tracking.local_uri(outputs), "x", outputs / "mlartifacts")
 rid = tr.start("run", {{}}, {{}})
@@ -381,7 +381,7 @@ def test_a_killed_sweep_parent_is_closed_by_the_next_run(tmp_path):
 import sys, time
 sys.path.insert(0, {str(ROOT)!r})
 from pathlib import Path
-from pipeline.tracking import tracker as tracking
+from pipeline.tracking import connection, tracker as tracking
 outputs = Path({str(outputs)!r})
 tr = tracking.Tracker(tracking.local_uri(outputs), "x", outputs / "mlartifacts")
 tr.start_parent("sweep 1", {{"sweep.role": "parent"}})
