@@ -53,6 +53,7 @@ def check_cache(root: Path) -> list[str]:
 
 def check_run(run_dir: Path) -> list[str]:
     """A run folder against its summary.json, and the cache entries of its stages if the cache is still there."""
+    run_dir = Path(run_dir).resolve()  # (outputs/latest is a link to the newest run folder)
     problems = verify_run(run_dir)
     try:
         summary = json.loads((run_dir / "summary.json").read_text())

@@ -391,3 +391,11 @@ def test_layout_section_names_every_package_folder_and_no_other(page):
     named = set(re.findall(r"^  ([a-z_]+)/", block.group(1), flags=re.M))
     folders = {p.name for p in (ROOT / "pipeline").iterdir() if (p / "__init__.py").is_file()}
     assert named == folders, f"{page}: listed but missing {sorted(named - folders)}; not listed {sorted(folders - named)}"
+
+
+def test_every_source_path_the_docs_name_exists():
+    """A page naming `pipeline/x.py` sends the reader to that file: after a move the page must follow."""
+    gone = [f"{page.relative_to(ROOT)}: {m}" for page in [*DOCS.glob("*.md"), ROOT / "README.md"]
+            for m in sorted(set(re.findall(r"pipeline/[A-Za-z0-9_/]+\.py", page.read_text())))
+            if not (ROOT / m).is_file()]
+    assert not gone, gone
