@@ -2,6 +2,8 @@
 activations only (a .tflite's weights, biases and int32 constants are never in the table)."""
 from __future__ import annotations
 
+import pytest
+
 import json
 import subprocess
 import sys
@@ -59,6 +61,7 @@ print(json.dumps({{"base_mb": base, "peak_mb": peak[0], "layers": len(report["la
 """
 
 
+@pytest.mark.slow
 def test_diagnosis_of_a_large_model_stays_under_its_memory_cap(tmp_path):
     from pipeline.convert.onnx import QdqOptions, export_torch, quantize_qdq
 

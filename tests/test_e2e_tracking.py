@@ -29,6 +29,7 @@ def first_run(shared_outputs):
     return summary, out, time.perf_counter() - t
 
 
+@pytest.mark.slow
 def test_tiny_recipe_end_to_end(first_run):
     summary, out, seconds = first_run
     # The tiny recipe is sized to finish in well under a minute on 2 idle cores (~15 s measured); the time is printed,
@@ -95,6 +96,7 @@ def test_mlflow_layout_in_embedded_store(first_run, shared_outputs):
     assert [f.path for f in client.list_artifacts(q.info.run_id, "quantize")] == ["quantize/model.int8.onnx"]
 
 
+@pytest.mark.slow
 def test_second_run_reuses_every_stage(first_run, shared_outputs):
     out = run_cli("recipe=tiny_int8", "device=pixel7", f"paths.outputs={shared_outputs}")
     assert out.returncode == 0, out.stderr[-2000:]
@@ -117,6 +119,7 @@ def test_second_run_reuses_every_stage(first_run, shared_outputs):
     assert client.list_artifacts(q.info.run_id) == []
 
 
+@pytest.mark.slow
 def test_logs_to_a_real_mlflow_server(first_run, shared_outputs, mlflow_server):
     out = run_cli("recipe=tiny_int8", "device=pixel7", f"paths.outputs={shared_outputs}", "tracking=server",
                   f"tracking.uri={mlflow_server}", "tracking.experiment=e2e-server")

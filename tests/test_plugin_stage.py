@@ -2,6 +2,8 @@
 `edge_pipeline.stages` entry-point group, and run in a recipe by the real command line."""
 from __future__ import annotations
 
+import pytest
+
 import json
 import os
 import subprocess
@@ -33,6 +35,7 @@ class Hello(Stage):
 '''
 
 
+@pytest.mark.slow
 def test_stage_type_from_an_installed_package_runs_in_a_recipe(tmp_path):
     pkg = tmp_path / "src"
     (pkg / "hello_stage").mkdir(parents=True)

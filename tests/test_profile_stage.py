@@ -125,6 +125,7 @@ def test_device_file_with_a_missing_figure_is_refused(tmp_path):
 
 
 @pytest.mark.bad_input
+@pytest.mark.slow
 def test_bad_gate_override_is_refused(tmp_path):
     out = run_cli("recipe=tiny_int8", "gate.latency_ms=-5", "gate.artifact=nope", f"paths.outputs={tmp_path / 'o'}",
                   cwd=tmp_path, env=HERE)

@@ -84,6 +84,7 @@ def test_detector_finds_a_missing_glyph(tmp_path):
     assert missing_glyphs({"✓", "±"}, tmp_path) == []
 
 
+@pytest.mark.slow
 def test_compare_html_renders(tmp_path):
     sys.path.insert(0, str(Path(__file__).parent))
     from test_compare_report import make_sweep_store
@@ -100,6 +101,7 @@ def test_compare_html_renders(tmp_path):
     _check(r["html"], tmp_path, len(r["rows"]))
 
 
+@pytest.mark.slow
 def test_summary_card_renders(tmp_path):
     sys.path.insert(0, str(Path(__file__).parent))
     from test_card import _plot, _summary

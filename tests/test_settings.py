@@ -80,6 +80,7 @@ def covered(path: str, reads) -> bool:
 
 
 @pytest.mark.parametrize("stage_type", sorted(STAGES))
+@pytest.mark.slow
 def test_every_declared_value_is_in_the_key_and_nothing_else(stage_type, base_cfg):
     cls = STAGES[stage_type]
     base = key(cls, base_cfg)

@@ -49,6 +49,7 @@ def store(tmp_path):
     return outputs, ids
 
 
+@pytest.mark.slow
 def test_compare_prints_ranked_leaderboard_and_writes_png_and_html(store, capsys):
     outputs, ids = store
     out = outputs / "cmp"

@@ -63,6 +63,7 @@ def test_fp32_pte_matches_torch_and_xnnpack_takes_every_op(tmp_path_factory, tin
     assert got.shape == ref.shape and np.abs(got - ref).max() < 1e-4
 
 
+@pytest.mark.slow
 def test_int8_pte_is_lowered_and_close_to_float(tmp_path_factory, tiny, images):
     path = tmp_path_factory.mktemp("et8") / "model.int8.pte"
     facts = et.quantize_pte(tiny, (1, 3, 16, 16), images[:16], path)
@@ -77,6 +78,7 @@ def test_int8_pte_is_lowered_and_close_to_float(tmp_path_factory, tiny, images):
     assert np.abs(got - ref).max() > 0  # and really quantized
 
 
+@pytest.mark.slow
 def test_a_partial_lowering_lists_the_portable_operators(tmp_path):
     path = tmp_path / "mean.pte"
     cov = et.export_pte(Tiny(pool="mean").eval(), (1, 3, 16, 16), path)["coverage"]

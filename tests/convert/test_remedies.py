@@ -68,6 +68,7 @@ def _run(tmp_path, checkpoint, route: dict, **int8):
 
 
 @pytest.mark.parametrize("backend", list(ROUTES))
+@pytest.mark.slow
 def test_per_channel_remedy_brings_int8_within_budget(tmp_path, checkpoint, backend):
     s = _run(tmp_path, checkpoint, ROUTES[backend])
     rows = {a["name"]: a for a in s["artifacts"]}
@@ -125,6 +126,7 @@ def test_when_no_remedy_helps_parity_names_every_attempt_and_the_first_diverging
     assert "first diverging layer: " in msg
 
 
+@pytest.mark.slow
 def test_mixed_precision_remedies_make_files_that_run_and_agree(tmp_path):
     """The rungs that change precision: LiteRT 16x8 (ai-edge-quantizer's int16 activations) and ExecuTorch float
     islands (the first and last layers left in float by the XNNPACK quantizer) give runnable files close to the

@@ -200,6 +200,7 @@ def _check_console_script(words: list[str], block: Block, tmp_path: Path, capsys
 
 @pytest.mark.parametrize("block,line,words", COMMANDS, ids=[f"{b.where}:{w[2] if w[0] == 'python' else w[0]}"
                                                             for b, _, w in COMMANDS])
+@pytest.mark.slow
 def test_documented_command_still_works(block, line, words, tmp_path, capsys):
     if block.mark == "not-run":
         pytest.skip(f"{block.where}: {block.why}")

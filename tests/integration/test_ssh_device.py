@@ -185,6 +185,7 @@ def test_missing_runtime_names_the_fix(agent, models, tmp_path):
     assert set(_scratch_left()) == before
 
 
+@pytest.mark.slow
 def test_timeout_names_the_setting_and_cleans_up(agent, models, tmp_path):
     py = _wrapper(tmp_path, "python-slow", "import time\ntime.sleep(30)")
     before = set(_scratch_left())

@@ -86,6 +86,7 @@ RUNTIME = {"onnx": "onnxruntime", "tflite": "LiteRT", "openvino": "OpenVINO", "e
 
 
 @pytest.mark.parametrize("which", ["onnx", "tflite NCHW", "tflite NHWC", "tflite int8", "openvino"])
+@pytest.mark.slow
 def test_each_format_is_measured_on_the_board(agent, files, which):
     f = files[which]
     before = _scratch_left()
@@ -96,6 +97,7 @@ def test_each_format_is_measured_on_the_board(agent, files, which):
     assert _scratch_left() == before
 
 
+@pytest.mark.slow
 def test_executorch_pte_is_measured_on_the_board(agent, pte):
     m = {"name": "model", "fmt": "executorch", "path": str(pte), "meta": {}, "shape": [1, 3, 16, 16]}
     r = remote.measure(_device(agent), [m], threads=1, warmup=1, iterations=3, repeats=1)
@@ -221,6 +223,7 @@ def test_the_benchmark_model_route_on_a_device(agent, files, tmp_path):
     json.dumps(r)  # (what the stage stores: plain data)
 
 
+@pytest.mark.slow
 def test_a_benchmark_model_measurement_in_a_run_is_recorded_once(agent, files, tmp_path):
     """A run that times a .tflite with benchmark_model: a failure records nothing; a success gives the mean (p50/p90
     empty, the table says "mean"), one row in the measurement store, still one after the task runs again."""

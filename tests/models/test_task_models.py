@@ -45,6 +45,7 @@ def test_task_loss_decreases(name, task):
 
 
 @pytest.mark.parametrize("name", ["centernet_mobilenet_v2", "lraspp_mobilenet_v3"])
+@pytest.mark.slow
 def test_onnx_export_matches_torch(name, tmp_path):
     import onnxruntime as ort
 

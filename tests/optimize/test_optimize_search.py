@@ -65,6 +65,7 @@ def first(teacher, tmp_path_factory):
     return cache, *_search(teacher, cache, _options(BUDGET))
 
 
+@pytest.mark.slow
 def test_search_respects_the_budget_and_its_front_is_non_dominated(first):
     _, found, st = first
     assert len(found.trials) == 5 and st.accounting()["ran"] > 0

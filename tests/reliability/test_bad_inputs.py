@@ -67,6 +67,7 @@ CLI_CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(CLI_CASES))
+@pytest.mark.slow
 def test_command_line(case, tmp_path):
     args, fragments = CLI_CASES[case]
     out = run_cli(*args, f"paths.outputs={tmp_path / 'outputs'}", cwd=tmp_path)
@@ -167,6 +168,7 @@ PLAN_CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(PLAN_CASES))
+@pytest.mark.slow
 def test_plan(case, tmp_path):
     overrides, fragments = PLAN_CASES[case]
     (tmp_path / "a_file.txt").write_text("not a folder")
@@ -297,6 +299,7 @@ def silent_server():
     s.close()
 
 
+@pytest.mark.slow
 def test_mlflow_server_that_does_not_answer(tmp_path, silent_server):
     """Default timeout (10 s): refused within it, naming the URI and the two ways out; nothing written."""
     cfg = compose_stub(tmp_path / "outputs", "recipe=stub_chain", "tracking=server", f"tracking.uri={silent_server.uri}")
@@ -414,6 +417,7 @@ def _byo(outputs, photos, src: Path, fmt: str, size: int = 16):
 
 
 @pytest.mark.parametrize("damage", ["truncated", "random bytes"])
+@pytest.mark.slow
 def test_corrupt_onnx(tmp_path, photos, damage):
     good = _tiny_onnx(tmp_path / "good.onnx", 16)
     bad = tmp_path / "model.onnx"

@@ -150,6 +150,7 @@ def _interrupt(tmp_path: Path, sig: int) -> tuple[int, Path, list]:
 
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.slow
 def test_interrupt_closes_the_run_as_killed_and_keeps_finished_stages(tmp_path, sig, code):
     rc, outputs, out = _interrupt(tmp_path, sig)
     assert rc == code, out[-3000:]

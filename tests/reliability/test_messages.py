@@ -89,6 +89,7 @@ def _fill(disk: Path, leave: int) -> Path:
     return filler
 
 
+@pytest.mark.slow
 def test_disk_full_while_logging_is_one_line_and_every_run_closes_failed(tmp_path):
     from rel_helpers import run_stub_cli
 
@@ -120,6 +121,7 @@ def mlflow_runs_at(disk: Path) -> list[tuple[str, str]]:
     return [(r.info.run_name, r.info.status) for r in client.search_runs(exps, max_results=1000)]
 
 
+@pytest.mark.slow
 def test_runs_close_failed_on_a_disk_with_no_byte_left(tmp_path):
     """A run open when the last byte goes: the room kept beside the store (its reserve) closes it FAILED."""
     here = Path(__file__).resolve().parent

@@ -56,6 +56,7 @@ def _plan_or_clear_error(cfg) -> None:
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(recipe=st.sampled_from(["tiny_int8", "mobilenet_int8"]), device=st.sampled_from(["host", "pixel7", "iphone15"]),
        overrides=st.lists(OVERRIDE, max_size=4))
+@pytest.mark.slow
 def test_command_line_overrides(recipe, device, overrides):
     try:
         cfg = compose_cfg([f"recipe={recipe}", f"device={device}", *overrides])
@@ -113,6 +114,7 @@ def _mutate(stages: dict, m: tuple) -> None:
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutations=st.lists(MUTATION, min_size=1, max_size=4))
+@pytest.mark.slow
 def test_recipe_mutations(mutations):
     cfg = _base()
     stages = OmegaConf.to_container(cfg.stages)

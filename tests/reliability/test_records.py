@@ -31,6 +31,7 @@ def _entry(outputs: Path, summary: dict, stage: str) -> Path:
 
 
 @pytest.mark.parametrize("field", ["metrics", "about", "info", "components", "created"])
+@pytest.mark.slow
 def test_edited_entry_metadata_is_a_miss_that_names_the_field(tmp_path, field):
     """A flipped number in entry.json (a metric, a finding such as accuracy ...) is not believed: the read says which
     entry and which field, the stage runs again, and `pipeline.cli.verify` reports the same before the re-run."""
@@ -165,6 +166,7 @@ def _check_whole(rc: int, out: str, outputs: Path, sig: int) -> str:
 
 
 @pytest.mark.parametrize("delay", [0.0, 0.3, 1.0])
+@pytest.mark.slow
 def test_sigterm_after_the_last_stage_ends_whole(tmp_path, delay):
     import signal as signal_mod
 
@@ -173,6 +175,7 @@ def test_sigterm_after_the_last_stage_ends_whole(tmp_path, delay):
 
 
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGHUP"])
+@pytest.mark.slow
 def test_other_signals_while_a_stage_runs_end_killed(tmp_path, sig):
     import signal as signal_mod
 
@@ -306,6 +309,7 @@ def test_sigterm_at_random_moments_always_ends_whole(tmp_path):
 
 
 @pytest.mark.parametrize("delay", [0.3, 3.0])
+@pytest.mark.slow
 def test_sigterm_while_starting_says_nothing_ran(tmp_path, delay):
     """While Python imports and Hydra composes: a message, exit 143, nothing written."""
     import os

@@ -79,6 +79,7 @@ def test_the_same_file_is_registered_once_and_linked_to_its_logged_models(tmp_pa
 
 @pytest.mark.parametrize("accuracy,samples,moved", [(0.10, 200, None), (0.13, 50, None), (0.30, 200, True)],
                          ids=["at chance", "within noise", "above chance"])
+@pytest.mark.slow
 def test_a_classifier_must_beat_chance(tmp_path, accuracy, samples, moved):
     outputs = tmp_path / "outputs"
     r, _ = _run(outputs, _cfg(), accuracy, samples=samples, classes=10)
@@ -141,6 +142,7 @@ def test_a_registered_model_name_that_would_break_the_search_is_refused(tmp_path
         app.prepare(cfg, stages=reliability_stubs.STAGES)
 
 
+@pytest.mark.slow
 def test_two_processes_registering_the_same_file_make_one_version(tmp_path):
     """Two jobs of a sweep that judge the same file finish at once: the check and the creation are one step under
     the registry's lock."""

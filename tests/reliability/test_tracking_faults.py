@@ -105,6 +105,7 @@ def test_the_api_hangs_in_the_middle_of_a_run():
         server.close()
 
 
+@pytest.mark.slow
 def test_hanging_api_refuses_the_whole_run_in_time(tmp_path, hanging_api):
     outputs = tmp_path / "outputs"
     cfg = compose_stub(outputs, "recipe=stub_chain", "tracking=server", f"tracking.uri={hanging_api.uri}")
@@ -144,6 +145,7 @@ def _tree(root: Path) -> set[str]:
 
 
 @pytest.mark.parametrize("name", ["with space", "ünïcødé-输出", "hash#tag"])
+@pytest.mark.slow
 def test_odd_outputs_path_keeps_the_store_inside_it(tmp_path, name):
     outputs = tmp_path / name / "outputs"
     outputs.parent.mkdir()
@@ -200,6 +202,7 @@ def _store(outputs: Path, timeout_s: float = 10.0) -> tracking.Tracker:
     return tracking.Tracker(tracking.local_uri(outputs), "x", outputs / "mlartifacts", timeout_s=timeout_s)
 
 
+@pytest.mark.slow
 def test_locked_store_when_opening_is_named_as_locked(tmp_path, monkeypatch):
     outputs = tmp_path / "outputs"
     _store(outputs)
@@ -213,6 +216,7 @@ def test_locked_store_when_opening_is_named_as_locked(tmp_path, monkeypatch):
     assert "Repair" not in msg and "Move it away" not in msg
 
 
+@pytest.mark.slow
 def test_locked_store_while_logging(tmp_path, monkeypatch):
     outputs = tmp_path / "outputs"
     tr = _store(outputs, timeout_s=2)
@@ -296,6 +300,7 @@ def _rec(name: str, out: Path) -> TaskRecord:
                       reason="first run")
 
 
+@pytest.mark.slow
 def test_sigterm_while_logging_a_stage_closes_the_stage_run_killed(tmp_path):
     """The interrupt lands between the stage run's creation and its end: both it and the parent end KILLED.
 

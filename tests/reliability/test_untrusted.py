@@ -25,6 +25,7 @@ def _listing(root: Path) -> set[str]:
     ("extra_file", "../../../../escaped.txt", "returned an extra file '../../../../escaped.txt' outside its work folder"),
     ("symlink", "/etc/passwd", "wrote a symbolic link 'link.bin' (to /etc/passwd)"),
 ])
+@pytest.mark.slow
 def test_stage_cannot_publish_outside_its_folder(tmp_path, how, target, fragment):
     outputs = tmp_path / "outputs"
     cfg = compose_stub(outputs, "recipe=stub_chain", "tracking=local")
@@ -44,6 +45,7 @@ def _run_chain(outputs: Path):
 
 
 @pytest.mark.parametrize("tamper", ["artifact path", "listed file", "added file", "absolute path"])
+@pytest.mark.slow
 def test_tampered_cache_entry_is_not_trusted(tmp_path, tamper):
     """An entry whose manifest names paths outside it, or whose files changed, is treated as missing and rebuilt."""
     outputs = tmp_path / "outputs"

@@ -30,6 +30,7 @@ def iphone_run(tmp_path_factory):
     return app.run(cfg).to_dict()
 
 
+@pytest.mark.slow
 def test_package_weights_are_int8_and_smaller(iphone_run):
     s = iphone_run
     arts = {a["name"]: a for a in s["artifacts"]}
@@ -71,6 +72,7 @@ def test_deployment_target_comes_from_the_device(iphone_run):
     assert spec_version == 8  # iOS17 (conf/device/iphone15.yaml) is Core ML specification 8
 
 
+@pytest.mark.slow
 def test_palettization(iphone_run, tmp_path):
     import coremltools as ct
     import coremltools.optimize.coreml as cto

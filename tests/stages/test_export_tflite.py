@@ -55,6 +55,7 @@ def test_torch_fp32_matches_pytorch(tiny, tmp_path):
     assert np.abs(got - ref).max() < 1e-4
 
 
+@pytest.mark.slow
 def test_torch_int8_every_operator_integer(tiny, tmp_path):
     """Full-integer int8 from the PT2E quantizer: checked operator by operator in the flatbuffer, int8 I/O scaled by
     the runtime with the file's scale and zero point, and still agreeing with PyTorch."""

@@ -198,6 +198,7 @@ def test_nhwc_two_output_onnx_detector(tmp_path):
     assert {"map50_95", "map50"} <= set(ev) and _art(s)["accuracy"] == ev["map50_95"]
 
 
+@pytest.mark.slow
 def test_float_and_int8_tflite_files(tmp_path, user_module):
     import numpy as np
 

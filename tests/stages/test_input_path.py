@@ -59,6 +59,7 @@ def checkpoint(tmp_path_factory):
 
 
 @pytest.mark.parametrize("backend", list(ROUTES))
+@pytest.mark.slow
 def test_calibration_feeds_what_evaluation_feeds(tmp_path, checkpoint, backend):
     from pipeline import runtimes
     from pipeline.library import calibration

@@ -13,6 +13,7 @@ from pipeline.core.errors import ConfigError
 H, W = 24, 40
 
 
+@pytest.mark.slow
 def test_non_square_model_on_every_runtime(tmp_path):
     from pipeline.app import run
 

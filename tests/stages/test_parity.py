@@ -63,6 +63,7 @@ def cfg_for(outputs, noise):
     return cfg
 
 
+@pytest.mark.slow
 def test_faithful_chain_passes_and_reports_every_link(outputs):
     s = app.run(cfg_for(outputs, 0.0), stages=[Damage]).to_dict()
     rows = {a["name"]: a for a in s["artifacts"]}
@@ -73,6 +74,7 @@ def test_faithful_chain_passes_and_reports_every_link(outputs):
         assert p["samples"] == 128 and "onnxruntime" in rows["export"]["parity"]["runtime"]
 
 
+@pytest.mark.slow
 def test_divergence_names_the_stage_that_broke_the_model(outputs):
     with pytest.raises(StageError) as e:
         app.run(cfg_for(outputs, 3.0), stages=[Damage])

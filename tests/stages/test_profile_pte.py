@@ -37,6 +37,7 @@ def mobilenet_pte(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_mobilenet_v2_pte_is_all_xnnpack(tmp_path, mobilenet_pte):
     result, work = _profile(tmp_path, mobilenet_pte)
     f = result.about["export"]

@@ -64,6 +64,7 @@ def selection(tmp_path_factory):
     return SelectInt8().run(ctx), work
 
 
+@pytest.mark.slow
 def test_plain_int8_misses_the_budget_and_accuracy_control_meets_it(selection):
     result, _ = selection
     sel = result.info["selection"]

@@ -2,6 +2,8 @@
 held to the input model's outputs (cosine and SNR, the parity defaults of task none) instead of top-1."""
 from __future__ import annotations
 
+import pytest
+
 import numpy as np
 import torch
 from omegaconf import OmegaConf
@@ -20,6 +22,7 @@ class Embedding(torch.nn.Module):
         return torch.flatten(torch.nn.functional.adaptive_avg_pool2d(x, 1), 1)  # a 16-number embedding
 
 
+@pytest.mark.slow
 def test_measured_choice_on_a_label_free_model(tmp_path):
     from PIL import Image
 

@@ -56,6 +56,7 @@ def test_detector_on_pixel7_full_integer_tflite(tmp_path):
     assert facts["integer_only"] and not facts["float_operators"]
 
 
+@pytest.mark.slow
 def test_segmenter_on_jetson_int8_onnx(tmp_path):
     s = _run(tmp_path, "segmenter_int8", "jetson_orin_nano", "stages.parity.min_pixel_agreement=0.5")
     arts = _check(s, "segmentation", ("miou", "pixel_acc"), ["logits"], "onnx", estimated=False)
