@@ -29,39 +29,11 @@ def prepare_qat(model, input_shape, per_channel: bool):
 
 
 def annotate_conv_relu6(gm, config, filter_fn=None) -> None:
-    """Conv followed by ReLU6 (hardtanh 0..6) as one quantized unit: no quantizer between them, one on the ReLU6 output.
+    """Conv followed by ReLU6 (hardtanh 0..6) as one quantized unit (pipeline.convert.tflite_int8.annotate_conv_clamp):
+    litert-torch's quantizer fuses conv+ReLU but not conv+ReLU6, MobileNet's activation."""
+    from pipeline.convert.tflite_int8 import annotate_conv_clamp
 
-    litert-torch's quantizer fuses conv+ReLU but not conv+ReLU6, MobileNet's activation: the conv output got its own
-    quantizer (a range with negatives) that the ReLU6 output then shared. ONNX Runtime cannot drop such a Clip, so
-    every block ran Conv -> Q -> DQ -> Clip -> Q in float with layout transposes around it (slower than fp32). With the
-    observer after the ReLU6 the range is [0, <=6], the Clip is redundant with the int8 range, and ONNX Runtime and
-    LiteRT both fuse it into the integer convolution."""
-    import torch
-    from litert_torch.quantize import pt2e_quantizer_utils as U
-    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
-
-    convs = (torch.ops.aten.conv1d.default, torch.ops.aten.conv2d.default, torch.ops.aten.convolution.default)
-    clamps = (torch.ops.aten.hardtanh.default, torch.ops.aten.hardtanh_.default)
-    for act in gm.graph.nodes:
-        if act.op != "call_function" or act.target not in clamps:
-            continue
-        low = act.args[1] if len(act.args) > 1 else act.kwargs.get("min_val", -1.0)
-        high = act.args[2] if len(act.args) > 2 else act.kwargs.get("max_val", 1.0)
-        conv = act.args[0]
-        if (low, high) != (0.0, 6.0) or getattr(conv, "target", None) not in convs or len(conv.users) != 1:
-            continue
-        qspec = {conv.args[0]: U.get_input_act_qspec(config), conv.args[1]: U.get_weight_qspec(config)}
-        partition = [act, conv, conv.args[1]]
-        bias = conv.args[2] if len(conv.args) > 2 else None
-        if isinstance(bias, torch.fx.Node):
-            qspec[bias] = U.get_bias_qspec(config)
-            partition.append(bias)
-        if U._is_annotated(partition) or (filter_fn and not all(filter_fn(n) for n in partition)):
-            continue
-        conv.meta["quantization_annotation"] = QuantizationAnnotation(input_qspec_map=qspec, _annotated=True)
-        act.meta["quantization_annotation"] = QuantizationAnnotation(output_qspec=U.get_output_act_qspec(config),
-                                                                     _annotated=True)
-        U._mark_nodes_as_annotated(partition)
+    annotate_conv_clamp(gm, config, filter_fn, relu6_only=True)
 
 
 def to_onnx(converted, x, path, opset: int) -> None:

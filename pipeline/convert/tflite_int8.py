@@ -52,13 +52,15 @@ def int8_ready(model):
 OBSERVERS = ("histogram", "minmax")
 
 
-def _annotate_conv_clamp(gm, config, filter_fn=None) -> None:
-    """Conv followed by ReLU6 (aten.hardtanh): observe the range after the clamp, not before it.
+def annotate_conv_clamp(gm, config, filter_fn=None, relu6_only: bool = False) -> None:
+    """Conv followed by a clamp (aten.hardtanh; `relu6_only`: only ReLU6's 0..6) as one quantized unit: no quantizer
+    between them, one on the clamp's output.
 
     litert-torch 0.10 fuses only conv + ReLU; a conv + ReLU6 got its output observer on the conv, and hardtanh then
     shares that observer, so the [0, 6] tensor was quantized with the range of the unclamped convolution (often
-    5-10x wider: 3 bits of resolution lost). ONNX Runtime quantizes after Conv+Clip fusion. Same annotation as
-    litert-torch's conv_relu, for the clamp."""
+    5-10x wider: 3 bits of resolution lost), and ONNX Runtime could not drop the Clip (Conv -> Q -> DQ -> Clip -> Q in
+    float, slower than fp32). Observed after the clamp, the range is [0, <=6] and ONNX Runtime and LiteRT both fuse
+    it into the integer convolution. The same annotation as litert-torch's conv_relu, for the clamp."""
     import torch
     from litert_torch.quantize import pt2e_quantizer_utils as u
     from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
@@ -67,9 +69,11 @@ def _annotate_conv_clamp(gm, config, filter_fn=None) -> None:
     for n in gm.graph.nodes:
         if n.op != "call_function" or n.target not in (torch.ops.aten.hardtanh.default, torch.ops.aten.hardtanh_.default):
             continue
+        low = n.args[1] if len(n.args) > 1 else n.kwargs.get("min_val", -1.0)
+        high = n.args[2] if len(n.args) > 2 else n.kwargs.get("max_val", 1.0)
         conv = n.args[0]
-        if not isinstance(conv, torch.fx.Node) or conv.op != "call_function" or conv.target not in convs \
-                or len(conv.users) != 1:
+        if (relu6_only and (low, high) != (0.0, 6.0)) or not isinstance(conv, torch.fx.Node) \
+                or conv.op != "call_function" or conv.target not in convs or len(conv.users) != 1:
             continue
         qmap = {conv.args[0]: u.get_input_act_qspec(config), conv.args[1]: u.get_weight_qspec(config)}
         partition = [n, conv, conv.args[1]]
@@ -89,7 +93,7 @@ def quantizer(per_channel: bool = True, observer: str = "histogram", fuse_clamp:
     """litert-torch's PT2E quantizer: symmetric int8 weights (per channel by default) and int8 activations whose
     ranges come from `observer`: "histogram" (litert-torch's default, picks the range that minimises the
     quantization error of the observed histogram) or "minmax" (the observed extremes, what ONNX Runtime's MinMax
-    calibration does). fuse_clamp: observe conv + ReLU6 after the clamp (see _annotate_conv_clamp)."""
+    calibration does). fuse_clamp: observe conv + ReLU6 after the clamp (see annotate_conv_clamp)."""
     import dataclasses
 
     from litert_torch.quantize import pt2e_quantizer
@@ -106,7 +110,7 @@ def quantizer(per_channel: bool = True, observer: str = "histogram", fuse_clamp:
     class Quantizer(pt2e_quantizer.PT2EQuantizer):
         def _annotate_all_static_patterns(self, model, quantization_config, filter_fn=None):
             if quantization_config is not None and fuse_clamp:
-                _annotate_conv_clamp(model, quantization_config, filter_fn)
+                annotate_conv_clamp(model, quantization_config, filter_fn)
             return super()._annotate_all_static_patterns(model, quantization_config, filter_fn)
 
     return Quantizer().set_global(config)

@@ -49,3 +49,12 @@ def dilate_after(feats: nn.Sequential, start: int) -> None:
             if isinstance(m, nn.Conv2d) and m.groups == m.in_channels and m.groups > 1:
                 k = m.kernel_size[0]
                 m.stride, m.dilation, m.padding = (1, 1), (2, 2), ((k - 1), (k - 1))
+
+
+def at_strides_8_and_16(name: str, width_mult: float) -> tuple[nn.Sequential, list[tuple[int, int]], int, int]:
+    """The backbone's features, each layer's (stride, channels), and the last layers at stride 8 and at stride 16:
+    where a dense head (the detector's, the segmenter's) taps it."""
+    feats = features(name, width_mult)
+    info = strides(feats)
+    return feats, info, last_index(info, 8), last_index(info, 16)
+

@@ -31,9 +31,7 @@ class CenterNetLite(nn.Module):
     def __init__(self, num_classes: int = 10, width_mult: float = 0.5, dropout: float = 0.0,
                  backbone: str = "mobilenet_v2", head_channels: int = 64, in_channels: int = 3):
         super().__init__()
-        feats = _backbone.features(backbone, width_mult)
-        info = _backbone.strides(feats)
-        i8, i16 = _backbone.last_index(info, 8), _backbone.last_index(info, 16)
+        feats, info, i8, i16 = _backbone.at_strides_8_and_16(backbone, width_mult)
         self.stage8, self.stage16 = feats[: i8 + 1], feats[i8 + 1 : i16 + 1]
         c8, c16 = info[i8][1], info[i16][1]
         self.lateral8, self.lateral16 = _cbr(c8, head_channels), _cbr(c16, head_channels)

@@ -18,9 +18,7 @@ class LRASPP(nn.Module):
     def __init__(self, num_classes: int = 11, width_mult: float = 1.0, dropout: float = 0.0,
                  backbone: str = "mobilenet_v3_small", inter_channels: int = 128, in_channels: int = 3):
         super().__init__()
-        feats = _backbone.features(backbone, width_mult)
-        info = _backbone.strides(feats)
-        i8, i16 = _backbone.last_index(info, 8), _backbone.last_index(info, 16)
+        feats, info, i8, i16 = _backbone.at_strides_8_and_16(backbone, width_mult)
         _backbone.dilate_after(feats, i16 + 1)
         self.low, self.high = feats[: i8 + 1], feats[i8 + 1 :]
         c_low, c_high = info[i8][1], info[-1][1]
