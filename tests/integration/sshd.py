@@ -9,11 +9,14 @@ import getpass
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
+
+import pytest
 
 from services import free_port, stop_group, wait_port
 
@@ -92,3 +95,25 @@ def ssh_board(extra_config: str = "", sftp: bool = True) -> Iterator[Board]:
         for p in reversed(procs):
             stop_group(p, timeout=5)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def device_entry(board: Board, **over) -> dict:
+    """A device catalogue entry for `board`: a Raspberry Pi reached over SSH, running this interpreter."""
+    return {"name": "rpi4", "display_name": "Raspberry Pi 4", "connection": board.connection,
+            "known_hosts": str(board.known_hosts), "remote_python": sys.executable, **over}
+
+
+# Fixtures of the SSH tests (imported by their modules): one board per test module, and the client's environment
+# pointed at its ssh-agent.
+@pytest.fixture(scope="module")
+def board():
+    with ssh_board() as b:
+        yield b
+
+
+@pytest.fixture
+def agent(board, monkeypatch):
+    monkeypatch.setenv("SSH_AUTH_SOCK", board.agent_sock)
+    monkeypatch.delenv("PYTHONPATH", raising=False)  # the board sees no pipeline package
+    return board
+

@@ -16,6 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sshd  # noqa: E402
+from sshd import agent, board  # noqa: E402,F401 (fixtures)
 
 from pipeline import remote  # noqa: E402
 
@@ -62,12 +63,6 @@ def _tiny_int8(fp32: Path, path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def board():
-    with sshd.ssh_board() as b:
-        yield b
-
-
-@pytest.fixture(scope="module")
 def models(tmp_path_factory):
     d = tmp_path_factory.mktemp("models")
     fp32 = _tiny_onnx(d / "tiny_fp32.onnx")
@@ -76,25 +71,13 @@ def models(tmp_path_factory):
             {"name": "quantize", "fmt": "onnx", "path": str(int8), "meta": {}, "shape": [1, 3, 16, 16]}]
 
 
-@pytest.fixture
-def agent(board, monkeypatch):
-    monkeypatch.setenv("SSH_AUTH_SOCK", board.agent_sock)
-    monkeypatch.delenv("PYTHONPATH", raising=False)  # the board sees no pipeline package
-    return board
-
-
-def _device(board, **over):
-    return {"name": "rpi4", "display_name": "Raspberry Pi 4", "connection": board.connection,
-            "known_hosts": str(board.known_hosts), "remote_python": sys.executable, **over}
-
-
 def _scratch_left():
     return glob.glob(os.path.join(os.environ.get("TMPDIR", "/tmp"), "edge-pipeline.*"))
 
 
 def test_measures_fp32_and_int8_on_the_board(agent, models):
     before = set(_scratch_left())
-    r = remote.measure(_device(agent), models, threads=1, warmup=2, iterations=5)
+    r = remote.measure(sshd.device_entry(agent), models, threads=1, warmup=2, iterations=5)
     assert set(r["models"]) == {"export", "quantize"}
     for name, m in r["models"].items():
         assert 0 < m["latency_p50_ms"] <= m["latency_p90_ms"]
@@ -112,9 +95,9 @@ def test_unknown_host_key_is_refused(agent, models, tmp_path):
     empty = tmp_path / "known_hosts"
     empty.write_text("")
     with pytest.raises(remote.RemoteError, match="not in .*ssh-keyscan -p"):
-        remote.measure(_device(agent, known_hosts=str(empty)), models, 1, 0, 1)
+        remote.measure(sshd.device_entry(agent, known_hosts=str(empty)), models, 1, 0, 1)
     with pytest.raises(remote.RemoteError, match="does not exist"):
-        remote.measure(_device(agent, known_hosts=str(tmp_path / "nope")), models, 1, 0, 1)
+        remote.measure(sshd.device_entry(agent, known_hosts=str(tmp_path / "nope")), models, 1, 0, 1)
 
 
 def test_changed_host_key_is_refused(agent, models, tmp_path):
@@ -125,7 +108,7 @@ def test_changed_host_key_is_refused(agent, models, tmp_path):
     kh = tmp_path / "known_hosts"
     kh.write_text(f"[127.0.0.1]:{agent.port} {kind} {key}\n")
     with pytest.raises(remote.RemoteError, match="CHANGED"):
-        remote.measure(_device(agent, known_hosts=str(kh)), models, 1, 0, 1)
+        remote.measure(sshd.device_entry(agent, known_hosts=str(kh)), models, 1, 0, 1)
 
 
 def test_no_key_in_the_agent(board, models, monkeypatch, tmp_path):
@@ -143,7 +126,7 @@ def test_no_key_in_the_agent(board, models, monkeypatch, tmp_path):
         monkeypatch.setenv("SSH_AUTH_SOCK", sock)
         monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ssh/id_* of this machine's user either
         with pytest.raises(remote.RemoteError, match="refused the login.*ssh-add"):
-            remote.measure(_device(board), models, 1, 0, 1)
+            remote.measure(sshd.device_entry(board), models, 1, 0, 1)
     finally:
         sshd.stop_group(p, timeout=5)
 
@@ -151,7 +134,7 @@ def test_no_key_in_the_agent(board, models, monkeypatch, tmp_path):
 def test_missing_interpreter(agent, models):
     before = set(_scratch_left())
     with pytest.raises(remote.RemoteError, match="remote_python '/opt/no/python3' was not found"):
-        remote.measure(_device(agent, remote_python="/opt/no/python3"), models, 1, 0, 1)
+        remote.measure(sshd.device_entry(agent, remote_python="/opt/no/python3"), models, 1, 0, 1)
     assert set(_scratch_left()) == before
 
 
@@ -181,7 +164,7 @@ def test_missing_runtime_names_the_fix(agent, models, tmp_path):
                                             "sys.modules['openvino'] = None")
     before = set(_scratch_left())
     with pytest.raises(remote.RemoteError, match="no runtime on the device.*pip install .*onnxruntime"):
-        remote.measure(_device(agent, remote_python=py), models, 1, 0, 1)
+        remote.measure(sshd.device_entry(agent, remote_python=py), models, 1, 0, 1)
     assert set(_scratch_left()) == before
 
 
@@ -190,7 +173,7 @@ def test_timeout_names_the_setting_and_cleans_up(agent, models, tmp_path):
     py = _wrapper(tmp_path, "python-slow", "import time\ntime.sleep(30)")
     before = set(_scratch_left())
     with pytest.raises(remote.RemoteError, match="did not finish within 3 s. Raise device.remote_timeout_s"):
-        remote.measure(_device(agent, remote_python=py, remote_timeout_s=3), models, 1, 0, 1)
+        remote.measure(sshd.device_entry(agent, remote_python=py, remote_timeout_s=3), models, 1, 0, 1)
     assert set(_scratch_left()) == before
 
 
@@ -199,7 +182,7 @@ def test_dropped_link(agent, models, tmp_path):
     py = _wrapper(tmp_path, "python-drop", KILL_SESSION)
     before = set(_scratch_left())
     with pytest.raises(remote.RemoteError, match="link to .* dropped"):
-        remote.measure(_device(agent, remote_python=py), models, 1, 0, 1)
+        remote.measure(sshd.device_entry(agent, remote_python=py), models, 1, 0, 1)
     assert set(_scratch_left()) == before
 
 

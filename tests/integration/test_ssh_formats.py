@@ -16,6 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sshd  # noqa: E402
+from sshd import agent, board  # noqa: E402,F401 (fixtures)
 
 from model_files import onnx_classifier, tflite  # noqa: E402
 from pipeline import remote  # noqa: E402
@@ -24,24 +25,6 @@ pytestmark = [pytest.mark.integration]
 
 if sshd.missing():
     pytest.skip(sshd.missing(), allow_module_level=True)
-
-
-@pytest.fixture(scope="module")
-def board():
-    with sshd.ssh_board() as b:
-        yield b
-
-
-@pytest.fixture
-def agent(board, monkeypatch):
-    monkeypatch.setenv("SSH_AUTH_SOCK", board.agent_sock)
-    monkeypatch.delenv("PYTHONPATH", raising=False)  # the board sees no pipeline package
-    return board
-
-
-def _device(board, **over):
-    return {"name": "rpi4", "display_name": "Raspberry Pi 4", "connection": board.connection,
-            "known_hosts": str(board.known_hosts), "remote_python": sys.executable, **over}
 
 
 def _scratch_left() -> set[str]:
@@ -91,7 +74,7 @@ def test_each_format_is_measured_on_the_board(agent, files, which):
     f = files[which]
     before = _scratch_left()
     m = {"name": "model", "fmt": f["fmt"], "path": str(f["path"]), "meta": f["meta"], "shape": [1, 3, 16, 16]}
-    r = remote.measure(_device(agent), [m], threads=1, warmup=1, iterations=3, repeats=1)
+    r = remote.measure(sshd.device_entry(agent), [m], threads=1, warmup=1, iterations=3, repeats=1)
     got = r["models"]["model"]
     assert got["runtime"].startswith(RUNTIME[f["fmt"]]) and 0 < got["latency_p50_ms"] <= got["latency_p90_ms"]
     assert _scratch_left() == before
@@ -100,7 +83,7 @@ def test_each_format_is_measured_on_the_board(agent, files, which):
 @pytest.mark.slow
 def test_executorch_pte_is_measured_on_the_board(agent, pte):
     m = {"name": "model", "fmt": "executorch", "path": str(pte), "meta": {}, "shape": [1, 3, 16, 16]}
-    r = remote.measure(_device(agent), [m], threads=1, warmup=1, iterations=3, repeats=1)
+    r = remote.measure(sshd.device_entry(agent), [m], threads=1, warmup=1, iterations=3, repeats=1)
     assert r["models"]["model"]["runtime"] == "ExecuTorch" and r["models"]["model"]["latency_p50_ms"] > 0
 
 
@@ -113,7 +96,7 @@ def test_a_board_without_sftp_is_copied_to_with_the_legacy_protocol(files, monke
         f = files["onnx"]
         m = {"name": "model", "fmt": "onnx", "path": str(f["path"]), "meta": {}, "shape": [1, 3, 16, 16]}
         with caplog.at_level("INFO", logger="pipeline"):
-            r = remote.measure(_device(b), [m], threads=1, warmup=1, iterations=2, repeats=1)
+            r = remote.measure(sshd.device_entry(b), [m], threads=1, warmup=1, iterations=2, repeats=1)
         assert r["models"]["model"]["latency_p50_ms"] > 0
         assert "no SFTP subsystem: copying with scp's legacy protocol (scp -O)" in caplog.text
 
@@ -124,7 +107,7 @@ def test_a_wrong_user_is_named(agent, files):
     m = {"name": "model", "fmt": "onnx", "path": str(f["path"]), "meta": {}, "shape": [1, 3, 16, 16]}
     conn = f"ssh://nosuchuser@127.0.0.1:{agent.port}"
     with pytest.raises(remote.RemoteError) as e:
-        remote.measure(_device(agent, connection=conn), [m], 1, 0, 1)
+        remote.measure(sshd.device_entry(agent, connection=conn), [m], 1, 0, 1)
     msg = str(e.value)
     assert "refused the login of 'nosuchuser' although ssh-agent holds 1 key(s)" in msg
     assert "check that the user 'nosuchuser' exists on the board" in msg
@@ -155,7 +138,7 @@ def test_a_board_that_goes_away_leaves_its_scratch_folder_named(files, monkeypat
         m = {"name": "model", "fmt": "onnx", "path": str(f["path"]), "meta": {}, "shape": [1, 3, 16, 16]}
         before = _scratch_left()
         with pytest.raises(remote.RemoteError) as e:
-            remote.measure(_device(b, remote_python=str(py)), [m], 1, 0, 1)
+            remote.measure(sshd.device_entry(b, remote_python=str(py)), [m], 1, 0, 1)
         left = _scratch_left() - before
         msg = str(e.value)
         assert len(left) == 1 and f"the scratch folder {next(iter(left))} with the models could not be removed" in msg
@@ -210,7 +193,7 @@ def test_the_benchmark_model_route_on_a_device(agent, files, tmp_path):
     binary.write_text(f"#!/bin/sh\ncase \"$1\" in --graph=*) test -s \"${{1#--graph=}}\" || exit 3;; *) exit 2;; esac\n"
                       f"cat {out}\n")
     binary.chmod(0o755)
-    device = _device(agent, benchmark_model=str(binary))
+    device = sshd.device_entry(agent, benchmark_model=str(binary))
     conn, t = remote.transport_for(device)
     f = files["tflite NHWC"]
     before = _scratch_left()

@@ -1,6 +1,7 @@
 """Helpers of the reliability tests: run the pipeline (in-process or as a command), and inspect what it left behind."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -8,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import reliability_stubs
 from conftest import ROOT, compose_cfg
@@ -116,3 +118,16 @@ def kill_fractions(n: int, rng) -> list[float]:
     points = [0.05 + 0.9 * (i + rng.random()) / n for i in range(n)]
     rng.shuffle(points)
     return points
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(where: Path, options: str):
+    """A tmpfs mounted at `where` with mount `options` (size=3m, ro): a small or read-only disk; skips without root."""
+    where.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip() or 'mount failed'}): needs root/CAP_SYS_ADMIN")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)

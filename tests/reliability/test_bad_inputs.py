@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import subprocess
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import run_cli
-from rel_helpers import (STUB_CONF, assert_nothing_partial, assert_nothing_written, compose_stub, mlflow_runs, outcome,
+from rel_helpers import (STUB_CONF, mounted_tmpfs, assert_nothing_partial, assert_nothing_written, compose_stub, mlflow_runs, outcome,
                          write_images)
 
 pytestmark = pytest.mark.bad_input
@@ -204,18 +203,6 @@ def test_digits_split_size_known_at_plan_time_matches_the_data():
 
 
 # --- 3. the environment: outputs, disk, MLflow -------------------------------------------------------------------
-@contextlib.contextmanager
-def mounted_tmpfs(where: Path, options: str):
-    where.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip() or 'mount failed'}): needs root/CAP_SYS_ADMIN")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], capture_output=True)
-
-
 def test_outputs_folder_not_writable(tmp_path):
     with mounted_tmpfs(tmp_path / "ro", "ro,size=1m") as ro:  # read-only: refused even for root
         code, msg, _ = outcome(compose_stub(ro / "outputs", "recipe=stub_chain", "tracking=local"))

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import ROOT, free_port
 from model_files import tflite
-from rel_helpers import assert_nothing_written, compose_stub, outcome
+from rel_helpers import assert_nothing_written, mounted_tmpfs, compose_stub, outcome
 
 pytestmark = pytest.mark.bad_input
 FAST = ("stages.a.seconds=0", "stages.b.seconds=0", "stages.c.seconds=0", "stages.d.seconds=0")
@@ -64,17 +64,6 @@ def test_a_database_that_refuses_connections_is_named_as_the_database(tmp_path, 
 
 
 # --- a disk that fills up while MLflow logs ------------------------------------------------------------------------
-@contextlib.contextmanager
-def _tmpfs(where: Path, size: str):
-    where.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True,
-                       text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip() or 'mount failed'}): needs root/CAP_SYS_ADMIN")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], capture_output=True)
 
 
 def _fill(disk: Path, leave: int) -> Path:
@@ -93,7 +82,7 @@ def _fill(disk: Path, leave: int) -> Path:
 def test_disk_full_while_logging_is_one_line_and_every_run_closes_failed(tmp_path):
     from rel_helpers import run_stub_cli
 
-    with _tmpfs(tmp_path / "small", "3m") as disk:
+    with mounted_tmpfs(tmp_path / "small", "size=3m") as disk:
         outputs = tmp_path / "outputs"
         args = ["recipe=stub_chain", *FAST, f"paths.outputs={outputs}", f"tracking.uri=sqlite:///{disk}/mlflow.db"]
         first = run_stub_cli(*args, "stages.a.salt=1")
@@ -125,7 +114,7 @@ def mlflow_runs_at(disk: Path) -> list[tuple[str, str]]:
 def test_runs_close_failed_on_a_disk_with_no_byte_left(tmp_path):
     """A run open when the last byte goes: the room kept beside the store (its reserve) closes it FAILED."""
     here = Path(__file__).resolve().parent
-    with _tmpfs(tmp_path / "small", "3m") as disk:
+    with mounted_tmpfs(tmp_path / "small", "size=3m") as disk:
         code = f"""
 import sys; sys.path[:0] = {[str(here), str(here.parent), str(ROOT)]!r}
 from pathlib import Path

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from rel_helpers import assert_nothing_written, compose_stub, mlflow_runs, outcome
+from rel_helpers import assert_nothing_written, mounted_tmpfs, compose_stub, mlflow_runs, outcome
 from pipeline.tracking import connection, tracker as tracking
 from pipeline.core.errors import ConfigError
 from pipeline.core.runner import TaskRecord
@@ -233,17 +233,6 @@ def test_locked_store_while_logging(tmp_path, monkeypatch):
 
 
 # --- a disk that fills while logging -------------------------------------------------------------------------
-@contextlib.contextmanager
-def _tmpfs(where: Path, size: str):
-    where.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True,
-                       text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip() or 'mount failed'}): needs root/CAP_SYS_ADMIN")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], capture_output=True)
 
 
 LOGGER = """
@@ -276,7 +265,7 @@ print("no error", flush=True)
 
 
 def test_disk_full_while_logging_names_the_disk_and_the_next_run_closes_the_run(tmp_path):
-    with _tmpfs(tmp_path / "disk", "4m") as disk:
+    with mounted_tmpfs(tmp_path / "disk", "size=4m") as disk:
         outputs = disk / "outputs"
         outputs.mkdir()
         out = subprocess.run([sys.executable, "-c", LOGGER.format(root=str(ROOT), outputs=str(outputs))],
