@@ -169,7 +169,7 @@ def optimize(source, data, o: Options, cache_root: Path | None, workdir: Path, l
         found = run_search(s, o, store, log)
         log.info("search stopped (%s) after %d trial(s) in %.0f s", found.stop_reason, len(found.trials),
                  found.seconds)
-        picked = search.finalists(found.trials, o.finalists)
+        picked = search.finalists(found.trials, o.finalists, o.limits)
         finals = [(t, *trials.final(s, t)) for t in picked]
         d = choose.decide(s, o, found, finals, workdir)
         d["resolution"] = resolution.study(s, o, d, o.resolutions)

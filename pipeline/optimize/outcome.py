@@ -74,6 +74,8 @@ def findings(d: dict, s, o, accounting: dict, wall: float) -> dict[str, Any]:
         "search": {"trials": len(d["found"].trials), "stop_reason": d["found"].stop_reason,
                    "search_seconds": round(d["found"].seconds, 1), "wall_seconds": round(wall, 1), "cache": accounting,
                    "finalists": [t["number"] for t, *_ in d["finals"]],
+                   "near_misses": [t["number"] for t, *_ in d["finals"] if not t["feasible"]]
+                   if any(t["feasible"] for t, *_ in d["finals"]) else [],
                    "sensitivity": {"groups": len(s.sens["groups"]), "blocks": s.sens["blocks"]},
                    "trial_table": [{k: t[k] for k in ("number", "params", "accuracy", "accuracy_pruned", "drop",
                                                       "latency_ms", "size_mb", "macs", "parameters", "feasible",
@@ -97,7 +99,10 @@ def markdown(f: dict, latency_word: str) -> str:
     else:
         lines.append(f"No deployed model is within the budgets: {f['why_none']}")
     lines += ["", f"Latency: {f['latency_where']}.", f"Search: {f['search']['trials']} trial(s), stopped by "
-              f"{f['search']['stop_reason']}; wall time {f['search']['wall_seconds']:.0f} s; cache: "
+              f"{f['search']['stop_reason']}; finalists {f['search']['finalists']}"
+              + (f" (near misses of the proxy's accuracy budget: {f['search']['near_misses']})"
+                 if f["search"].get("near_misses") else "")
+              + f"; wall time {f['search']['wall_seconds']:.0f} s; cache: "
               f"{f['search']['cache']['ran']} step(s) ran, {f['search']['cache']['reused']} reused "
               f"(saving {f['search']['cache']['saved_seconds']:.0f} s).", "", "## Lineage", "",
               "```", json.dumps(f["lineage"], indent=1, default=str), "```", "", "## Deployed models", "",

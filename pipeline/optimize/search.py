@@ -136,10 +136,15 @@ def run(evaluate: Callable[[dict], dict], space: Space, limits: Limits, n_trials
     return out
 
 
-def finalists(trials: list[dict], k: int) -> list[dict]:
+def finalists(trials: list[dict], k: int, limits: Limits | None = None) -> list[dict]:
     """Up to k trials of the feasible front for the full fine-tune: the fastest, the most accurate and evenly between
     (by proxy latency). With no feasible trial (a proxy too short to recover within the slack), the same spread over
-    the front of all trials: the full fine-tune and the validation split then say what each keeps."""
+    the front of all trials: the full fine-tune and the validation split then say what each keeps.
+
+    Where the feasible front holds fewer than k trials, `limits` given, the free places go to near misses: trials
+    faster (by proxy) than every trial picked, which kept every other budget and missed the accuracy one by at most
+    its slack again, the closest miss first. The proxy ranks, the full distillation decides: a finalist that is still
+    outside the budget on the validation split is shown and never chosen."""
     def unique(ts):  # a trial the sampler suggested again is the same model (the same cached steps)
         return list({t.get("key", t["number"]): t for t in reversed(ts)}.values())[::-1]
 
@@ -148,7 +153,18 @@ def finalists(trials: list[dict], k: int) -> list[dict]:
         everyone = unique(trials)
         pool = [everyone[i] for i in front_mod.non_dominated(everyone)]
     front = sorted(unique(pool), key=lambda t: (t["latency_ms"], t["number"]))
-    if len(front) <= k:
+    if len(front) > k:
+        picks = sorted({round(j * (len(front) - 1) / (k - 1)) for j in range(k)}) if k > 1 else [0]
+        return [front[j] for j in picks]
+    if limits is None or not front or not any(t.get("front") for t in trials):
         return front
-    picks = sorted({round(j * (len(front) - 1) / (k - 1)) for j in range(k)}) if k > 1 else [0]
-    return [front[j] for j in picks]
+    fastest, taken = front[0]["latency_ms"], {t.get("key", t["number"]) for t in front}
+
+    def miss(t):  # by how much the accuracy constraint is missed; None when another budget is missed or it is slower
+        acc, *others = constraints(t, limits)
+        return acc if 0 < acc <= limits.proxy_slack and all(c <= 0 for c in others) and t["latency_ms"] < fastest \
+            else None
+
+    near = sorted((t for t in unique(trials) if t.get("key", t["number"]) not in taken and miss(t) is not None),
+                  key=lambda t: (miss(t), t["number"]))
+    return sorted(front + near[:k - len(front)], key=lambda t: (t["latency_ms"], t["number"]))

@@ -134,3 +134,25 @@ def test_front_and_finalists():
     assert [t["number"] for t in search.finalists(trials, 5)] == [4, 0, 2]
     none = [{**t, "front": False} for t in trials]  # none feasible: the same spread over the front of all trials
     assert [t["number"] for t in search.finalists(none, 2)] == [4, 2]
+
+
+def test_near_misses_fill_the_free_finalist_places():
+    def trial(n, drop, latency, size=1.0, feasible=False):
+        return {"number": n, "key": f"k{n}", "accuracy": 0.9 - drop / 100, "drop": drop, "latency_ms": latency,
+                "size_mb": size, "feasible": feasible, "front": feasible}
+
+    limits = search.Limits(1.0, 4.0, model_mb=2.0)
+    trials = [trial(0, 0.9, 5.0, feasible=True),
+              trial(1, 5.3, 4.0),             # misses accuracy by 0.3, faster: the first near miss
+              trial(2, 7.0, 4.5),             # misses by 2.0, faster: the second
+              trial(3, 5.2, 5.5),             # misses by 0.2 but slower than the feasible trial: never
+              trial(4, 9.5, 3.0),             # misses by 4.5, beyond the slack again: never
+              trial(5, 5.1, 3.5, size=3.0),   # misses the size budget too: never
+              trial(6, 5.3, 4.0)]             # the same model as 1 suggested again (another key, closer miss ties)
+    trials[6]["key"] = "k1"
+    picked = search.finalists(trials, 3, limits)
+    assert [t["number"] for t in picked] == [1, 2, 0]  # by proxy latency; 1 and its repeat 6 once
+    assert [t["number"] for t in search.finalists(trials, 1, limits)] == [0]  # no free place
+    assert [t["number"] for t in search.finalists(trials, 3)] == [0]  # without limits: the feasible front only
+    none = [{**t, "feasible": False, "front": False} for t in trials]
+    assert all(not t["feasible"] for t in search.finalists(none, 3, limits))  # nothing feasible: the old spread
