@@ -31,6 +31,12 @@ class Dataset:
         return len(self.classes)
 
 
+def refuse(problems: list[str]) -> None:
+    """Stop before any image is read when the data section has problems, naming every one of them."""
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
 def expand(path: Any) -> Path:
     return Path(os.path.expanduser(str(path)))
 

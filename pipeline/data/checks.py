@@ -172,18 +172,24 @@ def _coco_image(im: Any, images_dir: Path, images: dict) -> list[str]:
 
 
 # --- YOLO ---------------------------------------------------------------------------------------------------------
-def yolo(root: Path, classes: int, images: list[Path]) -> list[str]:
-    """Problems of a YOLO folder: images/NAME.* with labels/NAME.txt ("class cx cy w h", normalised to the image)."""
-    problems: list[str] = []
+def _companions(root: Path, images: list[Path], folder: str, suffix: str, problems: list[str]):
+    """The half the YOLO and mask checks share: a problem for each file of `folder` with no image of its name and
+    for each image whose header does not read; yields (image, its size or None, its companion file in `folder`)."""
     stems = {p.stem for p in images}
-    for lf in sorted((root / "labels").glob("*.txt")):
-        if lf.stem not in stems:
-            problems.append(f"labels/{lf.name}: no image images/{lf.stem}.* for it (a renamed or deleted image?)")
+    for f in sorted((root / folder).glob(f"*{suffix}")):
+        if f.stem not in stems:
+            problems.append(f"{folder}/{f.name}: no image images/{f.stem}.* for it (a renamed or deleted image?)")
     for img in images:
         problem, size = header(img)
         if problem:
             problems.append(f"images/{img.name}: {problem}")
-        lf = root / "labels" / (img.stem + ".txt")
+        yield img, size, root / folder / (img.stem + suffix)
+
+
+def yolo(root: Path, classes: int, images: list[Path]) -> list[str]:
+    """Problems of a YOLO folder: images/NAME.* with labels/NAME.txt ("class cx cy w h", normalised to the image)."""
+    problems: list[str] = []
+    for img, size, lf in _companions(root, images, "labels", ".txt", problems):
         if not lf.is_file():
             continue  # an image without a label file has no boxes (background)
         try:
@@ -252,16 +258,8 @@ def masks(root: Path, classes: int, ignore: int) -> list[str]:
 
     problems: list[str] = []
     images = images_under(root / "images")
-    stems = {p.stem for p in images}
-    for m in sorted((root / "masks").glob("*.png")):
-        if m.stem not in stems:
-            problems.append(f"masks/{m.name}: no image images/{m.stem}.* for it")
     pairs = 0
-    for img in images:
-        problem, size = header(img)
-        if problem:
-            problems.append(f"images/{img.name}: {problem}")
-        mp = root / "masks" / (img.stem + ".png")
+    for img, size, mp in _companions(root, images, "masks", ".png", problems):
         if not mp.is_file():
             problems.append(f"images/{img.name}: no mask masks/{img.stem}.png")
             continue

@@ -89,6 +89,17 @@ def composed_split(data_cfg, size: int) -> tuple[Composed, Composed]:
     return train, val
 
 
+def normalised_split(data_cfg, size: int) -> tuple[np.ndarray, Composed, np.ndarray, Composed, dict]:
+    """`composed_split` with both splits' canvases normalised by data.mean/std: (training images, training canvases,
+    validation images, validation canvases, the data set's metadata)."""
+    from pipeline.data._common import norm_of, normalize
+
+    tr, va = composed_split(data_cfg, size)
+    meta = {"name": data_cfg.name, "input_size": size, **norm_of(data_cfg), "train": len(tr.images),
+            "val": len(va.images)}
+    return normalize(tr.images, data_cfg), tr, normalize(va.images, data_cfg), va, meta
+
+
 def check_composed(data_cfg) -> list[str]:
     problems = []
     if not 0.0 < float(data_cfg.val_fraction) < 1.0:

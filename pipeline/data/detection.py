@@ -21,7 +21,7 @@ import numpy as np
 
 from pipeline.data.checks import coco as check_coco, listing, yolo as check_yolo
 from pipeline.data._common import (Dataset, check_norm, expand, fingerprint_files, images_under, norm_of, normalize,
-                                   read_rgb, seeded_split, settings_of)
+                                   read_rgb, refuse, seeded_split, settings_of)
 
 NAMES = ("digits_detection", "coco", "yolo")
 
@@ -180,17 +180,14 @@ def read_yolo(root: Path, classes: list[str], size, resize: str = "letterbox") -
 
 def load(data_cfg: Any, input_size: int) -> DetectionDataset:
     """Images resized to input_size (square), normalised with data.mean/std; boxes in input pixels."""
-    problems = check(data_cfg)
-    if problems:
-        raise ValueError("; ".join(problems))
+    refuse(check(data_cfg))
     if data_cfg.name == "digits_detection":
-        from pipeline.data.composed import DIGIT_CLASSES, composed_split
+        from pipeline.data.composed import DIGIT_CLASSES, normalised_split
 
-        tr, va = composed_split(data_cfg, input_size)
-        return DetectionDataset(normalize(tr.images, data_cfg), [{"boxes": b, "labels": l} for b, l in zip(tr.boxes, tr.labels)],
-                                normalize(va.images, data_cfg), [{"boxes": b, "labels": l} for b, l in zip(va.boxes, va.labels)],
-                                list(DIGIT_CLASSES), meta={"name": data_cfg.name, "input_size": input_size, **norm_of(data_cfg),
-                                                           "train": len(tr.images), "val": len(va.images)})
+        tr_x, tr, va_x, va, meta = normalised_split(data_cfg, input_size)
+        return DetectionDataset(tr_x, [{"boxes": b, "labels": l} for b, l in zip(tr.boxes, tr.labels)],
+                                va_x, [{"boxes": b, "labels": l} for b, l in zip(va.boxes, va.labels)],
+                                list(DIGIT_CLASSES), meta=meta)
     root = expand(data_cfg.path)
     resize = data_cfg.get("resize") or "letterbox"
     if data_cfg.name == "coco":

@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.data._common import Dataset, check_norm, expand, fingerprint_files, norm_of, normalize, settings_of
+from pipeline.data._common import (Dataset, check_norm, expand, fingerprint_files, norm_of, normalize, refuse,
+                                   settings_of)
 
 NAMES = ("fashion_mnist",)
 CLASSES = ["t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"]
@@ -90,9 +91,7 @@ def _to_model_input(images: np.ndarray, size: int, data_cfg: Any) -> np.ndarray:
 
 
 def load(data_cfg: Any, input_size: int) -> Dataset:
-    problems = check(data_cfg)
-    if problems:
-        raise ValueError("; ".join(problems))
+    refuse(check(data_cfg))
     root, seed = _root(data_cfg), int(data_cfg.seed)
     tx, ty = _read(root, "train")
     vx, vy = _read(root, "test")

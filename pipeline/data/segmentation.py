@@ -18,7 +18,7 @@ import numpy as np
 
 from pipeline.data.checks import listing, masks as check_masks
 from pipeline.data._common import (Dataset, check_norm, expand, fingerprint_files, images_under, norm_of, normalize,
-                                   read_rgb, seeded_split, settings_of)
+                                   read_rgb, refuse, seeded_split, settings_of)
 
 NAMES = ("digits_segmentation", "masks")
 IGNORE_INDEX = 255
@@ -100,17 +100,12 @@ def read_masks(root: Path, size: int, num_classes: int) -> tuple[np.ndarray, np.
 
 
 def load(data_cfg: Any, input_size: int) -> SegmentationDataset:
-    problems = check(data_cfg)
-    if problems:
-        raise ValueError("; ".join(problems))
+    refuse(check(data_cfg))
     if data_cfg.name == "digits_segmentation":
-        from pipeline.data.composed import DIGIT_CLASSES, composed_split
+        from pipeline.data.composed import DIGIT_CLASSES, normalised_split
 
-        tr, va = composed_split(data_cfg, input_size)
-        return SegmentationDataset(normalize(tr.images, data_cfg), tr.masks, normalize(va.images, data_cfg), va.masks,
-                                   ["background", *DIGIT_CLASSES],
-                                   meta={"name": data_cfg.name, "input_size": input_size, **norm_of(data_cfg), "train": len(tr.images),
-                                         "val": len(va.images)})
+        tr_x, tr, va_x, va, meta = normalised_split(data_cfg, input_size)
+        return SegmentationDataset(tr_x, tr.masks, va_x, va.masks, ["background", *DIGIT_CLASSES], meta=meta)
     classes = [str(c) for c in data_cfg.classes]
     x, m = read_masks(expand(data_cfg.path), input_size, len(classes))
     tr, va = seeded_split(len(x), float(data_cfg.val_fraction), int(data_cfg.seed))

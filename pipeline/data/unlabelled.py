@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.data._common import (check_norm, norm_of, expand, fingerprint_files, images_under, normalize, read_rgb,
-                                   seeded_split, settings_of)
+from pipeline.data._common import (check_norm, expand, fingerprint_files, images_under, norm_of, normalize, read_rgb,
+                                   refuse, seeded_split, settings_of)
 
 NAMES = ("images",)
 
@@ -54,9 +54,7 @@ def fingerprint(data_cfg: Any, input_size: int) -> str:
 
 
 def load(data_cfg: Any, input_size: int) -> UnlabelledDataset:
-    problems = check(data_cfg)
-    if problems:
-        raise ValueError("; ".join(problems))
+    refuse(check(data_cfg))
     files = images_under(expand(data_cfg.path), recursive=True)[: data_cfg.get("max_images") or None]
     x = normalize(np.stack([read_rgb(f, input_size)[0] for f in files]), data_cfg)
     tr, va = seeded_split(len(x), float(data_cfg.val_fraction), int(data_cfg.seed))
