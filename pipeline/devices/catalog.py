@@ -25,8 +25,8 @@ def figure_value(fig: Any) -> float | None:
 
 
 def _figure_problems(fig: Any, path: str, where: str) -> list[str]:
-    fix = (f"give the figure with its source (`value: N, source: \"[P|S|E] ...\"`) or mark it "
-           f"`unpublished: true` with where it was looked for")
+    fix = ("give the figure with its source (`value: N, source: \"[P|S|E] ...\"`) or mark it "
+           "`unpublished: true` with where it was looked for")
     if fig is None:
         return [f"{path}: required figure is missing in {where}; {fix}"]
     value, source, unpub = fig.get("value"), fig.get("source"), bool(fig.get("unpublished", False))
@@ -84,7 +84,7 @@ def check(device: Any) -> list[str]:
         from pipeline.remote.connection import ConnectionError_, parse
 
         try:
-            conn = parse(d["connection"])
+            parse(d["connection"])
         except ConnectionError_ as e:
             problems.append(str(e))
         else:

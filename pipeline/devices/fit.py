@@ -152,8 +152,6 @@ def _solve(samples: list[Sample], lay: dict):
 
 def fit_kind(samples: list[Sample], peaks: dict[tuple, float] | None = None) -> dict[str, Any]:
     """Fit one unit kind's samples; `peaks` {(device, precision): effective peak G ops/s} gives the spec constants."""
-    import numpy as np
-
     lay = _layout(samples)
     v, G = _solve(samples, lay)
     th = _theta(v, G)

@@ -95,7 +95,6 @@ _QDQ = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
 
 
 def profile_onnx(path: Path) -> Profile:
-    import numpy as np
     import onnx
     from onnx import numpy_helper, shape_inference
 
@@ -302,10 +301,6 @@ def profile_tflite(path: Path) -> Profile:
 
 # --- PyTorch (through its ONNX export) -------------------------------------------------------------------------------
 def profile_torch(path: Path, meta: dict) -> Profile:
-    import warnings
-
-    import torch
-
     from pipeline.models import load_torch
 
     model, _ = load_torch(path)

@@ -19,7 +19,7 @@ FILENAME = "measurements.db"
 COLUMNS = ("recorded_at", "device", "unit", "connection", "runtime", "runtime_version", "model", "format",
            "fingerprint", "precision", "threads", "latency_p50_ms", "latency_p90_ms", "latency_mean_ms", "load_ms",
            "peak_rss_mb", "samples", "cpu", "run", "cores", "machine", "latency_min_ms", "latency_max_ms", "task_key")
-SCHEMA = f"""
+SCHEMA = """
 CREATE TABLE IF NOT EXISTS measurements (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   recorded_at TEXT NOT NULL, device TEXT NOT NULL, unit TEXT, connection TEXT, runtime TEXT NOT NULL,

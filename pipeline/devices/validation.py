@@ -52,13 +52,17 @@ def _predict(kf: dict, s, a: float, own: bool = False) -> float:
     return model.predict(kf, list(s.x), s.precision, a, b)
 
 
+def _held_out(samples: list, group: str, fit: Callable, peaks: dict):
+    """(held-out group, the fit on every other group's samples) for each value of the samples' `group` attribute."""
+    for held in sorted({getattr(s, group) for s in samples}):
+        train = [s for s in samples if getattr(s, group) != held]
+        if train:
+            yield held, fit(train, peaks)
+
+
 def lmo(samples: list, fit: Callable, peaks: dict) -> list[dict]:
     out = []
-    for fam in sorted({s.family for s in samples}):
-        train = [s for s in samples if s.family != fam]
-        if not train:
-            continue
-        kf = fit(train, peaks)
+    for fam, kf in _held_out(samples, "family", fit, peaks):
         for s in samples:
             if s.family == fam and s.precision in kf["devices"].get(s.device, {}) \
                     and model.runtime_factor(kf, s.runtime, s.precision, s.device)[1]:
@@ -70,11 +74,7 @@ def ldo_anchor(samples: list, fit: Callable, peaks: dict) -> tuple[list[dict], i
     """Residuals, and how many rows were not scored because their device has no anchor measurement in their
     precision and runtime."""
     out, unanchored = [], 0
-    for dev in sorted({s.device for s in samples}):
-        train = [s for s in samples if s.device != dev]
-        if not train:
-            continue
-        kf = fit(train, peaks)
+    for dev, kf in _held_out(samples, "device", fit, peaks):
         for p, rt in sorted({(s.precision, s.runtime) for s in samples if s.device == dev}):
             rows = [s for s in samples if s.device == dev and s.precision == p and s.runtime == rt]
             anchor = next((s for s in rows if s.network == ANCHOR), None)
@@ -90,11 +90,7 @@ def ldo_anchor(samples: list, fit: Callable, peaks: dict) -> tuple[list[dict], i
 
 def ldo_spec(samples: list, fit: Callable, peaks: dict) -> list[dict]:
     out = []
-    for dev in sorted({s.device for s in samples}):
-        train = [s for s in samples if s.device != dev]
-        if not train:
-            continue
-        kf = fit(train, peaks)
+    for dev, kf in _held_out(samples, "device", fit, peaks):
         for s in samples:
             c = kf["spec"].get(s.precision)
             if s.device == dev and c is not None and peaks.get((dev, s.precision)) \
