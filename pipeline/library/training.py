@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.library import threads as threads_mod
-from pipeline.core.bounds import NonNegative, NonNegativeInt, Positive, PositiveInt, at_least, between
+from pipeline.core.bounds import NonNegative, NonNegativeInt, Positive, PositiveInt, at_least, between, one_of
+
+OPTIMIZERS = ("adamw", "sgd")
 
 
 @dataclass
@@ -19,7 +21,7 @@ class TrainConfig:
     batch_size: PositiveInt = 64
     lr: Positive = 0.003  # peak learning rate (one-cycle schedule)
     weight_decay: NonNegative = 1e-4
-    optimizer: str = "adamw"  # adamw | sgd
+    optimizer: one_of(*OPTIMIZERS) = "adamw"
     label_smoothing: between(0, 1, hi_open=True) = 0.1
     augment: bool = True  # random shifts: pad by 1/8 of the input and crop back at a random offset
     threads: at_least(0, integer=True, note="0 = measured") = 0  # CPU threads; 0 = the fastest of 1..cores on real steps
@@ -33,10 +35,6 @@ def check_training(p: Any, min_epochs: int = 1, min_batch: int = 1) -> list[str]
     if p.batch_size < min_batch:
         why = " (batch norm trains on batches)" if min_batch > 1 else ""
         problems.append(f"batch_size must be >= {min_batch}{why}, got {p.batch_size}")
-    if not p.lr > 0:
-        problems.append(f"lr must be > 0, got {p.lr}")
-    if p.optimizer not in ("adamw", "sgd"):
-        problems.append(f"optimizer must be 'adamw' or 'sgd', got {p.optimizer!r}")
     return problems
 
 
@@ -96,57 +94,17 @@ def fit_task(model, data, p: TrainConfig, seed: int, log, task, tqdm) -> dict:
     """Train a dense-prediction model in place with `task.loss` on per-image labels (boxes, masks); the validation
     score per epoch is the task's primary metric (COCO mAP, mIoU). No random shifts: they would have to move the
     boxes and masks with the pixels."""
-    import numpy as np
     import torch
 
     x = torch.from_numpy(data.train_x)
     size = tuple(data.train_x.shape[-2:])
-    steps_per_epoch = math.ceil(len(x) / p.batch_size)
-    opt, sched = _optimizer(model, p, steps_per_epoch)
-    gen = torch.Generator().manual_seed(seed)
 
-    def forward_backward(xb, yb):
+    def loss_of(xb, yb):
         out = model(xb)
-        loss = task.loss(list(out) if isinstance(out, (tuple, list)) else [out], yb, size)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return loss
+        return task.loss(list(out) if isinstance(out, (tuple, list)) else [out], yb, size)
 
-    model.train()
-    first = np.arange(min(p.batch_size, len(x)))
-    choice = _choose_threads(model, opt, forward_backward, x[: p.batch_size], task.take(data.train_y, first), p.threads,
-                             p.epochs * steps_per_epoch)
-    log.info("%s", choice.describe())
-    watch = threads_mod.Watch(total_steps=p.epochs * steps_per_epoch, threads=choice.threads)
-    history = []
-    bar = tqdm(total=p.epochs * steps_per_epoch, desc="train", unit="batch", mininterval=2.0, leave=False)
-    for epoch in range(p.epochs):
-        model.train()
-        perm = torch.randperm(len(x), generator=gen).numpy()
-        total, n = 0.0, 0
-        for i in range(0, len(x), p.batch_size):
-            idx = perm[i : i + p.batch_size]
-            if len(idx) < 2:  # BatchNorm cannot train on a batch of one
-                continue
-            t0 = time.perf_counter()
-            loss = forward_backward(x[idx], task.take(data.train_y, idx))
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"training loss became {loss.item()} at epoch {epoch + 1}; lower the learning rate "
-                    f"(stages.<train>.lr, now {p.lr:g}) or check the data for NaN/inf values")
-            sched.step()
-            fewer = watch.step(time.perf_counter() - t0)
-            if fewer:
-                torch.set_num_threads(fewer)
-            total += loss.item() * len(idx)
-            n += len(idx)
-            bar.update(1)
-        score = task_score(model, data, task)
-        history.append({"epoch": epoch + 1, "loss": total / max(n, 1), task.primary: score})
-        bar.set_postfix(loss=f"{total / max(n, 1):.3f}", **{task.primary: f"{score:.3f}"})
-        log.info("epoch %d/%d  loss %.4f  val %s %.4f", epoch + 1, p.epochs, total / max(n, 1), task.primary, score)
-    bar.close()
+    history = _epochs(model, p, seed, log, tqdm, len(x), lambda idx: (x[idx], task.take(data.train_y, idx)), loss_of,
+                      lambda: task_score(model, data, task), task.primary, task.primary)
     return {"val_accuracy": history[-1][task.primary], "metric": task.primary, "train_loss": history[-1]["loss"],
             "history": history}
 
@@ -176,20 +134,39 @@ def fit(model, data, p: TrainConfig, seed: int, log, tqdm, loss_fn=None) -> dict
     import torch.nn.functional as F
 
     x, y = torch.from_numpy(data.train_x), torch.from_numpy(data.train_y)
-    steps_per_epoch = math.ceil(len(x) / p.batch_size)
+
+    def loss_of(xb, yb):
+        logits = model(xb)
+        return loss_fn(logits, xb, yb) if loss_fn else F.cross_entropy(logits, yb, label_smoothing=p.label_smoothing)
+
+    history = _epochs(model, p, seed, log, tqdm, len(x), lambda idx: (x[idx], y[idx]), loss_of,
+                      lambda: accuracy(model, data.val_x, data.val_y), "val_accuracy", "top-1",
+                      augment=random_shift if p.augment else None)
+    return {"val_accuracy": history[-1]["val_accuracy"], "train_loss": history[-1]["loss"], "history": history}
+
+
+def _epochs(model, p, seed: int, log, tqdm, n: int, take, loss_of, score, metric: str, label: str,
+            augment=None) -> list[dict]:
+    """The epoch loop of both trainers: shuffled batches of the `n` training images (`take(idx) -> (xb, yb)`,
+    `augment(xb, generator)` on the images), `loss_of(xb, yb)` minimised by the one-cycle optimizer on the threads
+    measured to be fastest (fewer when throughput collapses), `score()` on the validation split after each epoch,
+    kept as `metric` and logged as `label`. Returns the history, one row per epoch."""
+    import numpy as np
+    import torch
+
+    steps_per_epoch = math.ceil(n / p.batch_size)
     opt, sched = _optimizer(model, p, steps_per_epoch)
     gen = torch.Generator().manual_seed(seed)
 
     def forward_backward(xb, yb):
-        logits = model(xb)
-        loss = loss_fn(logits, xb, yb) if loss_fn else F.cross_entropy(logits, yb, label_smoothing=p.label_smoothing)
+        loss = loss_of(xb, yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         return loss
 
     model.train()
-    choice = _choose_threads(model, opt, forward_backward, x[: p.batch_size], y[: p.batch_size], p.threads,
+    choice = _choose_threads(model, opt, forward_backward, *take(np.arange(min(p.batch_size, n))), p.threads,
                              p.epochs * steps_per_epoch)
     log.info("%s", choice.describe())
     watch = threads_mod.Watch(total_steps=p.epochs * steps_per_epoch, threads=choice.threads)
@@ -197,15 +174,15 @@ def fit(model, data, p: TrainConfig, seed: int, log, tqdm, loss_fn=None) -> dict
     bar = tqdm(total=p.epochs * steps_per_epoch, desc="train", unit="batch", mininterval=2.0, leave=False)
     for epoch in range(p.epochs):
         model.train()
-        perm = torch.randperm(len(x), generator=gen)
-        total, n = 0.0, 0
-        for i in range(0, len(x), p.batch_size):
+        perm = torch.randperm(n, generator=gen).numpy()
+        total, seen = 0.0, 0
+        for i in range(0, n, p.batch_size):
             idx = perm[i : i + p.batch_size]
             if len(idx) < 2:  # BatchNorm cannot train on a batch of one
                 continue
-            xb, yb = x[idx], y[idx]
-            if p.augment:
-                xb = random_shift(xb, gen)
+            xb, yb = take(idx)
+            if augment is not None:
+                xb = augment(xb, gen)
             t0 = time.perf_counter()
             loss = forward_backward(xb, yb)
             if not torch.isfinite(loss):
@@ -217,14 +194,14 @@ def fit(model, data, p: TrainConfig, seed: int, log, tqdm, loss_fn=None) -> dict
             if fewer:  # throughput collapsed (another job took the cores): back off
                 torch.set_num_threads(fewer)
             total += loss.item() * len(idx)
-            n += len(idx)
+            seen += len(idx)
             bar.update(1)
-        acc = accuracy(model, data.val_x, data.val_y)
-        history.append({"epoch": epoch + 1, "loss": total / max(n, 1), "val_accuracy": acc})
-        bar.set_postfix(loss=f"{total / max(n, 1):.3f}", val_acc=f"{acc:.3f}")
-        log.info("epoch %d/%d  loss %.4f  val top-1 %.4f", epoch + 1, p.epochs, total / max(n, 1), acc)
+        value = score()
+        history.append({"epoch": epoch + 1, "loss": total / max(seen, 1), metric: value})
+        bar.set_postfix(loss=f"{total / max(seen, 1):.3f}", **{label: f"{value:.3f}"})
+        log.info("epoch %d/%d  loss %.4f  val %s %.4f", epoch + 1, p.epochs, total / max(seen, 1), label, value)
     bar.close()
-    return {"val_accuracy": history[-1]["val_accuracy"], "train_loss": history[-1]["loss"], "history": history}
+    return history
 
 
 def _choose_threads(model, opt, forward_backward, xb, yb, requested: int, total_steps: int | None = None):
@@ -267,17 +244,12 @@ def accuracy(model, x, y, batch_size: int = 256) -> float:
 
 
 @dataclass
-class FinetuneConfig:
-    """Fine-tuning knobs shared by prune, distill and qat; passed to fit() as a TrainConfig."""
+class FinetuneConfig(TrainConfig):
+    """Fine-tuning knobs shared by prune, distill and qat: the training ones, fewer epochs at a lower rate; passed to
+    fit() as a TrainConfig."""
 
     epochs: NonNegativeInt = 5  # fine-tuning passes over the training split (0: prune or fold only)
-    batch_size: PositiveInt = 64
     lr: Positive = 0.001  # peak learning rate (one-cycle schedule)
-    weight_decay: NonNegative = 1e-4
-    optimizer: str = "adamw"  # adamw | sgd
-    label_smoothing: between(0, 1, hi_open=True) = 0.1
-    augment: bool = True  # random shifts (see the train stage)
-    threads: at_least(0, integer=True, note="0 = measured") = 0  # CPU threads; 0 = the fastest of 1..cores on real steps
 
 
 def train_config(p: Any, **override: Any) -> TrainConfig:
@@ -300,6 +272,18 @@ def load_rebuildable(artifact, stage_name: str):
             f"stage {stage_name!r} edits the network's modules, but input {artifact.stage!r} is a {spec['kind']} "
             f"graph file; import the model as `_target_` (your nn.Module class) plus a state_dict checkpoint instead")
     return model, spec
+
+
+def start_finetune(ctx, p: Any) -> tuple[Any, dict, Any, float]:
+    """What a stage that edits and re-trains its upstream model does first: seed PyTorch, set the threads, load the
+    editable model and the data. Returns (model, its spec, data, its top-1 on the validation split before the edit)."""
+    import torch
+
+    torch.manual_seed(ctx.settings.seed)
+    set_threads(p)
+    model, spec = load_rebuildable(ctx.input, ctx.name)
+    data = ctx.data()
+    return model, spec, data, val_accuracy(model, data)
 
 
 def base_spec(spec: dict) -> dict:

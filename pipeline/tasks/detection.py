@@ -73,7 +73,6 @@ def coco_map(predictions: Sequence[dict], labels: Sequence[dict], num_classes: i
 @lru_cache(maxsize=1)
 def _nms_session():
     """A one-operator ONNX graph running NonMaxSuppression (class-wise, boxes as corners) in ONNX Runtime."""
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
