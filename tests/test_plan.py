@@ -24,7 +24,7 @@ CASES = {
                           ["stages.quantize.calibraton_samples", "unknown parameter", "Did you mean 'calibration_samples'"]),
     "wrong type": (["stages.quantize.calibration_samples=many"], ["stages.quantize.calibration_samples", "many"]),
     "bad value": (["stages.quantize.calibration_samples=0"], ["stages.quantize.calibration_samples: must be an integer >= 1, got 0"]),
-    "bad calibration method": (["stages.quantize.method=avg"], ["method must be one of minmax, entropy, percentile"]),
+    "bad calibration method": (["stages.quantize.method=avg"], ["stages.quantize.method: must be one of minmax, entropy, percentile, got 'avg'"]),
     "imagefolder without path": (["data=imagefolder"], ["data.path", "data.path=DIR"]),
     "missing data path": (["data=imagefolder", "data.path=/nonexistent/photos"],
                           ["data.path", "/nonexistent/photos", "does not exist"]),

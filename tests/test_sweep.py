@@ -80,7 +80,7 @@ def test_failing_job_does_not_stop_the_sweep(grid_sweep, shared):
                   env=ONE_THREAD)
     text = out.stdout + out.stderr
     assert out.returncode == 1, text[-3000:]
-    assert "job #0 invalid configuration" in text and "method must be one of" in text
+    assert "job #0 invalid configuration" in text and "stages.quantize.method: must be one of" in text
     assert "1 job(s) finished, 1 failed" in text
     (sweep_dir,) = set(_sweep_dirs(shared)) - before
     jobs = sorted((json.loads(p.read_text()) for p in sweep_dir.glob("*/job.json")), key=lambda j: j["job"])

@@ -45,15 +45,23 @@ def _default(f: dataclasses.Field) -> str:
     return "(required)"
 
 
-def _type(f: dataclasses.Field) -> str:
+def _type(f: dataclasses.Field, hints: dict) -> str:
+    """The annotation as written, except that a closed set of values is spelled out ("one of: a | b")."""
+    from pipeline.core.bounds import Choice
+
+    for marker in getattr(hints.get(f.name), "__metadata__", ()):
+        if isinstance(marker, Choice):
+            return "one of: " + " | ".join(str(v) for v in marker.values)
     t = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
     return t.replace("typing.", "")
 
 
 def parameters(cls: type) -> list[tuple[str, str, str, str]]:
     """(name, type, default, doc) of every parameter of a stage type."""
-    docs = field_docs(cls.Config)
-    return [(f.name, _type(f), _default(f), docs.get(f.name, "")) for f in dataclasses.fields(cls.Config)]
+    import typing
+
+    docs, hints = field_docs(cls.Config), typing.get_type_hints(cls.Config, include_extras=True)
+    return [(f.name, _type(f, hints), _default(f), docs.get(f.name, "")) for f in dataclasses.fields(cls.Config)]
 
 
 def _summary(cls: type) -> str:

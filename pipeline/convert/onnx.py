@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List
 
+from pipeline.core.bounds import one_of
 from pipeline.core.console import quiet
 
 METHODS = ("minmax", "entropy", "percentile")
@@ -17,24 +18,14 @@ TYPES = ("int8", "uint8")
 class QdqOptions:
     """How ONNX Runtime's quantize_static quantizes (the quantize_onnx stage's parameters besides calibration)."""
 
-    method: str = "minmax"  # calibration: minmax | entropy | percentile
+    method: one_of(*METHODS) = "minmax"  # calibration: minmax | entropy | percentile
     per_channel: bool = True  # one weight scale per output channel (keeps depthwise convs accurate)
-    activation_type: str = "uint8"  # uint8 | int8 activations
-    weight_type: str = "int8"  # int8 | uint8 weights
+    activation_type: one_of(*TYPES) = "uint8"  # uint8 | int8 activations
+    weight_type: one_of(*TYPES) = "int8"  # int8 | uint8 weights
     reduce_range: bool = False  # 7-bit weights: for CPUs without VNNI, where u8s8 products can saturate
     symmetric_activations: bool = False  # zero-point 0 for activations
     exclude_op_types: List[str] = field(default_factory=list)  # operator types left in float, e.g. [Add]
     preprocess: bool = True  # shape inference + graph optimisation (Conv/BN folding) before quantizing
-
-
-def check_options(p) -> list[str]:
-    problems = []
-    if p.method not in METHODS:
-        problems.append(f"method must be one of {', '.join(METHODS)}, got {p.method!r}")
-    for k in ("activation_type", "weight_type"):
-        if getattr(p, k) not in TYPES:
-            problems.append(f"{k} must be int8 or uint8, got {getattr(p, k)!r}")
-    return problems
 
 
 def export_torch(model, input_shape, path: Path, opset: int = 18, dynamic_batch: bool = True,

@@ -69,6 +69,21 @@ class Range:
         return None
 
 
+@dataclass(frozen=True)
+class Choice:
+    """A value's allowed set (a mode, a format, a preset): the schema lists them, the plan refuses any other."""
+
+    values: tuple
+    note: str = ""  # what the values mean, or what else is allowed
+
+    def describe(self) -> str:
+        text = "one of " + ", ".join(str(v) for v in self.values)
+        return f"{text} ({self.note})" if self.note else text
+
+    def problem(self, value: Any) -> str | None:
+        return None if value in self.values else f"must be {self.describe()}, got {value!r}"
+
+
 def _fmt(x: float) -> str:
     return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
 
@@ -94,6 +109,11 @@ def between(lo: float | None = None, hi: float | None = None, *, integer: bool =
 
 def at_least(lo: float, *, integer: bool = False, note: str = "") -> Any:
     return between(lo, None, integer=integer, note=note)
+
+
+def one_of(*values: Any, note: str = "") -> Any:
+    """A marker for a closed set of values, e.g. `schedule: one_of("oneshot", "gradual") = "oneshot"`."""
+    return Annotated[type(values[0]), Choice(tuple(values), note)]
 
 
 # --- checking ------------------------------------------------------------------------------------------------------
@@ -158,7 +178,7 @@ def _value(value: Any, hint: Any, path: str) -> list[str]:
     if origin is Annotated:
         base, *markers = typing.get_args(hint)
         for m in markers:
-            if isinstance(m, Range):
+            if isinstance(m, (Range, Choice)):
                 p = m.problem(value)
                 if p:
                     return [f"{path}: {p}"]
@@ -202,7 +222,7 @@ def _unbounded(hint: Any, path: str) -> list[str]:
     origin = typing.get_origin(hint)
     if origin is Annotated:
         base, *markers = typing.get_args(hint)
-        if any(isinstance(m, Range) for m in markers):
+        if any(isinstance(m, (Range, Choice)) for m in markers):
             return []
         return _unbounded(base, path)
     if origin is Union:
@@ -219,5 +239,5 @@ def _unbounded(hint: Any, path: str) -> list[str]:
     return []
 
 
-__all__ = ["Range", "Finite", "NonNegative", "Positive", "UnitInterval", "OpenUnitInterval", "Dropout", "PositiveInt",
+__all__ = ["Range", "Choice", "one_of", "Finite", "NonNegative", "Positive", "UnitInterval", "OpenUnitInterval", "Dropout", "PositiveInt",
            "NonNegativeInt", "Seed", "between", "at_least", "problems", "unbounded_numbers", "Optional"]

@@ -12,8 +12,22 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 from pipeline.core.artifacts import Artifact
+from pipeline.core.bounds import PositiveInt
 from pipeline.core.results import Findings
 from pipeline.core.settings import Settings, UndeclaredSetting
+
+
+DECLARABLE = frozenset({"type", "accepts", "produces", "per_input", "reads", "libraries", "implements"})
+
+
+@dataclass
+class Int8Config:
+    """The parameters every post-training int8 stage shares: its calibration images and the remedies it tries when
+    the int8 model is outside parity's budget."""
+
+    calibration_samples: PositiveInt = 128  # training images used to calibrate activation ranges (100-500 is usual)
+    remedies: bool = True  # int8 outside parity's budget: try the remedies (pipeline.convert.remedies), cheapest first
+    remedy_samples: PositiveInt = 128  # training images (not the calibration ones) each int8 attempt is judged on
 
 
 @dataclass
@@ -65,7 +79,11 @@ class StageContext:
 
 
 class Stage:
-    """Base class. Subclasses declare, as class attributes:
+    """Base class. Subclasses declare what they are in their class statement (or as class attributes of the same
+    names; `config` is the attribute `Config`, `inputs` sets `min_inputs` and `max_inputs`):
+
+        class Fuse(Stage, type="fuse", config=FuseConfig, accepts=("torch",), produces="torch", inputs=1,
+                   reads=("data", "host"), libraries=("torch", "numpy")):
 
     type:      registered name used in recipes (`type: quantize_onnx`)
     Config:    dataclass of parameters (MISSING for required ones); validated with full key paths
@@ -79,6 +97,8 @@ class Stage:
     libraries: distributions used without an import of their own, whose versions also go into the key
     implements: (generic type, format) this stage carries out, e.g. ("quantize", "tflite"): a recipe's `type: quantize`
                resolves to it when the device deploys that format (see pipeline/plan.py)
+    inputs:    how many input stages it takes: n (exactly), or (least, most) with most None for no limit; default
+               (0, None)
     """
 
     type: ClassVar[str]
@@ -92,6 +112,19 @@ class Stage:
     max_inputs: ClassVar[int | None] = None
     implements: ClassVar[tuple[str, str] | None] = None
 
+    def __init_subclass__(cls, config: type | None = None, inputs: int | tuple[int, int | None] | None = None,
+                          **declared: Any) -> None:
+        super().__init_subclass__()
+        unknown = sorted(set(declared) - DECLARABLE)
+        if unknown:
+            raise TypeError(f"stage class {cls.__name__}: unknown declaration(s) {', '.join(unknown)}; a stage "
+                            f"declares config, inputs and {', '.join(sorted(DECLARABLE))}")
+        if config is not None:
+            cls.Config = config
+        if inputs is not None:
+            cls.min_inputs, cls.max_inputs = (inputs, inputs) if isinstance(inputs, int) else inputs
+        for name, value in declared.items():
+            setattr(cls, name, value)
     @classmethod
     def output_format(cls, params: Any, device: Any) -> str | None:
         """Format this stage will produce; override when it depends on parameters or the device."""

@@ -20,15 +20,11 @@ class BenchmarkConfig:
     repeats: PositiveInt = 3  # on a device: rounds of `iterations` timed runs (p50/p90 over all, p50 per round kept)
 
 
-class Benchmark(Stage):
-    type = "benchmark"
-    Config = BenchmarkConfig
-    accepts = FORMATS
-    # "host": a timing made on this machine is reused only on a machine with the same CPU, cores and instruction sets
-    reads = ("host", "device.threads", "device.name", "device.display_name", "device.connection", "device.known_hosts",
-             "device.remote_python", "device.remote_timeout_s", "device.benchmark_model")
-    min_inputs = 1
-
+# reads "host": a timing made on this machine is reused only on a machine with the same CPU, cores and instruction sets
+class Benchmark(Stage, type="benchmark", config=BenchmarkConfig, accepts=FORMATS, inputs=(1, None),
+                reads=("host", "device.threads", "device.name", "device.display_name", "device.connection",
+                       "device.known_hosts", "device.remote_python", "device.remote_timeout_s",
+                       "device.benchmark_model")):
     @classmethod
     def check(cls, p: BenchmarkConfig, cfg) -> list[str]:
         if p.iterations < 1 or p.warmup < 0 or p.batch_size < 1 or p.repeats < 1:

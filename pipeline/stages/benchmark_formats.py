@@ -40,13 +40,8 @@ class BenchmarkFormatsConfig:
     iterations: PositiveInt = 50  # timed runs of each model (p50 and its interval over these)
 
 
-class BenchmarkFormats(Stage):
-    type = "benchmark_formats"
-    Config = BenchmarkFormatsConfig
-    accepts = ("torch", "onnx")
-    max_inputs = 1
-    reads = ("data", "host", "seed", "device.threads", "model", "task")
-
+class BenchmarkFormats(Stage, type="benchmark_formats", config=BenchmarkFormatsConfig, accepts=("torch", "onnx"),
+                       inputs=(0, 1), reads=("data", "host", "seed", "device.threads", "model", "task")):
     @classmethod
     def check(cls, p: BenchmarkFormatsConfig, cfg) -> list[str]:
         from pipeline import models

@@ -28,15 +28,8 @@ class DistillConfig(FinetuneConfig):
     lr: Positive = 0.003
 
 
-class Distill(Stage):
-    type = "distill"
-    Config = DistillConfig
-    accepts = ("torch",)
-    produces = "torch"
-    min_inputs, max_inputs = 0, 1
-    reads = ("data", "seed", "model.input_size")
-    libraries = ("torch", "numpy")
-
+class Distill(Stage, type="distill", config=DistillConfig, accepts=("torch",), produces="torch", inputs=(0, 1),
+              reads=("data", "seed", "model.input_size"), libraries=("torch", "numpy")):
     @classmethod
     def check(cls, p: DistillConfig, cfg) -> list[str]:
         from pathlib import Path

@@ -23,15 +23,9 @@ class EvaluateConfig:
     max_samples: Optional[PositiveInt] = None  # evaluate on the first N validation images only (null = all)
 
 
-class Evaluate(Stage):
-    type = "evaluate"
-    Config = EvaluateConfig
-    accepts = FORMATS
-    per_input = True
-    reads = ("data", "task")
-    libraries = ("onnxruntime", "torch", "ai-edge-litert", "tensorflow-cpu", "coremltools", "numpy", "pycocotools",
-                 "scikit-learn")
-
+class Evaluate(Stage, type="evaluate", config=EvaluateConfig, accepts=FORMATS, per_input=True, reads=("data", "task"),
+               libraries=("onnxruntime", "torch", "ai-edge-litert", "tensorflow-cpu", "coremltools", "numpy",
+                          "pycocotools", "scikit-learn")):
     @classmethod
     def check(cls, p: EvaluateConfig, cfg) -> list[str]:
         from pipeline import tasks

@@ -33,15 +33,8 @@ class QuantizeCoremlConfig:
     calibration_samples: PositiveInt = 128  # recipe-wide calibration size; Core ML weight compression is data-free (unused)
 
 
-class ExportCoreml(Stage):
-    type = "export_coreml"
-    Config = ExportCoremlConfig
-    accepts = ("torch",)
-    produces = "coreml"
-    implements = ("export", "coreml")
-    min_inputs = max_inputs = 1
-    reads = ("device.deployment_target",)
-
+class ExportCoreml(Stage, type="export_coreml", config=ExportCoremlConfig, accepts=("torch",), produces="coreml",
+                   implements=("export", "coreml"), inputs=1, reads=("device.deployment_target",)):
     @classmethod
     def check(cls, p: ExportCoremlConfig, cfg) -> list[str]:
         problems = []
@@ -71,14 +64,8 @@ class ExportCoreml(Stage):
                            metrics={"operators": facts["operator_count"] or 0})
 
 
-class QuantizeCoreml(Stage):
-    type = "quantize_coreml"
-    Config = QuantizeCoremlConfig
-    accepts = ("coreml",)
-    produces = "coreml"
-    implements = ("quantize", "coreml")
-    min_inputs = max_inputs = 1
-
+class QuantizeCoreml(Stage, type="quantize_coreml", config=QuantizeCoremlConfig, accepts=("coreml",),
+                     produces="coreml", implements=("quantize", "coreml"), inputs=1):
     @classmethod
     def check(cls, p: QuantizeCoremlConfig, cfg) -> list[str]:
         problems = []

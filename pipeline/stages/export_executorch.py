@@ -6,30 +6,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.core.artifacts import Artifact
+from pipeline.core.bounds import one_of
 from pipeline.convert.executorch import PARTITIONERS
 from pipeline.stages.base import Stage, StageContext, StageResult
 
 
 @dataclass
 class ExportExecutorchConfig:
-    partitioner: str = "xnnpack"  # xnnpack (CPU: Android, iOS, Linux) | coreml (Apple; the .pte then runs on Apple only)
+    partitioner: one_of(*PARTITIONERS) = "xnnpack"  # xnnpack (CPU: Android, iOS, Linux) | coreml (Apple; the .pte then runs on Apple only)
 
 
-class ExportExecutorch(Stage):
-    type = "export_executorch"
-    Config = ExportExecutorchConfig
-    accepts = ("torch",)
-    produces = "executorch"
-    implements = ("export", "executorch")  # what `type: export` builds with stages.export.format=executorch
-    min_inputs = max_inputs = 1
-    reads = ("data", "device.deployment_target")
-
-    @classmethod
-    def check(cls, p: ExportExecutorchConfig, cfg) -> list[str]:
-        if p.partitioner not in PARTITIONERS:
-            return [f"partitioner must be one of {', '.join(PARTITIONERS)}, got {p.partitioner!r}"]
-        return []
-
+# implements: what `type: export` builds with stages.export.format=executorch
+class ExportExecutorch(Stage, type="export_executorch", config=ExportExecutorchConfig, accepts=("torch",),
+                       produces="executorch", implements=("export", "executorch"), inputs=1,
+                       reads=("data", "device.deployment_target")):
     def run(self, ctx: StageContext) -> StageResult:
         import numpy as np
 

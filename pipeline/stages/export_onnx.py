@@ -15,15 +15,10 @@ class ExportOnnxConfig:
     dynamic_batch: bool = True  # batch dimension left symbolic
 
 
-class ExportOnnx(Stage):
-    type = "export_onnx"
-    Config = ExportOnnxConfig
-    accepts = ("torch",)
-    produces = "onnx"
-    implements = ("export", "onnx")  # what `type: export` resolves to for ONNX Runtime devices
-    min_inputs = max_inputs = 1
-    libraries = ("onnxscript",)  # the dynamo exporter's op library, imported by torch.onnx
-
+# implements: what `type: export` resolves to for ONNX Runtime devices; onnxscript: the dynamo exporter's op library,
+# imported by torch.onnx
+class ExportOnnx(Stage, type="export_onnx", config=ExportOnnxConfig, accepts=("torch",), produces="onnx",
+                 implements=("export", "onnx"), inputs=1, libraries=("onnxscript",)):
     def run(self, ctx: StageContext) -> StageResult:
         from pipeline.convert.onnx import export_torch
         from pipeline.models import load_torch

@@ -35,15 +35,9 @@ def check_runtime_settings(p) -> list[str]:
     return problems
 
 
-class ExportOpenvino(Stage):
-    type = "export_openvino"
-    Config = ExportOpenvinoConfig
-    accepts = ("torch", "onnx")
-    produces = "openvino"
-    implements = ("export", "openvino")  # what `type: export` builds for OpenVINO devices
-    min_inputs = max_inputs = 1
-    reads = ("data",)
-
+# implements: what `type: export` builds for OpenVINO devices
+class ExportOpenvino(Stage, type="export_openvino", config=ExportOpenvinoConfig, accepts=("torch", "onnx"),
+                     produces="openvino", implements=("export", "openvino"), inputs=1, reads=("data",)):
     @classmethod
     def check(cls, p: ExportOpenvinoConfig, cfg) -> list[str]:
         return check_runtime_settings(p)

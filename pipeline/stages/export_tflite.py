@@ -17,60 +17,39 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.core.artifacts import Artifact
-from pipeline.core.bounds import PositiveInt
+from pipeline.core.bounds import one_of
 from pipeline.convert.tflite import PRECISIONS, SOURCE_FORMATS
-from pipeline.stages.base import Stage, StageContext, StageResult
+from pipeline.stages.base import Int8Config, Stage, StageContext, StageResult
 
 IO_TYPES = ("int8", "float")
 
 
 @dataclass
-class ExportTfliteConfig:
-    precision: str = "fp32"  # fp32 | fp16 (float16 weights) | int8 (full integer, calibrated) | dynamic (int8 weights)
-    calibration_samples: PositiveInt = 128  # int8: training images used to calibrate activation ranges
-    io: str = "int8"  # int8 models: int8 (integer input/output, scale and zero point in the file) | float
+class ExportTfliteConfig(Int8Config):  # calibration and remedies: int8 only
+    precision: one_of(*PRECISIONS) = "fp32"  # fp32 | fp16 (float16 weights) | int8 (full integer, calibrated) | dynamic (int8 weights)
+    io: one_of(*IO_TYPES) = "int8"  # int8 models: int8 (integer input/output, scale and zero point in the file) | float
     per_channel: bool = True  # int8: one weight scale per output channel (keeps depthwise convolutions accurate)
     require_integer_only: bool = True  # int8: fail if any operator of the file still computes in float
-    remedies: bool = True  # int8 outside parity's budget: try the remedies (pipeline.convert.remedies), cheapest first
-    remedy_samples: PositiveInt = 128  # training images (not the calibration ones) each int8 attempt is judged on
 
 
 @dataclass
 class QuantizeTfliteConfig(ExportTfliteConfig):
-    precision: str = "int8"  # int8 (full integer, calibrated) | dynamic (int8 weights) | fp16
+    precision: one_of(*PRECISIONS) = "int8"  # int8 (full integer, calibrated) | dynamic (int8 weights) | fp16
     # Per-channel weights (TFLite's default): per-tensor saved 15% of the file on the digits MobileNetV2, but lost
     # most of the agreement of pretrained EfficientNet-Lite0 (0.15 top-1 agreement with fp32 in LiteRT, 0.25 in ONNX
     # Runtime; bench/RESULTS.md). false = per-tensor, smaller, for models that `parity` shows can afford it.
     per_channel: bool = True
 
 
-def check_params(p: ExportTfliteConfig) -> list[str]:
-    problems = []
-    if p.precision not in PRECISIONS:
-        problems.append(f"precision must be one of {', '.join(PRECISIONS)}, got {p.precision!r}")
-    if p.io not in IO_TYPES:
-        problems.append(f"io must be int8 or float, got {p.io!r}")
-    if p.calibration_samples <= 0:
-        problems.append(f"calibration_samples must be > 0, got {p.calibration_samples}; 100-500 images is usual")
-    return problems
-
-
 # --- stages -----------------------------------------------------------------------------------------------------
-class ExportTflite(Stage):
-    type = "export_tflite"
-    Config = ExportTfliteConfig
-    accepts = SOURCE_FORMATS
-    produces = "tflite"
-    implements = ("export", "tflite")
-    min_inputs = max_inputs = 1
-    reads = ("data", "seed", "task")
-    libraries = ("litert-torch", "ai-edge-litert", "ai-edge-quantizer", "tensorflow-cpu", "torchao")
-
+class ExportTflite(Stage, type="export_tflite", config=ExportTfliteConfig, accepts=SOURCE_FORMATS, produces="tflite",
+                   implements=("export", "tflite"), inputs=1, reads=("data", "seed", "task"),
+                   libraries=("litert-torch", "ai-edge-litert", "ai-edge-quantizer", "tensorflow-cpu", "torchao")):
     @classmethod
     def check(cls, p: ExportTfliteConfig, cfg) -> list[str]:
         from pipeline import tasks
 
-        return check_params(p) + tasks.check_name(str(cfg.get("task", "classification")))
+        return tasks.check_name(str(cfg.get("task", "classification")))
 
     @classmethod
     def calibrates(cls, p: ExportTfliteConfig) -> bool:
@@ -171,14 +150,10 @@ class ExportTflite(Stage):
                            info={"remedies": report} if report else {})
 
 
-class QuantizeTflite(ExportTflite):
+class QuantizeTflite(ExportTflite, type="quantize_tflite", config=QuantizeTfliteConfig, accepts=("tflite",),
+                     implements=("quantize", "tflite")):
     """int8 from a .tflite's lineage: LiteRT's full-integer quantization re-converts the PyTorch/Keras model the fp32
     file was exported from (a .tflite cannot be re-quantized), so its input is the fp32 .tflite it must agree with."""
-
-    type = "quantize_tflite"
-    Config = QuantizeTfliteConfig
-    accepts = ("tflite",)
-    implements = ("quantize", "tflite")
 
     @classmethod
     def check_lineage(cls, p, upstream, cfg) -> list[str]:

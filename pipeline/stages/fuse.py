@@ -22,15 +22,9 @@ class FuseConfig:
     threads: PositiveInt = 1  # PyTorch threads for the latency comparison
 
 
-class Fuse(Stage):
-    type = "fuse"
-    Config = FuseConfig
-    accepts = ("torch",)
-    produces = "torch"
-    min_inputs = max_inputs = 1
-    reads = ("data", "host")  # host: it times the fused model against the unfused one here
-    libraries = ("torch", "numpy")
-
+# reads host: it times the fused model against the unfused one here
+class Fuse(Stage, type="fuse", config=FuseConfig, accepts=("torch",), produces="torch", inputs=1,
+           reads=("data", "host"), libraries=("torch", "numpy")):
     @classmethod
     def check(cls, p: FuseConfig, cfg) -> list[str]:
         problems = []

@@ -94,13 +94,10 @@ def _fine_tuned(names: list[str], cfg) -> bool:
     return False
 
 
-class ImportModel(Stage):
-    type = "import_model"
-    Config = ImportModelConfig
-    produces = "torch"  # the actual format follows the file (output_format)
-    reads = ("data", "model.input_size", "task")
-    libraries = ("torch", "onnx", "onnxruntime", "tensorflow-cpu", "ai-edge-litert", "numpy")
-
+# produces: the actual format follows the file (output_format)
+class ImportModel(Stage, type="import_model", config=ImportModelConfig, produces="torch",
+                  reads=("data", "model.input_size", "task"),
+                  libraries=("torch", "onnx", "onnxruntime", "tensorflow-cpu", "ai-edge-litert", "numpy")):
     @classmethod
     def output_format(cls, params, device) -> str | None:
         return (source_format(params) or "torch") if params is not None else "torch"

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from pipeline.core.artifacts import Artifact
-from pipeline.core.bounds import (NonNegative, NonNegativeInt, OpenUnitInterval, Positive, PositiveInt, UnitInterval,
+from pipeline.core.bounds import (one_of, NonNegative, NonNegativeInt, OpenUnitInterval, Positive, PositiveInt, UnitInterval,
                              at_least, between)
 from pipeline.core.results import Findings
 from pipeline.stages.base import FAILURE_DIR, Stage, StageContext, StageResult
@@ -42,7 +42,7 @@ class OptimizeConfig:
     batch_size: at_least(2, integer=True) = 64
     temperature: Positive = 4.0  # distillation temperature
     alpha: UnitInterval = 0.7  # weight of the teacher's soft targets (1 - alpha: the labels)
-    qat: str = "if_needed"  # quantization-aware distillation: if_needed (post-training int8 misses) | never | always
+    qat: one_of(*QAT_WHEN) = "if_needed"  # quantization-aware distillation: if_needed (post-training int8 misses) | never | always
     qat_epochs: PositiveInt = 2
     qat_lr: Positive = 0.0002
     proxy_slack: NonNegative = 2.0  # top-1 points a trial's proxy may exceed the budget by (a short fine-tune recovers less)
@@ -54,14 +54,9 @@ class OptimizeConfig:
     resolutions: List[PositiveInt] = field(default_factory=list)
 
 
-class Optimize(Stage):
-    type = "optimize"
-    Config = OptimizeConfig
-    accepts = ("torch",)
-    min_inputs = max_inputs = 1
-    reads = ("data", "seed", "budget", "device", "cache.enabled", "cache.dir", "paths.outputs")
-    libraries = ("optuna", "torch-pruning")
-
+class Optimize(Stage, type="optimize", config=OptimizeConfig, accepts=("torch",), inputs=1,
+               reads=("data", "seed", "budget", "device", "cache.enabled", "cache.dir", "paths.outputs"),
+               libraries=("optuna", "torch-pruning")):
     @classmethod
     def output_format(cls, params, device):
         """Decided by measurement: one of the formats the device deploys that the optimizer builds."""
@@ -85,8 +80,6 @@ class Optimize(Stage):
         if too_big:
             problems.append(f"resolutions: {too_big} are not below model.input_size={cfg.model.input_size}; the study "
                             f"shows smaller inputs beside the fixed one")
-        if p.qat not in QAT_WHEN:
-            problems.append(f"qat must be one of {', '.join(QAT_WHEN)}, got {p.qat!r}")
         dev = cfg.device
         if not any(f in SUPPORTED for f in dev.get("formats") or []):
             problems.append(f"device {dev.name!r} deploys {', '.join(dev.get('formats') or []) or 'nothing'}; the "

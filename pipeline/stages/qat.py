@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.core.artifacts import Artifact
-from pipeline.core.bounds import Positive, PositiveInt, at_least, between
+from pipeline.core.bounds import Positive, PositiveInt, at_least, between, one_of
 from pipeline.library.training import FinetuneConfig, check_finetune
 from pipeline.stages.base import Stage, StageContext, StageResult
 
@@ -24,7 +24,7 @@ FORMATS = ("onnx", "tflite")
 
 @dataclass
 class QatConfig(FinetuneConfig):
-    format: str = "onnx"  # int8 artifact to export: onnx (QDQ, ONNX Runtime) | tflite (LiteRT)
+    format: one_of(*FORMATS) = "onnx"  # int8 artifact to export: onnx (QDQ, ONNX Runtime) | tflite (LiteRT)
     per_channel: bool = True  # one weight scale per output channel
     opset: at_least(7, integer=True) = 18  # ONNX opset (format=onnx)
     epochs: PositiveInt = 3  # quantization-aware fine-tuning epochs
@@ -32,25 +32,15 @@ class QatConfig(FinetuneConfig):
     label_smoothing: between(0, 1, hi_open=True) = 0.0
 
 
-class Qat(Stage):
-    type = "qat"
-    Config = QatConfig
-    accepts = ("torch",)
-    produces = "onnx"
-    min_inputs = max_inputs = 1
-    reads = ("data", "seed")
-    libraries = ("onnxscript",)
-
+class Qat(Stage, type="qat", config=QatConfig, accepts=("torch",), produces="onnx", inputs=1, reads=("data", "seed"),
+          libraries=("onnxscript",)):
     @classmethod
     def output_format(cls, params, device) -> str | None:
         return params.format if params is not None and params.format in FORMATS else "onnx"
 
     @classmethod
     def check(cls, p: QatConfig, cfg) -> list[str]:
-        problems = check_finetune(p, min_epochs=1)
-        if p.format not in FORMATS:
-            problems.append(f"format must be one of {', '.join(FORMATS)}, got {p.format!r}")
-        return problems
+        return check_finetune(p, min_epochs=1)
 
     def run(self, ctx: StageContext) -> StageResult:
         import copy
@@ -66,11 +56,7 @@ class Qat(Stage):
 
         p: QatConfig = ctx.params
         src = ctx.input
-        torch.manual_seed(ctx.settings.seed)
-        C.set_threads(p)
-        data = ctx.data()
-        model, spec = C.load_rebuildable(src, ctx.name)
-        acc_fp32 = C.val_accuracy(model, data)
+        model, spec, data, acc_fp32 = C.start_finetune(ctx, p)
         folded = copy.deepcopy(model).eval()
         models.fold_batchnorm(folded)
         shape = src.meta["input_shape"]

@@ -6,27 +6,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.core.artifacts import Artifact
-from pipeline.core.bounds import PositiveInt
-from pipeline.stages.base import Stage, StageContext, StageResult
+from pipeline.stages.base import Int8Config, Stage, StageContext, StageResult
 
 
 @dataclass
-class QuantizeExecutorchConfig:
-    calibration_samples: PositiveInt = 128  # training images used to calibrate activation ranges
+class QuantizeExecutorchConfig(Int8Config):
     per_channel: bool = True  # one weight scale per output channel (XNNPACK's recommended int8 scheme)
-    remedies: bool = True  # outside parity's budget: try the remedies (pipeline.convert.remedies), cheapest first
-    remedy_samples: PositiveInt = 128  # training images (not the calibration ones) each attempt is judged on
 
 
-class QuantizeExecutorch(Stage):
-    type = "quantize_executorch"
-    Config = QuantizeExecutorchConfig
-    accepts = ("executorch",)
-    produces = "executorch"
-    implements = ("quantize", "executorch")
-    min_inputs = max_inputs = 1
-    reads = ("data", "seed", "task")
-
+class QuantizeExecutorch(Stage, type="quantize_executorch", config=QuantizeExecutorchConfig, accepts=("executorch",),
+                         produces="executorch", implements=("quantize", "executorch"), inputs=1,
+                         reads=("data", "seed", "task")):
     @classmethod
     def check(cls, p: QuantizeExecutorchConfig, cfg) -> list[str]:
         if p.calibration_samples <= 0:

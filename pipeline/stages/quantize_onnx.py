@@ -10,38 +10,25 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 
 from pipeline.core.artifacts import Artifact
-from pipeline.core.bounds import PositiveInt
-from pipeline.convert.onnx import QdqOptions, check_options
-from pipeline.stages.base import Stage, StageContext, StageResult
+from pipeline.convert.onnx import QdqOptions
+from pipeline.stages.base import Int8Config, Stage, StageContext, StageResult
 
 
 @dataclass
-class QuantizeOnnxConfig(QdqOptions):
-    calibration_samples: PositiveInt = 128  # training images used to calibrate activation ranges
-    remedies: bool = True  # outside parity's budget: try the remedies (pipeline.convert.remedies), cheapest first
-    remedy_samples: PositiveInt = 128  # training images (not the calibration ones) each attempt is judged on
+class QuantizeOnnxConfig(Int8Config, QdqOptions):
+    pass
 
 
-class QuantizeOnnx(Stage):
-    type = "quantize_onnx"
-    Config = QuantizeOnnxConfig
-    accepts = ("onnx",)
-    produces = "onnx"
-    implements = ("quantize", "onnx")  # what `type: quantize` resolves to for ONNX Runtime devices
-    min_inputs = max_inputs = 1
-    reads = ("data", "seed", "task", "gate.max_accuracy_drop")
-
+# implements: what `type: quantize` resolves to for ONNX Runtime devices
+class QuantizeOnnx(Stage, type="quantize_onnx", config=QuantizeOnnxConfig, accepts=("onnx",), produces="onnx",
+                   implements=("quantize", "onnx"), inputs=1, reads=("data", "seed", "task", "gate.max_accuracy_drop")):
     @classmethod
     def check(cls, p: QuantizeOnnxConfig, cfg) -> list[str]:
         from pipeline import tasks
 
-        problems = check_options(p) + tasks.check_name(str(cfg.get("task", "classification")))
-        if p.calibration_samples <= 0:
-            problems.insert(0, f"calibration_samples must be > 0, got {p.calibration_samples}; 100-500 images is usual")
-        return problems
+        return tasks.check_name(str(cfg.get("task", "classification")))
 
     def run(self, ctx: StageContext) -> StageResult:
-        from pipeline import runtimes
         from pipeline.convert import nncf_onnx, remedies
         from pipeline.library import calibration
         from pipeline.convert.onnx import quantize_qdq

@@ -9,44 +9,22 @@ from dataclasses import dataclass
 from typing import Optional
 
 from pipeline.core.artifacts import Artifact
-from pipeline.core.bounds import NonNegative, PositiveInt
+from pipeline.core.bounds import PositiveInt, between, one_of
 from pipeline.convert.openvino import PRESETS
-from pipeline.stages.base import Stage, StageContext, StageResult
+from pipeline.stages.base import Int8Config, Stage, StageContext, StageResult
 
 
 @dataclass
-class QuantizeOpenvinoConfig:
-    calibration_samples: PositiveInt = 128  # training images used to calibrate activation ranges
-    preset: str = "performance"  # NNCF preset: performance (symmetric) | mixed (asymmetric activations)
+class QuantizeOpenvinoConfig(Int8Config):
+    preset: one_of(*PRESETS) = "performance"  # NNCF preset: performance (symmetric) | mixed (asymmetric activations)
     accuracy_control: bool = False  # keep the costliest operations in float until the top-1 drop is within budget
-    max_accuracy_drop: Optional[NonNegative] = None  # accuracy control: top-1 points; null = gate.max_accuracy_drop
+    max_accuracy_drop: Optional[between(0, 100, hi_open=True)] = None  # accuracy control: top-1 points; null = gate.max_accuracy_drop
     accuracy_control_samples: PositiveInt = 300  # labelled training images NNCF validates on (not the validation split)
-    remedies: bool = True  # plain int8 outside parity's budget: try the remedies (pipeline.convert.remedies), cheapest first
-    remedy_samples: PositiveInt = 128  # training images (not the calibration ones) each attempt is judged on
 
 
-class QuantizeOpenvino(Stage):
-    type = "quantize_openvino"
-    Config = QuantizeOpenvinoConfig
-    accepts = ("openvino",)
-    produces = "openvino"
-    implements = ("quantize", "openvino")
-    min_inputs = max_inputs = 1
-    reads = ("data", "seed", "task", "gate.max_accuracy_drop")
-
-    @classmethod
-    def check(cls, p: QuantizeOpenvinoConfig, cfg) -> list[str]:
-        problems = []
-        if p.calibration_samples <= 0:
-            problems.append(f"calibration_samples must be > 0, got {p.calibration_samples}; 100-500 images is usual")
-        if p.preset not in PRESETS:
-            problems.append(f"preset must be one of {', '.join(PRESETS)}, got {p.preset!r}")
-        if p.accuracy_control and p.accuracy_control_samples <= 0:
-            problems.append(f"accuracy_control_samples must be > 0, got {p.accuracy_control_samples}")
-        if p.max_accuracy_drop is not None and not 0 <= p.max_accuracy_drop < 100:
-            problems.append(f"max_accuracy_drop is in top-1 points (0-100), got {p.max_accuracy_drop}")
-        return problems
-
+class QuantizeOpenvino(Stage, type="quantize_openvino", config=QuantizeOpenvinoConfig, accepts=("openvino",),
+                       produces="openvino", implements=("quantize", "openvino"), inputs=1,
+                       reads=("data", "seed", "task", "gate.max_accuracy_drop")):
     def run(self, ctx: StageContext) -> StageResult:
         import numpy as np
 

@@ -20,8 +20,9 @@ import time
 from dataclasses import dataclass, field
 from typing import List, Optional
 
+from pipeline.convert.onnx import METHODS
 from pipeline.core.artifacts import Artifact
-from pipeline.core.bounds import NonNegative, NonNegativeInt, PositiveInt
+from pipeline.core.bounds import NonNegative, NonNegativeInt, PositiveInt, one_of
 from pipeline.core.results import Findings
 from pipeline.library import candidates as cands
 from pipeline.library import side_by_side as sbs
@@ -34,16 +35,17 @@ CANDIDATES = {n: c for n, c in cands.CANDIDATES.items() if c.format != "coreml"}
 # when ONNX accuracy control is, as what it is compared with)
 DEFAULT_CANDIDATES = [n for n in CANDIDATES if n not in ("openvino_bf16", "ort_nncf_int8")]
 REFERENCE = cands.REFERENCE
+
 AC_WHEN = ("if_needed", "always")
 
 
 @dataclass
 class SelectInt8Config:
     calibration_samples: PositiveInt = 128  # training images every candidate is calibrated on (the same images for all)
-    method: str = "minmax"  # ONNX Runtime calibration: minmax | entropy | percentile
+    method: one_of(*METHODS) = "minmax"  # ONNX Runtime calibration: minmax | entropy | percentile
     candidates: List[str] = field(default_factory=lambda: list(DEFAULT_CANDIDATES))  # which candidates to build and time
     # accuracy-controlled candidates: if_needed = only when no plain int8 candidate is within budget | always
-    accuracy_control: str = "if_needed"
+    accuracy_control: one_of(*AC_WHEN) = "if_needed"
     accuracy_control_samples: PositiveInt = 300  # labelled training images NNCF validates on (not the validation split)
     # top-1 points NNCF's accuracy control aims for on those training images; null = half the budget, because the choice
     # is judged on the validation split, which NNCF never sees
@@ -55,15 +57,10 @@ class SelectInt8Config:
     iterations: PositiveInt = 50  # timed runs of each model (p50 decides)
 
 
-class SelectInt8(Stage):
-    type = "select_int8"
-    Config = SelectInt8Config
-    accepts = ("onnx",)
-    implements = ("quantize", "measured")
-    min_inputs = max_inputs = 1
-    # host: it times the candidates here; task: what its outputs mean, so how a candidate is judged
-    reads = ("data", "host", "seed", "task", "device.threads", "gate.max_accuracy_drop")
-
+# reads host: it times the candidates here; task: what its outputs mean, so how a candidate is judged
+class SelectInt8(Stage, type="select_int8", config=SelectInt8Config, accepts=("onnx",),
+                 implements=("quantize", "measured"), inputs=1,
+                 reads=("data", "host", "seed", "task", "device.threads", "gate.max_accuracy_drop")):
     @classmethod
     def output_format(cls, params, device):
         """Decided by measurement at run time: one of the int8 candidates' formats."""
@@ -80,10 +77,6 @@ class SelectInt8(Stage):
         elif not any(CANDIDATES[c].precision == "int8" for c in p.candidates):
             problems.append(f"candidates: {p.candidates} has no int8 candidate to choose; add one of "
                             f"{', '.join(n for n, c in CANDIDATES.items() if c.precision == 'int8')}")
-        if p.accuracy_control not in AC_WHEN:
-            problems.append(f"accuracy_control must be one of {', '.join(AC_WHEN)}, got {p.accuracy_control!r}")
-        if p.calibration_samples <= 0:
-            problems.append(f"calibration_samples must be > 0, got {p.calibration_samples}")
         if p.iterations < 1 or p.warmup < 0:
             problems.append(f"iterations must be >= 1 and warmup >= 0 (got {p.iterations}, {p.warmup})")
         return problems

@@ -14,15 +14,10 @@ from pipeline.stages.base import Stage, StageContext, StageResult
 from pipeline.library.training import TrainConfig, check_training
 
 
-class Train(Stage):
-    type = "train"
-    Config = TrainConfig
-    produces = "torch"
-    accepts = ("torch",)  # optional: a PyTorch model to fine-tune instead of a zoo model trained from scratch
-    max_inputs = 1
-    reads = ("data", "model", "seed", "task")
-    libraries = ("keras",)  # Keras models train with TensorFlow through keras_zoo
-
+# accepts: optionally a PyTorch model to fine-tune instead of a zoo model trained from scratch; libraries: Keras
+# models train with TensorFlow through keras_zoo
+class Train(Stage, type="train", config=TrainConfig, accepts=("torch",), produces="torch", inputs=(0, 1),
+            reads=("data", "model", "seed", "task"), libraries=("keras",)):
     @classmethod
     def check(cls, p: TrainConfig, cfg) -> list[str]:
         from pipeline import models, tasks

@@ -71,3 +71,30 @@ def test_device_file_holding_a_number_where_a_figure_belongs(tmp_path):
     assert hint.startswith(f"device.ram_gb in {tmp_path / 'device' / 'mine.yaml'}: expects a mapping of FigureConfig")
     assert "{value: 8, source:" in hint
     assert catalog.merge_error_hint("some other error") is None
+
+
+CHOICES = {  # a closed set of values: named with its path and every value it may take, at plan time
+    "stages.quantize.method=avg": "stages.quantize.method: must be one of minmax, entropy, percentile, got 'avg'",
+    "stages.quantize.activation_type=int4":
+        "stages.quantize.activation_type: must be one of int8, uint8, got 'int4'",
+    "stages.train.optimizer=adam": "stages.train.optimizer: must be one of adamw, sgd, got 'adam'",
+}
+
+
+@pytest.mark.parametrize("override", sorted(CHOICES))
+def test_a_value_outside_its_set_is_named_with_its_path_and_choices(override, tmp_path):
+    from pipeline.core.errors import ConfigError
+    from pipeline.core.plan import build_plan
+
+    with pytest.raises(ConfigError) as e:
+        build_plan(compose_cfg(["recipe=tiny_int8", "tracking=none", override], tmp_path / "out"))
+    assert CHOICES[override] in str(e.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_stage_help_spells_out_a_set():
+    from pipeline.cli.stages import parameters
+    from pipeline.stages import discover
+
+    rows = {name: kind for name, kind, _, _ in parameters(discover()["prune"])}
+    assert rows["method"] == "one of: structured | unstructured" and rows["schedule"] == "one of: oneshot | gradual"

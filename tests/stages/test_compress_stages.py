@@ -127,7 +127,7 @@ def test_bad_compression_parameters_are_refused_before_running(tmp_path):
     with pytest.raises(ConfigError) as e:
         build_plan(cfg)
     text = str(e.value)
-    assert "stages.prune.amount: must be a finite number in [0, 1), got 1.5" in text and "method must be one of" in text
+    assert "stages.prune.amount: must be a finite number in [0, 1), got 1.5" in text and "stages.prune.method: must be one of structured, unstructured, got 'random'" in text
     assert "stages.qat: stage type 'qat' takes torch models, but input 'export' produces a onnx model" in text
     assert not (tmp_path / "out").exists()
 

@@ -51,4 +51,4 @@ def test_bad_openvino_settings_are_refused_at_plan_time(make_cfg):
     with pytest.raises(ConfigError) as e:
         app.run(cfg)
     assert "inference_precision must be one of f32, bf16, f16" in str(e.value)
-    assert "preset must be one of performance, mixed" in str(e.value)
+    assert "stages.quantize.preset: must be one of performance, mixed, got 'fast'" in str(e.value)
