@@ -81,6 +81,7 @@ class Estimate:
     notes: list[str] = field(default_factory=list)
     per_kernel: list[dict[str, Any]] = field(default_factory=list)
     calibrated: bool = True
+    log_residuals: list[float] = field(default_factory=list)  # the held-out log(truth / estimate) the interval is from
 
     @property
     def label(self) -> str:
@@ -93,6 +94,7 @@ class Estimate:
         d["label"] = self.label
         d["fps"] = 1000.0 / self.latency_ms if self.latency_ms > 0 else None
         d["upper_ms"] = self.interval_ms[1]
+        d.pop("log_residuals")  # the interval states them; a ratio of two estimates (optimize) reads the attribute
         if not per_kernel:
             d.pop("per_kernel")
         return d
@@ -242,4 +244,4 @@ def estimate(profile: Profile, device: Any, unit: str | None = None, threads: in
         interval_ms=[lo, hi], interval_basis=f"{BASIS_TEXT[mode]} residuals of {len(res)} {kind} cases, {group}",
         fitted_on=_fitted_on(kf, device, basis, cp, peak), fitted_summary=_fitted_summary(kf, device, basis),
         memory=mem, no_memory=no_mem,
-        notes=notes, per_kernel=_kernel_rows(profile, cp, theta, scale))
+        notes=notes, per_kernel=_kernel_rows(profile, cp, theta, scale), log_residuals=list(res))

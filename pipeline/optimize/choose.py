@@ -136,9 +136,8 @@ def time_rows(s, o, rows: list[dict]) -> dict:
         e = timing.estimate(o.device, fmt, Path(path))
         r["latency_ms"], r["latency_interval"] = e.get("latency_ms"), e.get("interval_ms")
         r["estimate"] = e
-    kinds = {r["estimate"].get("unit_kind") for r in timed if r.get("estimate")}
     return {"source": "estimate", "where": next((r["estimate"]["label"] for r in timed if r.get("estimate", {})
-                                                 .get("label")), "estimate"), "unit_kind": next(iter(kinds), None)}
+                                                 .get("label")), "estimate")}
 
 
 def _onnx_of(s, r: dict) -> str:
@@ -168,7 +167,6 @@ def speedups(rows: list[dict], peer: dict | None, timed: dict) -> None:
     if peer is None:
         return
     raw = timed.get("raw") or {}
-    res = timing.residuals(timed["unit_kind"]) if timed["source"] == "estimate" else []
     for r in rows:
         if r.get("latency_ms") is None:
             continue
@@ -180,7 +178,7 @@ def speedups(rows: list[dict], peer: dict | None, timed: dict) -> None:
         else:
             ratio = peer["latency_ms"] / r["latency_ms"]
             r["speedup_vs_peer"] = ratio
-            r["speedup_vs_peer_interval"] = timing.ratio_interval(ratio, res) if res else None
+            r["speedup_vs_peer_interval"] = timing.ratio_interval(ratio, timing.residuals_of(peer), timing.residuals_of(r))
 
 
 def ram_estimates(s, rows: list[dict]) -> None:

@@ -90,4 +90,4 @@ def _time(s, o, models: list[dict], chosen: dict, peer: dict | None) -> None:
         if peer is not None and m is not peer and e.get("latency_ms") and peer.get("latency_ms"):
             ratio = peer["latency_ms"] / e["latency_ms"]
             m["study_speedup"] = ratio
-            m["study_interval"] = timing.ratio_interval(ratio, timing.residuals(e.get("unit_kind") or "cpu"))
+            m["study_interval"] = timing.ratio_interval(ratio, timing.residuals_of(peer), e.get("log_residuals") or [])

@@ -80,23 +80,25 @@ def estimate(device: dict, fmt: str, path: Path, precision: str = "int8") -> dic
         return {"error": str(e)}
     totals = prof.totals()
     return {"latency_ms": est.latency_ms, "interval_ms": est.interval_ms, "label": est.label,
-            "unit_kind": est.unit_kind, "ram_estimate_mb": totals["ram_estimate_mb"]}
+            "unit_kind": est.unit_kind, "ram_estimate_mb": totals["ram_estimate_mb"],
+            "log_residuals": est.log_residuals}
 
 
-def residuals(unit_kind: str) -> list[float]:
-    """The leave-one-out log residuals the estimator's intervals for this unit kind come from."""
-    from pipeline.devices.estimator import params_for
-
-    _, info = params_for(unit_kind)
-    res = info.get("log_residuals") or []
-    return res if len(res) >= 9 else (info.get("pooled_log_residuals") or [])
+def residuals_of(row: dict) -> list[float]:
+    """The held-out residuals a row's latency estimate states its interval from ([] when it was measured)."""
+    return (row.get("estimate") or {}).get("log_residuals") or []
 
 
-def ratio_interval(ratio: float, res: list[float], level: float = 0.8) -> list[float] | None:
-    """Interval of (truth_b / truth_a) = ratio x exp(r_b - r_a), r_a and r_b drawn independently from the residuals."""
-    if len(res) < 3:
+def ratio_interval(ratio: float, res_peer: list[float], res_model: list[float] | None = None,
+                   level: float = 0.8) -> list[float] | None:
+    """Interval of truth_peer / truth_model = ratio x exp(r_peer - r_model) for two estimates whose held-out log
+    residuals log(truth / estimate) are `res_peer` and `res_model` (None: the same set), drawn independently: wider
+    than the truth when the two estimates err alike, as estimates of one device from one fit do."""
+    same = res_model is None
+    res_model = res_peer if same else res_model
+    if len(res_peer) < 3 or len(res_model) < 3:
         return None
-    diffs = sorted(b - a for i, a in enumerate(res) for j, b in enumerate(res) if i != j)
+    diffs = sorted(a - b for i, a in enumerate(res_peer) for j, b in enumerate(res_model) if not (same and i == j))
     lo = diffs[max(0, math.floor((1 - level) / 2 * len(diffs)))]
     hi = diffs[min(len(diffs) - 1, math.ceil((1 + level) / 2 * len(diffs)) - 1)]
     return [ratio * math.exp(lo), ratio * math.exp(hi)]
