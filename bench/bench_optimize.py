@@ -6,7 +6,7 @@ timed side by side in the same run, and within the budget on the validation spli
 step from the cache) with how much the cache saved. `--default` also times `recipe=optimize device=host
 budget.accuracy_drop=1` (MobileNetV2 on digits) from an empty outputs folder.
 
-    python bench/bench_optimize.py [--outputs outputs/bench_optimize] [--threads N] [--default]
+    python bench/bench_optimize.py [--outputs outputs/bench_optimize] [--threads N] [--default] [--skip-host]
                                    [--skip-pixel7] [--set KEY=VALUE ...] [--append bench/RESULTS.md]
 
 Latency ratios are side by side in one process, but on a shared machine give the load (printed) and re-run idle.
@@ -76,6 +76,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="training threads (0 = measured); timing uses the device's")
     ap.add_argument("--default", action="store_true", help="also time recipe=optimize device=host from empty")
     ap.add_argument("--skip-pixel7", action="store_true")
+    ap.add_argument("--skip-host", action="store_true", help="only the pixel7 search (and --default)")
     ap.add_argument("--set", action="append", default=[], help="more overrides, e.g. --set stages.optimize.trials=8")
     ap.add_argument("--append", default=None, help="append the markdown section to this file")
     args = ap.parse_args()
@@ -88,18 +89,21 @@ def main() -> None:
     base = ["recipe=optimize_fashion", "tracking=none", f"paths.outputs={out}", "budget.accuracy_drop=1",
             f"stages.train.threads={args.threads}", f"stages.optimize.threads={args.threads}", *args.set]
     load0 = os.getloadavg()
-    host, host_s = run([*base, "device=host"])
-    print("\n".join(headline("device=host", host, host_s)), flush=True)  # (kept in the log if a later run fails)
-    resumed, resumed_s = run([*base, "device=host", "cache.force=[optimize]"])
     lines = [f"\n### optimize: EfficientNet-Lite0 (ImageNet) on Fashion-MNIST at 128 px, {time.strftime('%Y-%m-%d %H:%M')}\n",
              f"`python bench/bench_optimize.py {' '.join(sys.argv[1:])}`. Machine: {cpu_model()}, {os.cpu_count()} cores, "
-             f"{platform.system()} {platform.machine()}; load average {load0[0]:.2f} at the start, "
-             f"{os.getloadavg()[0]:.2f} after the host runs.\n", *headline("device=host", host, host_s)]
-    r = optimization(resumed)["search"]
-    lines.append(f"Resumed (`cache.force=[optimize]`: the stage re-runs, its steps come from the cache): {resumed_s:.0f} s "
-                 f"against {host_s:.0f} s for the first run (which also fine-tuned the model); the optimize stage "
-                 f"{r['wall_seconds']:.0f} s with {r['cache']['ran']} step(s) made and {r['cache']['reused']} reused, "
-                 f"which had cost {r['cache']['saved_seconds']:.0f} s. (Its final timing is measured again.)\n")
+             f"{platform.system()} {platform.machine()}; load average {load0[0]:.2f} at the start.\n"]
+    if not args.skip_host:
+        host, host_s = run([*base, "device=host"])
+        print("\n".join(headline("device=host", host, host_s)), flush=True)  # (kept in the log if a later run fails)
+        resumed, resumed_s = run([*base, "device=host", "cache.force=[optimize]"])
+        lines += [f"Load average after the host runs: {os.getloadavg()[0]:.2f}.\n", *headline("device=host", host, host_s)]
+        r = optimization(resumed)["search"]
+        lines.append(f"Resumed (`cache.force=[optimize]`: the stage re-runs, its steps come from the cache): "
+                     f"{resumed_s:.0f} s against {host_s:.0f} s for the first run (which also fine-tuned the model); the "
+                     f"optimize stage {r['wall_seconds']:.0f} s with {r['cache']['ran']} step(s) made and "
+                     f"{r['cache']['reused']} reused, which had cost {r['cache']['saved_seconds']:.0f} s. (Its final timing is measured again.)\n")
+        (out / "bench_optimize.json").write_text(json.dumps({"host": optimization(host), "seconds": host_s,
+                                                             "resumed_seconds": resumed_s}, indent=1, default=str))
     if not args.skip_pixel7:
         px, px_s = run([*base, "device=pixel7"])
         lines += headline("device=pixel7 (estimated)", px, px_s)
@@ -114,8 +118,6 @@ def main() -> None:
     lines.append(f"Load average at the end: {' / '.join(f'{v:.2f}' for v in os.getloadavg())}.")
     text = "\n".join(lines) + "\n"
     print(text)
-    (out / "bench_optimize.json").write_text(json.dumps({"host": optimization(host), "seconds": host_s,
-                                                         "resumed_seconds": resumed_s}, indent=1, default=str))
     if args.append:
         with open(args.append, "a") as f:
             f.write(text)
