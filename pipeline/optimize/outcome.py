@@ -20,7 +20,8 @@ def lineage(d: dict, s, o) -> dict[str, Any] | None:
         return None
     out: dict[str, Any] = {"source": "the unmodified model", "candidate": c["name"], "backend": c["backend"],
                            "format": c["format"], "runtime_settings": c.get("settings", ""),
-                           "quantization": (c["meta"].get("quantization") or {}).get("tool")
+                           "quantization": f"none ({c['precision']} weights and arithmetic)"
+                           if c.get("precision") != "int8" else (c["meta"].get("quantization") or {}).get("tool")
                            or (CANDIDATE_ABOUT.get(c["name"]) or c["name"])}
     trial = next((t for t, *_ in d["finals"] if f"trial {t['number']}" == c["model"]), None)
     if trial is None:
