@@ -36,3 +36,10 @@ def test_the_speedup_of_two_estimates_has_an_interval_around_it(tmp_path, pixel7
     same = timing.ratio_interval(2.0, [-0.1, 0.0, 0.1])
     assert same == pytest.approx([2.0 * 2.718281828 ** -0.2, 2.0 * 2.718281828 ** 0.2], rel=1e-6)
     assert timing.ratio_interval(2.0, [0.0, 0.1]) is None  # too few to state one
+
+
+def test_each_model_is_estimated_at_the_precision_it_computes_in(tmp_path, pixel7):
+    path = onnx_classifier(tmp_path / "m.onnx", size=64)
+    at = {p: timing.estimate(pixel7, "onnx", path, choose.ESTIMATED_AS.get(p, "fp32"))["latency_ms"]
+          for p in ("int8", "fp32")}
+    assert at["fp32"] > at["int8"]  # an fp32 candidate is not given int8 speed
