@@ -117,16 +117,6 @@ def _merge(into: dict, more: dict) -> None:
             into[k] = v
 
 
-def pytest_collection_modifyitems(config, items):
-    """Files with the most slow tests first. pytest-xdist (--dist loadfile) hands whole files to the two workers in
-    collection order; a long file left for the end would run alone on one core while the other waits."""
-    slow: dict[str, int] = {}
-    for item in items:
-        slow[item.fspath.strpath] = slow.get(item.fspath.strpath, 0) + (item.get_closest_marker("slow") is not None)
-    first_seen = {path: i for i, path in reversed(list(enumerate(item.fspath.strpath for item in items)))}
-    items.sort(key=lambda item: (-slow[item.fspath.strpath], first_seen[item.fspath.strpath]))
-
-
 def pytest_sessionfinish(session):
     """Under pytest-xdist, a worker hands its reliability results to the controller (pytest_testnodedown)."""
     out = getattr(session.config, "workeroutput", None)
