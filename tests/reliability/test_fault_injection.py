@@ -3,7 +3,7 @@ quantization, evaluation, benchmark subprocess, MLflow logging, publishing, summ
 followed by a re-run of the same command. After every re-run: no corrupt cache entry, no MLflow run left RUNNING, and
 every run folder that has a summary.json holds exactly the bytes it records (`pipeline.cli.verify`).
 
-RELIABILITY_FAULT_KILLS / RELIABILITY_FAULT_SWEEP_KILLS change the counts (4 and 3), RELIABILITY_SEED the sequence.
+RELIABILITY_FAULT_KILLS / RELIABILITY_FAULT_SWEEP_KILLS change the counts (3 and 2), RELIABILITY_SEED the sequence.
 The kill moments are stratified over the run's span (one inside each slice, rel_helpers.kill_fractions), so a few
 kills reach every phase a uniform draw needs many more for. Half land in runs whose stages are cached (MLflow logging,
 publishing, summary: the parts a kill most easily corrupts), half in fresh runs, while stages compute.
@@ -26,8 +26,8 @@ from rel_helpers import cache_state, kill_fractions, mlflow_runs, write_images
 from pipeline.core.runfiles import verify_run
 
 SEED = int(os.environ.get("RELIABILITY_SEED", "7"))
-KILLS = int(os.environ.get("RELIABILITY_FAULT_KILLS", "4"))
-SWEEP_KILLS = int(os.environ.get("RELIABILITY_FAULT_SWEEP_KILLS", "3"))
+KILLS = int(os.environ.get("RELIABILITY_FAULT_KILLS", "3"))
+SWEEP_KILLS = int(os.environ.get("RELIABILITY_FAULT_SWEEP_KILLS", "2"))
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
 

@@ -24,7 +24,7 @@ from rel_helpers import (cache_state, compose_stub, kill_fractions, mlflow_runs,
                          write_images)
 
 SEED = int(os.environ.get("RELIABILITY_SEED", "7"))
-KILL_POINTS = int(os.environ.get("RELIABILITY_KILL_POINTS", "10"))
+KILL_POINTS = int(os.environ.get("RELIABILITY_KILL_POINTS", "6"))
 
 
 def _tally(results: dict, *, stub: int = 0, real: int = 0, survived: int = 0, corrupt: int = 0, resumed: int = 0):
