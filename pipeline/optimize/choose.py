@@ -133,8 +133,7 @@ def time_rows(s, o, rows: list[dict]) -> dict:
                                                         f"thread(s), batch 1, every model round-robin in one process"}
     for r in timed:
         fmt, path = (r["format"], r["path"]) if r["format"] in ("onnx", "tflite") else ("onnx", _onnx_of(s, r))
-        # each model at the precision it computes in: an fp32 model is not estimated at int8 speed
-        e = timing.estimate(o.device, fmt, Path(path), ESTIMATED_AS.get(r.get("precision"), "fp32"))
+        e = timing.estimate(o.device, fmt, Path(path), r.get("precision"))
         r["latency_ms"], r["latency_interval"] = e.get("latency_ms"), e.get("interval_ms")
         r["estimate"] = e
     return {"source": "estimate", "where": next((r["estimate"]["label"] for r in timed if r.get("estimate", {})
@@ -161,9 +160,6 @@ def judge(rows: list[dict], budgets: dict) -> None:
         if budgets.get("ram_mb") and (r.get("ram_estimate_mb") or 0) > budgets["ram_mb"]:
             misses.append(f"RAM {r['ram_estimate_mb']:.1f} MB > {budgets['ram_mb']:g} MB")
         r["within_budget"], r["why_not"] = not misses, "; ".join(misses)
-
-
-ESTIMATED_AS = {"int8": "int8", "fp16": "fp16", "bf16": "fp16"}  # what the estimator models; anything else as fp32
 
 
 def speedups(rows: list[dict], peer: dict | None, timed: dict) -> None:

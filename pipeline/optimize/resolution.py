@@ -85,7 +85,7 @@ def _time(s, o, models: list[dict], chosen: dict, peer: dict | None) -> None:
         return
     for m in models:
         fmt = m["format"] if m["format"] in ("onnx", "tflite") else None
-        e = timing.estimate(o.device, fmt, Path(m["path"])) if fmt else {}
+        e = timing.estimate(o.device, fmt, Path(m["path"]), m.get("precision", chosen["precision"])) if fmt else {}
         m["study_latency_ms"] = e.get("latency_ms")
         if peer is not None and m is not peer and e.get("latency_ms") and peer.get("latency_ms"):
             ratio = peer["latency_ms"] / e["latency_ms"]

@@ -156,15 +156,13 @@ def finalists(trials: list[dict], k: int, limits: Limits | None = None) -> list[
     if len(front) > k:
         picks = sorted({round(j * (len(front) - 1) / (k - 1)) for j in range(k)}) if k > 1 else [0]
         return [front[j] for j in picks]
-    if limits is None or not front or not any(t.get("front") for t in trials):
+    if limits is None or not any(t.get("front") for t in trials):  # no feasible front: nothing is a near miss of it
         return front
-    fastest, taken = front[0]["latency_ms"], {t.get("key", t["number"]) for t in front}
-
-    def miss(t):  # by how much the accuracy constraint is missed; None when another budget is missed or it is slower
-        acc, *others = constraints(t, limits)
-        return acc if 0 < acc <= limits.proxy_slack and all(c <= 0 for c in others) and t["latency_ms"] < fastest \
-            else None
-
-    near = sorted((t for t in unique(trials) if t.get("key", t["number"]) not in taken and miss(t) is not None),
-                  key=lambda t: (miss(t), t["number"]))
-    return sorted(front + near[:k - len(front)], key=lambda t: (t["latency_ms"], t["number"]))
+    taken = {t.get("key", t["number"]) for t in front}
+    near = []
+    for t in unique(trials):
+        acc, *others = constraints(t, limits)  # by how much each budget is kept (<= 0) or missed
+        if (t.get("key", t["number"]) not in taken and 0 < acc <= limits.proxy_slack and all(c <= 0 for c in others)
+                and t["latency_ms"] < front[0]["latency_ms"]):
+            near.append((acc, t["number"], t))
+    return sorted(front + [t for *_, t in sorted(near)[:k - len(front)]], key=lambda t: (t["latency_ms"], t["number"]))

@@ -64,13 +64,18 @@ def host_ratio(trial, reference, shape: list[int], threads: int = PROXY_THREADS)
             "how": f"PyTorch {torch.__version__} eager, batch norms folded, {threads} thread(s), round-robin"}
 
 
-def estimate(device: dict, fmt: str, path: Path, precision: str = "int8") -> dict[str, Any]:
-    """The estimator's latency for `device` of the graph at `path` computed in `precision`, with its interval and
-    label; {"error": why} when there is no estimate."""
+ESTIMATED_AS = {"int8": "int8", "fp16": "fp16", "bf16": "fp16"}  # what the estimator models; anything else as fp32
+
+
+def estimate(device: dict, fmt: str, path: Path, precision: str | None = "int8") -> dict[str, Any]:
+    """The estimator's latency for `device` of the graph at `path` computed in `precision` (a candidate's: bf16 as
+    fp16, any precision the estimator does not model as fp32, so that no float model is given int8 speed), with its
+    interval and label; {"error": why} when there is no estimate."""
     from pipeline.devices.estimator import NoEstimate
     from pipeline.devices.estimator import estimate as estimate_
     from pipeline.devices.profiler import profile_artifact
 
+    precision = ESTIMATED_AS.get(precision, "fp32")
     prof = profile_artifact(fmt, path)
     if prof.precision != precision:
         prof = prof.with_precision(precision)

@@ -40,7 +40,7 @@ def test_the_speedup_of_two_estimates_has_an_interval_around_it(tmp_path, pixel7
 
 def test_each_model_is_estimated_at_the_precision_it_computes_in(tmp_path, pixel7):
     path = onnx_classifier(tmp_path / "m.onnx", size=64)
-    at = {p: timing.estimate(pixel7, "onnx", path, choose.ESTIMATED_AS.get(p, "fp32")) for p in ("int8", "fp32", "bf16")}
+    at = {p: timing.estimate(pixel7, "onnx", path, p) for p in ("int8", "fp32", "bf16")}
     assert "cpu, int8," in at["int8"]["label"] and "cpu, fp32," in at["fp32"]["label"]  # not both at int8
     assert "cpu, fp16," in at["bf16"]["label"] or "cpu, fp32," in at["bf16"]["label"]
     assert at["int8"]["latency_ms"] != at["fp32"]["latency_ms"]
